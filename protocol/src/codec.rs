@@ -1,0 +1,142 @@
+//! One message to and from the bytes of a frame body.
+
+use core::fmt;
+
+use minicbor::encode::write::Cursor;
+use minicbor::{Decode, Decoder, Encode};
+
+use crate::message::{Downlink, Envelope, PROTOCOL_VERSION, Uplink};
+
+/// Why bytes are not a message. Small and `Copy`, so a device can keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The bytes end in the middle of a message.
+    Truncated,
+    /// A complete message is followed by more bytes.
+    TrailingBytes { at: usize },
+    /// A message or variant number this build does not know.
+    UnknownVariant { at: usize },
+    /// The envelope is of a protocol version this build does not speak.
+    UnsupportedVersion { found: u16 },
+    /// Not the CBOR this protocol expects: wrong type, missing field, a
+    /// collection beyond its bound, indefinite length, bad UTF-8, ...
+    Malformed { at: usize },
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The output buffer is too small for the message.
+    BufferTooSmall,
+    /// The message is larger than a frame may be.
+    FrameTooLarge { len: usize, max: usize },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated => f.write_str("message truncated"),
+            DecodeError::TrailingBytes { at } => write!(f, "trailing bytes after message at {at}"),
+            DecodeError::UnknownVariant { at } => write!(f, "unknown message or variant at {at}"),
+            DecodeError::UnsupportedVersion { found } => {
+                write!(
+                    f,
+                    "protocol version {found} not supported (this build speaks {PROTOCOL_VERSION})"
+                )
+            }
+            DecodeError::Malformed { at } => write!(f, "malformed message at byte {at}"),
+        }
+    }
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::BufferTooSmall => f.write_str("output buffer too small for message"),
+            EncodeError::FrameTooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the frame limit of {max}")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for DecodeError {}
+#[cfg(feature = "std")]
+impl std::error::Error for EncodeError {}
+
+/// Encodes `message` into `out`, returning the number of bytes written.
+pub fn encode<M: Encode<()>>(message: &Envelope<M>, out: &mut [u8]) -> Result<usize, EncodeError> {
+    let mut cursor = Cursor::new(out);
+    minicbor::encode(message, &mut cursor).map_err(|_| EncodeError::BufferTooSmall)?;
+    Ok(cursor.position())
+}
+
+/// Encodes `message` into a new vector.
+#[cfg(feature = "alloc")]
+pub fn to_vec<M: Encode<()>>(message: &Envelope<M>) -> alloc::vec::Vec<u8> {
+    // Writing to a Vec cannot fail and no Encode impl of ours returns an error.
+    minicbor::to_vec(message).expect("encoding into a Vec is infallible")
+}
+
+/// Decodes a frame body sent by a device.
+pub fn decode_uplink(bytes: &[u8]) -> Result<Envelope<Uplink>, DecodeError> {
+    decode(bytes)
+}
+
+/// Decodes a frame body sent by the gateway. Chunk data and certificates
+/// borrow from `bytes`.
+pub fn decode_downlink(bytes: &[u8]) -> Result<Envelope<Downlink<'_>>, DecodeError> {
+    decode(bytes)
+}
+
+/// Decodes exactly one envelope filling `bytes`.
+pub fn decode<'b, M: Decode<'b, ()>>(bytes: &'b [u8]) -> Result<Envelope<M>, DecodeError> {
+    let mut decoder = Decoder::new(bytes);
+    let envelope: Envelope<M> = match decoder.decode() {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            // A message of another version may not parse at all; say so
+            // rather than "malformed" when the version field is readable.
+            if let Some(found) = probe_version(bytes).filter(|v| *v != PROTOCOL_VERSION) {
+                return Err(DecodeError::UnsupportedVersion { found });
+            }
+            return Err(classify(&e));
+        }
+    };
+    if envelope.version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            found: envelope.version,
+        });
+    }
+    if decoder.position() != bytes.len() {
+        return Err(DecodeError::TrailingBytes {
+            at: decoder.position(),
+        });
+    }
+    Ok(envelope)
+}
+
+fn classify(e: &minicbor::decode::Error) -> DecodeError {
+    let at = e.position().unwrap_or(0);
+    if e.is_end_of_input() {
+        DecodeError::Truncated
+    } else if e.is_unknown_variant() {
+        DecodeError::UnknownVariant { at }
+    } else {
+        DecodeError::Malformed { at }
+    }
+}
+
+/// Reads field 0 (the version) of an envelope map, if there is one.
+fn probe_version(bytes: &[u8]) -> Option<u16> {
+    let mut d = Decoder::new(bytes);
+    let entries = d.map().ok()??;
+    for _ in 0..entries {
+        if d.u32().ok()? == 0 {
+            return d.u16().ok();
+        }
+        d.skip().ok()?;
+    }
+    None
+}

@@ -1,0 +1,89 @@
+//! The result of running a module.
+
+use minicbor::{Decode, Encode};
+
+use super::{DeploymentId, Value};
+use crate::wire_enum::wire_enum;
+
+/// Most values a function returns in a result.
+pub const MAX_RESULTS: usize = 4;
+/// Most log lines a result carries.
+pub const MAX_LOG_LINES: usize = 8;
+/// Longest log line, in bytes; longer lines are cut by the device.
+pub const LOG_LINE_LEN: usize = 96;
+
+/// A log line a module wrote through the host API.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
+#[cbor(transparent)]
+pub struct LogLine(#[cbor(n(0), with = "crate::bounded::text")] pub heapless::String<LOG_LINE_LEN>);
+
+impl LogLine {
+    /// The line, cut at a character boundary to fit [`LOG_LINE_LEN`].
+    pub fn truncated(line: &str) -> LogLine {
+        let mut end = line.len().min(LOG_LINE_LEN);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut out = heapless::String::new();
+        // Cannot fail: `end <= LOG_LINE_LEN`.
+        let _ = out.push_str(&line[..end]);
+        LogLine(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Device → gateway: one invocation finished.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+#[cbor(map)]
+pub struct ExecutionResult {
+    #[n(0)]
+    pub deployment: DeploymentId,
+    /// Counts invocations of this deployment from 1.
+    #[n(1)]
+    pub invocation: u32,
+    #[n(2)]
+    pub outcome: Outcome,
+    #[n(3)]
+    pub fuel_used: u64,
+    #[n(4)]
+    pub duration_us: u64,
+    #[cbor(n(5), with = "crate::bounded::list")]
+    pub logs: heapless::Vec<LogLine, MAX_LOG_LINES>,
+    /// Log lines were dropped because there were more than fit.
+    #[n(6)]
+    pub logs_truncated: bool,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+#[cbor(flat)]
+pub enum Outcome {
+    #[n(0)]
+    Returned(#[cbor(n(0), with = "crate::bounded::list")] heapless::Vec<Value, MAX_RESULTS>),
+    #[n(1)]
+    Trapped(#[n(0)] TrapCode),
+}
+
+wire_enum! {
+    /// Why a module trapped.
+    pub enum TrapCode {
+        Unreachable = 0,
+        MemoryOutOfBounds = 1,
+        TableOutOfBounds = 2,
+        IndirectCallToNull = 3,
+        BadSignature = 4,
+        IntegerOverflow = 5,
+        IntegerDivisionByZero = 6,
+        BadConversionToInteger = 7,
+        StackOverflow = 8,
+        /// The invocation used up its fuel.
+        OutOfFuel = 9,
+        /// A host function refused the call.
+        HostError = 10,
+        /// Memory growth beyond the deployment's limit.
+        MemoryLimit = 11,
+    }
+}

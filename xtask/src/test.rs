@@ -1,0 +1,200 @@
+//! `cargo xtask test`: every check CI runs, in order, stopping at the first
+//! failure.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+
+use crate::{cmd, fuzz};
+
+/// The C-ABI crate for the Zephyr/WAMR application; built when it exists.
+const FFI_PACKAGE: &str = "wasmbed-protocol-ffi";
+
+/// The no_std targets the protocol crate must keep building for.
+const NO_STD_TARGETS: [&str; 2] = ["thumbv7m-none-eabi", "thumbv7em-none-eabihf"];
+
+pub(crate) fn run(root: &Path, fuzz_seconds: u64) -> anyhow::Result<()> {
+    let mut steps = Steps::default();
+    let cargo = || cmd::cargo(root);
+
+    steps.run("fmt", || {
+        cmd::run(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    steps.run("clippy", || {
+        cmd::run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    if cmd::on_path("cargo-nextest") {
+        steps.run("nextest", || {
+            cmd::run(cargo().args(["nextest", "run", "--workspace", "--all-features"]))
+        })?;
+    } else {
+        steps.run("test", || {
+            cmd::run(cargo().args(["test", "--workspace", "--all-features"]))
+        })?;
+    }
+    steps.run("doctest", || {
+        cmd::run(cargo().args(["test", "--workspace", "--doc", "--all-features"]))
+    })?;
+    for target in NO_STD_TARGETS {
+        steps.run(&format!("no_std {target}"), || {
+            cmd::run(cargo().args([
+                "build",
+                "-p",
+                "wasmbed-protocol",
+                "--no-default-features",
+                "--target",
+                target,
+            ]))
+        })?;
+    }
+    if steps.run("metadata", || workspace_has_package(root, FFI_PACKAGE))? {
+        steps.run("ffi thumbv7m-none-eabi", || {
+            cmd::run(cargo().args([
+                "build",
+                "-p",
+                FFI_PACKAGE,
+                "--target",
+                "thumbv7m-none-eabi",
+                "--release",
+            ]))
+        })?;
+    } else {
+        steps.skip(
+            "ffi",
+            &format!("package `{FFI_PACKAGE}` is not in the workspace yet"),
+        );
+    }
+    if fuzz::exists(root) {
+        let targets = steps.run("fuzz list", || fuzz::list(root))?;
+        for target in &targets {
+            steps.run(&format!("fuzz {target} ({fuzz_seconds}s)"), || {
+                fuzz::run_target(root, target, fuzz_seconds)
+            })?;
+        }
+    } else {
+        let dir = fuzz::fuzz_dir(root);
+        steps.skip(
+            "fuzz",
+            &format!("no cargo-fuzz project at {}", dir.display()),
+        );
+    }
+
+    steps.summary();
+    Ok(())
+}
+
+/// Whether `cargo metadata` lists `name` among the workspace's packages.
+fn workspace_has_package(root: &Path, name: &str) -> anyhow::Result<bool> {
+    let json =
+        cmd::output(cmd::cargo(root).args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let metadata: serde_json::Value =
+        serde_json::from_str(&json).context("`cargo metadata` printed invalid JSON")?;
+    let packages = metadata["packages"]
+        .as_array()
+        .ok_or_else(|| anyhow!("`cargo metadata` printed no package list"))?;
+    Ok(packages.iter().any(|p| p["name"] == name))
+}
+
+/// The steps run so far, with their times, for the closing summary.
+#[derive(Debug, Default)]
+struct Steps {
+    done: Vec<(String, Duration)>,
+    skipped: Vec<String>,
+}
+
+impl Steps {
+    /// Runs one step, printing its name before and its time after. A failure
+    /// becomes an error that names the step.
+    fn run<T, E>(&mut self, name: &str, step: impl FnOnce() -> Result<T, E>) -> anyhow::Result<T>
+    where
+        E: Into<anyhow::Error>,
+    {
+        println!("xtask: ==> {name}");
+        let start = Instant::now();
+        let result = step().map_err(Into::into);
+        let took = start.elapsed();
+        match result {
+            Ok(value) => {
+                println!("xtask: <== {name}: ok in {}", secs(took));
+                self.done.push((name.to_owned(), took));
+                Ok(value)
+            }
+            Err(err) => {
+                println!("xtask: <== {name}: FAILED after {}", secs(took));
+                println!(
+                    "xtask: stopped at step `{name}`; {} step(s) passed before it",
+                    self.done.len()
+                );
+                Err(err.context(format!("step `{name}` failed")))
+            }
+        }
+    }
+
+    /// Records a step that cannot run yet, and says why.
+    fn skip(&mut self, name: &str, why: &str) {
+        println!("xtask: --- {name}: skipped: {why}");
+        self.skipped.push(name.to_owned());
+    }
+
+    /// Prints every step's time and the closing `N passed, 0 failed` line.
+    fn summary(&self) {
+        let width = self
+            .done
+            .iter()
+            .map(|(name, _)| name.len())
+            .max()
+            .unwrap_or(0);
+        println!();
+        for (name, took) in &self.done {
+            println!("xtask: {name:<width$}  {:>8}  ok", secs(*took));
+        }
+        for name in &self.skipped {
+            println!("xtask: {name:<width$}  {:>8}  skipped", "-");
+        }
+        let total: Duration = self.done.iter().map(|(_, took)| *took).sum();
+        println!("xtask: all steps passed in {}", secs(total));
+        let skipped = match self.skipped.len() {
+            0 => String::new(),
+            n => format!(", {n} skipped"),
+        };
+        println!("xtask: {} passed, 0 failed{skipped}", self.done.len());
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_step_error_names_the_step() {
+        let mut steps = Steps::default();
+        let ok = steps.run("first", || Ok::<_, anyhow::Error>(7));
+        assert_eq!(ok.ok(), Some(7));
+        let err = steps
+            .run("second", || Err::<(), _>(anyhow!("boom")))
+            .expect_err("the step fails");
+        assert_eq!(format!("{err:#}"), "step `second` failed: boom");
+        assert_eq!(steps.done.len(), 1);
+    }
+
+    #[test]
+    fn finds_this_workspace_packages() -> anyhow::Result<()> {
+        let root = crate::workspace_root();
+        assert!(workspace_has_package(&root, "xtask")?);
+        assert!(!workspace_has_package(&root, "wasmbed-no-such-package")?);
+        Ok(())
+    }
+}
