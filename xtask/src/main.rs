@@ -42,7 +42,10 @@ enum Command {
     ///
     /// Prints each step's time, and ends with `xtask: N passed, 0 failed`
     /// when every step passed; exits non-zero otherwise.
-    #[command(verbatim_doc_comment)]
+    #[command(
+        verbatim_doc_comment,
+        about = "Run everything CI runs, stopping at the first failing step"
+    )]
     Test {
         /// Seconds each fuzz target runs.
         #[arg(long, value_name = "SECS", env = fuzz::SECONDS_ENV, default_value_t = fuzz::DEFAULT_SECONDS)]
