@@ -17,6 +17,7 @@ mod bounded;
 pub mod codec;
 pub mod frame;
 pub mod message;
+pub mod session;
 mod wire_enum;
 
 pub use codec::{DecodeError, EncodeError};

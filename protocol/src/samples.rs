@@ -49,7 +49,9 @@ pub const PUBLIC_KEY: [u8; PUBLIC_KEY_LEN] = {
 
 /// A module chunk of `len` bytes.
 pub fn chunk_data(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
+    (0..len)
+        .map(|i| u8::try_from(i % 251).unwrap_or(0))
+        .collect()
 }
 
 /// Every device → gateway message, with a name for each.

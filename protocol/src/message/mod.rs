@@ -64,6 +64,9 @@ impl<M> Envelope<M> {
 }
 
 /// Messages from a device to the gateway.
+// Variants are not boxed: the default build does not allocate, and a
+// message is built or decoded once per frame.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 #[cbor(flat)]
 pub enum Uplink {

@@ -1,0 +1,121 @@
+//! The session logic of both ends as sans-IO state machines.
+//!
+//! A session never touches a socket or a clock. The driver (the firmware's
+//! main loop, the gateway's tokio task, the fleet simulator) feeds it bytes
+//! read from TLS and the current time, then:
+//!
+//! 1. drains [`DeviceSession::poll_event`] / [`GatewaySession::poll_event`]
+//!    until `None`, reacting to each event,
+//! 2. writes `poll_transmit()` to TLS and reports it with `advance_transmit`,
+//! 3. sleeps until more bytes arrive or `poll_timeout()`, and then calls
+//!    `handle_timeout(now)`,
+//! 4. closes the connection once `is_closed()` and nothing is left to send.
+//!
+//! ```text
+//!   bytes in ──► handle_input ─┐             ┌─► poll_transmit ──► bytes out
+//!   now ───────► handle_timeout ┴► session ──┼─► poll_event ─────► events
+//!                                            └─► poll_timeout ───► next deadline
+//! ```
+
+mod buffer;
+mod device;
+mod gateway;
+mod link;
+
+pub use buffer::ByteBuffer;
+pub use device::{DeviceConfig, DeviceEvent, DeviceSession};
+pub use gateway::{GatewayConfig, GatewayEvent, GatewaySession, PeerCredential};
+
+use core::fmt;
+
+use crate::codec::{DecodeError, EncodeError};
+use crate::frame::{FrameError, HEADER_LEN, MAX_FRAME_LEN};
+use crate::message::{ErrorCode, GoodbyeReason};
+
+/// A fixed buffer large enough for one frame of the default size.
+pub type FrameBuffer = heapless::Vec<u8, { HEADER_LEN + MAX_FRAME_LEN }>;
+
+/// A call that the session could not carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionError {
+    /// The call does not fit the session's state (e.g. a heartbeat before
+    /// the session is established).
+    InvalidState,
+    /// Too much output is waiting; send what is pending first.
+    OutboxFull,
+    /// The message can not be encoded as a frame.
+    Encode(EncodeError),
+    /// The session has ended.
+    Closed,
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::InvalidState => f.write_str("not possible in the session's state"),
+            SessionError::OutboxFull => f.write_str("outgoing buffer full"),
+            SessionError::Encode(e) => write!(f, "cannot encode message: {e}"),
+            SessionError::Closed => f.write_str("session closed"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for SessionError {}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer said goodbye.
+    PeerGoodbye(GoodbyeReason),
+    /// This side said goodbye.
+    LocalGoodbye(GoodbyeReason),
+    /// The peer broke the protocol; it was told `code` before closing.
+    ProtocolViolation(Violation),
+    /// The peer did not answer or send heartbeats in time.
+    Timeout,
+}
+
+/// A protocol violation by the peer, with the detail that was logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// A frame that is not a valid message.
+    Decode(DecodeError),
+    /// A frame header beyond the limit, or an empty frame.
+    Frame(FrameError),
+    /// A valid message the peer may not send now (or, for a claim
+    /// certificate, at all).
+    Unexpected { code: ErrorCode, kind: &'static str },
+}
+
+impl Violation {
+    /// The code the peer is told.
+    pub const fn code(&self) -> ErrorCode {
+        match self {
+            Violation::Decode(DecodeError::UnsupportedVersion { .. }) => {
+                ErrorCode::UnsupportedVersion
+            }
+            Violation::Decode(_) => ErrorCode::Malformed,
+            Violation::Frame(FrameError::TooLarge { .. }) => ErrorCode::FrameTooLarge,
+            Violation::Frame(FrameError::Empty) => ErrorCode::Malformed,
+            Violation::Unexpected { code, .. } => *code,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerGoodbye(r) => write!(f, "peer said goodbye ({r:?})"),
+            CloseReason::LocalGoodbye(r) => write!(f, "closed locally ({r:?})"),
+            CloseReason::ProtocolViolation(v) => match v {
+                Violation::Decode(e) => write!(f, "protocol violation: {e}"),
+                Violation::Frame(e) => write!(f, "protocol violation: {e}"),
+                Violation::Unexpected { code, kind } => {
+                    write!(f, "protocol violation: {kind} refused ({code:?})")
+                }
+            },
+            CloseReason::Timeout => f.write_str("peer timed out"),
+        }
+    }
+}
