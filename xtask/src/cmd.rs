@@ -47,10 +47,11 @@ pub(crate) fn run(cmd: &mut Command) -> Result<(), CmdError> {
     }
 }
 
-/// Runs `cmd` quietly and returns its standard output; its standard error
-/// is inherited so that a failure explains itself.
+/// Runs `cmd`, after echoing it, and returns its standard output; its
+/// standard error is inherited so that a failure explains itself.
 pub(crate) fn output(cmd: &mut Command) -> Result<String, CmdError> {
     let shown = display(cmd);
+    println!("xtask: $ {shown}");
     let out = cmd
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use anyhow::{Context as _, bail};
 
@@ -94,10 +95,14 @@ fn fuzz_cargo(root: &Path) -> Command {
     cmd
 }
 
+/// Asks rustup once per run.
 fn nightly_installed() -> bool {
-    let mut cmd = Command::new("rustup");
-    cmd.args(["toolchain", "list"]);
-    cmd::output(&mut cmd).is_ok_and(|list| lists_nightly(&list))
+    static NIGHTLY: OnceLock<bool> = OnceLock::new();
+    *NIGHTLY.get_or_init(|| {
+        let mut cmd = Command::new("rustup");
+        cmd.args(["toolchain", "list"]);
+        cmd::output(&mut cmd).is_ok_and(|list| lists_nightly(&list))
+    })
 }
 
 /// Whether `rustup toolchain list` output has the toolchain that
