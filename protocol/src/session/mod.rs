@@ -16,6 +16,41 @@
 //!   now ───────► handle_timeout ┴► session ──┼─► poll_event ─────► events
 //!                                            └─► poll_timeout ───► next deadline
 //! ```
+//!
+//! Both ends wired back to back, as the tests do:
+//!
+//! ```
+//! use wasmbed_protocol::session::*;
+//! use wasmbed_protocol::*;
+//!
+//! let hello = SessionStart {
+//!     agent_version: Name::try_from("0.1.0").unwrap(),
+//!     capabilities: Capabilities {
+//!         runtime: RuntimeKind::Wasmi,
+//!         runtime_version: Name::try_from("0.40").unwrap(),
+//!         max_module_size: 65_536,
+//!         app_memory: 98_304,
+//!         app_slots: 4,
+//!     },
+//!     apps: AppList::new(),
+//! };
+//! let now = Millis(0);
+//! let mut device: DeviceSession = DeviceSession::resume(DeviceConfig::default(), &hello, now);
+//! let mut gateway: GatewaySession =
+//!     GatewaySession::new(PeerCredential::Device, GatewayConfig::default(), [0; 32], now);
+//!
+//! // Device → gateway: the session start.
+//! let n = gateway.handle_input(device.poll_transmit(), now);
+//! device.advance_transmit(n);
+//! assert_eq!(gateway.poll_event(), Some(GatewayEvent::SessionRequested(hello)));
+//! gateway.accept_session(DeviceId([7; 16])).unwrap();
+//!
+//! // Gateway → device: the acceptance.
+//! let n = device.handle_input(gateway.poll_transmit(), now);
+//! gateway.advance_transmit(n);
+//! assert!(matches!(device.poll_event(), Some(DeviceEvent::Established(_))));
+//! assert!(device.is_established());
+//! ```
 
 mod buffer;
 mod device;
