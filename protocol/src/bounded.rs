@@ -114,3 +114,20 @@ pub(crate) mod list {
         Ok(out)
     }
 }
+
+/// A borrowed byte string of at most `N` bytes (module chunks).
+pub(crate) mod bytes_at_most {
+    use minicbor::{Decoder, decode::Error as DecodeError};
+
+    pub(crate) fn decode<'b, C, const N: usize>(
+        d: &mut Decoder<'b>,
+        _: &mut C,
+    ) -> Result<&'b [u8], DecodeError> {
+        let pos = d.position();
+        let bytes = d.bytes()?;
+        if bytes.len() > N {
+            return Err(DecodeError::message("byte string longer than its bound").at(pos));
+        }
+        Ok(bytes)
+    }
+}

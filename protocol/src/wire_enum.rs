@@ -17,7 +17,9 @@ macro_rules! wire_enum {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name {
             $( $(#[$vmeta])* $variant, )+
-            /// A code this build does not know, kept as received.
+            /// A code this build does not know, kept as received. Holds only
+            /// codes without a named variant: decoding maps known codes to
+            /// their variants, so build values with `from_code`.
             Unknown(u16),
         }
 

@@ -66,7 +66,12 @@ pub struct DeployChunk<'a> {
     /// Where `data` starts in the module.
     #[n(1)]
     pub offset: u32,
-    #[cbor(b(2), with = "minicbor::bytes")]
+    /// At most [`MAX_CHUNK_LEN`] bytes; longer chunks do not decode.
+    #[cbor(
+        b(2),
+        encode_with = "minicbor::bytes::encode",
+        decode_with = "crate::bounded::bytes_at_most::decode::<Ctx, MAX_CHUNK_LEN>"
+    )]
     pub data: &'a [u8],
 }
 
