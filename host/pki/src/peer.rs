@@ -1,0 +1,163 @@
+//! Who is on the other end of a verified TLS connection.
+
+use std::fmt;
+
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::pkcs8::DecodePublicKey;
+use rustls_pki_types::CertificateDer;
+use wasmbed_protocol::PUBLIC_KEY_LEN;
+use wasmbed_protocol::session::PeerCredential;
+use x509_parser::certificate::X509Certificate;
+
+use crate::installation::signed_by;
+use crate::issue::{IssueError, validate_sec1};
+
+/// A device's identity: the public key of its certificate, as an
+/// uncompressed SEC1 P-256 point (`0x04 || x || y`), always on the curve.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DevicePublicKey([u8; PUBLIC_KEY_LEN]);
+
+impl DevicePublicKey {
+    /// Validates an uncompressed SEC1 P-256 point.
+    pub fn from_sec1(bytes: &[u8]) -> Result<DevicePublicKey, IssueError> {
+        validate_sec1(bytes).map(|point| DevicePublicKey(*point))
+    }
+
+    /// The 65 bytes of the point.
+    pub fn as_sec1(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.0
+    }
+}
+
+impl From<DevicePublicKey> for [u8; PUBLIC_KEY_LEN] {
+    fn from(key: DevicePublicKey) -> Self {
+        key.0
+    }
+}
+
+impl fmt::Display for DevicePublicKey {
+    /// Lowercase hex of the 65 bytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for DevicePublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DevicePublicKey({self})")
+    }
+}
+
+/// How a TLS client authenticated, decided by which root signed its
+/// certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerIdentity {
+    /// The shared claim certificate: the peer may only enroll.
+    Claim,
+    /// An enrolled device, identified by its certificate's public key.
+    Device(DevicePublicKey),
+}
+
+impl PeerIdentity {
+    /// The protocol session's view of the credential.
+    pub fn credential(&self) -> PeerCredential {
+        match self {
+            PeerIdentity::Claim => PeerCredential::Claim,
+            PeerIdentity::Device(_) => PeerCredential::Device,
+        }
+    }
+
+    /// The device's public key, if this is an enrolled device.
+    pub fn device_key(&self) -> Option<&DevicePublicKey> {
+        match self {
+            PeerIdentity::Claim => None,
+            PeerIdentity::Device(key) => Some(key),
+        }
+    }
+}
+
+/// Why a client certificate could not be classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("the client certificate can not be parsed: {0}")]
+    BadCertificate(String),
+    #[error("a root certificate can not be parsed: {0}")]
+    BadRoot(String),
+    /// Neither the claim CA nor the device CA signed the certificate.
+    #[error("the client certificate was issued by neither the claim CA nor the device CA")]
+    UnknownIssuer,
+    /// Signed by the device CA, but its key is not a P-256 point.
+    #[error("the device certificate's key is not an ECDSA P-256 key")]
+    UnsupportedKey,
+}
+
+/// The two roots the gateway accepts client certificates from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRoots {
+    claim_ca: CertificateDer<'static>,
+    device_ca: CertificateDer<'static>,
+}
+
+impl ClientRoots {
+    /// The claim CA and the device CA.
+    pub fn new(claim_ca: CertificateDer<'static>, device_ca: CertificateDer<'static>) -> Self {
+        ClientRoots {
+            claim_ca,
+            device_ca,
+        }
+    }
+
+    /// The claim CA.
+    pub fn claim_ca(&self) -> &CertificateDer<'static> {
+        &self.claim_ca
+    }
+
+    /// The device CA.
+    pub fn device_ca(&self) -> &CertificateDer<'static> {
+        &self.device_ca
+    }
+}
+
+/// Decides who a TLS client is from its end-entity certificate (the first
+/// of rustls's `peer_certificates()`).
+///
+/// Call it only on a certificate the TLS handshake has verified (rustls
+/// checked the chain, validity, key usage and that the client holds the
+/// key). It still checks, independently of subject fields, which root
+/// signed the certificate: the issuer name must be the root's subject *and*
+/// the signature must verify with the root's key. A certificate of the
+/// device CA yields the device's identity: its public key.
+pub fn classify_peer(
+    end_entity: &CertificateDer<'_>,
+    roots: &ClientRoots,
+) -> Result<PeerIdentity, ClassifyError> {
+    fn parse_root(der: &[u8]) -> Result<X509Certificate<'_>, ClassifyError> {
+        x509_parser::parse_x509_certificate(der)
+            .map(|(_, x509)| x509)
+            .map_err(|e| ClassifyError::BadRoot(e.to_string()))
+    }
+    let claim_ca = parse_root(&roots.claim_ca)?;
+    let device_ca = parse_root(&roots.device_ca)?;
+    let (rest, cert) = x509_parser::parse_x509_certificate(end_entity)
+        .map_err(|e| ClassifyError::BadCertificate(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ClassifyError::BadCertificate(
+            "trailing bytes after the certificate".to_owned(),
+        ));
+    }
+
+    if signed_by(&cert, &device_ca) {
+        let key = p256::PublicKey::from_public_key_der(cert.public_key().raw)
+            .map_err(|_| ClassifyError::UnsupportedKey)?;
+        let point = key.to_encoded_point(false);
+        let sec1: [u8; PUBLIC_KEY_LEN] = point
+            .as_bytes()
+            .try_into()
+            .map_err(|_| ClassifyError::UnsupportedKey)?;
+        Ok(PeerIdentity::Device(DevicePublicKey(sec1)))
+    } else if signed_by(&cert, &claim_ca) {
+        Ok(PeerIdentity::Claim)
+    } else {
+        Err(ClassifyError::UnknownIssuer)
+    }
+}
