@@ -91,7 +91,19 @@ pub fn decode_downlink(bytes: &[u8]) -> Result<Envelope<Downlink<'_>>, DecodeErr
 }
 
 /// Decodes exactly one envelope filling `bytes`.
+///
+/// The bytes must be well-formed CBOR with definite lengths only (the
+/// protocol never uses indefinite lengths); anything else is refused before
+/// decoding, identically on every build.
 pub fn decode<'b, M: Decode<'b, ()>>(bytes: &'b [u8]) -> Result<Envelope<M>, DecodeError> {
+    crate::wellformed::check(bytes).map_err(|e| {
+        // A message of another version may not be valid for this one; say
+        // so rather than "malformed" when its version field is readable.
+        match probe_version(bytes) {
+            Some(found) if found != PROTOCOL_VERSION => DecodeError::UnsupportedVersion { found },
+            _ => e,
+        }
+    })?;
     let mut decoder = Decoder::new(bytes);
     let envelope: Envelope<M> = match decoder.decode() {
         Ok(envelope) => envelope,

@@ -18,6 +18,7 @@ pub mod codec;
 pub mod frame;
 pub mod message;
 pub mod session;
+mod wellformed;
 mod wire_enum;
 
 pub use codec::{DecodeError, EncodeError};

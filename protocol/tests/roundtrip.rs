@@ -694,3 +694,28 @@ fn a_chunk_beyond_max_chunk_len_does_not_decode() {
     let bytes = codec::to_vec(&Envelope::new(1, fits.clone()));
     assert_eq!(codec::decode_downlink(&bytes).map(|e| e.body), Ok(fits));
 }
+
+#[test]
+fn extra_items_in_a_field_less_deploy_state_are_skipped_not_reread() {
+    // [3, {0: 7, 1: [2, 1, 5]}]: "Installed" followed by two items a newer
+    // peer might append. They must not be read as the envelope's next key.
+    let bytes = [
+        0xa3, 0x00, 0x01, 0x01, 0x05, 0x02, 0x82, 0x03, 0xa2, 0x00, 0x07, 0x01, 0x83, 0x02, 0x01,
+        0x05,
+    ];
+    let envelope = codec::decode_uplink(&bytes).expect("valid with extra items");
+    assert_eq!(envelope.id, 5);
+    assert_eq!(
+        envelope.body,
+        Uplink::DeployStatus(DeployStatus {
+            deployment: DeploymentId(7),
+            state: DeployState::Installed,
+        })
+    );
+    // The smuggling variant from the review: the extra items stand where
+    // the envelope expects its next key; it must not decode.
+    let smuggled = [
+        0xa3, 0x02, 0x82, 0x03, 0xa2, 0x00, 0x07, 0x01, 0x83, 0x02, 0x01, 0x05, 0x00, 0x01,
+    ];
+    assert!(codec::decode_uplink(&smuggled).is_err());
+}

@@ -355,7 +355,7 @@ fn an_oversize_frame_is_refused_from_its_header_alone() {
         Some(DeviceEvent::Closed(CloseReason::ProtocolViolation(
             Violation::Frame(frame::FrameError::TooLarge {
                 declared: 1 << 30,
-                max: frame::MAX_FRAME_LEN as u32
+                max: u32::try_from(frame::MAX_FRAME_LEN).expect("small")
             })
         )))
     );
@@ -368,7 +368,7 @@ fn a_fixed_buffer_applies_backpressure_instead_of_dropping_bytes() {
     for i in 0..10u32 {
         let chunk = DeployChunk {
             deployment: DeploymentId(1),
-            offset: i * MAX_CHUNK_LEN as u32,
+            offset: i * u32::try_from(MAX_CHUNK_LEN).expect("small"),
             data: &data,
         };
         gateway.send(Downlink::DeployChunk(chunk)).expect("room");

@@ -110,7 +110,11 @@ pub struct DeployStatus {
 }
 
 /// The states of a deployment on a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+///
+/// Encoded as `[index, fields...]`. Decoding is written out by hand: the
+/// derived decoder of a field-less variant would leave extra array items
+/// unread, and the next map key would be read from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode)]
 #[cbor(flat)]
 pub enum DeployState {
     /// Ready to receive; send from `resume_offset` (0 for a new transfer).
@@ -166,4 +170,59 @@ wire_enum! {
         /// The limits ask for more than the device allows.
         LimitsTooHigh = 9,
     }
+}
+
+impl<'b, C> minicbor::Decode<'b, C> for DeployState {
+    fn decode(d: &mut minicbor::Decoder<'b>, ctx: &mut C) -> Result<Self, minicbor::decode::Error> {
+        let at = d.position();
+        let len = d.array()?.filter(|n| *n >= 1).ok_or_else(|| {
+            minicbor::decode::Error::message("deploy state: expected [index, ...]").at(at)
+        })?;
+        let index = d.u32()?;
+        let (state, fields) = match index {
+            0 => (
+                DeployState::Accepted {
+                    resume_offset: field(d, ctx, len, 1)?,
+                },
+                1,
+            ),
+            1 => (
+                DeployState::Progress {
+                    bytes_held: field(d, ctx, len, 1)?,
+                },
+                1,
+            ),
+            2 => (DeployState::Installed, 0),
+            3 => (DeployState::Running, 0),
+            4 => (DeployState::Stopped, 0),
+            5 => (DeployState::Removed, 0),
+            6 => (
+                DeployState::Failed {
+                    reason: field(d, ctx, len, 1)?,
+                },
+                1,
+            ),
+            _ => return Err(minicbor::decode::Error::unknown_variant(i64::from(index)).at(at)),
+        };
+        // Fields a newer peer appended to the variant.
+        for _ in (1 + fields)..len {
+            d.skip()?;
+        }
+        Ok(state)
+    }
+}
+
+/// Decodes field `n` of a variant array of `len` items.
+fn field<'b, C, T: minicbor::Decode<'b, C>>(
+    d: &mut minicbor::Decoder<'b>,
+    ctx: &mut C,
+    len: u64,
+    n: u64,
+) -> Result<T, minicbor::decode::Error> {
+    if n >= len {
+        return Err(
+            minicbor::decode::Error::message("deploy state: missing field").at(d.position()),
+        );
+    }
+    T::decode(d, ctx)
 }
