@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout)]
 
 mod cmd;
+mod ffi_header;
 mod fuzz;
 mod test;
 
@@ -65,6 +66,8 @@ enum Command {
         #[arg(value_name = "TARGET")]
         targets: Vec<String>,
     },
+    /// Regenerate protocol/ffi/include/wasmbed_protocol.h with cbindgen.
+    FfiHeader,
     /// Run a crate's benchmarks.
     Bench {
         /// Which benchmarks to run.
@@ -98,6 +101,7 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
         Command::Test { fuzz_seconds } => test::run(root, fuzz_seconds),
         Command::Fmt => Ok(cmd::run(cmd::cargo(root).args(["fmt", "--all"]))?),
         Command::Fuzz { seconds, targets } => fuzz::run(root, seconds, &targets),
+        Command::FfiHeader => ffi_header::run(root),
         Command::Bench {
             suite: BenchSuite::Protocol,
             args,

@@ -1,0 +1,624 @@
+//! One task per device connection: TLS handshake, then the protocol
+//! session, driven by bytes from the socket, commands and timers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, info, warn};
+use wasmbed_pki::{PeerIdentity, classify_peer};
+use wasmbed_protocol::session::{CloseReason, GatewayEvent, GatewaySession, SessionError};
+use wasmbed_protocol::*;
+
+use crate::Shared;
+use crate::fleet::{Command, Presence};
+use crate::store::{DeploymentState, Desired, DeviceRecord, ResultRecord, StoreError, unix_ms};
+use crate::transfer::Transfer;
+
+/// Bytes read from TLS at a time; small, because idle sessions keep it.
+const READ_CHUNK: usize = 2048;
+
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admission = match shared.limits.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                debug!(%peer, reason = refusal.label(), "connection refused");
+                shared.metrics.handshake_failed(refusal.label());
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            serve(shared, tcp, peer, stop).await;
+            drop(admission);
+        });
+    }
+}
+
+async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+    let handshake = timeout(shared.config.handshake_timeout, shared.acceptor.accept(tcp)).await;
+    let tls = match handshake {
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            shared.metrics.handshake_failed("timeout");
+            return;
+        }
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            shared
+                .metrics
+                .handshake_failed(handshake_failure_reason(&e));
+            return;
+        }
+        Ok(Ok(tls)) => tls,
+    };
+    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(leaf) => classify_peer(leaf, &shared.roots),
+        None => {
+            shared.metrics.handshake_failed("no_client_certificate");
+            return;
+        }
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(e) => {
+            warn!(%peer, error = %e, "client certificate not usable");
+            shared.metrics.handshake_failed("bad_client_certificate");
+            return;
+        }
+    };
+    shared.metrics.handshakes.inc();
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let session = GatewaySession::new(
+        identity.credential(),
+        shared.config.session,
+        nonce,
+        Millis(unix_ms()),
+    );
+    let (commands_tx, commands) = mpsc::channel(4);
+    let mut connection = Connection {
+        id: shared.next_connection.fetch_add(1, Ordering::Relaxed),
+        shared,
+        peer,
+        identity,
+        session,
+        device: None,
+        commands_tx,
+        transfers: BTreeMap::new(),
+        controls_sent: HashSet::new(),
+        close_reason: None,
+    };
+    connection.run(tls, commands, stop).await;
+}
+
+fn handshake_failure_reason(error: &std::io::Error) -> &'static str {
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return "io";
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => "no_client_certificate",
+        rustls::Error::InvalidCertificate(_) => "bad_client_certificate",
+        rustls::Error::PeerIncompatible(_) => "incompatible",
+        _ => "tls",
+    }
+}
+
+/// Why the loop woke up.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Command(Option<Command>),
+    Timer,
+    Stop,
+}
+
+struct Connection {
+    id: u64,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    identity: PeerIdentity,
+    session: GatewaySession<Vec<u8>>,
+    /// Set once the session is accepted.
+    device: Option<DeviceId>,
+    commands_tx: mpsc::Sender<Command>,
+    transfers: BTreeMap<DeploymentId, Transfer>,
+    /// Stop/remove messages already sent in this session.
+    controls_sent: HashSet<(DeploymentId, DesiredKey)>,
+    close_reason: Option<CloseReason>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum DesiredKey {
+    Stopped,
+    Removed,
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        mut tls: TlsStream<TcpStream>,
+        mut commands: mpsc::Receiver<Command>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            if let Err(e) = self.flush(&mut tls).await {
+                debug!(peer = %self.peer, error = %e, "write failed");
+                break;
+            }
+            if self.session.is_closed() {
+                break;
+            }
+            let deadline = self.session.poll_timeout().map(deadline_instant);
+            let wake = tokio::select! {
+                read = tls.read(&mut buf) => Wake::Read(read),
+                command = commands.recv() => Wake::Command(command),
+                _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => Wake::Timer,
+                _ = stop.wait_for(|stop| *stop) => Wake::Stop,
+            };
+            match wake {
+                Wake::Read(Ok(0)) => {
+                    debug!(peer = %self.peer, "connection closed by peer");
+                    break;
+                }
+                Wake::Read(Ok(n)) => self.on_bytes(&buf[..n]),
+                Wake::Read(Err(e)) => {
+                    debug!(peer = %self.peer, error = %e, "read failed");
+                    break;
+                }
+                Wake::Command(Some(Command::Sync)) => self.sync(),
+                Wake::Command(Some(Command::Close) | None) => {
+                    self.session.close(GoodbyeReason::Normal)
+                }
+                Wake::Timer => {
+                    self.session.handle_timeout(Millis(unix_ms()));
+                    self.drain_events();
+                }
+                Wake::Stop => self.session.close(GoodbyeReason::Restart),
+            }
+        }
+        let _ = timeout(Duration::from_secs(1), tls.shutdown()).await;
+        self.finish();
+    }
+
+    async fn flush(&mut self, tls: &mut TlsStream<TcpStream>) -> std::io::Result<()> {
+        let pending = self.session.poll_transmit();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let len = pending.len();
+        match timeout(self.shared.config.write_timeout, async {
+            tls.write_all(pending).await?;
+            tls.flush().await
+        })
+        .await
+        {
+            Ok(result) => result?,
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+        self.session.advance_transmit(len);
+        self.shared.metrics.bytes_sent.inc_by(len as u64);
+        Ok(())
+    }
+
+    fn on_bytes(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let taken = self.session.handle_input(data, Millis(unix_ms()));
+            data = &data[taken..];
+            let handled = self.drain_events();
+            if taken == 0 && handled == 0 {
+                // Cannot happen with a well-behaved session; avoid spinning.
+                warn!(peer = %self.peer, "session accepted no input");
+                self.session.close(GoodbyeReason::ProtocolError);
+                break;
+            }
+        }
+    }
+
+    fn drain_events(&mut self) -> usize {
+        let mut handled = 0;
+        while let Some(event) = self.session.poll_event() {
+            handled += 1;
+            if let Err(e) = self.on_event(event) {
+                warn!(peer = %self.peer, error = %e, "store failed; closing session");
+                self.session.close(GoodbyeReason::Restart);
+            }
+        }
+        self.pump_transfers();
+        handled
+    }
+
+    fn on_event(&mut self, event: GatewayEvent) -> Result<(), StoreError> {
+        match event {
+            GatewayEvent::EnrollRequested { request, nonce } => self.enroll(&request, &nonce)?,
+            GatewayEvent::SessionRequested(start) => self.start_session(&start)?,
+            GatewayEvent::Heartbeat(heartbeat) => {
+                self.shared.metrics.heartbeats.inc();
+                if let Some(id) = self.device {
+                    self.shared.fleet.heartbeat(
+                        id,
+                        unix_ms(),
+                        heartbeat.uptime.0,
+                        heartbeat.free_memory,
+                        &heartbeat.apps,
+                    );
+                }
+            }
+            GatewayEvent::DeployStatus(status) => self.on_deploy_status(status)?,
+            GatewayEvent::ExecutionResult(result) => self.on_result(&result)?,
+            GatewayEvent::PeerError(error) => {
+                warn!(peer = %self.peer, device = ?self.device.map(|d| d.to_string()), code = ?error.code, detail = ?error.detail, "device reported an error");
+            }
+            GatewayEvent::Closed(reason) => {
+                self.close_reason = Some(reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn enroll(
+        &mut self,
+        request: &EnrollRequest,
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<(), StoreError> {
+        let decision = self.decide_enrollment(request, nonce);
+        let outcome = match decision {
+            Ok(()) => self.issue(request),
+            Err(refusal) => Err(refusal),
+        };
+        match outcome {
+            Ok((id, certificate)) => {
+                info!(peer = %self.peer, device = %id, board = %request.device.board, "device enrolled");
+                crate::metrics::Metrics::count(&self.shared.metrics.enrollments, "accepted");
+                let _ = self.session.accept_enrollment(id, &certificate);
+            }
+            Err(reason) => {
+                info!(peer = %self.peer, ?reason, "enrollment refused");
+                crate::metrics::Metrics::count(
+                    &self.shared.metrics.enrollments,
+                    refusal_label(reason),
+                );
+                let _ = self.session.refuse_enrollment(reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn decide_enrollment(
+        &self,
+        request: &EnrollRequest,
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<(), EnrollRefusal> {
+        let key = VerifyingKey::from_sec1_bytes(&request.public_key)
+            .map_err(|_| EnrollRefusal::InvalidKey)?;
+        let signature =
+            Signature::from_slice(&request.proof).map_err(|_| EnrollRefusal::BadProof)?;
+        key.verify(&proof_payload(nonce, &request.public_key), &signature)
+            .map_err(|_| EnrollRefusal::BadProof)?;
+        let store = &self.shared.store;
+        let internal = |e: StoreError| {
+            warn!(error = %e, "store failed during enrollment");
+            EnrollRefusal::Internal
+        };
+        if store
+            .device_by_key(&request.public_key)
+            .map_err(internal)?
+            .is_some()
+        {
+            return Err(EnrollRefusal::KeyAlreadyEnrolled);
+        }
+        if !store.pairing_open().map_err(internal)?
+            && !store
+                .is_preauthorized(&request.public_key)
+                .map_err(internal)?
+        {
+            return Err(EnrollRefusal::PairingClosed);
+        }
+        Ok(())
+    }
+
+    /// Issues the certificate and records the device before answering, so
+    /// an acknowledged enrollment is never lost.
+    fn issue(&self, request: &EnrollRequest) -> Result<(DeviceId, Vec<u8>), EnrollRefusal> {
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let certificate = self
+            .shared
+            .issuer
+            .issue(id, &request.public_key)
+            .map_err(|e| {
+                warn!(error = %e, "certificate issuance failed");
+                EnrollRefusal::Internal
+            })?;
+        let record = DeviceRecord {
+            id: DeviceId(id),
+            public_key: request.public_key.to_vec(),
+            board: request.device.board.to_string(),
+            firmware_version: request.device.firmware_version.to_string(),
+            enrolled_at_ms: unix_ms(),
+            last_seen_ms: None,
+        };
+        self.shared.store.insert_device(&record).map_err(|e| {
+            warn!(error = %e, "recording the device failed");
+            EnrollRefusal::Internal
+        })?;
+        Ok((DeviceId(id), certificate.to_vec()))
+    }
+
+    fn start_session(&mut self, start: &SessionStart) -> Result<(), StoreError> {
+        let PeerIdentity::Device(key) = &self.identity else {
+            // The session refuses this for claim peers before we see it.
+            return Ok(());
+        };
+        let Some(device) = self.shared.store.device_by_key(key.as_sec1())? else {
+            warn!(peer = %self.peer, key = %key, "certificate of an unknown device");
+            let _ = self.session.refuse_session(ErrorCode::Unauthorized);
+            return Ok(());
+        };
+        if self.session.accept_session(device.id).is_err() {
+            return Ok(());
+        }
+        info!(peer = %self.peer, device = %device.id, agent = %start.agent_version, apps = start.apps.len(), "device session started");
+        self.device = Some(device.id);
+        self.shared
+            .fleet
+            .connect(device.id, self.id, self.peer, self.commands_tx.clone());
+        self.shared.metrics.connected_devices.inc();
+        self.shared.store.touch_device(device.id, unix_ms())?;
+        for app in &start.apps {
+            self.record_app_state(app.deployment, app.state)?;
+        }
+        self.sync();
+        Ok(())
+    }
+
+    /// Records an installed app the device reported at session start.
+    fn record_app_state(&self, id: DeploymentId, state: AppState) -> Result<(), StoreError> {
+        let Some(record) = self.owned_deployment(id)? else {
+            return Ok(());
+        };
+        let state = match state {
+            AppState::Installed => DeploymentState::Installed,
+            AppState::Running => DeploymentState::Running,
+            AppState::Stopped => DeploymentState::Stopped,
+            AppState::Failed => DeploymentState::Failed,
+            AppState::Unknown(_) => return Ok(()),
+        };
+        if record.state != state {
+            self.shared.store.set_state(id, state, None, None)?;
+        }
+        Ok(())
+    }
+
+    fn owned_deployment(
+        &self,
+        id: DeploymentId,
+    ) -> Result<Option<crate::store::DeploymentRecord>, StoreError> {
+        let record = self.shared.store.deployment(id)?;
+        Ok(record.filter(|r| Some(r.device) == self.device))
+    }
+
+    /// Brings the device in line with its deployments in the store.
+    fn sync(&mut self) {
+        let Some(device) = self.device else { return };
+        let records = match self.shared.store.unfinished_deployments(device) {
+            Ok(records) => records,
+            Err(e) => {
+                warn!(error = %e, "reading deployments failed");
+                return;
+            }
+        };
+        debug!(device = %device, unfinished = records.len(), "syncing deployments");
+        for record in records {
+            let result = match record.desired {
+                Desired::Running => self.start_transfer(&record),
+                Desired::Stopped => {
+                    self.transfers.remove(&record.id);
+                    self.send_control(record.id, DesiredKey::Stopped)
+                }
+                Desired::Removed => {
+                    self.transfers.remove(&record.id);
+                    self.send_control(record.id, DesiredKey::Removed)
+                }
+            };
+            if let Err(e) = result {
+                warn!(device = %device, deployment = record.id.0, error = %e, "cannot send to device now");
+                break;
+            }
+        }
+        self.pump_transfers();
+    }
+
+    fn start_transfer(
+        &mut self,
+        record: &crate::store::DeploymentRecord,
+    ) -> Result<(), SessionError> {
+        if self.transfers.contains_key(&record.id) {
+            return Ok(());
+        }
+        let module = match self.shared.module(&record.module_sha256) {
+            Ok(Some(module)) => module,
+            Ok(None) | Err(_) => {
+                warn!(deployment = record.id.0, "module missing from the store");
+                return Ok(());
+            }
+        };
+        let start = DeployStart {
+            deployment: record.id,
+            application: record.application,
+            module_size: record.module_size,
+            sha256: record.module_sha256,
+            chunk_size: self.shared.config.chunk_size,
+            limits: record.limits.clone(),
+        };
+        let transfer = Transfer::new(start, module, self.shared.config.transfer_window);
+        self.session.send(transfer.announcement())?;
+        self.transfers.insert(record.id, transfer);
+        Ok(())
+    }
+
+    fn send_control(&mut self, id: DeploymentId, desired: DesiredKey) -> Result<(), SessionError> {
+        if self.controls_sent.contains(&(id, desired)) {
+            return Ok(());
+        }
+        let message = match desired {
+            DesiredKey::Stopped => Downlink::Stop(StopApp { deployment: id }),
+            DesiredKey::Removed => Downlink::Remove(RemoveApp { deployment: id }),
+        };
+        self.session.send(message)?;
+        self.controls_sent.insert((id, desired));
+        Ok(())
+    }
+
+    fn pump_transfers(&mut self) {
+        if !self.session.is_established() {
+            return;
+        }
+        let session = &mut self.session;
+        for transfer in self.transfers.values_mut() {
+            transfer.pump(|message| session.send(message).is_ok());
+        }
+    }
+
+    fn on_deploy_status(&mut self, status: DeployStatus) -> Result<(), StoreError> {
+        let Some(record) = self.owned_deployment(status.deployment)? else {
+            warn!(peer = %self.peer, deployment = status.deployment.0, "status for an unknown deployment");
+            let error = ErrorMessage {
+                code: ErrorCode::UnknownDeployment,
+                detail: None,
+            };
+            let _ = self.session.send(Downlink::Error(error));
+            return Ok(());
+        };
+        if let Some(transfer) = self.transfers.get_mut(&status.deployment) {
+            if transfer.on_status(status.state) {
+                self.transfers.remove(&status.deployment);
+            }
+        }
+        let (state, reason, bytes) = match status.state {
+            DeployState::Accepted { resume_offset } => {
+                (DeploymentState::Transferring, None, Some(resume_offset))
+            }
+            // Progress is frequent and the device reports its offset again
+            // on resume: it is not written to the store.
+            DeployState::Progress { .. } => return Ok(()),
+            DeployState::Installed => (DeploymentState::Installed, None, Some(record.module_size)),
+            DeployState::Running => (DeploymentState::Running, None, None),
+            DeployState::Stopped => (DeploymentState::Stopped, None, None),
+            DeployState::Removed => (DeploymentState::Removed, None, None),
+            DeployState::Failed { reason } => {
+                (DeploymentState::Failed, Some(format!("{reason:?}")), None)
+            }
+        };
+        if record.state != state || reason.is_some() {
+            info!(device = %record.device, deployment = record.id.0, state = state.as_str(), reason = ?reason, "deployment state");
+            self.shared.metrics.deployment_state(state.as_str());
+            self.shared
+                .store
+                .set_state(record.id, state, reason.as_deref(), bytes)?;
+            // A stop or remove asked for while the module was on its way
+            // applies now that the device has it.
+            if record.desired != Desired::Running {
+                self.sync();
+            }
+        }
+        Ok(())
+    }
+
+    fn on_result(&mut self, result: &ExecutionResult) -> Result<(), StoreError> {
+        let Some(record) = self.owned_deployment(result.deployment)? else {
+            warn!(peer = %self.peer, deployment = result.deployment.0, "result for an unknown deployment");
+            return Ok(());
+        };
+        let stored = self.shared.store.insert_result(&ResultRecord {
+            deployment: record.id,
+            device: record.device,
+            invocation: result.invocation,
+            result_cbor: minicbor::to_vec(result).unwrap_or_default(),
+            received_at_ms: unix_ms(),
+        })?;
+        debug!(device = %record.device, deployment = record.id.0, invocation = result.invocation, new = stored, outcome = ?result.outcome, "execution result");
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        let reason = self.close_reason.take();
+        let label = match reason {
+            Some(CloseReason::PeerGoodbye(_)) => "peer_goodbye",
+            Some(CloseReason::LocalGoodbye(_)) => "local_goodbye",
+            Some(CloseReason::ProtocolViolation(_)) => "protocol_violation",
+            Some(CloseReason::Timeout) => "timeout",
+            None => "connection_lost",
+        };
+        crate::metrics::Metrics::count(&self.shared.metrics.sessions_closed, label);
+        let Some(device) = self.device else {
+            debug!(peer = %self.peer, reason = label, "session ended");
+            return;
+        };
+        let presence = if reason == Some(CloseReason::Timeout) {
+            Presence::Unreachable
+        } else {
+            Presence::Disconnected
+        };
+        info!(peer = %self.peer, device = %device, reason = %reason.map(|r| r.to_string()).unwrap_or_else(|| "connection lost".into()), "device session ended");
+        self.shared.fleet.disconnect(device, self.id, presence);
+        self.shared.metrics.connected_devices.dec();
+        if let Err(e) = self.shared.store.touch_device(device, unix_ms()) {
+            warn!(error = %e, "recording last_seen failed");
+        }
+    }
+}
+
+fn refusal_label(reason: EnrollRefusal) -> &'static str {
+    match reason {
+        EnrollRefusal::PairingClosed => "pairing_closed",
+        EnrollRefusal::KeyAlreadyEnrolled => "key_already_enrolled",
+        EnrollRefusal::BadProof => "bad_proof",
+        EnrollRefusal::InvalidKey => "invalid_key",
+        EnrollRefusal::RateLimited => "rate_limited",
+        EnrollRefusal::Internal | EnrollRefusal::Unknown(_) => "internal",
+    }
+}
+
+/// Converts a session deadline (Unix ms) into a tokio instant.
+fn deadline_instant(deadline: Millis) -> Instant {
+    let now = unix_ms();
+    Instant::now() + Duration::from_millis(deadline.0.saturating_sub(now))
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}

@@ -1,0 +1,174 @@
+//! The Wasmbed gateway: the TLS 1.3 server devices connect to, and the
+//! HTTP/JSON interface operators and the API server use.
+//!
+//! - [`connection`]: one task per device connection, driving the protocol's
+//!   sans-IO [`GatewaySession`](wasmbed_protocol::session::GatewaySession).
+//! - [`transfer`]: chunked module transfer with flow control and resume.
+//! - [`store`]: the SQLite records that survive a restart.
+//! - [`fleet`]: live, in-memory device state.
+//! - [`http`]: the HTTP/JSON interface and `/metrics`.
+
+pub mod config;
+mod connection;
+pub mod fleet;
+pub mod http;
+mod limits;
+pub mod metrics;
+pub mod store;
+pub mod transfer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+use wasmbed_pki::{ClientRoots, DeviceIssuer, Installation};
+
+pub use config::GatewayConfig;
+use fleet::Fleet;
+use limits::ConnectionLimits;
+use metrics::Metrics;
+use store::{Store, StoreError};
+
+/// Why the gateway could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] wasmbed_pki::TlsConfigError),
+    #[error("device CA: {0}")]
+    Issuer(#[from] wasmbed_pki::IssueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything the connection tasks and HTTP handlers share.
+pub(crate) struct Shared {
+    config: GatewayConfig,
+    store: Store,
+    fleet: Fleet,
+    metrics: Metrics,
+    issuer: DeviceIssuer,
+    roots: ClientRoots,
+    acceptor: TlsAcceptor,
+    limits: ConnectionLimits,
+    modules: Mutex<HashMap<[u8; 32], Arc<[u8]>>>,
+    next_connection: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// A module's bytes, from memory or the store.
+    fn module(&self, sha256: &[u8; 32]) -> Result<Option<Arc<[u8]>>, StoreError> {
+        let mut cache = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(module) = cache.get(sha256) {
+            return Ok(Some(module.clone()));
+        }
+        let Some(bytes) = self.store.module(sha256)? else {
+            return Ok(None);
+        };
+        let module: Arc<[u8]> = bytes.into();
+        cache.insert(*sha256, module.clone());
+        Ok(Some(module))
+    }
+}
+
+/// A configured gateway, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    pub fn new(
+        config: GatewayConfig,
+        installation: &Installation,
+        store: Store,
+    ) -> Result<Gateway, GatewayError> {
+        let tls = wasmbed_pki::server_config(installation, Some(config.max_fragment_size))?;
+        let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
+        Ok(Gateway {
+            shared: Arc::new(Shared {
+                issuer: installation.device_issuer()?,
+                roots: installation.client_roots(),
+                acceptor: TlsAcceptor::from(tls),
+                store,
+                fleet: Fleet::default(),
+                metrics: Metrics::default(),
+                limits,
+                modules: Mutex::new(HashMap::new()),
+                next_connection: AtomicU64::new(1),
+                config,
+            }),
+        })
+    }
+
+    /// The HTTP/JSON interface, to serve or to call in tests.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.shared.clone())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.shared.fleet
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Accepts device connections on `devices` and serves HTTP on `http`
+    /// until `shutdown` completes; then says goodbye to every device.
+    pub async fn serve(
+        self,
+        devices: TcpListener,
+        http: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        info!(
+            devices = %devices.local_addr()?,
+            http = %http.local_addr()?,
+            "gateway listening"
+        );
+        let router = self.router();
+        let mut http_stop = stop_rx.clone();
+        let http_task = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            };
+            axum::serve(http, router)
+                .with_graceful_shutdown(stopped)
+                .await
+        });
+        let accept_task = tokio::spawn(connection::accept_loop(
+            self.shared.clone(),
+            devices,
+            stop_rx,
+        ));
+        shutdown.await;
+        info!("gateway shutting down");
+        let _ = stop_tx.send(true);
+        if let Err(e) = accept_task.await {
+            warn!(error = %e, "device listener task failed");
+        }
+        match http_task.await {
+            Ok(result) => result?,
+            Err(e) => warn!(error = %e, "HTTP task failed"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,560 @@
+//! The gateway's records in SQLite: enrolled devices, pre-authorized keys,
+//! modules, deployments and their results. A restart loses none of them.
+//!
+//! Heartbeats are not written here: they are kept in memory ([`crate::fleet`])
+//! and only `last_seen` is persisted when a session ends.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use wasmbed_protocol::{ApplicationId, DeploymentId, DeviceId, Limits};
+
+/// A failed store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+/// An enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: DeviceId,
+    pub public_key: Vec<u8>,
+    pub board: String,
+    pub firmware_version: String,
+    pub enrolled_at_ms: u64,
+    pub last_seen_ms: Option<u64>,
+}
+
+/// What the operator wants a deployment to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    Running,
+    Stopped,
+    Removed,
+}
+
+/// Where a deployment stands, as the gateway last learned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentState {
+    Pending,
+    Transferring,
+    Installed,
+    Running,
+    Stopped,
+    Removed,
+    Failed,
+}
+
+impl DeploymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentState::Pending => "pending",
+            DeploymentState::Transferring => "transferring",
+            DeploymentState::Installed => "installed",
+            DeploymentState::Running => "running",
+            DeploymentState::Stopped => "stopped",
+            DeploymentState::Removed => "removed",
+            DeploymentState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "pending" => DeploymentState::Pending,
+            "transferring" => DeploymentState::Transferring,
+            "installed" => DeploymentState::Installed,
+            "running" => DeploymentState::Running,
+            "stopped" => DeploymentState::Stopped,
+            "removed" => DeploymentState::Removed,
+            "failed" => DeploymentState::Failed,
+            _ => return Err(StoreError::Corrupt("deployment state")),
+        })
+    }
+}
+
+impl Desired {
+    fn as_str(self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+            Desired::Removed => "removed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "running" => Desired::Running,
+            "stopped" => Desired::Stopped,
+            "removed" => Desired::Removed,
+            _ => return Err(StoreError::Corrupt("desired state")),
+        })
+    }
+}
+
+/// One module deployed to one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentRecord {
+    pub id: DeploymentId,
+    pub device: DeviceId,
+    pub application: ApplicationId,
+    pub module_sha256: [u8; 32],
+    pub module_size: u32,
+    pub limits: Limits,
+    pub desired: Desired,
+    pub state: DeploymentState,
+    /// Why it failed, when `state` is `Failed`.
+    pub reason: Option<String>,
+    pub bytes_acked: u32,
+    pub updated_at_ms: u64,
+}
+
+/// One execution result reported by a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRecord {
+    pub deployment: DeploymentId,
+    pub device: DeviceId,
+    pub invocation: u32,
+    /// The protocol's `ExecutionResult`, CBOR-encoded as received.
+    pub result_cbor: Vec<u8>,
+    pub received_at_ms: u64,
+}
+
+/// The SQLite database behind a gateway.
+///
+/// Calls are short and synchronous; the connection is shared behind a
+/// mutex. WAL mode with `synchronous = NORMAL` makes a committed write
+/// survive a process crash, and a write is acknowledged (HTTP response,
+/// device message) only after it is committed.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices (
+    id BLOB PRIMARY KEY,
+    public_key BLOB NOT NULL UNIQUE,
+    board TEXT NOT NULL,
+    firmware_version TEXT NOT NULL,
+    enrolled_at INTEGER NOT NULL,
+    last_seen INTEGER
+);
+CREATE TABLE IF NOT EXISTS preauthorized_keys (
+    public_key BLOB PRIMARY KEY,
+    added_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS modules (
+    sha256 BLOB PRIMARY KEY,
+    bytes BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY,
+    device_id BLOB NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    application_id INTEGER NOT NULL,
+    module_sha256 BLOB NOT NULL REFERENCES modules(sha256),
+    module_size INTEGER NOT NULL,
+    limits BLOB NOT NULL,
+    desired TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    bytes_acked INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_by_device ON deployments(device_id);
+CREATE TABLE IF NOT EXISTS results (
+    deployment_id INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+    device_id BLOB NOT NULL,
+    invocation INTEGER NOT NULL,
+    result BLOB NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (deployment_id, invocation)
+);
+";
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn device_id(bytes: Vec<u8>) -> Result<DeviceId, StoreError> {
+    <[u8; 16]>::try_from(bytes)
+        .map(DeviceId)
+        .map_err(|_| StoreError::Corrupt("device id"))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::init(Connection::open(path)?)
+    }
+
+    /// A database that lives only in memory, for tests and benchmarks.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent:
+        // every multi-statement change runs in a transaction.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn pairing_open(&self) -> Result<bool, StoreError> {
+        let value: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'pairing_open'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(value.as_deref() == Some("true"))
+    }
+
+    pub fn set_pairing_open(&self, open: bool) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO settings (key, value) VALUES ('pairing_open', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![if open { "true" } else { "false" }],
+        )?;
+        Ok(())
+    }
+
+    pub fn preauthorize(&self, public_key: &[u8]) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO preauthorized_keys (public_key, added_at) VALUES (?1, ?2)",
+            params![public_key, ms(unix_ms())],
+        )?;
+        Ok(())
+    }
+
+    pub fn is_preauthorized(&self, public_key: &[u8]) -> Result<bool, StoreError> {
+        let found: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM preauthorized_keys WHERE public_key = ?1",
+                params![public_key],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// Records a newly enrolled device and consumes its pre-authorization.
+    pub fn insert_device(&self, device: &DeviceRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO devices (id, public_key, board, firmware_version, enrolled_at, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                &device.id.0[..],
+                device.public_key,
+                device.board,
+                device.firmware_version,
+                ms(device.enrolled_at_ms),
+                device.last_seen_ms.map(ms),
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM preauthorized_keys WHERE public_key = ?1",
+            params![device.public_key],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn device_by_key(&self, public_key: &[u8]) -> Result<Option<DeviceRecord>, StoreError> {
+        self.query_devices("WHERE public_key = ?1", params![public_key])
+            .map(|mut v| v.pop())
+    }
+
+    pub fn device(&self, id: DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        self.query_devices("WHERE id = ?1", params![&id.0[..]])
+            .map(|mut v| v.pop())
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.query_devices("ORDER BY enrolled_at, id", [])
+    }
+
+    fn query_devices(
+        &self,
+        clause: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id, public_key, board, firmware_version, enrolled_at, last_seen FROM devices {clause}"
+        ))?;
+        let rows = stmt.query_map(params, |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, Option<i64>>(5)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, public_key, board, firmware_version, enrolled, seen) = row?;
+            Ok(DeviceRecord {
+                id: device_id(id)?,
+                public_key,
+                board,
+                firmware_version,
+                enrolled_at_ms: u64::try_from(enrolled).unwrap_or(0),
+                last_seen_ms: seen.map(|s| u64::try_from(s).unwrap_or(0)),
+            })
+        })
+        .collect()
+    }
+
+    pub fn touch_device(&self, id: DeviceId, last_seen_ms: u64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE devices SET last_seen = ?2 WHERE id = ?1",
+            params![&id.0[..], ms(last_seen_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a module once, keyed by its SHA-256.
+    pub fn put_module(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO modules (sha256, bytes) VALUES (?1, ?2)",
+            params![&sha256[..], bytes],
+        )?;
+        Ok(())
+    }
+
+    pub fn module(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT bytes FROM modules WHERE sha256 = ?1",
+                params![&sha256[..]],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Creates one deployment per device in a single transaction and
+    /// returns their ids in the order of `devices`.
+    pub fn create_deployments(
+        &self,
+        devices: &[DeviceId],
+        application: ApplicationId,
+        sha256: &[u8; 32],
+        module_size: u32,
+        limits: &Limits,
+    ) -> Result<Vec<DeploymentId>, StoreError> {
+        let limits = minicbor::to_vec(limits).map_err(|_| StoreError::Corrupt("limits"))?;
+        let now = ms(unix_ms());
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut ids = Vec::with_capacity(devices.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO deployments
+                 (device_id, application_id, module_sha256, module_size, limits, desired, state, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', 'pending', ?6)",
+            )?;
+            for device in devices {
+                insert.execute(params![
+                    &device.0[..],
+                    ms(application.0),
+                    &sha256[..],
+                    module_size,
+                    limits,
+                    now
+                ])?;
+                let id = u64::try_from(tx.last_insert_rowid())
+                    .map_err(|_| StoreError::Corrupt("deployment id"))?;
+                ids.push(DeploymentId(id));
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    pub fn set_desired(&self, id: DeploymentId, desired: Desired) -> Result<bool, StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE deployments SET desired = ?2, updated_at = ?3 WHERE id = ?1",
+            params![ms(id.0), desired.as_str(), ms(unix_ms())],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Records what a device reported about a deployment.
+    pub fn set_state(
+        &self,
+        id: DeploymentId,
+        state: DeploymentState,
+        reason: Option<&str>,
+        bytes_acked: Option<u32>,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE deployments SET state = ?2, reason = ?3,
+                 bytes_acked = COALESCE(?4, bytes_acked), updated_at = ?5
+             WHERE id = ?1",
+            params![ms(id.0), state.as_str(), reason, bytes_acked, ms(unix_ms())],
+        )?;
+        Ok(())
+    }
+
+    pub fn deployment(&self, id: DeploymentId) -> Result<Option<DeploymentRecord>, StoreError> {
+        self.query_deployments("WHERE id = ?1", params![ms(id.0)])
+            .map(|mut v| v.pop())
+    }
+
+    pub fn deployments_of(&self, device: DeviceId) -> Result<Vec<DeploymentRecord>, StoreError> {
+        self.query_deployments("WHERE device_id = ?1 ORDER BY id", params![&device.0[..]])
+    }
+
+    pub fn deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
+        self.query_deployments("ORDER BY id", [])
+    }
+
+    /// Deployments of `device` the device has not finished yet: the
+    /// gateway (re)sends them when the device connects.
+    pub fn unfinished_deployments(
+        &self,
+        device: DeviceId,
+    ) -> Result<Vec<DeploymentRecord>, StoreError> {
+        self.query_deployments(
+            "WHERE device_id = ?1 AND (
+                 (desired = 'running' AND state IN ('pending', 'transferring'))
+              OR (desired = 'stopped' AND state IN ('installed', 'running'))
+              OR (desired = 'removed' AND state NOT IN ('removed', 'failed', 'pending')))
+             ORDER BY id",
+            params![&device.0[..]],
+        )
+    }
+
+    fn query_deployments(
+        &self,
+        clause: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id, device_id, application_id, module_sha256, module_size, limits,
+                    desired, state, reason, bytes_acked, updated_at
+             FROM deployments {clause}"
+        ))?;
+        let rows = stmt.query_map(params, |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, Vec<u8>>(3)?,
+                row.get::<_, u32>(4)?,
+                row.get::<_, Vec<u8>>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, String>(7)?,
+                row.get::<_, Option<String>>(8)?,
+                row.get::<_, u32>(9)?,
+                row.get::<_, i64>(10)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, device, app, sha, size, limits, desired, state, reason, acked, updated) = row?;
+            Ok(DeploymentRecord {
+                id: DeploymentId(u64::try_from(id).map_err(|_| StoreError::Corrupt("id"))?),
+                device: device_id(device)?,
+                application: ApplicationId(u64::try_from(app).unwrap_or(0)),
+                module_sha256: <[u8; 32]>::try_from(sha)
+                    .map_err(|_| StoreError::Corrupt("module hash"))?,
+                module_size: size,
+                limits: minicbor::decode(&limits).map_err(|_| StoreError::Corrupt("limits"))?,
+                desired: Desired::parse(&desired)?,
+                state: DeploymentState::parse(&state)?,
+                reason,
+                bytes_acked: acked,
+                updated_at_ms: u64::try_from(updated).unwrap_or(0),
+            })
+        })
+        .collect()
+    }
+
+    /// Stores a result; a repeated (deployment, invocation) is ignored, so a
+    /// result re-sent after a reconnect is recorded once.
+    pub fn insert_result(&self, result: &ResultRecord) -> Result<bool, StoreError> {
+        let inserted = self.conn().execute(
+            "INSERT OR IGNORE INTO results (deployment_id, device_id, invocation, result, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                ms(result.deployment.0),
+                &result.device.0[..],
+                result.invocation,
+                result.result_cbor,
+                ms(result.received_at_ms)
+            ],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    /// The newest results first, optionally of one deployment.
+    pub fn results(
+        &self,
+        deployment: Option<DeploymentId>,
+        limit: u32,
+    ) -> Result<Vec<ResultRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT deployment_id, device_id, invocation, result, received_at FROM results
+             WHERE ?1 IS NULL OR deployment_id = ?1
+             ORDER BY received_at DESC, deployment_id, invocation LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![deployment.map(|d| ms(d.0)), limit], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, u32>(2)?,
+                row.get::<_, Vec<u8>>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (deployment, device, invocation, result_cbor, at) = row?;
+            Ok(ResultRecord {
+                deployment: DeploymentId(u64::try_from(deployment).unwrap_or(0)),
+                device: device_id(device)?,
+                invocation,
+                result_cbor,
+                received_at_ms: u64::try_from(at).unwrap_or(0),
+            })
+        })
+        .collect()
+    }
+}
