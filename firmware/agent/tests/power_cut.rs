@@ -1,0 +1,270 @@
+//! Power fails at every possible point of a store operation; after the
+//! reboot the store holds the state before or after it, never a mix.
+//!
+//! `MemFlash::cut_power_after(n)` interrupts the n-th programmed byte or
+//! sector erase; each test loops `n` from 0 until the operation completes
+//! without a cut.
+
+// Test sizes and offsets are small; truncating casts cannot happen.
+#![allow(clippy::cast_possible_truncation)]
+
+use sha2::Digest;
+use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore, MemFlash, MemFlashOf};
+use wasmbed_agent::identity::{Identity, KeyStore, PendingKey, StoredKey};
+use wasmbed_agent::storage::{ModuleMeta, ModuleStore, SlotState, StoreError};
+use wasmbed_protocol::{AppState, ApplicationId, DeployFailure, DeploymentId, DeviceId, Limits};
+
+fn enrolled(n: u8) -> StoredKey {
+    StoredKey::Enrolled(Identity {
+        device_id: DeviceId([n; 16]),
+        private_key: [n; 32],
+        certificate: vec![n; 400 + usize::from(n)],
+    })
+}
+
+/// Runs `op` on a store over a copy of `flash` with power cut after `n`
+/// steps, reboots, and returns the reopened store and whether power was cut.
+fn cut_and_reboot<S, const SECTOR: usize>(
+    flash: &MemFlashOf<SECTOR>,
+    n: usize,
+    open: impl Fn(MemFlashOf<SECTOR>) -> S,
+    into_flash: impl Fn(S) -> MemFlashOf<SECTOR>,
+    op: impl FnOnce(&mut S),
+) -> (S, bool) {
+    let mut flash = flash.clone();
+    flash.cut_power_after(n);
+    let mut store = open(flash);
+    op(&mut store);
+    let mut flash = into_flash(store);
+    let cut = flash.power_lost();
+    flash.reboot();
+    (open(flash), cut)
+}
+
+fn open_keys(flash: MemFlash) -> FlashKeyStore<MemFlash> {
+    FlashKeyStore::new(flash).expect("opens")
+}
+
+/// Applies `change` at every cut point, starting from `flash`, and checks
+/// the identity is `before` or `after`. Returns the flash after the change.
+fn every_cut(
+    flash: &MemFlash,
+    before: Option<StoredKey>,
+    after: Option<StoredKey>,
+    change: impl Fn(&mut FlashKeyStore<MemFlash>) -> Result<(), StoreError>,
+) -> MemFlash {
+    for n in 0.. {
+        let (mut keys, cut) = cut_and_reboot(flash, n, open_keys, FlashKeyStore::into_flash, |k| {
+            let _ = change(k);
+        });
+        let loaded = keys.load().expect("never corrupt");
+        if !cut {
+            assert_eq!(loaded, after, "completed without a cut");
+            assert!(n > 0);
+            return keys.into_flash();
+        }
+        assert!(
+            loaded == before || loaded == after,
+            "cut after {n} steps left {loaded:?}"
+        );
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_power_cut_never_corrupts_the_identity() {
+    let empty = MemFlash::new(2);
+    let pending = StoredKey::Pending(PendingKey {
+        private_key: [9; 32],
+    });
+    // Generate, enroll, re-enroll (both sectors in use), clear, enroll again.
+    let flash = every_cut(&empty, None, Some(pending.clone()), |k| k.save(&pending));
+    let flash = every_cut(&flash, Some(pending), Some(enrolled(1)), |k| {
+        k.save(&enrolled(1))
+    });
+    let flash = every_cut(&flash, Some(enrolled(1)), Some(enrolled(2)), |k| {
+        k.save(&enrolled(2))
+    });
+    let flash = every_cut(&flash, Some(enrolled(2)), None, |k| k.clear());
+    every_cut(&flash, None, Some(enrolled(3)), |k| k.save(&enrolled(3)));
+}
+
+#[test]
+fn a_rotten_record_falls_back_to_the_previous_one() {
+    let mut keys = open_keys(MemFlash::new(2));
+    keys.save(&enrolled(1)).expect("saved");
+    keys.save(&enrolled(2)).expect("saved");
+    let mut flash = keys.into_flash();
+    // Flip a bit in the body of the newest record (sector 1).
+    flash.bytes_mut()[4096 + 40] ^= 0x10;
+    assert_eq!(open_keys(flash).load(), Ok(Some(enrolled(1))));
+}
+
+/// Small sectors keep a module that crosses sector boundaries small, so
+/// that trying every cut point stays fast.
+type SmallFlash = MemFlashOf<1024>;
+const SLOTS: usize = 2;
+const MAX_MODULE: u32 = 2000;
+/// Table, and per slot a log sector and two data sectors.
+const SECTORS: usize = 2 + SLOTS * 3;
+
+fn open_modules(flash: SmallFlash) -> FlashModuleStore<SmallFlash> {
+    FlashModuleStore::new(flash, SLOTS, MAX_MODULE).expect("opens")
+}
+
+fn meta(deployment: u64, bytes: &[u8]) -> ModuleMeta {
+    ModuleMeta {
+        deployment: DeploymentId(deployment),
+        application: ApplicationId(1),
+        size: bytes.len() as u32,
+        sha256: sha2::Sha256::digest(bytes).into(),
+        limits: Limits {
+            fuel: 1000,
+            memory_pages: 1,
+            entry: "main".try_into().expect("short"),
+            args: heapless::Vec::new(),
+        },
+    }
+}
+
+/// A module that crosses a sector boundary, in chunks that are not a
+/// multiple of the flash word.
+fn module() -> Vec<u8> {
+    (0..1500u32).map(|i| (i * 7 + i / 256) as u8).collect()
+}
+const CHUNK: usize = 301;
+
+/// Receives `bytes` from `from` with a checkpoint after each chunk, then
+/// commits. Stops at the first error (the power is gone).
+fn transfer(store: &mut FlashModuleStore<SmallFlash>, id: u64, bytes: &[u8], from: usize) -> bool {
+    let id = DeploymentId(id);
+    let mut at = from;
+    for piece in bytes[from..].chunks(CHUNK) {
+        if store.write(id, at as u32, piece).is_err() || store.checkpoint(id).is_err() {
+            return false;
+        }
+        at += piece.len();
+    }
+    store
+        .commit(id, &mut |_| Ok::<(), DeployFailure>(()))
+        .is_ok()
+}
+
+#[test]
+fn a_cut_transfer_never_installs_and_resumes_from_its_last_durable_offset() {
+    let bytes = module();
+    // Slot 0 holds another installed module that must survive everything.
+    let mut store = open_modules(SmallFlash::new(SECTORS));
+    let other: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    store.begin(&meta(1, &other)).expect("slot free");
+    assert!(transfer(&mut store, 1, &other, 0));
+    let base = store.into_flash();
+
+    let mut resumed_midway = 0;
+    for n in 0.. {
+        let (mut store, cut) =
+            cut_and_reboot(&base, n, open_modules, FlashModuleStore::into_flash, |s| {
+                if s.begin(&meta(2, &bytes)).is_ok() {
+                    transfer(s, 2, &bytes, 0);
+                }
+            });
+        assert_eq!(store.load(DeploymentId(1)), Ok(other.clone()), "cut at {n}");
+        let state = store.find(DeploymentId(2)).map(|s| s.state);
+        if !cut {
+            assert_eq!(state, Some(SlotState::Installed(AppState::Installed)));
+            assert_eq!(store.load(DeploymentId(2)), Ok(bytes.clone()));
+            assert!(n > bytes.len(), "every byte was a cut point");
+            break;
+        }
+        match state {
+            // The table never said "receiving": nothing to resume.
+            None => assert_eq!(store.apps().len(), 1),
+            Some(SlotState::Installed(_)) => {
+                assert_eq!(store.load(DeploymentId(2)), Ok(bytes.clone()), "cut at {n}");
+            }
+            Some(SlotState::Receiving { held }) => {
+                // Not listed, not loadable: it can never run.
+                assert_eq!(store.apps().len(), 1, "cut at {n}");
+                assert_eq!(store.load(DeploymentId(2)), Err(StoreError::NotFound));
+                // The gateway is told `held` and continues from there.
+                assert_eq!(store.begin(&meta(2, &bytes)), Ok(held), "cut at {n}");
+                resumed_midway += usize::from(held > 0);
+                assert!(transfer(&mut store, 2, &bytes, held as usize), "cut at {n}");
+                assert_eq!(store.load(DeploymentId(2)), Ok(bytes.clone()), "cut at {n}");
+            }
+        }
+    }
+    // Cuts while the second sector is written resume within the module.
+    assert!(resumed_midway > 400, "{resumed_midway}");
+}
+
+#[test]
+fn a_cut_removal_or_state_change_is_all_or_nothing() {
+    let bytes = module();
+    let mut store = open_modules(SmallFlash::new(SECTORS));
+    store.begin(&meta(1, &bytes)).expect("slot free");
+    assert!(transfer(&mut store, 1, &bytes, 0));
+    let base = store.into_flash();
+    for n in 0.. {
+        let (store, cut) =
+            cut_and_reboot(&base, n, open_modules, FlashModuleStore::into_flash, |s| {
+                let _ = s
+                    .set_state(DeploymentId(1), AppState::Running)
+                    .and_then(|_| s.remove(DeploymentId(1)));
+            });
+        let state = store.find(DeploymentId(1)).map(|s| s.state);
+        if !cut {
+            assert_eq!(state, None);
+            break;
+        }
+        assert!(
+            matches!(
+                state,
+                None | Some(SlotState::Installed(
+                    AppState::Installed | AppState::Running
+                ))
+            ),
+            "cut at {n}: {state:?}"
+        );
+    }
+}
+
+#[test]
+fn a_cut_while_recovering_a_transfer_still_resumes_correctly() {
+    let bytes = module();
+    // Chunks were written ahead of the last checkpoint, as when the gateway
+    // streams a window of chunks, and then the device rebooted.
+    let mut store = open_modules(SmallFlash::new(SECTORS));
+    store.begin(&meta(1, &bytes)).expect("slot free");
+    let id = DeploymentId(1);
+    store.write(id, 0, &bytes[..1200]).expect("written");
+    assert_eq!(store.checkpoint(id), Ok(1200));
+    store.write(id, 1200, &bytes[1200..1300]).expect("written");
+    let base = store.into_flash();
+
+    for n in 0.. {
+        let mut flash = base.clone();
+        flash.cut_power_after(n);
+        // Opening recovers the transfer, rewriting its last sector.
+        let flash = FlashModuleStore::new(flash, SLOTS, MAX_MODULE)
+            .expect("opens even when recovery is cut")
+            .into_flash();
+        let cut = flash.power_lost();
+        let mut flash = flash;
+        flash.reboot();
+        let mut store = open_modules(flash);
+        let Some(SlotState::Receiving { held }) = store.find(id).map(|s| s.state) else {
+            panic!("cut at {n}: transfer lost")
+        };
+        if !cut {
+            assert_eq!(held, 1200, "the checkpointed bytes are kept");
+        }
+        assert!(held == 1200 || held == 1024, "cut at {n}: held {held}");
+        assert_eq!(store.begin(&meta(1, &bytes)), Ok(held));
+        assert!(transfer(&mut store, 1, &bytes, held as usize), "cut at {n}");
+        assert_eq!(store.load(id), Ok(bytes.clone()), "cut at {n}");
+        if !cut {
+            break;
+        }
+    }
+}

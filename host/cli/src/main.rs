@@ -1,0 +1,46 @@
+//! `wasmbed`: the operator's command for a Wasmbed installation.
+#![allow(clippy::print_stdout)] // a command-line tool prints by design
+
+mod certs;
+mod gateway;
+mod logging;
+
+use clap::{Parser, Subcommand};
+
+/// Deploy WebAssembly modules to fleets of microcontrollers.
+#[derive(Debug, Parser)]
+#[command(name = "wasmbed", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    logging: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or inspect the certificates of an installation.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Run the device gateway (TLS port for devices, HTTP/JSON for operators).
+    Gateway(gateway::GatewayArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(&cli.logging) {
+        eprintln!("wasmbed: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Certs(command) => certs::run(command),
+        Command::Gateway(args) => gateway::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wasmbed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
