@@ -55,8 +55,13 @@ pub(crate) fn run(command: CertsCommand) -> anyhow::Result<()> {
                 .save(&dir, force)
                 .with_context(|| format!("writing {}", dir.display()))?;
             println!("created a Wasmbed installation in {}", dir.display());
-            println!("  gateway names: {:?} {:?}", options.gateway_dns_names, options.gateway_ips);
-            println!("  keep device-ca-key.pem and gateway-key.pem secret; devices need gateway-ca.pem, claim.pem and claim-key.pem");
+            println!(
+                "  gateway names: {:?} {:?}",
+                options.gateway_dns_names, options.gateway_ips
+            );
+            println!(
+                "  keep device-ca-key.pem and gateway-key.pem secret; devices need gateway-ca.pem, claim.pem and claim-key.pem"
+            );
             Ok(())
         }
         CertsCommand::Check { dir } => {
