@@ -160,6 +160,14 @@ struct Connection {
     close_reason: Option<CloseReason>,
 }
 
+/// Whether an enrollment creates a device or re-issues an enrolled one's
+/// certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enrollment {
+    New,
+    Again(DeviceId),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum DesiredKey {
     Stopped,
@@ -294,15 +302,17 @@ impl Connection {
         request: &EnrollRequest,
         nonce: &[u8; NONCE_LEN],
     ) -> Result<(), StoreError> {
-        let decision = self.decide_enrollment(request, nonce);
-        let outcome = match decision {
-            Ok(()) => self.issue(request),
-            Err(refusal) => Err(refusal),
-        };
+        let outcome = self
+            .decide_enrollment(request, nonce)
+            .and_then(|enrollment| self.issue(request, enrollment));
         match outcome {
-            Ok((id, certificate)) => {
-                info!(peer = %self.peer, device = %id, board = %request.device.board, "device enrolled");
-                crate::metrics::Metrics::count(&self.shared.metrics.enrollments, "accepted");
+            Ok((id, certificate, enrollment)) => {
+                let label = match enrollment {
+                    Enrollment::New => "accepted",
+                    Enrollment::Again(_) => "reissued",
+                };
+                info!(peer = %self.peer, device = %id, board = %request.device.board, outcome = label, "device enrolled");
+                crate::metrics::Metrics::count(&self.shared.metrics.enrollments, label);
                 let _ = self.session.accept_enrollment(id, &certificate);
             }
             Err(reason) => {
@@ -321,7 +331,7 @@ impl Connection {
         &self,
         request: &EnrollRequest,
         nonce: &[u8; NONCE_LEN],
-    ) -> Result<(), EnrollRefusal> {
+    ) -> Result<Enrollment, EnrollRefusal> {
         let key = VerifyingKey::from_sec1_bytes(&request.public_key)
             .map_err(|_| EnrollRefusal::InvalidKey)?;
         let signature =
@@ -333,12 +343,11 @@ impl Connection {
             warn!(error = %e, "store failed during enrollment");
             EnrollRefusal::Internal
         };
-        if store
-            .device_by_key(&request.public_key)
-            .map_err(internal)?
-            .is_some()
-        {
-            return Err(EnrollRefusal::KeyAlreadyEnrolled);
+        // The proof shows the peer holds the key of an enrolled device: it
+        // lost our answer (power cut, dropped connection) and asks again.
+        // It gets the same id and a fresh certificate, never a second record.
+        if let Some(device) = store.device_by_key(&request.public_key).map_err(internal)? {
+            return Ok(Enrollment::Again(device.id));
         }
         if !store.pairing_open().map_err(internal)?
             && !store
@@ -347,14 +356,24 @@ impl Connection {
         {
             return Err(EnrollRefusal::PairingClosed);
         }
-        Ok(())
+        Ok(Enrollment::New)
     }
 
     /// Issues the certificate and records the device before answering, so
     /// an acknowledged enrollment is never lost.
-    fn issue(&self, request: &EnrollRequest) -> Result<(DeviceId, Vec<u8>), EnrollRefusal> {
-        let mut id = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut id);
+    fn issue(
+        &self,
+        request: &EnrollRequest,
+        enrollment: Enrollment,
+    ) -> Result<(DeviceId, Vec<u8>, Enrollment), EnrollRefusal> {
+        let id = match enrollment {
+            Enrollment::Again(DeviceId(id)) => id,
+            Enrollment::New => {
+                let mut id = [0u8; 16];
+                rand::thread_rng().fill_bytes(&mut id);
+                id
+            }
+        };
         let certificate = self
             .shared
             .issuer
@@ -363,6 +382,9 @@ impl Connection {
                 warn!(error = %e, "certificate issuance failed");
                 EnrollRefusal::Internal
             })?;
+        if let Enrollment::Again(id) = enrollment {
+            return Ok((id, certificate.to_vec(), enrollment));
+        }
         let record = DeviceRecord {
             id: DeviceId(id),
             public_key: request.public_key.to_vec(),
@@ -375,7 +397,7 @@ impl Connection {
             warn!(error = %e, "recording the device failed");
             EnrollRefusal::Internal
         })?;
-        Ok((DeviceId(id), certificate.to_vec()))
+        Ok((DeviceId(id), certificate.to_vec(), enrollment))
     }
 
     fn start_session(&mut self, start: &SessionStart) -> Result<(), StoreError> {

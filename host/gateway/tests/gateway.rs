@@ -61,20 +61,24 @@ async fn enrollment_is_refused_while_pairing_is_closed_unless_preauthorized() {
     assert_eq!(status, StatusCode::CREATED);
     device.enroll(gateway.addr).await.unwrap();
 
-    // The pre-authorization was used up, and the key can not enroll twice.
-    let mut again = TestDevice {
-        key: device.key.clone(),
-        ..TestDevice::new()
-    };
-    assert_eq!(
-        again.enroll(gateway.addr).await,
-        Err(EnrollRefusal::KeyAlreadyEnrolled)
-    );
+    // The pre-authorization was used up.
     let mut other = TestDevice::new();
     assert_eq!(
         other.enroll(gateway.addr).await,
         Err(EnrollRefusal::PairingClosed)
     );
+
+    // The same key enrolling again (it lost the answer) gets the same id
+    // and a fresh certificate, not a second device.
+    let id = device.identity.as_ref().unwrap().0;
+    let mut again = TestDevice {
+        key: device.key.clone(),
+        ..TestDevice::new()
+    };
+    assert_eq!(again.enroll(gateway.addr).await, Ok(id));
+    let (_, devices) = gateway.http("GET", "/v1/devices", None).await;
+    assert_eq!(devices.as_array().unwrap().len(), 1);
+    again.session(gateway.addr).await;
 }
 
 #[tokio::test]
