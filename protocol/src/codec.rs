@@ -2,7 +2,6 @@
 
 use core::fmt;
 
-use minicbor::encode::write::Cursor;
 use minicbor::{Decode, Decoder, Encode};
 
 use crate::message::{Downlink, Envelope, PROTOCOL_VERSION, Uplink};
@@ -67,9 +66,35 @@ impl std::error::Error for EncodeError {}
 
 /// Encodes `message` into `out`, returning the number of bytes written.
 pub fn encode<M: Encode<()>>(message: &Envelope<M>, out: &mut [u8]) -> Result<usize, EncodeError> {
-    let mut cursor = Cursor::new(out);
-    minicbor::encode(message, &mut cursor).map_err(|_| EncodeError::BufferTooSmall)?;
-    Ok(cursor.position())
+    let mut writer = SliceWriter { buf: out, pos: 0 };
+    minicbor::encode(message, &mut writer).map_err(|_| EncodeError::BufferTooSmall)?;
+    Ok(writer.pos)
+}
+
+/// Writes into a slice. minicbor's own `Cursor` is not inlined, which
+/// makes every CBOR head an out-of-line call; this one is.
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+/// The output slice is full.
+#[derive(Debug)]
+struct EndOfSlice;
+
+impl minicbor::encode::Write for SliceWriter<'_> {
+    type Error = EndOfSlice;
+
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> Result<(), EndOfSlice> {
+        let target = self
+            .buf
+            .get_mut(self.pos..self.pos + data.len())
+            .ok_or(EndOfSlice)?;
+        target.copy_from_slice(data);
+        self.pos += data.len();
+        Ok(())
+    }
 }
 
 /// Encodes `message` into a new vector.
@@ -79,8 +104,8 @@ pub fn to_vec<M: Encode<()>>(message: &Envelope<M>) -> alloc::vec::Vec<u8> {
     minicbor::to_vec(message).expect("encoding into a Vec is infallible")
 }
 
-/// Decodes a frame body sent by a device.
-pub fn decode_uplink(bytes: &[u8]) -> Result<Envelope<Uplink>, DecodeError> {
+/// Decodes a frame body sent by a device. Log lines borrow from `bytes`.
+pub fn decode_uplink(bytes: &[u8]) -> Result<Envelope<Uplink<'_>>, DecodeError> {
     decode(bytes)
 }
 

@@ -55,7 +55,7 @@ pub fn chunk_data(len: usize) -> Vec<u8> {
 }
 
 /// Every device → gateway message, with a name for each.
-pub fn uplinks() -> Vec<(&'static str, Uplink)> {
+pub fn uplinks() -> Vec<(&'static str, Uplink<'static>)> {
     let mut logs = heapless::Vec::new();
     let _ = logs.push(LogLine::truncated("hello from wasm"));
     vec![

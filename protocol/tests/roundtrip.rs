@@ -214,6 +214,12 @@ fn outcome() -> impl Strategy<Value = Outcome> {
     ]
 }
 
+/// Log lines borrow; generated ones live for the whole test run.
+fn leak_line<const N: usize>(line: heapless::String<N>) -> LogLine<'static> {
+    let text: &'static str = Box::leak(line.as_str().to_owned().into_boxed_str());
+    LogLine::new(text).expect("generated within LOG_LINE_LEN")
+}
+
 prop_compose! {
     fn execution_result()(
         deployment in deployment(),
@@ -221,9 +227,9 @@ prop_compose! {
         outcome in outcome(),
         fuel_used in any::<u64>(),
         duration_us in any::<u64>(),
-        logs in list::<_, MAX_LOG_LINES>(text::<LOG_LINE_LEN>().prop_map(LogLine)),
+        logs in list::<_, MAX_LOG_LINES>(text::<LOG_LINE_LEN>().prop_map(leak_line)),
         logs_truncated in any::<bool>(),
-    ) -> ExecutionResult {
+    ) -> ExecutionResult<'static> {
         ExecutionResult {
             deployment,
             invocation,
@@ -249,7 +255,7 @@ fn goodbye() -> impl Strategy<Value = Goodbye> {
     wire_enum_strategy!(GoodbyeReason).prop_map(|reason| Goodbye { reason })
 }
 
-fn uplink() -> impl Strategy<Value = Uplink> {
+fn uplink() -> impl Strategy<Value = Uplink<'static>> {
     prop_oneof![
         enroll_request().prop_map(Uplink::EnrollRequest),
         session_start().prop_map(Uplink::SessionStart),
@@ -400,7 +406,7 @@ fn envelope<M>((id, reply_to): (u32, Option<u32>), body: M) -> Envelope<M> {
 // and the rest of the message with every float replaced by zero.
 
 /// The values of a message, if it has any.
-fn uplink_values(message: &mut Uplink) -> &mut [Value] {
+fn uplink_values<'m>(message: &'m mut Uplink<'_>) -> &'m mut [Value] {
     match message {
         Uplink::ExecutionResult(ExecutionResult {
             outcome: Outcome::Returned(values),
@@ -650,8 +656,9 @@ proptest! {
         body in uplink(),
     ) {
         let message = Envelope { version, ..envelope(header, body) };
+        let bytes = codec::to_vec(&message);
         prop_assert_eq!(
-            decode_uplink(&codec::to_vec(&message)),
+            decode_uplink(&bytes),
             Err(DecodeError::UnsupportedVersion { found: version })
         );
     }

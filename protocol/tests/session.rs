@@ -19,14 +19,18 @@ fn gateway_config() -> GatewayConfig {
 
 /// Moves everything the device sends to the gateway, one byte at a time to
 /// prove that frames survive any split, and collects the gateway's events.
-fn device_to_gateway(device: &mut Device, gateway: &mut Gateway, now: Millis) -> Vec<GatewayEvent> {
+fn device_to_gateway(
+    device: &mut Device,
+    gateway: &mut Gateway,
+    now: Millis,
+) -> Vec<GatewayEvent<'static>> {
     let bytes = device.poll_transmit().to_vec();
     device.advance_transmit(bytes.len());
     let mut events = Vec::new();
     for byte in bytes.chunks(1) {
         assert_eq!(gateway.handle_input(byte, now), 1);
         while let Some(event) = gateway.poll_event() {
-            events.push(event);
+            events.push(owned(event));
         }
     }
     events
@@ -458,4 +462,29 @@ fn codec_frames(bytes: &[u8]) -> Vec<Sent> {
         bytes = &bytes[body.end..];
     }
     out
+}
+
+/// A gateway event that outlives the session's input buffer: the log lines
+/// of a result are copied and leaked, which is fine in a test.
+fn owned(event: GatewayEvent<'_>) -> GatewayEvent<'static> {
+    match event {
+        GatewayEvent::ExecutionResult(result) => {
+            let logs = result
+                .logs
+                .iter()
+                .map(|line| {
+                    LogLine::truncated(Box::leak(line.as_str().to_owned().into_boxed_str()))
+                })
+                .collect();
+            GatewayEvent::ExecutionResult(ExecutionResult { logs, ..result })
+        }
+        GatewayEvent::EnrollRequested { request, nonce } => {
+            GatewayEvent::EnrollRequested { request, nonce }
+        }
+        GatewayEvent::SessionRequested(start) => GatewayEvent::SessionRequested(start),
+        GatewayEvent::Heartbeat(heartbeat) => GatewayEvent::Heartbeat(heartbeat),
+        GatewayEvent::DeployStatus(status) => GatewayEvent::DeployStatus(status),
+        GatewayEvent::PeerError(error) => GatewayEvent::PeerError(error),
+        GatewayEvent::Closed(reason) => GatewayEvent::Closed(reason),
+    }
 }

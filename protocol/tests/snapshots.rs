@@ -46,7 +46,7 @@ fn parse_hex(hex: &str) -> Vec<u8> {
 
 /// Snapshots `envelope`'s encoding as `name` and checks that the
 /// snapshotted bytes decode back to `envelope`.
-fn check_uplink(name: &str, envelope: &Envelope<Uplink>) {
+fn check_uplink(name: &str, envelope: &Envelope<Uplink<'_>>) {
     let hex = hex_lines(&codec::to_vec(envelope));
     insta::assert_snapshot!(name.to_owned(), hex);
     let bytes = parse_hex(&hex);
@@ -73,7 +73,7 @@ fn check_downlink(name: &str, envelope: &Envelope<Downlink<'_>>) {
 
 /// Position of a variant in its enum. The match has no wildcard, so adding
 /// a message variant breaks this test until the samples cover it.
-fn uplink_variant(m: &Uplink) -> usize {
+fn uplink_variant(m: &Uplink<'_>) -> usize {
     match m {
         Uplink::EnrollRequest(_) => 0,
         Uplink::SessionStart(_) => 1,
@@ -222,7 +222,7 @@ fn error_bytes(code: u16, detail: &str) -> Vec<u8> {
     )
 }
 
-fn deploy_failed(reason: DeployFailure) -> Envelope<Uplink> {
+fn deploy_failed(reason: DeployFailure) -> Envelope<Uplink<'static>> {
     Envelope::new(
         1,
         Uplink::DeployStatus(DeployStatus {
@@ -232,7 +232,7 @@ fn deploy_failed(reason: DeployFailure) -> Envelope<Uplink> {
     )
 }
 
-fn error(code: ErrorCode, detail: &str) -> Envelope<Uplink> {
+fn error(code: ErrorCode, detail: &str) -> Envelope<Uplink<'static>> {
     Envelope::new(
         1,
         Uplink::Error(ErrorMessage {
@@ -295,11 +295,13 @@ fn wire_enums_keep_unknown_codes() {
 
     // Known codes decode to their named variant, never to `Unknown`.
     for &known in DeployFailure::ALL {
-        let decoded = decode_uplink(&deploy_failed_bytes(known.code())).expect("decodes");
+        let bytes = deploy_failed_bytes(known.code());
+        let decoded = decode_uplink(&bytes).expect("decodes");
         assert_eq!(decoded, deploy_failed(known));
     }
     for &known in ErrorCode::ALL {
-        let decoded = decode_uplink(&error_bytes(known.code(), "x")).expect("decodes");
+        let bytes = error_bytes(known.code(), "x");
+        let decoded = decode_uplink(&bytes).expect("decodes");
         assert_eq!(decoded, error(known, "x"));
     }
 }
@@ -420,6 +422,7 @@ fn unknown_map_keys_in_nested_structs_are_ignored() {
     let expected = Envelope::new(1, Uplink::Heartbeat(sample));
     assert_eq!(build(false), codec::to_vec(&expected));
 
-    let decoded = decode_uplink(&build(true)).expect("a message with unknown fields decodes");
+    let bytes = build(true);
+    let decoded = decode_uplink(&bytes).expect("a message with unknown fields decodes");
     assert_eq!(decoded, expected);
 }

@@ -89,7 +89,7 @@ struct Harness {
     /// Public keys the gateway enrolled.
     enrolled: Vec<[u8; PUBLIC_KEY_LEN]>,
     /// Everything the gateway session reported, in order.
-    seen: Vec<GatewayEvent>,
+    seen: Vec<GatewayEvent<'static>>,
     /// Everything the agent reported, in order.
     events: Vec<AgentEvent>,
     /// Drop the gateway's enrollment answer instead of delivering it.
@@ -196,7 +196,14 @@ impl Harness {
                 self.agent.advance_transmit(taken);
                 moved |= taken > 0;
             }
-            while let Some(event) = self.gateway.as_mut().and_then(|g| g.poll_event()) {
+            loop {
+                let Some(event) = self
+                    .gateway
+                    .as_mut()
+                    .and_then(|g| g.poll_event().map(owned))
+                else {
+                    break;
+                };
                 self.answer(&event);
                 self.seen.push(event);
             }
@@ -225,7 +232,7 @@ impl Harness {
     }
 
     /// The gateway's decisions.
-    fn answer(&mut self, event: &GatewayEvent) {
+    fn answer(&mut self, event: &GatewayEvent<'_>) {
         let gateway = self.gateway.as_mut().expect("connected");
         match event {
             GatewayEvent::EnrollRequested { request, nonce } => {
@@ -273,7 +280,7 @@ impl Harness {
             .collect()
     }
 
-    fn results(&self) -> Vec<&ExecutionResult> {
+    fn results(&self) -> Vec<&ExecutionResult<'static>> {
         self.seen
             .iter()
             .filter_map(|e| match e {
@@ -781,4 +788,30 @@ fn reconnect_delays_back_off_with_jitter_and_reset_after_success() {
     h.enroll_and_establish();
     let delay = h.drop_connection();
     assert!(delay <= 500, "{delay}");
+}
+
+/// A gateway event that outlives the session's input buffer: the log lines
+/// of a result are copied and leaked, which is fine in a test.
+fn owned(event: GatewayEvent<'_>) -> GatewayEvent<'static> {
+    match event {
+        GatewayEvent::ExecutionResult(result) => {
+            let logs = result
+                .logs
+                .iter()
+                .map(|line| {
+                    let text: &'static str = Box::leak(line.as_str().to_owned().into_boxed_str());
+                    LogLine::truncated(text)
+                })
+                .collect();
+            GatewayEvent::ExecutionResult(ExecutionResult { logs, ..result })
+        }
+        GatewayEvent::EnrollRequested { request, nonce } => {
+            GatewayEvent::EnrollRequested { request, nonce }
+        }
+        GatewayEvent::SessionRequested(start) => GatewayEvent::SessionRequested(start),
+        GatewayEvent::Heartbeat(heartbeat) => GatewayEvent::Heartbeat(heartbeat),
+        GatewayEvent::DeployStatus(status) => GatewayEvent::DeployStatus(status),
+        GatewayEvent::PeerError(error) => GatewayEvent::PeerError(error),
+        GatewayEvent::Closed(reason) => GatewayEvent::Closed(reason),
+    }
 }

@@ -137,6 +137,44 @@ fn handshake_failure_reason(error: &std::io::Error) -> &'static str {
     }
 }
 
+/// A session event that no longer borrows the session's input buffer, so
+/// it can be handled while the session is used to answer it.
+// Not boxed: it is moved once, and boxing would allocate per heartbeat.
+#[allow(clippy::large_enum_variant)]
+enum OwnedEvent {
+    Result(ResultReport),
+    Other(GatewayEvent<'static>),
+}
+
+/// An execution result, kept in its wire encoding: that is how it is stored.
+struct ResultReport {
+    deployment: DeploymentId,
+    invocation: u32,
+    cbor: Vec<u8>,
+}
+
+impl From<GatewayEvent<'_>> for OwnedEvent {
+    fn from(event: GatewayEvent<'_>) -> OwnedEvent {
+        OwnedEvent::Other(match event {
+            GatewayEvent::ExecutionResult(result) => {
+                return OwnedEvent::Result(ResultReport {
+                    deployment: result.deployment,
+                    invocation: result.invocation,
+                    cbor: minicbor::to_vec(&result).unwrap_or_default(),
+                });
+            }
+            GatewayEvent::EnrollRequested { request, nonce } => {
+                GatewayEvent::EnrollRequested { request, nonce }
+            }
+            GatewayEvent::SessionRequested(start) => GatewayEvent::SessionRequested(start),
+            GatewayEvent::Heartbeat(heartbeat) => GatewayEvent::Heartbeat(heartbeat),
+            GatewayEvent::DeployStatus(status) => GatewayEvent::DeployStatus(status),
+            GatewayEvent::PeerError(error) => GatewayEvent::PeerError(error),
+            GatewayEvent::Closed(reason) => GatewayEvent::Closed(reason),
+        })
+    }
+}
+
 /// Why the loop woke up.
 enum Wake {
     Read(std::io::Result<usize>),
@@ -258,7 +296,10 @@ impl Connection {
 
     fn drain_events(&mut self) -> usize {
         let mut handled = 0;
-        while let Some(event) = self.session.poll_event() {
+        loop {
+            let Some(event) = self.session.poll_event().map(OwnedEvent::from) else {
+                break;
+            };
             handled += 1;
             if let Err(e) = self.on_event(event) {
                 warn!(peer = %self.peer, error = %e, "store failed; closing session");
@@ -269,7 +310,11 @@ impl Connection {
         handled
     }
 
-    fn on_event(&mut self, event: GatewayEvent) -> Result<(), StoreError> {
+    fn on_event(&mut self, event: OwnedEvent) -> Result<(), StoreError> {
+        let event = match event {
+            OwnedEvent::Result(result) => return self.on_result(&result),
+            OwnedEvent::Other(event) => event,
+        };
         match event {
             GatewayEvent::EnrollRequested { request, nonce } => self.enroll(&request, &nonce)?,
             GatewayEvent::SessionRequested(start) => self.start_session(&start)?,
@@ -286,7 +331,7 @@ impl Connection {
                 }
             }
             GatewayEvent::DeployStatus(status) => self.on_deploy_status(status)?,
-            GatewayEvent::ExecutionResult(result) => self.on_result(&result)?,
+            GatewayEvent::ExecutionResult(_) => {} // taken out by `OwnedEvent`
             GatewayEvent::PeerError(error) => {
                 warn!(peer = %self.peer, device = ?self.device.map(|d| d.to_string()), code = ?error.code, detail = ?error.detail, "device reported an error");
             }
@@ -580,7 +625,7 @@ impl Connection {
         Ok(())
     }
 
-    fn on_result(&mut self, result: &ExecutionResult) -> Result<(), StoreError> {
+    fn on_result(&mut self, result: &ResultReport) -> Result<(), StoreError> {
         let Some(record) = self.owned_deployment(result.deployment)? else {
             warn!(peer = %self.peer, deployment = result.deployment.0, "result for an unknown deployment");
             return Ok(());
@@ -589,10 +634,10 @@ impl Connection {
             deployment: record.id,
             device: record.device,
             invocation: result.invocation,
-            result_cbor: minicbor::to_vec(result).unwrap_or_default(),
+            result_cbor: result.cbor.clone(),
             received_at_ms: unix_ms(),
         })?;
-        debug!(device = %record.device, deployment = record.id.0, invocation = result.invocation, new = stored, outcome = ?result.outcome, "execution result");
+        debug!(device = %record.device, deployment = record.id.0, invocation = result.invocation, new = stored, "execution result");
         Ok(())
     }
 

@@ -495,7 +495,7 @@ async fn list_results(
         .results(filter.deployment.map(DeploymentId), limit)?;
     let mut views = Vec::with_capacity(records.len());
     for record in records {
-        let Ok(result) = minicbor::decode::<ExecutionResult>(&record.result_cbor) else {
+        let Ok(result) = minicbor::decode::<ExecutionResult<'_>>(&record.result_cbor) else {
             warn!(
                 deployment = record.deployment.0,
                 "stored result does not decode"

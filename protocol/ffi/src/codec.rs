@@ -73,8 +73,8 @@ pub unsafe extern "C" fn wb_frame_find(
 /// # Safety
 ///
 /// `out` is valid for writes of `cap` bytes; `written` for a write.
-unsafe fn encode_frame(
-    body: impl FnOnce() -> Result<Uplink, WbStatus>,
+unsafe fn encode_frame<'a>(
+    body: impl FnOnce() -> Result<Uplink<'a>, WbStatus>,
     msg_id: u32,
     out: *mut u8,
     cap: usize,

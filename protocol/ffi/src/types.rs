@@ -382,7 +382,7 @@ impl WbExecutionResult {
     ///
     /// `logs` is `NULL` or points to `log_count` pointers, each `NULL` or
     /// a NUL-terminated string.
-    pub(crate) unsafe fn message(&self) -> Result<ExecutionResult, WbStatus> {
+    pub(crate) unsafe fn message(&self) -> Result<ExecutionResult<'_>, WbStatus> {
         let outcome = if self.trapped != 0 {
             Outcome::Trapped(TrapCode::from_code(self.trap_code))
         } else {

@@ -204,7 +204,7 @@ fn app(deployment: u64, application: u64, state: AppState) -> AppStatus {
     }
 }
 
-fn heartbeat() -> Uplink {
+fn heartbeat() -> Uplink<'static> {
     Uplink::Heartbeat(Heartbeat {
         uptime: Millis(123_456_789_012),
         free_memory: 40_960,
@@ -213,7 +213,7 @@ fn heartbeat() -> Uplink {
     })
 }
 
-fn session_start() -> Uplink {
+fn session_start() -> Uplink<'static> {
     Uplink::SessionStart(SessionStart {
         agent_version: text("0.1.0"),
         capabilities: capabilities(),
@@ -221,7 +221,7 @@ fn session_start() -> Uplink {
     })
 }
 
-fn enroll_request() -> Uplink {
+fn enroll_request() -> Uplink<'static> {
     let mut public_key = [0x11; PUBLIC_KEY_LEN];
     public_key[0] = 0x04;
     Uplink::EnrollRequest(EnrollRequest {
@@ -235,12 +235,12 @@ fn enroll_request() -> Uplink {
     })
 }
 
-fn goodbye(reason: GoodbyeReason) -> Uplink {
+fn goodbye(reason: GoodbyeReason) -> Uplink<'static> {
     Uplink::Goodbye(Goodbye { reason })
 }
 
 /// The frames the C program prints, as the envelopes they must hold.
-fn expected_device_frames() -> BTreeMap<&'static str, Vec<Envelope<Uplink>>> {
+fn expected_device_frames() -> BTreeMap<&'static str, Vec<Envelope<Uplink<'static>>>> {
     let returned = Uplink::ExecutionResult(ExecutionResult {
         deployment: DeploymentId(7),
         invocation: 1,
@@ -327,7 +327,7 @@ fn expected_device_frames() -> BTreeMap<&'static str, Vec<Envelope<Uplink>>> {
 }
 
 /// The messages of the frames in `stream`, which must hold whole frames only.
-fn decode_frames(name: &str, mut stream: &[u8]) -> Vec<Envelope<Uplink>> {
+fn decode_frames<'a>(name: &str, mut stream: &'a [u8]) -> Vec<Envelope<Uplink<'a>>> {
     let mut out = Vec::new();
     while !stream.is_empty() {
         let body = frame::find_frame(stream, MAX_FRAME_LEN)
@@ -482,7 +482,9 @@ fn c_program_round_trips_through_the_static_library() {
                 offsets.insert(*name, offset.parse::<usize>().expect("an offset"));
             }
             ["frame", name, bytes] => {
-                let previous = frames.insert(*name, decode_frames(name, &unhex(bytes)));
+                // Decoded messages borrow their bytes; the test keeps them.
+                let bytes: &'static [u8] = Box::leak(unhex(bytes).into_boxed_slice());
+                let previous = frames.insert(*name, decode_frames(name, bytes));
                 assert!(previous.is_none(), "frame {name} printed twice");
             }
             ["c_abi:", "all", _, "checks", "passed"] => passed = true,

@@ -12,33 +12,55 @@ pub const MAX_LOG_LINES: usize = 8;
 /// Longest log line, in bytes; longer lines are cut by the device.
 pub const LOG_LINE_LEN: usize = 96;
 
-/// A log line a module wrote through the host API.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
-#[cbor(transparent)]
-pub struct LogLine(#[cbor(n(0), with = "crate::bounded::text")] pub heapless::String<LOG_LINE_LEN>);
+/// A log line a module wrote through the host API, borrowed from the
+/// device's log buffer or from the received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogLine<'a>(&'a str);
 
-impl LogLine {
+impl<'a> LogLine<'a> {
     /// The line, cut at a character boundary to fit [`LOG_LINE_LEN`].
-    pub fn truncated(line: &str) -> LogLine {
+    pub fn truncated(line: &'a str) -> LogLine<'a> {
         let mut end = line.len().min(LOG_LINE_LEN);
         while !line.is_char_boundary(end) {
             end -= 1;
         }
-        let mut out = heapless::String::new();
-        // Cannot fail: `end <= LOG_LINE_LEN`.
-        let _ = out.push_str(&line[..end]);
-        LogLine(out)
+        LogLine(&line[..end])
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The line if it fits [`LOG_LINE_LEN`].
+    pub fn new(line: &'a str) -> Option<LogLine<'a>> {
+        (line.len() <= LOG_LINE_LEN).then_some(LogLine(line))
+    }
+
+    pub fn as_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl<C> minicbor::Encode<C> for LogLine<'_> {
+    fn encode<W: minicbor::encode::Write>(
+        &self,
+        e: &mut minicbor::Encoder<W>,
+        _: &mut C,
+    ) -> Result<(), minicbor::encode::Error<W::Error>> {
+        e.str(self.0)?;
+        Ok(())
+    }
+}
+
+impl<'b, C> minicbor::Decode<'b, C> for LogLine<'b> {
+    fn decode(d: &mut minicbor::Decoder<'b>, _: &mut C) -> Result<Self, minicbor::decode::Error> {
+        let at = d.position();
+        LogLine::new(d.str()?).ok_or_else(|| {
+            minicbor::decode::Error::message("log line longer than its bound").at(at)
+        })
     }
 }
 
 /// Device → gateway: one invocation finished.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 #[cbor(map)]
-pub struct ExecutionResult {
+pub struct ExecutionResult<'a> {
     #[n(0)]
     pub deployment: DeploymentId,
     /// Counts invocations of this deployment from 1.
@@ -50,8 +72,8 @@ pub struct ExecutionResult {
     pub fuel_used: u64,
     #[n(4)]
     pub duration_us: u64,
-    #[cbor(n(5), with = "crate::bounded::list")]
-    pub logs: heapless::Vec<LogLine, MAX_LOG_LINES>,
+    #[cbor(b(5), with = "crate::bounded::list")]
+    pub logs: heapless::Vec<LogLine<'a>, MAX_LOG_LINES>,
     /// Log lines were dropped because there were more than fit.
     #[n(6)]
     pub logs_truncated: bool,

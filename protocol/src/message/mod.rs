@@ -64,12 +64,9 @@ impl<M> Envelope<M> {
 }
 
 /// Messages from a device to the gateway.
-// Variants are not boxed: the default build does not allocate, and a
-// message is built or decoded once per frame.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 #[cbor(flat)]
-pub enum Uplink {
+pub enum Uplink<'a> {
     #[n(0)]
     EnrollRequest(#[n(0)] EnrollRequest),
     #[n(1)]
@@ -79,7 +76,7 @@ pub enum Uplink {
     #[n(3)]
     DeployStatus(#[n(0)] DeployStatus),
     #[n(4)]
-    ExecutionResult(#[n(0)] ExecutionResult),
+    ExecutionResult(#[b(0)] ExecutionResult<'a>),
     #[n(5)]
     Error(#[n(0)] ErrorMessage),
     #[n(6)]
@@ -114,7 +111,7 @@ pub enum Downlink<'a> {
     Goodbye(#[n(0)] Goodbye),
 }
 
-impl Uplink {
+impl Uplink<'_> {
     /// A short name for logs and metrics.
     pub const fn kind(&self) -> &'static str {
         match self {

@@ -281,7 +281,10 @@ impl<B: ByteBuffer> DeviceSession<B> {
     }
 
     /// Reports the result of an invocation.
-    pub fn send_execution_result(&mut self, result: &ExecutionResult) -> Result<(), SessionError> {
+    pub fn send_execution_result(
+        &mut self,
+        result: &ExecutionResult<'_>,
+    ) -> Result<(), SessionError> {
         self.send_established(Uplink::ExecutionResult(result.clone()))
     }
 
@@ -323,7 +326,7 @@ impl<B: ByteBuffer> DeviceSession<B> {
         self.inbox.buffered()
     }
 
-    fn send_established(&mut self, body: Uplink) -> Result<(), SessionError> {
+    fn send_established(&mut self, body: Uplink<'_>) -> Result<(), SessionError> {
         let State::Established { .. } = self.core.state else {
             return Err(self.core.state_error());
         };

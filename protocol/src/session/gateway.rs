@@ -43,10 +43,8 @@ pub enum PeerCredential {
 }
 
 /// What the gateway must react to.
-// Not boxed, like `Uplink`: the default build does not allocate.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-pub enum GatewayEvent {
+pub enum GatewayEvent<'a> {
     /// Verify `request.proof` over [`proof_payload`]`(nonce, public_key)`
     /// and answer with [`GatewaySession::accept_enrollment`] or
     /// [`GatewaySession::refuse_enrollment`].
@@ -60,7 +58,8 @@ pub enum GatewayEvent {
     /// A heartbeat; the session has acknowledged it already.
     Heartbeat(Heartbeat),
     DeployStatus(DeployStatus),
-    ExecutionResult(ExecutionResult),
+    /// Log lines borrow the session's input buffer.
+    ExecutionResult(ExecutionResult<'a>),
     /// The device reported an error; the session goes on unless it closes.
     PeerError(ErrorMessage),
     /// The session is over. [`CloseReason::Timeout`] after establishment
@@ -162,7 +161,7 @@ impl<B: ByteBuffer> GatewaySession<B> {
     }
 
     /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<GatewayEvent> {
+    pub fn poll_event(&mut self) -> Option<GatewayEvent<'_>> {
         if let Some(reason) = self.core.close_event.take() {
             return Some(GatewayEvent::Closed(reason));
         }
@@ -347,7 +346,7 @@ impl<B: ByteBuffer> Core<B> {
     }
 
     /// Tells the device what it did wrong, says goodbye, and ends.
-    fn violation(&mut self, violation: Violation) -> GatewayEvent {
+    fn violation(&mut self, violation: Violation) -> GatewayEvent<'static> {
         let error = ErrorMessage {
             code: violation.code(),
             detail: None,
@@ -363,7 +362,7 @@ impl<B: ByteBuffer> Core<B> {
         GatewayEvent::Closed(CloseReason::ProtocolViolation(violation))
     }
 
-    fn dispatch(&mut self, envelope: Envelope<Uplink>) -> GatewayEvent {
+    fn dispatch<'a>(&mut self, envelope: Envelope<Uplink<'a>>) -> GatewayEvent<'a> {
         let kind = envelope.body.kind();
         match (self.state, envelope.body) {
             (_, Uplink::Goodbye(goodbye)) => {
@@ -419,7 +418,7 @@ impl<B: ByteBuffer> Core<B> {
         }
     }
 
-    fn unexpected(&mut self, kind: &'static str) -> GatewayEvent {
+    fn unexpected(&mut self, kind: &'static str) -> GatewayEvent<'static> {
         self.violation(Violation::Unexpected {
             code: ErrorCode::UnexpectedMessage,
             kind,

@@ -676,7 +676,7 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
             outcome: invocation.outcome.clone(),
             fuel_used: invocation.fuel_used,
             duration_us: invocation.duration_us,
-            logs: invocation.logs.lines,
+            logs: invocation.logs.log_lines(),
             logs_truncated: invocation.logs.truncated,
         };
         self.send(|s| s.send_execution_result(&result));

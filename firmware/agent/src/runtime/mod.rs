@@ -76,7 +76,7 @@ impl Invocation {
 /// and counted in `truncated`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogBuffer {
-    pub lines: heapless::Vec<LogLine, MAX_LOG_LINES>,
+    pub lines: heapless::Vec<heapless::String<LOG_LINE_LEN>, MAX_LOG_LINES>,
     /// Lines were dropped because there were more than fit.
     pub truncated: bool,
 }
@@ -84,9 +84,17 @@ pub struct LogBuffer {
 impl LogBuffer {
     /// Adds a line, cut to [`LOG_LINE_LEN`] bytes at a character boundary.
     pub fn push(&mut self, line: &str) {
-        if self.lines.push(LogLine::truncated(line)).is_err() {
+        let mut owned = heapless::String::new();
+        // Cannot fail: `truncated` cuts the line to LOG_LINE_LEN bytes.
+        let _ = owned.push_str(LogLine::truncated(line).as_str());
+        if self.lines.push(owned).is_err() {
             self.truncated = true;
         }
+    }
+
+    /// The lines as an `ExecutionResult` carries them.
+    pub fn log_lines(&self) -> heapless::Vec<LogLine<'_>, MAX_LOG_LINES> {
+        self.lines.iter().map(|l| LogLine::truncated(l)).collect()
     }
 
     pub fn is_full(&self) -> bool {
