@@ -19,6 +19,11 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), DecodeError> {
         let at = pos;
         let initial = *bytes.get(pos).ok_or(DecodeError::Truncated)?;
         pos += 1;
+        // Fast path: small unsigned integers (every map key, most values).
+        if initial < 0x18 {
+            pending -= 1;
+            continue;
+        }
         let major = initial >> 5;
         let info = initial & 0x1f;
         let argument = match info {
