@@ -1,13 +1,20 @@
-//! Short cargo-fuzz runs of the decoders' fuzz targets.
+//! Short cargo-fuzz runs of the protocol's fuzz targets.
 //!
 //! cargo-fuzz needs a nightly compiler. When rustup has a `nightly`
 //! toolchain it is used (`cargo +nightly fuzz`); otherwise the stable
 //! compiler is run with `RUSTC_BOOTSTRAP=1`, which unlocks the unstable
 //! sanitizer flags cargo-fuzz passes.
+//!
+//! Each target starts from its corpus (`fuzz/corpus/<target>`, not checked
+//! in) and its checked-in seeds (`fuzz/seeds/<target>`). Before the first
+//! target of a run, the fuzz project's own tests (`cargo test` in `fuzz/`)
+//! check that the seeds are up to date and pass their targets' checks.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, bail};
 
@@ -42,12 +49,46 @@ pub(crate) fn list(root: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Fuzzes one target for `seconds` seconds; a crash is an error.
+/// Fuzzes one target for `seconds` seconds, from its corpus and its
+/// seeds; a crash is an error. Checks the seeds first, once per run.
 pub(crate) fn run_target(root: &Path, target: &str, seconds: u64) -> anyhow::Result<()> {
+    check_seeds(root)?;
+    let dir = fuzz_dir(root);
+    let corpus = dir.join("corpus").join(target);
+    std::fs::create_dir_all(&corpus)
+        .with_context(|| format!("could not create {}", corpus.display()))?;
+    let seeds = dir.join("seeds").join(target);
+    let seeds = seeds.is_dir().then_some(seeds);
     let mut cmd = fuzz_cargo(root);
-    cmd.args(["fuzz", "run", target, "--"])
-        .arg(format!("-max_total_time={seconds}"));
+    cmd.args(run_args(target, &corpus, seeds.as_deref(), seconds));
     cmd::run(&mut cmd)?;
+    Ok(())
+}
+
+/// The arguments of `cargo fuzz run`: new inputs go to `corpus`, the
+/// first directory; `seeds` is only read.
+fn run_args(target: &str, corpus: &Path, seeds: Option<&Path>, seconds: u64) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["fuzz".into(), "run".into(), target.into()];
+    args.push(corpus.into());
+    args.extend(seeds.map(OsString::from));
+    args.push("--".into());
+    args.push(format!("-max_total_time={seconds}").into());
+    args
+}
+
+/// Whether the seeds passed their tests in this run.
+static SEEDS_CHECKED: AtomicBool = AtomicBool::new(false);
+
+/// `cargo test` in the fuzz project, once per run: the checked-in seeds
+/// are what the protocol's samples make, and pass their targets' checks.
+pub(crate) fn check_seeds(root: &Path) -> anyhow::Result<()> {
+    if SEEDS_CHECKED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut cmd = cmd::cargo(&fuzz_dir(root));
+    cmd.arg("test");
+    cmd::run(&mut cmd).context("the fuzz seeds are out of date or fail their checks")?;
+    SEEDS_CHECKED.store(true, Ordering::Relaxed);
     Ok(())
 }
 
@@ -134,6 +175,35 @@ mod tests {
             "nightly-2025-01-01-x86_64-unknown-linux-gnu\n"
         ));
         assert!(!lists_nightly(""));
+    }
+
+    #[test]
+    fn runs_from_the_corpus_and_the_seeds() {
+        let corpus = Path::new("fuzz/corpus/session");
+        let seeds = Path::new("fuzz/seeds/session");
+        assert_eq!(
+            run_args("session", corpus, Some(seeds), 7),
+            [
+                "fuzz",
+                "run",
+                "session",
+                "fuzz/corpus/session",
+                "fuzz/seeds/session",
+                "--",
+                "-max_total_time=7"
+            ]
+        );
+        assert_eq!(
+            run_args("session", corpus, None, 7),
+            [
+                "fuzz",
+                "run",
+                "session",
+                "fuzz/corpus/session",
+                "--",
+                "-max_total_time=7"
+            ]
+        );
     }
 
     #[test]

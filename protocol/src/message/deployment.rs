@@ -178,6 +178,9 @@ impl<'b, C> minicbor::Decode<'b, C> for DeployState {
         let len = d.array()?.filter(|n| *n >= 1).ok_or_else(|| {
             minicbor::decode::Error::message("deploy state: expected [index, ...]").at(at)
         })?;
+        // Unknown variants are reported at the variant number, like the
+        // derived decoders do.
+        let at = d.position();
         let index = d.u32()?;
         let (state, fields) = match index {
             0 => (
