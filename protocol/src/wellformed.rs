@@ -52,7 +52,11 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), DecodeError> {
                 let items = usize::try_from(argument)
                     .ok()
                     .and_then(|n| n.checked_mul(per_entry))
-                    .filter(|n| pending.checked_add(*n).is_some_and(|total| total <= remaining))
+                    .filter(|n| {
+                        pending
+                            .checked_add(*n)
+                            .is_some_and(|total| total <= remaining)
+                    })
                     .ok_or(DecodeError::Truncated)?;
                 pending += items;
             }

@@ -980,7 +980,11 @@ fn other_versions() {
         // The version is recognised only as the first key, where every
         // encoder of this protocol writes it; elsewhere the map is just
         // not an envelope of this version.
-        ("a2 01 01 00 02", "version 2, written last, no body", Malformed),
+        (
+            "a2 01 01 00 02",
+            "version 2, written last, no body",
+            Malformed,
+        ),
         ("a3 00 02 01 01 02", "version 2, cut after the body key", v2),
         (
             "a3 00 02 01 01 02 82 06 a1 00 02 00",
