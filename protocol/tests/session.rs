@@ -210,6 +210,13 @@ fn gateway_closes_a_silent_device_as_timed_out() {
         Some(GatewayEvent::Closed(CloseReason::Timeout))
     );
     assert!(gateway.is_closed());
+    let sent = codec_frames(gateway.poll_transmit());
+    assert!(matches!(
+        sent.last().map(|s| &s.body),
+        Some(Downlink::Goodbye(Goodbye {
+            reason: GoodbyeReason::Idle
+        }))
+    ));
 }
 
 #[test]

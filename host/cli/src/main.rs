@@ -4,6 +4,7 @@
 mod certs;
 mod gateway;
 mod logging;
+mod sim;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ enum Command {
     Certs(certs::CertsCommand),
     /// Run the device gateway (TLS port for devices, HTTP/JSON for operators).
     Gateway(gateway::GatewayArgs),
+    /// Simulate a fleet of devices running the real agent (for tests and load).
+    Sim(sim::SimArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +38,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Certs(command) => certs::run(command),
         Command::Gateway(args) => gateway::run(args),
+        Command::Sim(args) => sim::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -205,6 +205,14 @@ impl<B: ByteBuffer> GatewaySession<B> {
     pub fn handle_timeout(&mut self, now: Millis) {
         self.core.now = now;
         if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
+            // Tell a device that is still listening why it is dropped, so
+            // it can tell this from a network failure.
+            let _ = self.core.outbox.send(
+                Downlink::Goodbye(Goodbye {
+                    reason: GoodbyeReason::Idle,
+                }),
+                None,
+            );
             self.core.close(CloseReason::Timeout);
         }
     }
