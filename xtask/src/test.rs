@@ -56,6 +56,19 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64) -> anyhow::Result<()> {
             ]))
         })?;
     }
+    // The device agent goes into firmware: it must build without std.
+    steps.run("no_std agent thumbv7m-none-eabi", || {
+        cmd::run(cargo().args([
+            "build",
+            "-p",
+            "wasmbed-agent",
+            "--no-default-features",
+            "--features",
+            "wasmi",
+            "--target",
+            "thumbv7m-none-eabi",
+        ]))
+    })?;
     if steps.run("metadata", || workspace_has_package(root, FFI_PACKAGE))? {
         steps.run("ffi thumbv7m-none-eabi", || {
             cmd::run(cargo().args([
