@@ -6,6 +6,7 @@
 // A task runner prints progress and results on stdout by design.
 #![allow(clippy::print_stdout)]
 
+mod bench_gateway;
 mod cmd;
 mod ffi_header;
 mod fuzz;
@@ -83,6 +84,10 @@ enum Command {
 enum BenchSuite {
     /// The protocol codec: `cargo bench -p wasmbed-protocol --bench codec`.
     Protocol,
+    /// The gateway over real TLS, against a bare TLS baseline: builds
+    /// `wasmbed-cli` and `wasmbed-bench` in release mode, then runs
+    /// `wasmbed-bench gateway [ARGS]` (see `wasmbed-bench gateway --help`).
+    Gateway,
 }
 
 fn main() -> ExitCode {
@@ -113,6 +118,10 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
             }
             Ok(cmd::run(&mut bench)?)
         }
+        Command::Bench {
+            suite: BenchSuite::Gateway,
+            args,
+        } => bench_gateway::run(root, &args),
     }
 }
 
@@ -146,7 +155,8 @@ mod tests {
     #[test]
     fn bench_needs_a_known_suite() {
         assert!(Cli::try_parse_from(["xtask", "bench", "protocol"]).is_ok());
-        assert!(Cli::try_parse_from(["xtask", "bench", "gateway"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "bench", "gateway"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "bench", "nonsense"]).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use rand::RngCore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -24,9 +24,6 @@ use crate::Shared;
 use crate::fleet::{Command, Presence};
 use crate::store::{DeploymentState, Desired, DeviceRecord, ResultRecord, StoreError, unix_ms};
 use crate::transfer::Transfer;
-
-/// Bytes read from TLS at a time; small, because idle sessions keep it.
-const READ_CHUNK: usize = 2048;
 
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
@@ -219,7 +216,6 @@ impl Connection {
         mut commands: mpsc::Receiver<Command>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut buf = vec![0u8; READ_CHUNK];
         loop {
             if let Err(e) = self.flush(&mut tls).await {
                 debug!(peer = %self.peer, error = %e, "write failed");
@@ -230,7 +226,11 @@ impl Connection {
             }
             let deadline = self.session.poll_timeout().map(deadline_instant);
             let wake = tokio::select! {
-                read = tls.read(&mut buf) => Wake::Read(read),
+                // Waits for plaintext in rustls's own buffer: an idle session
+                // keeps no read buffer of ours.
+                read = std::future::poll_fn(|cx| {
+                    std::pin::Pin::new(&mut tls).poll_fill_buf(cx).map_ok(<[u8]>::len)
+                }) => Wake::Read(read),
                 command = commands.recv() => Wake::Command(command),
                 _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => Wake::Timer,
                 _ = stop.wait_for(|stop| *stop) => Wake::Stop,
@@ -240,7 +240,17 @@ impl Connection {
                     debug!(peer = %self.peer, "connection closed by peer");
                     break;
                 }
-                Wake::Read(Ok(n)) => self.on_bytes(&buf[..n]),
+                Wake::Read(Ok(_)) => match tls.fill_buf().await {
+                    Ok(data) => {
+                        let len = data.len();
+                        self.on_bytes(data);
+                        std::pin::Pin::new(&mut tls).consume(len);
+                    }
+                    Err(e) => {
+                        debug!(peer = %self.peer, error = %e, "read failed");
+                        break;
+                    }
+                },
                 Wake::Read(Err(e)) => {
                     debug!(peer = %self.peer, error = %e, "read failed");
                     break;

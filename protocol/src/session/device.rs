@@ -257,7 +257,10 @@ impl<B: ByteBuffer> DeviceSession<B> {
         Ok(())
     }
 
-    /// Sends a heartbeat and schedules the next one.
+    /// Sends a heartbeat and schedules the next one. The acknowledgement
+    /// deadline counts from the time last passed to [`Self::handle_input`]
+    /// or [`Self::handle_timeout`]: a driver that sends on its own schedule
+    /// calls `handle_timeout(now)` first.
     pub fn send_heartbeat(&mut self, heartbeat: &Heartbeat) -> Result<(), SessionError> {
         let State::Established { interval_ms, .. } = self.core.state else {
             return Err(self.core.state_error());
