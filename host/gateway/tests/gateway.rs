@@ -277,7 +277,7 @@ async fn a_device_that_stops_heartbeating_becomes_unreachable() {
     let id = device.identity.as_ref().unwrap().0;
     let mut connected = device.session(gateway.addr).await;
     connected.heartbeats = false;
-    // 3 missed intervals of 300 ms: the gateway drops the connection.
+    // 6 missed intervals of 300 ms: the gateway drops the connection.
     let seen = connected
         .run_until(|e| *e == Seen::Eof || matches!(e, Seen::Closed(_)))
         .await
