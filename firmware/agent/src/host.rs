@@ -11,8 +11,8 @@ use wasmbed_protocol::{AppState, DeploymentId, MAX_APPS};
 
 use crate::identity::{KeyStore, StoredKey};
 use crate::storage::{
-    Acceptor, BeginError, CommitError, ModuleMeta, ModuleStore, SlotInfo, SlotRecord, SlotState,
-    StoreError, WriteError, sha256,
+    Acceptor, BeginError, BeginSlot, CommitError, ModuleMeta, ModuleStore, SlotInfo, SlotRecord,
+    SlotState, StoreError, WriteError, bytes_held, choose_begin_slot, sha256, slot_index,
 };
 
 fn io<E>(_: E) -> StoreError {
@@ -171,9 +171,7 @@ impl FileModuleStore {
     }
 
     fn index(&self, deployment: DeploymentId) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.meta.deployment == deployment))
+        slot_index(&self.slots, deployment)
     }
 
     /// Durably records slot `i` (held = bytes synced), then updates memory.
@@ -192,13 +190,7 @@ impl FileModuleStore {
     }
 
     fn held(&self, i: usize) -> u32 {
-        match &self.slots[i] {
-            Some(SlotInfo {
-                state: SlotState::Receiving { held },
-                ..
-            }) => *held,
-            _ => 0,
-        }
+        bytes_held(&self.slots[i])
     }
 }
 
@@ -212,31 +204,10 @@ impl ModuleStore for FileModuleStore {
     }
 
     fn begin(&mut self, meta: &ModuleMeta) -> Result<u32, BeginError> {
-        if meta.size > self.max_module_size {
-            return Err(BeginError::TooLarge);
-        }
-        let i = match self.index(meta.deployment) {
-            Some(i) => match &self.slots[i] {
-                Some(SlotInfo {
-                    state: SlotState::Installed(_),
-                    ..
-                }) => return Err(BeginError::AlreadyInstalled),
-                Some(SlotInfo {
-                    meta: held_meta,
-                    state: SlotState::Receiving { held },
-                }) if held_meta == meta && self.files[i].is_some() => return Ok(*held),
-                _ => i,
-            },
-            None => self
-                .slots
-                .iter()
-                .position(Option::is_none)
-                .or_else(|| {
-                    self.slots.iter().position(
-                        |s| matches!(s, Some(s) if matches!(s.state, SlotState::Receiving { .. })),
-                    )
-                })
-                .ok_or(BeginError::NoFreeSlot)?,
+        let resumable = |i: usize| self.files[i].is_some();
+        let i = match choose_begin_slot(&self.slots, self.max_module_size, meta, resumable)? {
+            BeginSlot::Resume { held } => return Ok(held),
+            BeginSlot::Restart { index } => index,
         };
         self.files[i] = None;
         let file = self.open_module(i, true)?;

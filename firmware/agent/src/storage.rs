@@ -105,6 +105,72 @@ pub enum BeginError {
     Store(StoreError),
 }
 
+/// Where a `begin` continues, decided from the slot table alone, the same
+/// way for every store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeginSlot {
+    /// The same transfer is under way: continue after `held` bytes.
+    Resume { held: u32 },
+    /// (Re)start the transfer from scratch in slot `index`.
+    Restart { index: usize },
+}
+
+/// Picks the slot for `meta`: its own slot (resumed when `resumable`
+/// says its bytes are still at hand), else a free slot, else one that is
+/// only receiving. Installed modules are never displaced.
+pub fn choose_begin_slot(
+    slots: &[Option<SlotInfo>],
+    max_module_size: u32,
+    meta: &ModuleMeta,
+    resumable: impl Fn(usize) -> bool,
+) -> Result<BeginSlot, BeginError> {
+    if meta.size > max_module_size {
+        return Err(BeginError::TooLarge);
+    }
+    let Some(index) = slot_index(slots, meta.deployment) else {
+        return slots
+            .iter()
+            .position(Option::is_none)
+            .or_else(|| {
+                slots.iter().position(|s| {
+                    s.as_ref()
+                        .is_some_and(|s| matches!(s.state, SlotState::Receiving { .. }))
+                })
+            })
+            .map(|index| BeginSlot::Restart { index })
+            .ok_or(BeginError::NoFreeSlot);
+    };
+    match &slots[index] {
+        Some(SlotInfo {
+            state: SlotState::Installed(_),
+            ..
+        }) => Err(BeginError::AlreadyInstalled),
+        Some(SlotInfo {
+            meta: held_meta,
+            state: SlotState::Receiving { held },
+        }) if held_meta == meta && resumable(index) => Ok(BeginSlot::Resume { held: *held }),
+        _ => Ok(BeginSlot::Restart { index }),
+    }
+}
+
+/// The index of the slot holding `deployment`.
+pub fn slot_index(slots: &[Option<SlotInfo>], deployment: DeploymentId) -> Option<usize> {
+    slots
+        .iter()
+        .position(|s| s.as_ref().is_some_and(|s| s.meta.deployment == deployment))
+}
+
+/// Bytes a receiving slot holds; 0 otherwise.
+pub fn bytes_held(slot: &Option<SlotInfo>) -> u32 {
+    match slot {
+        Some(SlotInfo {
+            state: SlotState::Receiving { held },
+            ..
+        }) => *held,
+        _ => 0,
+    }
+}
+
 /// Why a chunk was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteError {

@@ -28,8 +28,8 @@ use sha2::{Digest, Sha256};
 use wasmbed_agent::host::{FileKeyStore, FileModuleStore};
 use wasmbed_agent::identity::{KeyStore, StoredKey};
 use wasmbed_agent::storage::{
-    Acceptor, BeginError, CommitError, ModuleMeta, ModuleStore, SlotInfo, SlotState, StoreError,
-    WriteError,
+    Acceptor, BeginError, BeginSlot, CommitError, ModuleMeta, ModuleStore, SlotInfo, SlotState,
+    StoreError, WriteError, bytes_held, choose_begin_slot, slot_index,
 };
 use wasmbed_protocol::{AppState, DeploymentId, MAX_APPS};
 
@@ -150,19 +150,11 @@ impl MemModuleStore {
     }
 
     fn index(&self, deployment: DeploymentId) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.meta.deployment == deployment))
+        slot_index(&self.slots, deployment)
     }
 
     fn held(&self, i: usize) -> u32 {
-        match &self.slots[i] {
-            Some(SlotInfo {
-                state: SlotState::Receiving { held },
-                ..
-            }) => *held,
-            _ => 0,
-        }
+        bytes_held(&self.slots[i])
     }
 }
 
@@ -176,32 +168,10 @@ impl ModuleStore for MemModuleStore {
     }
 
     fn begin(&mut self, meta: &ModuleMeta) -> Result<u32, BeginError> {
-        if meta.size > self.max_module_size {
-            return Err(BeginError::TooLarge);
-        }
-        let i = match self.index(meta.deployment) {
-            Some(i) => match &self.slots[i] {
-                Some(SlotInfo {
-                    state: SlotState::Installed(_),
-                    ..
-                }) => return Err(BeginError::AlreadyInstalled),
-                Some(SlotInfo {
-                    meta: held_meta,
-                    state: SlotState::Receiving { held },
-                }) if held_meta == meta => return Ok(*held),
-                _ => i,
-            },
-            None => self
-                .slots
-                .iter()
-                .position(Option::is_none)
-                .or_else(|| {
-                    self.slots.iter().position(|s| {
-                        s.as_ref()
-                            .is_some_and(|s| matches!(s.state, SlotState::Receiving { .. }))
-                    })
-                })
-                .ok_or(BeginError::NoFreeSlot)?,
+        let resumable = |_: usize| true;
+        let i = match choose_begin_slot(&self.slots, self.max_module_size, meta, resumable)? {
+            BeginSlot::Resume { held } => return Ok(held),
+            BeginSlot::Restart { index } => index,
         };
         self.slots[i] = Some(SlotInfo {
             meta: meta.clone(),

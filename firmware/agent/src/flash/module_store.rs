@@ -36,8 +36,8 @@ use wasmbed_protocol::{AppState, DeploymentId, MAX_APPS};
 use super::record::RecordPair;
 use super::{MAX_WORD, check_geometry, offset, round_up};
 use crate::storage::{
-    Acceptor, BeginError, CommitError, ModuleMeta, ModuleStore, SlotInfo, SlotRecord, SlotState,
-    StoreError, WriteError, sha256,
+    Acceptor, BeginError, BeginSlot, CommitError, ModuleMeta, ModuleStore, SlotInfo, SlotRecord,
+    SlotState, StoreError, WriteError, choose_begin_slot, sha256, slot_index,
 };
 
 /// A [`ModuleStore`] on NOR flash (see the module docs for the layout).
@@ -153,9 +153,7 @@ impl<F: NorFlash> FlashModuleStore<F> {
     }
 
     fn index(&self, deployment: DeploymentId) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.meta.deployment == deployment))
+        slot_index(&self.slots, deployment)
     }
 
     /// The table encoded with slot `change.0` replaced by `change.1`.
@@ -419,31 +417,10 @@ impl<F: NorFlash> ModuleStore for FlashModuleStore<F> {
     }
 
     fn begin(&mut self, meta: &ModuleMeta) -> Result<u32, BeginError> {
-        if meta.size > self.max_module_size {
-            return Err(BeginError::TooLarge);
-        }
-        let slot = match self.index(meta.deployment) {
-            Some(i) => match &self.slots[i] {
-                Some(SlotInfo {
-                    state: SlotState::Installed(_),
-                    ..
-                }) => return Err(BeginError::AlreadyInstalled),
-                Some(SlotInfo {
-                    meta: held_meta,
-                    state: SlotState::Receiving { held },
-                }) if held_meta == meta && self.rx[i].is_some() => return Ok(*held),
-                _ => i,
-            },
-            None => self
-                .slots
-                .iter()
-                .position(Option::is_none)
-                .or_else(|| {
-                    self.slots.iter().position(
-                        |s| matches!(s, Some(s) if matches!(s.state, SlotState::Receiving { .. })),
-                    )
-                })
-                .ok_or(BeginError::NoFreeSlot)?,
+        let resumable = |i: usize| self.rx[i].is_some();
+        let slot = match choose_begin_slot(&self.slots, self.max_module_size, meta, resumable)? {
+            BeginSlot::Resume { held } => return Ok(held),
+            BeginSlot::Restart { index } => index,
         };
         self.restart(slot, meta)?;
         Ok(0)
