@@ -26,7 +26,9 @@ pub mod flash;
 #[cfg(feature = "std")]
 pub mod host;
 pub mod identity;
+pub mod provisioning;
 pub mod runtime;
 pub mod storage;
+pub mod x509;
 
 pub use agent::{Agent, AgentConfig, AgentError, AgentEvent, Credentials};

@@ -43,7 +43,7 @@ fn run(wat: &str, limits: &Limits) -> wasmbed_agent::runtime::Invocation {
     let module = wasm(wat);
     let mut rt = runtime();
     rt.validate(&module, limits).expect("valid module");
-    rt.invoke(&module, limits)
+    rt.invoke(module.to_vec(), limits)
 }
 
 fn returned(values: &[Value]) -> Outcome {
@@ -129,7 +129,7 @@ fn a_module_needing_more_memory_than_allowed_is_refused() {
     let limits = limits("main", &[]);
     assert_eq!(runtime().validate(&module, &limits), Ok(()));
     assert_eq!(
-        runtime().invoke(&module, &limits).outcome,
+        runtime().invoke(module.to_vec(), &limits).outcome,
         Outcome::Trapped(TrapCode::MemoryLimit)
     );
 }
@@ -303,7 +303,7 @@ fn the_documented_examples_run() {
         let limits = limits(entry, &[Value::I32(21)]);
         let mut rt = runtime();
         rt.validate(&module, &limits).expect("valid");
-        let result = rt.invoke(&module, &limits);
+        let result = rt.invoke(module.to_vec(), &limits);
         let Outcome::Returned(values) = &result.outcome else {
             panic!("{entry}: {:?}", result.outcome)
         };
@@ -325,12 +325,12 @@ fn one_memory_and_one_table_at_most() {
     let mut rt = runtime();
     assert_eq!(rt.validate(&two_tables, &limits), Ok(()));
     assert_eq!(
-        rt.invoke(&two_tables, &limits).outcome,
+        rt.invoke(two_tables.to_vec(), &limits).outcome,
         Outcome::Trapped(TrapCode::HostError)
     );
     let big_table = wasm(r#"(module (table 2000 funcref) (func (export "main")))"#);
     assert_eq!(
-        rt.invoke(&big_table, &limits).outcome,
+        rt.invoke(big_table.to_vec(), &limits).outcome,
         Outcome::Trapped(TrapCode::HostError)
     );
 }

@@ -455,7 +455,9 @@ impl Store {
             "WHERE device_id = ?1 AND (
                  (desired = 'running' AND state IN ('pending', 'transferring'))
               OR (desired = 'stopped' AND state IN ('installed', 'running'))
-              OR (desired = 'removed' AND state NOT IN ('removed', 'failed', 'pending')))
+              -- A failed application may still hold a slot on the device
+              -- (it trapped, or was interrupted by a reset): remove it too.
+              OR (desired = 'removed' AND state NOT IN ('removed', 'pending')))
              ORDER BY id",
             params![&device.0[..]],
         )

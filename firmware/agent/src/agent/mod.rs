@@ -20,8 +20,7 @@
 //! ```
 //!
 //! Flush `poll_transmit` after every `poll` loop: the session's outgoing
-//! buffer holds one frame's worth of answers plus a heartbeat, and a send
-//! that does not fit closes the session (a reconnect resumes everything).
+//! buffer is on the heap and grows with whatever is not yet written.
 
 mod backoff;
 
@@ -47,6 +46,11 @@ use crate::identity::{
 };
 use crate::runtime::Runtime;
 use crate::storage::{BeginError, CommitError, ModuleMeta, ModuleStore, SlotState, StoreError};
+
+/// The protocol session, with its frame buffers on the heap: they grow to
+/// the largest frame in flight instead of taking 8 KiB of RAM (and of
+/// stack while a session is built) whether used or not.
+type Session = DeviceSession<Vec<u8>>;
 
 /// Bytes in a WebAssembly page.
 const PAGE: u32 = 65_536;
@@ -188,7 +192,7 @@ pub struct Agent<K, S, R> {
     store: S,
     runtime: R,
     key: Option<StoredKey>,
-    session: Option<DeviceSession>,
+    session: Option<Session>,
     /// The current connection reached `Established` or enrolled.
     succeeded: bool,
     backoff: Backoff,
@@ -294,14 +298,14 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
                     capabilities: self.capabilities(),
                     apps: self.store.apps(),
                 };
-                DeviceSession::resume(self.config.session, &hello, now)
+                Session::resume(self.config.session, &hello, now)
             }
-            Some(StoredKey::Pending(_)) => DeviceSession::enroll(self.config.session, now),
+            Some(StoredKey::Pending(_)) => Session::enroll(self.config.session, now),
             None => {
                 let key = StoredKey::Pending(PendingKey::generate(rng));
                 self.keys.save(&key)?;
                 self.key = Some(key);
-                DeviceSession::enroll(self.config.session, now)
+                Session::enroll(self.config.session, now)
             }
         };
         self.session = Some(session);
@@ -431,7 +435,7 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
 
     /// Runs `send` on the session. A message that does not fit closes the
     /// session: the driver is not flushing, and a reconnect resumes.
-    fn send(&mut self, send: impl FnOnce(&mut DeviceSession) -> Result<(), SessionError>) {
+    fn send(&mut self, send: impl FnOnce(&mut Session) -> Result<(), SessionError>) {
         let Some(session) = &mut self.session else {
             return;
         };
@@ -656,7 +660,7 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
         }
         self.status(deployment, DeployState::Running);
         let invocation = match self.store.load(deployment) {
-            Ok(module) => self.runtime.invoke(&module, &limits),
+            Ok(module) => self.runtime.invoke(module, &limits),
             Err(e) => {
                 self.events.push_back(AgentEvent::StorageFailed(e));
                 let _ = self.store.set_state(deployment, AppState::Failed);

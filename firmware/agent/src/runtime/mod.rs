@@ -44,7 +44,7 @@ pub trait Runtime {
 
     /// Instantiates `module` and calls its entry point once with
     /// `limits.args`, within `limits.fuel` and `limits.memory_pages`.
-    fn invoke(&mut self, module: &[u8], limits: &Limits) -> Invocation;
+    fn invoke(&mut self, module: alloc::vec::Vec<u8>, limits: &Limits) -> Invocation;
 }
 
 /// What one invocation did.

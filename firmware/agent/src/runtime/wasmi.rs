@@ -46,9 +46,13 @@ impl Default for WasmiConfig {
 
 /// The `wasmi` interpreter. `C` is the clock behind `wasmbed.clock_ms` and
 /// the measured durations.
+///
+/// Every validation and invocation gets an engine of its own, dropped when
+/// it ends: a wasmi `Engine` keeps the code of every module it ever
+/// compiled, which on a device that runs deployment after deployment would
+/// leak the heap away.
 pub struct WasmiRuntime<C: Clock + Clone + 'static> {
-    engine: Engine,
-    linker: Linker<HostState<C>>,
+    engine_config: Config,
     config: WasmiConfig,
     clock: C,
 }
@@ -125,17 +129,17 @@ impl<C: Clock + Clone + 'static> WasmiRuntime<C> {
             .set_max_stack_height(config.max_stack_height)
             .set_max_cached_stacks(1)
             .wasm_multi_memory(false);
-        let engine = Engine::new(&engine_config);
         WasmiRuntime {
-            linker: host_api(&engine),
-            engine,
+            engine_config,
             config,
             clock,
         }
     }
 
-    fn compile(&self, module: &[u8]) -> Result<Module, DeployFailure> {
-        Module::new(&self.engine, module).map_err(|_| DeployFailure::InvalidModule)
+    fn compile(&self, module: &[u8]) -> Result<(Engine, Module), DeployFailure> {
+        let engine = Engine::new(&self.engine_config);
+        let module = Module::new(&engine, module).map_err(|_| DeployFailure::InvalidModule)?;
+        Ok((engine, module))
     }
 }
 
@@ -282,7 +286,7 @@ impl<C: Clock + Clone + 'static> Runtime for WasmiRuntime<C> {
     }
 
     fn validate(&mut self, bytes: &[u8], limits: &Limits) -> Result<(), DeployFailure> {
-        let module = self.compile(bytes)?;
+        let (_engine, module) = self.compile(bytes)?;
         let mut imports_log = false;
         for import in module.imports() {
             let allowed = match (host_function(import.module(), import.name()), import.ty()) {
@@ -310,10 +314,13 @@ impl<C: Clock + Clone + 'static> Runtime for WasmiRuntime<C> {
         entry_type(&module, limits).map(|_| ())
     }
 
-    fn invoke(&mut self, bytes: &[u8], limits: &Limits) -> Invocation {
-        let Ok(module) = self.compile(bytes) else {
+    fn invoke(&mut self, bytes: Vec<u8>, limits: &Limits) -> Invocation {
+        let Ok((engine, module)) = self.compile(&bytes) else {
             return Invocation::trapped(TrapCode::HostError);
         };
+        // The module keeps what it needs: free the bytes before the linear
+        // memory is allocated.
+        drop(bytes);
         let Ok(ty) = entry_type(&module, limits) else {
             return Invocation::trapped(TrapCode::BadSignature);
         };
@@ -328,7 +335,7 @@ impl<C: Clock + Clone + 'static> Runtime for WasmiRuntime<C> {
                 refused: false,
             },
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&engine, state);
         store.limiter(|state| &mut state.limiter);
         // Cannot fail: fuel metering is enabled in `new`.
         let _ = store.set_fuel(limits.fuel);
@@ -340,8 +347,7 @@ impl<C: Clock + Clone + 'static> Runtime for WasmiRuntime<C> {
             .iter()
             .map(|t| Val::default_for_ty(*t))
             .collect();
-        let call = self
-            .linker
+        let call = host_api(&engine)
             .instantiate_and_start(&mut store, &module)
             .and_then(|instance| {
                 let func = instance

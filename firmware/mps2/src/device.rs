@@ -1,0 +1,253 @@
+//! The firmware's main loop: connect over the link UART with TLS, drive the
+//! agent, reconnect with back-off. See `wasmbed_agent::agent` for the loop
+//! this follows.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use embedded_tls::blocking::TlsConnection;
+use embedded_tls::{Aes128GcmSha256, TlsConfig, TlsContext, TlsError};
+use rand_chacha::ChaCha20Rng;
+use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore};
+use wasmbed_agent::provisioning::Provisioning;
+use wasmbed_agent::runtime::WasmiRuntime;
+use wasmbed_agent::x509::GatewayAnchor;
+use wasmbed_agent::{Agent, AgentEvent, Credentials};
+use wasmbed_protocol::{GoodbyeReason, Millis};
+
+use crate::clock::{self, SysTickClock};
+use crate::semihosting::FileFlash;
+use crate::tls::{DeviceCrypto, GatewayVerifier};
+use crate::uart::Link;
+use crate::{heap, println, stack};
+
+/// The receive buffer must hold one whole TLS record: the gateway caps its
+/// records at 1,041 bytes on the wire.
+const TLS_READ_BUF: usize = 2048;
+/// Records the device sends carry at most this much, less TLS overhead.
+const TLS_WRITE_BUF: usize = 1024;
+
+/// The shortest wait before reconnecting (see `run`).
+const LINK_SETTLE_MS: u64 = 1_500;
+
+pub type FirmwareAgent =
+    Agent<FlashKeyStore<FileFlash>, FlashModuleStore<FileFlash>, WasmiRuntime<SysTickClock>>;
+
+type Tls<'a> = TlsConnection<'a, Link, Aes128GcmSha256>;
+
+pub struct Device {
+    pub agent: Box<FirmwareAgent>,
+    pub provisioning: Provisioning<'static>,
+    pub anchor: GatewayAnchor<'static>,
+    pub rng: ChaCha20Rng,
+    pub link: Link,
+}
+
+/// How a connection ended.
+enum End {
+    /// The session closed (goodbye sent or received).
+    Closed,
+    /// TLS or the link failed.
+    Failed,
+}
+
+fn now() -> Millis {
+    Millis(clock::now_ms())
+}
+
+impl Device {
+    pub fn run(mut self) -> ! {
+        let mut reconnect_at = clock::now_ms();
+        loop {
+            clock::sleep_until(reconnect_at, || false);
+            let end = self.connection();
+            let at = self.agent.disconnected(now(), &mut self.rng);
+            // When a connection ends the bridge closes QEMU's socket and QEMU
+            // reconnects a second later; bytes sent before that are lost.
+            let at = at.0.max(clock::now_ms() + LINK_SETTLE_MS);
+            let how = match end {
+                End::Closed => "closed",
+                End::Failed => "failed",
+            };
+            println!(
+                "link: connection {how}; reconnecting in {} ms",
+                at.saturating_sub(clock::now_ms())
+            );
+            reconnect_at = at;
+        }
+    }
+
+    // Not inlined: its frame (TLS state and buffers) exists only while
+    // connected, not while waiting to reconnect.
+    #[inline(never)]
+    fn connection(&mut self) -> End {
+        // The credentials are copied out: the agent is borrowed mutably
+        // while the connection lives.
+        let (certificate, private_key, label): (Vec<u8>, [u8; 32], _) =
+            match self.agent.credentials() {
+                Credentials::Claim => (
+                    self.provisioning.claim_certificate.to_vec(),
+                    self.provisioning.claim_private_key,
+                    "claim",
+                ),
+                Credentials::Device {
+                    certificate,
+                    private_key,
+                } => (certificate.to_vec(), *private_key, "device"),
+            };
+        println!("link: connecting with the {label} certificate");
+        self.link.discard_input();
+        let mut read_buf = [0u8; TLS_READ_BUF];
+        let mut write_buf = [0u8; TLS_WRITE_BUF];
+        let config = TlsConfig::new().with_server_name(self.provisioning.server_name);
+        let mut tls: Tls<'_> = TlsConnection::new(self.link, &mut read_buf, &mut write_buf);
+        let crypto = DeviceCrypto {
+            rng: &mut self.rng,
+            verifier: GatewayVerifier::new(&self.anchor, self.provisioning.server_name),
+            certificate: &certificate,
+            private_key: &private_key,
+        };
+        let started = clock::now_us();
+        if let Err(e) = handshake(&mut tls, &config, crypto) {
+            println!("tls: handshake failed: {} ({e:?})", describe(&e));
+            return End::Failed;
+        }
+        println!(
+            "tls: handshake done in {} us (stack peak {} B, heap {} B)",
+            clock::now_us() - started,
+            stack::peak(),
+            heap::used()
+        );
+        if let Err(e) = self.agent.connect(now(), &mut self.rng) {
+            println!("agent: cannot start a session: {e}");
+            return End::Failed;
+        }
+        let end = self.serve(&mut tls);
+        // The gateway may be gone already; nothing to do if this fails.
+        let _ = tls.close();
+        end
+    }
+
+    fn serve(&mut self, tls: &mut Tls<'_>) -> End {
+        // Decrypted bytes the agent has not taken yet stay in embedded-tls's
+        // buffer: there is no copy and no second buffer.
+        let mut unread = false;
+        loop {
+            let handled = self.report_events();
+            if let Err(e) = self.flush(tls) {
+                println!("link: sending failed: {} ({e:?})", describe(&e));
+                return End::Failed;
+            }
+            if self.agent.is_closed() {
+                return End::Closed;
+            }
+            if unread || self.link.has_input() {
+                let mut record = match tls.read_buffered() {
+                    Ok(record) => record,
+                    Err(e) => {
+                        println!("link: receiving failed: {} ({e:?})", describe(&e));
+                        return End::Failed;
+                    }
+                };
+                let taken = self.agent.handle_input(record.peek_all(), now());
+                record.pop(taken);
+                unread = !record.is_empty();
+                drop(record);
+                if unread && taken == 0 && handled == 0 {
+                    // Cannot happen with a working session: do not spin.
+                    self.agent.close(GoodbyeReason::ProtocolError);
+                }
+                continue;
+            }
+            let deadline = self.agent.poll_timeout().map_or(u64::MAX, |at| at.0);
+            if clock::now_ms() >= deadline {
+                self.agent.handle_timeout(now());
+                continue;
+            }
+            let link = self.link;
+            clock::sleep_until(deadline, || link.has_input());
+        }
+    }
+
+    fn flush(&mut self, tls: &mut Tls<'_>) -> Result<(), TlsError> {
+        loop {
+            let out = self.agent.poll_transmit();
+            if out.is_empty() {
+                return tls.flush();
+            }
+            let n = tls.write(out)?;
+            self.agent.advance_transmit(n);
+        }
+    }
+
+    /// Prints what the agent did; returns how many events there were.
+    fn report_events(&mut self) -> usize {
+        let mut count = 0;
+        while let Some(event) = self.agent.poll(now()) {
+            count += 1;
+            report(&event);
+        }
+        count
+    }
+}
+
+/// The TLS handshake, in a frame of its own that is gone once it is done.
+#[inline(never)]
+fn handshake(
+    tls: &mut Tls<'_>,
+    config: &TlsConfig<'_>,
+    crypto: DeviceCrypto<'_, ChaCha20Rng>,
+) -> Result<(), TlsError> {
+    tls.open(TlsContext::new(config, crypto))
+}
+
+fn report(event: &AgentEvent) {
+    match event {
+        AgentEvent::Enrolled { device_id } => println!("agent: enrolled as device {device_id}"),
+        AgentEvent::Established {
+            device_id,
+            heartbeat_interval_ms,
+        } => println!(
+            "agent: session established as device {device_id} (heartbeat every {heartbeat_interval_ms} ms)"
+        ),
+        AgentEvent::HeartbeatSent => println!("agent: heartbeat (heap free {} B)", heap::free()),
+        AgentEvent::TransferAccepted {
+            deployment,
+            resume_offset,
+        } => println!(
+            "agent: receiving deployment {} from byte {resume_offset}",
+            deployment.0
+        ),
+        AgentEvent::Installed { deployment } => {
+            println!("agent: installed deployment {}", deployment.0)
+        }
+        AgentEvent::Executed {
+            deployment,
+            outcome,
+            fuel_used,
+        } => println!(
+            "agent: executed deployment {}: {outcome:?}, fuel {fuel_used} (heap peak {} B, stack peak {} B)",
+            deployment.0,
+            heap::peak(),
+            stack::peak()
+        ),
+        AgentEvent::DeployFailed { deployment, reason } => {
+            println!("agent: deployment {} failed: {reason:?}", deployment.0)
+        }
+        other => println!("agent: {other:?}"),
+    }
+}
+
+fn describe(e: &TlsError) -> &'static str {
+    match e {
+        TlsError::Io(embedded_io::ErrorKind::TimedOut) => "timed out",
+        TlsError::Io(_) => "link error",
+        TlsError::InvalidCertificate => "the gateway's certificate is not trusted",
+        TlsError::InvalidSignature => "the gateway's signature is invalid",
+        TlsError::HandshakeAborted(..) => "the gateway aborted the handshake",
+        TlsError::ConnectionClosed => "the gateway closed the connection",
+        TlsError::DecodeError | TlsError::ParseError(_) => "malformed TLS from the gateway",
+        TlsError::InsufficientSpace => "a record does not fit the receive buffer",
+        _ => "TLS error",
+    }
+}
