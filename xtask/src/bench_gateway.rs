@@ -4,10 +4,8 @@
 //! (handshakes against a bare TLS baseline, memory per idle session,
 //! heartbeats per core, deployment time) with PASS/MISS against targets.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-use anyhow::Context as _;
 
 use crate::cmd;
 
@@ -20,7 +18,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         "-p",
         "wasmbed-bench",
     ]))?;
-    let release = target_dir(root)?.join("release");
+    let release = cmd::target_dir(root)?.join("release");
     let mut bench = Command::new(release.join("wasmbed-bench"));
     bench
         .current_dir(root)
@@ -29,16 +27,4 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .arg(release.join("wasmbed"))
         .args(args);
     Ok(cmd::run(&mut bench)?)
-}
-
-/// Cargo's target directory (honours CARGO_TARGET_DIR and build.target-dir).
-fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
-    let metadata =
-        cmd::output(cmd::cargo(root).args(["metadata", "--format-version", "1", "--no-deps"]))?;
-    let metadata: serde_json::Value =
-        serde_json::from_str(&metadata).context("`cargo metadata` printed no JSON")?;
-    metadata["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .context("`cargo metadata` names no target directory")
 }

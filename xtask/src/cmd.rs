@@ -3,8 +3,10 @@
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+
+use anyhow::Context as _;
 
 /// Why a command did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,23 @@ pub(crate) fn output(cmd: &mut Command) -> Result<String, CmdError> {
         });
     }
     String::from_utf8(out.stdout).map_err(|_| CmdError::NotUtf8 { cmd: shown })
+}
+
+/// The target directory of the cargo workspace in `dir` (honours
+/// CARGO_TARGET_DIR and build.target-dir).
+pub(crate) fn target_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    let metadata = output(cargo(dir).args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let metadata: serde_json::Value =
+        serde_json::from_str(&metadata).context("`cargo metadata` printed no JSON")?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("`cargo metadata` names no target directory")
+}
+
+/// `path` as shown to the user: relative to `root` when under it.
+pub(crate) fn show<'a>(root: &Path, path: &'a Path) -> std::path::Display<'a> {
+    path.strip_prefix(root).unwrap_or(path).display()
 }
 
 /// Whether an executable called `name` is in one of the `PATH` directories.

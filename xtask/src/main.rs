@@ -6,18 +6,24 @@
 // A task runner prints progress and results on stdout by design.
 #![allow(clippy::print_stdout)]
 
+mod apps;
 mod bench_gateway;
 mod cmd;
+mod cross;
 mod ffi_header;
+mod firmware;
 mod fuzz;
+mod size;
 mod test;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::builder::FalseyValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Wasmbed's task runner: the checks CI runs, formatting, fuzzing, benchmarks.
+/// Wasmbed's task runner: the checks CI runs, firmware and application
+/// builds, size reports, formatting, fuzzing, benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
 struct Cli {
@@ -30,17 +36,29 @@ enum Command {
     /// Run everything CI runs, stopping at the first failing step.
     ///
     /// Steps, in order:
-    ///   fmt           cargo fmt --all -- --check
-    ///   clippy        cargo clippy --workspace --all-targets --all-features -- -D warnings
-    ///   nextest       cargo nextest run --workspace --all-features
-    ///                 (or `test`: cargo test --workspace --all-features, without cargo-nextest)
-    ///   doctest       cargo test --workspace --doc --all-features
-    ///   no_std        cargo build -p wasmbed-protocol --no-default-features --target T
-    ///                 for T in thumbv7m-none-eabi, thumbv7em-none-eabihf
-    ///   ffi           cargo build -p wasmbed-protocol-ffi --target thumbv7m-none-eabi --release
-    ///                 (skipped while the package is not in the workspace)
-    ///   fuzz          cargo fuzz run TARGET -- -max_total_time=SECS, for every target
-    ///                 of `cargo fuzz list` (skipped while fuzz/ does not exist)
+    ///   fmt               cargo fmt --all -- --check
+    ///   clippy            cargo clippy --workspace --all-targets --all-features -- -D warnings
+    ///   firmware fmt      in firmware/mps2: cargo fmt --check
+    ///   firmware clippy   in firmware/mps2: cargo clippy --release -- -D warnings
+    ///   firmware build    in firmware/mps2: cargo build --release (as `cargo xtask firmware`)
+    ///   apps fmt          in apps/primes: cargo fmt --check
+    ///   apps clippy       in apps/primes: cargo clippy --release -- -D warnings
+    ///   apps build        target/apps/*.wasm (as `cargo xtask apps`)
+    ///   size              the firmware's flash and RAM budget (as `cargo xtask size`)
+    ///                     (the seven steps from `firmware fmt` are skipped with
+    ///                     --skip-firmware: the tests that boot the firmware on QEMU
+    ///                     then use what was built before)
+    ///   nextest           cargo nextest run --workspace --all-features
+    ///                     (or `test`: cargo test --workspace --all-features, without cargo-nextest)
+    ///   doctest           cargo test --workspace --doc --all-features
+    ///   no_std            cargo build -p wasmbed-protocol --no-default-features --target T
+    ///                     for T in thumbv7m-none-eabi, thumbv7em-none-eabihf
+    ///   no_std agent      cargo build -p wasmbed-agent --no-default-features --features wasmi
+    ///                     --target thumbv7m-none-eabi
+    ///   ffi               cargo build -p wasmbed-protocol-ffi --target thumbv7m-none-eabi --release
+    ///                     (skipped while the package is not in the workspace)
+    ///   fuzz              cargo fuzz run TARGET -- -max_total_time=SECS, for every target
+    ///                     of `cargo fuzz list` (skipped while fuzz/ does not exist)
     ///
     /// Prints each step's time, and ends with `xtask: N passed, 0 failed`
     /// when every step passed; exits non-zero otherwise.
@@ -52,6 +70,52 @@ enum Command {
         /// Seconds each fuzz target runs.
         #[arg(long, value_name = "SECS", env = fuzz::SECONDS_ENV, default_value_t = fuzz::DEFAULT_SECONDS)]
         fuzz_seconds: u64,
+        /// Skip the firmware and application builds and the size check, for
+        /// quick local runs.
+        #[arg(long, env = test::SKIP_FIRMWARE_ENV, value_parser = FalseyValueParser::new())]
+        skip_firmware: bool,
+    },
+    /// Build the bare-metal firmware for QEMU's mps2-an385 and print its path.
+    ///
+    /// Runs `cargo build --release` in firmware/mps2 (a workspace of its own,
+    /// for thumbv7m-none-eabi), after adding that Rust target with rustup if
+    /// it is missing, and prints the path of the ELF image, which QEMU boots
+    /// with `-kernel` and the tests against real firmware read.
+    #[command(about = "Build the bare-metal firmware for QEMU's mps2-an385 and print its path")]
+    Firmware {
+        /// Also check the firmware: `cargo fmt --check` and
+        /// `cargo clippy --release -- -D warnings`, before building.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the sample WebAssembly applications into target/apps.
+    ///
+    /// Runs `cargo build --release` in apps/primes (a workspace of its own,
+    /// for wasm32-unknown-unknown), after adding that Rust target with rustup
+    /// if it is missing, and copies the module to target/apps/primes.wasm;
+    /// compiles every apps/wat/NAME.wat to target/apps/NAME.wasm. Prints each
+    /// module with its size.
+    #[command(about = "Build the sample WebAssembly applications into target/apps")]
+    Apps {
+        /// Also check apps/primes: `cargo fmt --check` and
+        /// `cargo clippy --release -- -D warnings`, before building.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Show what the firmware takes of its flash and RAM budget.
+    ///
+    /// Reads the firmware ELF and prints its allocated sections; FLASH used
+    /// (.vector_table, .text, .rodata and .data's load image) against the
+    /// 768 KiB budget; RAM used (.data, .bss, .uninit) against the 128 KiB
+    /// budget, split into the heap (heap::init::MEMORY) and other statics,
+    /// and the stack left above them (_stack_start - __sheap); the largest
+    /// symbols in .text and .rodata; and the flash each crate takes.
+    /// Exits non-zero when FLASH or RAM is over budget.
+    #[command(about = "Show what the firmware takes of its flash and RAM budget")]
+    Size {
+        /// The ELF to read [default: the release firmware, built first if missing].
+        #[arg(long, value_name = "PATH")]
+        elf: Option<PathBuf>,
     },
     /// Format the whole workspace in place (cargo fmt --all).
     Fmt,
@@ -103,7 +167,13 @@ fn main() -> ExitCode {
 
 fn run(command: Command, root: &Path) -> anyhow::Result<()> {
     match command {
-        Command::Test { fuzz_seconds } => test::run(root, fuzz_seconds),
+        Command::Test {
+            fuzz_seconds,
+            skip_firmware,
+        } => test::run(root, fuzz_seconds, skip_firmware),
+        Command::Firmware { check } => firmware::run(root, check),
+        Command::Apps { check } => apps::run(root, check),
+        Command::Size { elf } => size::run(root, elf.as_deref()),
         Command::Fmt => Ok(cmd::run(cmd::cargo(root).args(["fmt", "--all"]))?),
         Command::Fuzz { seconds, targets } => fuzz::run(root, seconds, &targets),
         Command::FfiHeader => ffi_header::run(root),
@@ -150,6 +220,71 @@ mod tests {
         assert_eq!(seconds, 3);
         assert_eq!(targets, ["frame", "message"]);
         Ok(())
+    }
+
+    #[test]
+    fn test_takes_fuzz_seconds_and_skip_firmware() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["xtask", "test", "--fuzz-seconds", "2", "--skip-firmware"])?;
+        let Command::Test {
+            fuzz_seconds,
+            skip_firmware,
+        } = cli.command
+        else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(fuzz_seconds, 2);
+        assert!(skip_firmware);
+        Ok(())
+    }
+
+    #[test]
+    fn skip_firmware_is_also_an_environment_variable() {
+        let command = Cli::command();
+        let test = command.find_subcommand("test").expect("a test subcommand");
+        let skip = test
+            .get_arguments()
+            .find(|arg| arg.get_id() == "skip_firmware")
+            .expect("a --skip-firmware flag");
+        assert_eq!(
+            skip.get_env(),
+            Some(std::ffi::OsStr::new(test::SKIP_FIRMWARE_ENV))
+        );
+    }
+
+    #[test]
+    fn firmware_and_apps_take_check() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["xtask", "firmware"])?;
+        assert!(matches!(cli.command, Command::Firmware { check: false }));
+        let cli = Cli::try_parse_from(["xtask", "firmware", "--check"])?;
+        assert!(matches!(cli.command, Command::Firmware { check: true }));
+        let cli = Cli::try_parse_from(["xtask", "apps", "--check"])?;
+        assert!(matches!(cli.command, Command::Apps { check: true }));
+        assert!(Cli::try_parse_from(["xtask", "apps", "primes"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn size_takes_an_optional_elf() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["xtask", "size"])?;
+        assert!(matches!(cli.command, Command::Size { elf: None }));
+        let cli = Cli::try_parse_from(["xtask", "size", "--elf", "fw.elf"])?;
+        let Command::Size { elf: Some(elf) } = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(elf, Path::new("fw.elf"));
+        assert!(Cli::try_parse_from(["xtask", "size", "--elf"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn every_subcommand_explains_itself() {
+        for sub in Cli::command().get_subcommands() {
+            assert!(
+                sub.get_about().is_some(),
+                "`{}` has no help text",
+                sub.get_name()
+            );
+        }
     }
 
     #[test]

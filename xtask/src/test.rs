@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
-use crate::{cmd, fuzz};
+use crate::{apps, cmd, firmware, fuzz, size};
+
+/// The environment variable that skips the firmware and application
+/// builds and the size check, like `--skip-firmware`.
+pub(crate) const SKIP_FIRMWARE_ENV: &str = "WASMBED_SKIP_FIRMWARE";
 
 /// The C-ABI crate for the Zephyr/WAMR application; built when it exists.
 const FFI_PACKAGE: &str = "wasmbed-protocol-ffi";
@@ -14,7 +18,21 @@ const FFI_PACKAGE: &str = "wasmbed-protocol-ffi";
 /// The no_std targets the protocol crate must keep building for.
 const NO_STD_TARGETS: [&str; 2] = ["thumbv7m-none-eabi", "thumbv7em-none-eabihf"];
 
-pub(crate) fn run(root: &Path, fuzz_seconds: u64) -> anyhow::Result<()> {
+/// A step that needs only the repository root.
+type Step = fn(&Path) -> anyhow::Result<()>;
+
+/// The firmware and application steps, skipped by `--skip-firmware`.
+const FIRMWARE_STEPS: [(&str, Step); 7] = [
+    ("firmware fmt", |root| firmware::PROJECT.fmt_check(root)),
+    ("firmware clippy", |root| firmware::PROJECT.clippy(root)),
+    ("firmware build", |root| firmware::build(root).map(drop)),
+    ("apps fmt", |root| apps::PRIMES.fmt_check(root)),
+    ("apps clippy", |root| apps::PRIMES.clippy(root)),
+    ("apps build", apps::build),
+    ("size", |root| size::run(root, None)),
+];
+
+pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow::Result<()> {
     let mut steps = Steps::default();
     let cargo = || cmd::cargo(root);
 
@@ -32,6 +50,18 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64) -> anyhow::Result<()> {
             "warnings",
         ]))
     })?;
+    // The tests that boot the firmware on QEMU read its ELF and
+    // target/apps/*.wasm: build them before the tests run.
+    if skip_firmware {
+        steps.skip(
+            "firmware, apps, size",
+            &format!("--skip-firmware (or {SKIP_FIRMWARE_ENV})"),
+        );
+    } else {
+        for (name, step) in FIRMWARE_STEPS {
+            steps.run(name, || step(root))?;
+        }
+    }
     if cmd::on_path("cargo-nextest") {
         steps.run("nextest", || {
             cmd::run(cargo().args(["nextest", "run", "--workspace", "--all-features"]))
@@ -201,6 +231,29 @@ mod tests {
             .expect_err("the step fails");
         assert_eq!(format!("{err:#}"), "step `second` failed: boom");
         assert_eq!(steps.done.len(), 1);
+    }
+
+    #[test]
+    fn help_lists_the_firmware_steps_in_order() {
+        use clap::CommandFactory as _;
+        let help = crate::Cli::command()
+            .find_subcommand_mut("test")
+            .expect("a test subcommand")
+            .render_long_help()
+            .to_string();
+        let mut from = 0;
+        for (name, _) in FIRMWARE_STEPS {
+            let at = help[from..]
+                .find(&format!("  {name}  "))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "`cargo xtask test --help` lists no step `{name}` after the previous one"
+                    )
+                });
+            from += at + name.len();
+        }
+        let nextest = help.find("  nextest  ").expect("a nextest step");
+        assert!(from < nextest, "the firmware steps run before the tests");
     }
 
     #[test]

@@ -203,14 +203,23 @@ unsafe fn DefaultHandler(irq: i16) {
     }
 }
 
+// A fault or panic while running resets the device, as a watchdog would
+// on real hardware: the identity and installed modules are in flash, and an
+// application that was running is reported failed after the reset.
+// (Errors in the provisioning at boot stop the emulation instead: a reset
+// would not fix them.)
+
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    console::raw_line(format_args!("fatal: hard fault at pc {:#010x}", frame.pc()));
-    semihosting::exit(false)
+    console::raw_line(format_args!(
+        "fatal: hard fault at pc {:#010x}; resetting",
+        frame.pc()
+    ));
+    cortex_m::peripheral::SCB::sys_reset()
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::raw_line(format_args!("fatal: panic: {info}"));
-    semihosting::exit(false)
+    console::raw_line(format_args!("fatal: panic: {info}; resetting"));
+    cortex_m::peripheral::SCB::sys_reset()
 }
