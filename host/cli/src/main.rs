@@ -1,7 +1,9 @@
 //! `wasmbed`: the operator's command for a Wasmbed installation.
 #![allow(clippy::print_stdout)] // a command-line tool prints by design
 
+mod bridge;
 mod certs;
+mod emulator;
 mod gateway;
 mod logging;
 mod sim;
@@ -27,6 +29,11 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Simulate a fleet of devices running the real agent (for tests and load).
     Sim(sim::SimArgs),
+    /// Run firmware on emulated boards (QEMU, Renode) as devices.
+    #[command(subcommand)]
+    Emulator(emulator::EmulatorCommand),
+    /// Bridge emulated devices' link UARTs (TCP) to the gateway.
+    Bridge(bridge::BridgeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +46,8 @@ fn main() -> std::process::ExitCode {
         Command::Certs(command) => certs::run(command),
         Command::Gateway(args) => gateway::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Emulator(command) => emulator::run(command),
+        Command::Bridge(args) => bridge::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

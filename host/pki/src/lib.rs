@@ -49,7 +49,7 @@ pub use installation::{
     DEFAULT_INSTALLATION_VALIDITY, Installation, InstallationError, InstallationOptions, file_names,
 };
 pub use issue::{DEFAULT_DEVICE_VALIDITY, DeviceIssuer, IssueError};
-pub use keys::{KeyError, p256_public_key, p256_scalar_to_pkcs8};
+pub use keys::{KeyError, p256_public_key, p256_scalar_to_pkcs8, pkcs8_to_p256_scalar};
 pub use peer::{ClassifyError, ClientRoots, DevicePublicKey, PeerIdentity, classify_peer};
 pub use tls::{
     ALPN_PROTOCOL, DEFAULT_MAX_FRAGMENT_SIZE, TLS13_RECORD_OVERHEAD, TlsConfigError,
