@@ -62,14 +62,21 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
             steps.run(name, || step(root))?;
         }
     }
+    // With the firmware built, the tests against it must run, not skip.
+    let tests = |args: &[&str]| {
+        let mut command = cargo();
+        command.args(args);
+        if !skip_firmware {
+            command.env("WASMBED_REQUIRE_FIRMWARE", "1");
+        }
+        cmd::run(&mut command)
+    };
     if cmd::on_path("cargo-nextest") {
         steps.run("nextest", || {
-            cmd::run(cargo().args(["nextest", "run", "--workspace", "--all-features"]))
+            tests(&["nextest", "run", "--workspace", "--all-features"])
         })?;
     } else {
-        steps.run("test", || {
-            cmd::run(cargo().args(["test", "--workspace", "--all-features"]))
-        })?;
+        steps.run("test", || tests(&["test", "--workspace", "--all-features"]))?;
     }
     steps.run("doctest", || {
         cmd::run(cargo().args(["test", "--workspace", "--doc", "--all-features"]))

@@ -17,6 +17,8 @@ const TICKS_PER_MS: u32 = CORE_HZ / 1000;
 const TICKS_PER_US: u32 = CORE_HZ / 1_000_000;
 
 static MILLIS: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
+/// Ticks spent asleep in `wfi`, so that busy time can be told apart.
+static SLEPT_TICKS: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
 
 /// Starts the millisecond tick.
 pub fn start(mut syst: SYST) {
@@ -40,29 +42,50 @@ pub fn now_ms() -> u64 {
     critical_section::with(|cs| MILLIS.borrow(cs).get())
 }
 
-/// Microseconds since boot.
-pub fn now_us() -> u64 {
+/// Core clock ticks (40 ns at 25 MHz) since boot.
+pub fn now_ticks() -> u64 {
     loop {
         let before = now_ms();
         let current = SYST::get_current();
         if now_ms() == before && !cortex_m::peripheral::SCB::is_pendst_pending() {
-            let into_tick = (TICKS_PER_MS - 1 - current.min(TICKS_PER_MS - 1)) / TICKS_PER_US;
-            return before * 1000 + u64::from(into_tick);
+            let into_ms = TICKS_PER_MS - 1 - current.min(TICKS_PER_MS - 1);
+            return before * u64::from(TICKS_PER_MS) + u64::from(into_ms);
         }
     }
+}
+
+/// Microseconds since boot.
+pub fn now_us() -> u64 {
+    now_ticks() / u64::from(TICKS_PER_US)
+}
+
+/// Microseconds since boot that the core was not asleep. Under QEMU's
+/// `-icount shift=0` a busy microsecond is exactly 1,000 instructions.
+pub fn busy_us() -> u64 {
+    let slept = critical_section::with(|cs| SLEPT_TICKS.borrow(cs).get());
+    now_ticks().saturating_sub(slept) / u64::from(TICKS_PER_US)
 }
 
 /// Sleeps until an interrupt unless `ready` already holds. Interrupts are
 /// masked while `ready` is checked, so one arriving in between still wakes
 /// the core (a pending interrupt ends `wfi` even while masked).
 pub fn sleep_until_interrupt(ready: impl Fn() -> bool) {
+    let fell_asleep = now_ticks();
     cortex_m::interrupt::disable();
-    if !ready() {
+    let slept = !ready();
+    if slept {
         cortex_m::asm::wfi();
     }
     // SAFETY: interrupts were enabled before this function (main runs with
     // them on) and nothing here relies on them staying off.
     unsafe { cortex_m::interrupt::enable() };
+    if slept {
+        let woke = now_ticks();
+        critical_section::with(|cs| {
+            let total = SLEPT_TICKS.borrow(cs);
+            total.set(total.get() + woke.saturating_sub(fell_asleep));
+        });
+    }
 }
 
 /// Sleeps until `deadline_ms` or until `ready`.

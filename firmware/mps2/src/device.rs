@@ -108,13 +108,15 @@ impl Device {
             private_key: &private_key,
         };
         let started = clock::now_us();
+        let busy_before = clock::busy_us();
         if let Err(e) = handshake(&mut tls, &config, crypto) {
             println!("tls: handshake failed: {} ({e:?})", describe(&e));
             return End::Failed;
         }
         println!(
-            "tls: handshake done in {} us (stack peak {} B, heap {} B)",
+            "tls: handshake done in {} us, {} us busy (stack peak {} B, heap {} B)",
             clock::now_us() - started,
+            clock::busy_us() - busy_before,
             stack::peak(),
             heap::used()
         );

@@ -45,6 +45,9 @@ impl Uart {
         // The divider only matters to real hardware: 25 MHz / 217 = 115200 baud.
         uart.write_reg(BAUDDIV, 217);
         uart.write_reg(CTRL, CTRL_TX_ENABLE | CTRL_RX_ENABLE | interrupt);
+        // QEMU looks at its socket for input again only after a read of
+        // DATA; without this one, the first bytes can wait there unseen.
+        let _ = uart.read_reg(DATA);
         uart
     }
 
