@@ -7,12 +7,14 @@
 #![allow(clippy::print_stdout)]
 
 mod apps;
+mod bench_firmware;
 mod bench_gateway;
 mod cmd;
 mod cross;
 mod ffi_header;
 mod firmware;
 mod fuzz;
+mod robot;
 mod size;
 mod test;
 
@@ -23,7 +25,7 @@ use clap::builder::FalseyValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Wasmbed's task runner: the checks CI runs, firmware and application
-/// builds, size reports, formatting, fuzzing, benchmarks.
+/// builds, size reports, the Robot tests, formatting, fuzzing, benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
 struct Cli {
@@ -50,6 +52,8 @@ enum Command {
     ///                     then use what was built before)
     ///   nextest           cargo nextest run --workspace --all-features
     ///                     (or `test`: cargo test --workspace --all-features, without cargo-nextest)
+    ///   robot             the Robot Framework suite in tests/robot on QEMU (as `cargo xtask robot`;
+    ///                     skipped with --skip-firmware)
     ///   doctest           cargo test --workspace --doc --all-features
     ///   no_std            cargo build -p wasmbed-protocol --no-default-features --target T
     ///                     for T in thumbv7m-none-eabi, thumbv7em-none-eabihf
@@ -70,8 +74,8 @@ enum Command {
         /// Seconds each fuzz target runs.
         #[arg(long, value_name = "SECS", env = fuzz::SECONDS_ENV, default_value_t = fuzz::DEFAULT_SECONDS)]
         fuzz_seconds: u64,
-        /// Skip the firmware and application builds and the size check, for
-        /// quick local runs.
+        /// Skip the firmware and application builds, the size check and the
+        /// Robot tests, for quick local runs.
         #[arg(long, env = test::SKIP_FIRMWARE_ENV, value_parser = FalseyValueParser::new())]
         skip_firmware: bool,
     },
@@ -117,6 +121,20 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         elf: Option<PathBuf>,
     },
+    /// Run the Robot Framework suite in tests/robot.
+    ///
+    /// Builds `wasmbed-cli`, and the firmware and target/apps/*.wasm when
+    /// they are missing; checks that python3 has Robot Framework (`pip
+    /// install robotframework`); then runs `python3 -m robot --outputdir
+    /// target/robot --variable BACKEND:<BACKEND> tests/robot`, which boots
+    /// the firmware against a gateway through the `wasmbed` command. Fails
+    /// when a test fails; the report is target/robot/log.html.
+    #[command(about = "Run the Robot Framework suite in tests/robot")]
+    Robot {
+        /// The emulator the devices run on (the Robot variable BACKEND).
+        #[arg(long, value_enum, default_value_t = robot::Backend::Qemu)]
+        backend: robot::Backend,
+    },
     /// Format the whole workspace in place (cargo fmt --all).
     Fmt,
     /// Fuzz the decoders with cargo-fuzz for a short, fixed time.
@@ -152,6 +170,10 @@ enum BenchSuite {
     /// `wasmbed-cli` and `wasmbed-bench` in release mode, then runs
     /// `wasmbed-bench gateway [ARGS]` (see `wasmbed-bench gateway --help`).
     Gateway,
+    /// The firmware in QEMU: builds it, prints its flash and RAM, then
+    /// runs `wasmbed-bench firmware [ARGS]` (boot to enrolled, the TLS
+    /// handshake in wall time and guest instructions, a 16 KiB deployment).
+    Firmware,
 }
 
 fn main() -> ExitCode {
@@ -174,6 +196,7 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
         Command::Firmware { check } => firmware::run(root, check),
         Command::Apps { check } => apps::run(root, check),
         Command::Size { elf } => size::run(root, elf.as_deref()),
+        Command::Robot { backend } => robot::run(root, backend),
         Command::Fmt => Ok(cmd::run(cmd::cargo(root).args(["fmt", "--all"]))?),
         Command::Fuzz { seconds, targets } => fuzz::run(root, seconds, &targets),
         Command::FfiHeader => ffi_header::run(root),
@@ -192,6 +215,10 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
             suite: BenchSuite::Gateway,
             args,
         } => bench_gateway::run(root, &args),
+        Command::Bench {
+            suite: BenchSuite::Firmware,
+            args,
+        } => bench_firmware::run(root, &args),
     }
 }
 
@@ -273,6 +300,27 @@ mod tests {
         };
         assert_eq!(elf, Path::new("fw.elf"));
         assert!(Cli::try_parse_from(["xtask", "size", "--elf"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn robot_takes_a_backend() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["xtask", "robot"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Robot {
+                backend: robot::Backend::Qemu
+            }
+        ));
+        let cli = Cli::try_parse_from(["xtask", "robot", "--backend", "renode"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Robot {
+                backend: robot::Backend::Renode
+            }
+        ));
+        assert!(Cli::try_parse_from(["xtask", "robot", "--backend", "bochs"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "robot", "--backend"]).is_err());
         Ok(())
     }
 

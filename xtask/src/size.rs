@@ -45,6 +45,9 @@ pub(crate) const RAM: Region = Region {
 
 /// The heap: a static array, found by the end of its demangled name.
 const HEAP_SYMBOL: &str = "heap::init::MEMORY";
+/// The allocator static, holding the block reserved for a WebAssembly
+/// page (64 KiB): heap too.
+const PAGE_BLOCK_SYMBOL: &str = "heap::HEAP";
 /// cortex-m-rt: the end of the statics, the lowest address of the stack.
 const STACK_BOTTOM: &str = "__sheap";
 /// cortex-m-rt: the initial stack pointer, the top of RAM.
@@ -166,8 +169,8 @@ fn read(path: &Path) -> anyhow::Result<Image> {
             continue;
         }
         let name = demangle(raw);
-        if image.heap.is_none() && name.ends_with(HEAP_SYMBOL) {
-            image.heap = Some(symbol.size());
+        if name.ends_with(HEAP_SYMBOL) || name.ends_with(PAGE_BLOCK_SYMBOL) {
+            image.heap = Some(image.heap.unwrap_or(0) + symbol.size());
         }
         let Some(section) = symbol.section_index().and_then(|i| code_sections.get(&i)) else {
             continue;
@@ -328,7 +331,13 @@ fn sections_table(out: &mut String, image: &Image) {
     line(out, "RAM", used.ram, RAM.length, "(.data .bss .uninit)");
     match image.heap {
         Some(heap) => {
-            line(out, "  heap", heap, RAM.length, &format!("({HEAP_SYMBOL})"));
+            line(
+                out,
+                "  heap",
+                heap,
+                RAM.length,
+                &format!("({HEAP_SYMBOL} + {PAGE_BLOCK_SYMBOL}: general heap, page block)"),
+            );
             line(
                 out,
                 "  statics",

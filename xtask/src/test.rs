@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
-use crate::{apps, cmd, firmware, fuzz, size};
+use crate::{apps, cmd, firmware, fuzz, robot, size};
 
 /// The environment variable that skips the firmware and application
-/// builds and the size check, like `--skip-firmware`.
+/// builds, the size check and the Robot tests, like `--skip-firmware`.
 pub(crate) const SKIP_FIRMWARE_ENV: &str = "WASMBED_SKIP_FIRMWARE";
 
 /// The C-ABI crate for the Zephyr/WAMR application; built when it exists.
@@ -77,6 +77,15 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
         })?;
     } else {
         steps.run("test", || tests(&["test", "--workspace", "--all-features"]))?;
+    }
+    // The Robot suite boots the firmware built above, like the tests.
+    if skip_firmware {
+        steps.skip(
+            "robot",
+            &format!("--skip-firmware (or {SKIP_FIRMWARE_ENV})"),
+        );
+    } else {
+        steps.run("robot", || robot::run(root, robot::Backend::Qemu))?;
     }
     steps.run("doctest", || {
         cmd::run(cargo().args(["test", "--workspace", "--doc", "--all-features"]))
@@ -261,6 +270,12 @@ mod tests {
         }
         let nextest = help.find("  nextest  ").expect("a nextest step");
         assert!(from < nextest, "the firmware steps run before the tests");
+        let robot = help.find("  robot  ").expect("a robot step");
+        let doctest = help.find("  doctest  ").expect("a doctest step");
+        assert!(
+            nextest < robot && robot < doctest,
+            "the Robot tests run right after the tests"
+        );
     }
 
     #[test]

@@ -134,7 +134,11 @@ impl<'a> Der<'a> {
     }
 
     fn expect_end(&self) -> Result<(), CertError> {
-        if self.is_empty() { Ok(()) } else { Err(CertError::Malformed) }
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(CertError::Malformed)
+        }
     }
 }
 
@@ -280,7 +284,12 @@ fn time(der: &mut Der<'_>) -> Result<u64, CertError> {
         digits(&rest[6..8])?,
         digits(&rest[8..10])?,
     );
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return Err(CertError::Malformed);
     }
     let days = days_from_civil(year, month, day).ok_or(CertError::Malformed)?;
@@ -300,7 +309,11 @@ fn digits(text: &[u8]) -> Result<u64, CertError> {
 /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm); `None` before 1970.
 fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
-    let y = if month <= 2 { year.checked_sub(1)? } else { year };
+    let y = if month <= 2 {
+        year.checked_sub(1)?
+    } else {
+        year
+    };
     let era = y / 400;
     let yoe = y - era * 400;
     let mp = (month + 9) % 12;
@@ -420,7 +433,10 @@ mod tests {
 
     #[test]
     fn both_time_forms_are_read() {
-        let utc = [UTC_TIME, 13, b'2', b'6', b'1', b'1', b'2', b'7', b'1', b'2', b'0', b'0', b'0', b'0', b'Z'];
+        let utc = [
+            UTC_TIME, 13, b'2', b'6', b'1', b'1', b'2', b'7', b'1', b'2', b'0', b'0', b'0', b'0',
+            b'Z',
+        ];
         assert_eq!(time(&mut Der::new(&utc)), Ok(20_784 * 86_400 + 12 * 3600));
         let generalized = *b"\x18\x0f20500101000000Z";
         assert_eq!(time(&mut Der::new(&generalized)), Ok(2_524_608_000));

@@ -20,14 +20,24 @@ fn gateway_cert() -> &'static [u8] {
 
 #[test]
 fn the_installation_gateway_certificate_is_accepted_for_its_name() {
-    assert!(anchor().verify_server(gateway_cert(), "localhost", NOW).is_ok());
-    assert!(anchor().verify_server(gateway_cert(), "LOCALHOST", NOW).is_ok());
+    assert!(
+        anchor()
+            .verify_server(gateway_cert(), "localhost", NOW)
+            .is_ok()
+    );
+    assert!(
+        anchor()
+            .verify_server(gateway_cert(), "LOCALHOST", NOW)
+            .is_ok()
+    );
 }
 
 #[test]
 fn another_name_is_refused() {
     assert_eq!(
-        anchor().verify_server(gateway_cert(), "gateway.example", NOW).err(),
+        anchor()
+            .verify_server(gateway_cert(), "gateway.example", NOW)
+            .err(),
         Some(CertError::WrongName)
     );
 }
@@ -54,13 +64,16 @@ fn a_gateway_certificate_signed_by_the_device_ca_is_refused() {
 fn a_forged_issuer_name_fails_the_signature_check() {
     // The attacker names the gateway CA as issuer but signs with its own key.
     let attacker = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let issuer = rcgen::Issuer::from_ca_cert_der(test_fixtures().installation.gateway_ca(), &attacker)
-        .expect("issuer");
+    let issuer =
+        rcgen::Issuer::from_ca_cert_der(test_fixtures().installation.gateway_ca(), &attacker)
+            .expect("issuer");
     let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
     let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
     let forged = params.signed_by(&leaf_key, &issuer).expect("signed");
     assert_eq!(
-        anchor().verify_server(forged.der(), "localhost", None).err(),
+        anchor()
+            .verify_server(forged.der(), "localhost", None)
+            .err(),
         Some(CertError::BadSignature)
     );
 }
@@ -68,14 +81,22 @@ fn a_forged_issuer_name_fails_the_signature_check() {
 #[test]
 fn the_validity_period_is_enforced_when_the_time_is_known() {
     assert_eq!(
-        anchor().verify_server(gateway_cert(), "localhost", Some(0)).err(),
+        anchor()
+            .verify_server(gateway_cert(), "localhost", Some(0))
+            .err(),
         Some(CertError::NotYetValid)
     );
     assert_eq!(
-        anchor().verify_server(gateway_cert(), "localhost", Some(u64::MAX / 2)).err(),
+        anchor()
+            .verify_server(gateway_cert(), "localhost", Some(u64::MAX / 2))
+            .err(),
         Some(CertError::Expired)
     );
-    assert!(anchor().verify_server(gateway_cert(), "localhost", None).is_ok());
+    assert!(
+        anchor()
+            .verify_server(gateway_cert(), "localhost", None)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -95,21 +116,36 @@ fn the_ca_itself_is_not_a_server_certificate() {
 fn no_truncation_or_bit_flip_is_accepted() {
     let cert = gateway_cert();
     for len in 0..cert.len() {
-        assert!(anchor().verify_server(&cert[..len], "localhost", NOW).is_err(), "truncated to {len}");
+        assert!(
+            anchor()
+                .verify_server(&cert[..len], "localhost", NOW)
+                .is_err(),
+            "truncated to {len}"
+        );
     }
     let mut flipped = cert.to_vec();
     for i in 0..cert.len() {
         flipped[i] ^= 0x01;
-        assert!(anchor().verify_server(&flipped, "localhost", NOW).is_err(), "bit flip at {i}");
+        assert!(
+            anchor().verify_server(&flipped, "localhost", NOW).is_err(),
+            "bit flip at {i}"
+        );
         flipped[i] ^= 0x01;
     }
 }
 
 #[test]
 fn certificate_verify_signatures_are_checked() {
-    let key = anchor().verify_server(gateway_cert(), "localhost", NOW).expect("valid");
-    let gateway_key = SigningKey::from_pkcs8_der(test_fixtures().installation.gateway_key().secret_pkcs8_der())
-        .expect("gateway key");
+    let key = anchor()
+        .verify_server(gateway_cert(), "localhost", NOW)
+        .expect("valid");
+    let gateway_key = SigningKey::from_pkcs8_der(
+        test_fixtures()
+            .installation
+            .gateway_key()
+            .secret_pkcs8_der(),
+    )
+    .expect("gateway key");
     let transcript = [0x42u8; 32];
     let mut message = vec![0x20u8; 64];
     message.extend_from_slice(b"TLS 1.3, server CertificateVerify\x00");
@@ -120,5 +156,8 @@ fn certificate_verify_signatures_are_checked() {
         key.verify_tls13(&[0x43; 32], signature.as_bytes()),
         Err(CertError::BadSignature)
     );
-    assert_eq!(key.verify_tls13(&transcript, &[0x30, 0]), Err(CertError::Malformed));
+    assert_eq!(
+        key.verify_tls13(&transcript, &[0x30, 0]),
+        Err(CertError::Malformed)
+    );
 }

@@ -1,30 +1,56 @@
-//! The heap (for the agent, its stores and the WebAssembly runtime), with
-//! a high-water mark so the console can report what the device really used.
+//! The heap: a general heap for the agent, its stores and the WebAssembly
+//! runtime, and one block reserved for an application's linear memory.
+//!
+//! A WebAssembly page is 64 KiB, half of this device's RAM. In one shared
+//! heap it needs 64 KiB *contiguous*, and after a transfer and a
+//! compilation the free space is easily cut into smaller holes: the
+//! allocation then fails although enough bytes are free. So every
+//! allocation of [`PAGE_BLOCK_MIN`] bytes or more (in practice only the
+//! linear memory) gets the reserved block, which nothing else can
+//! fragment; everything else comes from the general heap.
+//!
+//! Both report high-water marks so the console can say what the device
+//! really used.
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use embedded_alloc::LlffHeap;
 
-/// Bytes of heap. With the stack and statics it fills the 128 KiB of RAM
-/// budgeted in `memory.x`; the linker fails if it does not fit.
-pub const HEAP_SIZE: usize = 100 * 1024;
+/// Bytes of the general heap.
+pub const HEAP_SIZE: usize = 36 * 1024;
+/// Bytes of the block for a linear memory: one WebAssembly page.
+pub const PAGE_BLOCK_SIZE: usize = 64 * 1024;
+/// Allocations this large or larger go to the page block.
+pub const PAGE_BLOCK_MIN: usize = 48 * 1024;
 
-pub struct CountingHeap {
+#[repr(C, align(16))]
+struct PageBlock(UnsafeCell<[MaybeUninit<u8>; PAGE_BLOCK_SIZE]>);
+
+// SAFETY: the block is handed out to one owner at a time (see `in_use`).
+unsafe impl Sync for PageBlock {}
+
+pub struct DeviceHeap {
     heap: LlffHeap,
+    page_block: PageBlock,
+    page_block_in_use: AtomicBool,
     used: AtomicUsize,
     peak: AtomicUsize,
 }
 
 #[global_allocator]
-pub static HEAP: CountingHeap = CountingHeap {
+pub static HEAP: DeviceHeap = DeviceHeap {
     heap: LlffHeap::empty(),
+    page_block: PageBlock(UnsafeCell::new([MaybeUninit::uninit(); PAGE_BLOCK_SIZE])),
+    page_block_in_use: AtomicBool::new(false),
     used: AtomicUsize::new(0),
     peak: AtomicUsize::new(0),
 };
 
-/// Hands the heap its memory; call once, first thing in `main`.
+/// Hands the general heap its memory; call once, first thing in `main`.
 pub fn init() {
     static mut MEMORY: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
     // SAFETY: called once before any allocation; MEMORY is used by nothing
@@ -32,37 +58,69 @@ pub fn init() {
     unsafe { HEAP.heap.init(&raw mut MEMORY as usize, HEAP_SIZE) }
 }
 
-/// Bytes allocated now.
+/// Bytes allocated now, both parts.
 pub fn used() -> usize {
     HEAP.used.load(Ordering::Relaxed)
 }
 
-/// Most bytes ever allocated at once.
+/// Most bytes ever allocated at once, both parts.
 pub fn peak() -> usize {
     HEAP.peak.load(Ordering::Relaxed)
 }
 
+/// Bytes of both parts together.
+pub const TOTAL: usize = HEAP_SIZE + PAGE_BLOCK_SIZE;
+
 /// Bytes free now (as reported in heartbeats).
 pub fn free() -> u32 {
-    u32::try_from(HEAP_SIZE - used()).unwrap_or(0)
+    u32::try_from(TOTAL.saturating_sub(used())).unwrap_or(0)
 }
 
-// SAFETY: every call is forwarded to LlffHeap, a correct allocator; the
-// counters only observe.
-unsafe impl GlobalAlloc for CountingHeap {
+impl DeviceHeap {
+    fn page_block_start(&self) -> *mut u8 {
+        self.page_block.0.get().cast()
+    }
+
+    fn owns_page_block(&self, ptr: *mut u8) -> bool {
+        let start = self.page_block_start() as usize;
+        (start..start + PAGE_BLOCK_SIZE).contains(&(ptr as usize))
+    }
+
+    fn count(&self, size: usize) {
+        let used = self.used.fetch_add(size, Ordering::Relaxed) + size;
+        self.peak.fetch_max(used, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: small allocations are forwarded to LlffHeap, a correct
+// allocator; the page block is given to one allocation at a time, aligned
+// to 16, and taken back only from its owner.
+unsafe impl GlobalAlloc for DeviceHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        let ptr = unsafe { self.heap.alloc(layout) };
+        let ptr = if layout.size() >= PAGE_BLOCK_MIN {
+            let fits = layout.size() <= PAGE_BLOCK_SIZE && layout.align() <= 16;
+            if fits && !self.page_block_in_use.swap(true, Ordering::Acquire) {
+                self.page_block_start()
+            } else {
+                null_mut()
+            }
+        } else {
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { self.heap.alloc(layout) }
+        };
         if !ptr.is_null() {
-            let used = self.used.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            self.peak.fetch_max(used, Ordering::Relaxed);
+            self.count(layout.size());
         }
         ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.heap.dealloc(ptr, layout) };
+        if self.owns_page_block(ptr) {
+            self.page_block_in_use.store(false, Ordering::Release);
+        } else {
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { self.heap.dealloc(ptr, layout) };
+        }
         self.used.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 }

@@ -146,7 +146,7 @@ fn setup() -> Device {
         provisioning.device_name,
         agent.store().apps().len(),
         heap::used(),
-        heap::HEAP_SIZE,
+        heap::TOTAL,
         stack::peak(),
         stack::size()
     );

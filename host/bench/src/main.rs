@@ -26,6 +26,7 @@
 mod bare;
 mod client;
 mod deploy;
+mod firmware;
 mod handshakes;
 mod http;
 mod identity;
@@ -55,6 +56,10 @@ enum Command {
     /// gateway's exact server configuration. After each handshake it sends
     /// one short message, then echoes what it reads until the client goes away.
     BareTls(bare::BareArgs),
+    /// The firmware in QEMU against the real gateway: boot to enrolled,
+    /// the TLS handshake in the device (wall time and guest instructions),
+    /// and deploying a 16 KiB module (what `cargo xtask bench firmware` runs).
+    Firmware(firmware::FirmwareArgs),
 }
 
 /// The phases of `wasmbed-bench gateway`.
@@ -149,6 +154,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Gateway(args) => runtime.block_on(run_gateway(*args)),
         Command::BareTls(args) => runtime.block_on(bare::serve(args)),
+        Command::Firmware(args) => runtime.block_on(firmware::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

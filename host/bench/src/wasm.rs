@@ -16,7 +16,7 @@ const CALLED: u32 = 16;
 /// Sections other than code and padding, and their headers, stay under this.
 const OVERHEAD: usize = 256;
 
-fn uleb(mut value: u64, out: &mut Vec<u8>) {
+pub(crate) fn uleb(mut value: u64, out: &mut Vec<u8>) {
     loop {
         let byte = u8::try_from(value & 0x7f).unwrap_or(0);
         value >>= 7;
@@ -34,7 +34,7 @@ fn uleb_len(value: u64) -> usize {
     out.len()
 }
 
-fn section(id: u8, contents: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn section(id: u8, contents: &[u8], out: &mut Vec<u8>) {
     out.push(id);
     uleb(contents.len() as u64, out);
     out.extend_from_slice(contents);
@@ -163,7 +163,7 @@ mod tests {
             let mut runtime =
                 WasmiRuntime::new(WasmiConfig::default(), wasmbed_sim::SimClock::new());
             assert_eq!(runtime.validate(&module, &limits()), Ok(()), "size {size}");
-            let invocation = runtime.invoke(&module, &limits());
+            let invocation = runtime.invoke(module.clone(), &limits());
             assert!(
                 matches!(invocation.outcome, Outcome::Returned(_)),
                 "{:?}",

@@ -128,6 +128,9 @@ impl<C: Clock + Clone + 'static> WasmiRuntime<C> {
             .set_min_stack_height(config.min_stack_height)
             .set_max_stack_height(config.max_stack_height)
             .set_max_cached_stacks(1)
+            // Names and debug sections are not needed to run, and a copy of
+            // them can be larger than a device's free heap.
+            .ignore_custom_sections(true)
             .wasm_multi_memory(false);
         WasmiRuntime {
             engine_config,

@@ -1,0 +1,193 @@
+//! `cargo xtask robot`: the Robot Framework suite in `tests/robot`, which
+//! drives the `wasmbed` command (a gateway and emulated devices running
+//! the real firmware) as an operator would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+use clap::ValueEnum;
+
+use crate::{apps, cmd, firmware};
+
+/// The suite, relative to the repository root.
+const SUITE: &str = "tests/robot";
+
+/// The modules the suite deploys, as `target/apps/<name>.wasm`.
+const MODULES: [&str; 4] = ["primes", "fib", "spin", "trap"];
+
+/// The emulator the devices run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub(crate) enum Backend {
+    /// QEMU (`qemu-system-arm`).
+    #[default]
+    Qemu,
+    /// Renode; the suite is skipped when `renode` is not on PATH.
+    Renode,
+}
+
+impl Backend {
+    /// The name the suite's `${BACKEND}` variable and `wasmbed emulator run
+    /// --backend` take.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Backend::Qemu => "qemu",
+            Backend::Renode => "renode",
+        }
+    }
+}
+
+/// Builds what the suite needs (the `wasmbed` command; the firmware and the
+/// modules when missing), checks that Robot Framework is installed, and
+/// runs the suite, writing its report to `target/robot`.
+pub(crate) fn run(root: &Path, backend: Backend) -> anyhow::Result<()> {
+    cmd::run(cmd::cargo(root).args(["build", "-p", "wasmbed-cli"]))?;
+    let target = cmd::target_dir(root)?;
+    let wasmbed = target.join("debug").join("wasmbed");
+    anyhow::ensure!(
+        wasmbed.is_file(),
+        "wasmbed-cli built but {} does not exist",
+        wasmbed.display()
+    );
+
+    let mut elf = firmware::elf_path(root)?;
+    if !elf.is_file() {
+        println!(
+            "xtask: no firmware at {}: building it",
+            cmd::show(root, &elf)
+        );
+        elf = firmware::build(root)?;
+    }
+
+    let apps_dir = apps::out_dir(root)?;
+    let missing = missing_modules(&apps_dir);
+    if !missing.is_empty() {
+        println!(
+            "xtask: {} missing from {}: building the applications",
+            missing.join(", "),
+            cmd::show(root, &apps_dir)
+        );
+        apps::build(root)?;
+        let still = missing_modules(&apps_dir);
+        anyhow::ensure!(
+            still.is_empty(),
+            "the applications built but {} are still missing from {}",
+            still.join(", "),
+            apps_dir.display()
+        );
+    }
+
+    check_robot_framework()?;
+
+    let out = target.join("robot");
+    cmd::run(
+        Command::new("python3")
+            .current_dir(root)
+            .env("WASMBED_BIN", &wasmbed)
+            .env("WASMBED_FIRMWARE", &elf)
+            .env("WASMBED_APPS", &apps_dir)
+            .args(robot_args(&out, backend))
+            .arg(root.join(SUITE)),
+    )
+    .with_context(|| {
+        format!(
+            "the Robot tests failed; see {}",
+            cmd::show(root, &out.join("log.html"))
+        )
+    })
+}
+
+/// The arguments of `python3` that run the suite, but for the suite itself.
+fn robot_args(out: &Path, backend: Backend) -> Vec<std::ffi::OsString> {
+    vec![
+        "-m".into(),
+        "robot".into(),
+        "--outputdir".into(),
+        out.into(),
+        "--variable".into(),
+        format!("BACKEND:{}", backend.as_str()).into(),
+    ]
+}
+
+/// The modules of [`MODULES`] that are not in `dir`.
+fn missing_modules(dir: &Path) -> Vec<&'static str> {
+    MODULES
+        .into_iter()
+        .filter(|name| !module_path(dir, name).is_file())
+        .collect()
+}
+
+fn module_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.wasm"))
+}
+
+/// Fails, saying how to install it, unless `python3` can import `robot`.
+fn check_robot_framework() -> anyhow::Result<()> {
+    let status = Command::new("python3")
+        .args(["-c", "import robot"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match status {
+        Ok(status) if status.success() => Ok(()),
+        Ok(_) => bail!(
+            "Robot Framework is not installed for python3: pip install robotframework \
+             (`.ci/run` installs it)"
+        ),
+        Err(err) => bail!("could not run python3, which runs the Robot tests: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_the_backend_as_a_robot_variable() {
+        let args = robot_args(Path::new("target/robot"), Backend::Renode);
+        let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+        assert_eq!(
+            args,
+            [
+                "-m",
+                "robot",
+                "--outputdir",
+                "target/robot",
+                "--variable",
+                "BACKEND:renode"
+            ]
+        );
+    }
+
+    #[test]
+    fn backend_names_are_what_the_cli_takes() {
+        for backend in Backend::value_variants() {
+            let name = backend
+                .to_possible_value()
+                .expect("every backend is selectable")
+                .get_name()
+                .to_owned();
+            assert_eq!(name, backend.as_str());
+        }
+    }
+
+    #[test]
+    fn lists_the_modules_that_are_missing() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("xtask-robot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(module_path(&dir, "fib"), b"\0asm")?;
+        std::fs::write(module_path(&dir, "trap"), b"\0asm")?;
+        let missing = missing_modules(&dir);
+        std::fs::remove_dir_all(&dir)?;
+        assert_eq!(missing, ["primes", "spin"]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_suite_and_its_library_exist() {
+        let suite = crate::workspace_root().join(SUITE);
+        assert!(suite.join("wasmbed.robot").is_file());
+        assert!(suite.join("WasmbedLibrary.py").is_file());
+    }
+}
