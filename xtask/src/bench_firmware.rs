@@ -14,6 +14,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     cmd::run(cmd::cargo(root).args(["build", "--release", "-p", "wasmbed-bench"]))?;
     let release = cmd::target_dir(root)?.join("release");
     let mut bench = Command::new(release.join("wasmbed-bench"));
-    bench.current_dir(root).arg("firmware").args(args);
+    bench
+        .current_dir(root)
+        .arg("firmware")
+        .arg("--firmware")
+        .arg(crate::firmware::elf_path(root)?)
+        .args(args);
     Ok(cmd::run(&mut bench)?)
 }

@@ -62,12 +62,24 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
             steps.run(name, || step(root))?;
         }
     }
-    // With the firmware built, the tests against it must run, not skip.
+    // With the firmware built, the tests against it must run, not skip;
+    // they are told where this build put it (CARGO_TARGET_DIR moves it).
+    let built = if skip_firmware {
+        None
+    } else {
+        Some((
+            crate::firmware::elf_path(root)?,
+            crate::apps::out_dir(root)?,
+        ))
+    };
     let tests = |args: &[&str]| {
         let mut command = cargo();
         command.args(args);
-        if !skip_firmware {
-            command.env("WASMBED_REQUIRE_FIRMWARE", "1");
+        if let Some((elf, apps)) = &built {
+            command
+                .env("WASMBED_REQUIRE_FIRMWARE", "1")
+                .env("WASMBED_FIRMWARE", elf)
+                .env("WASMBED_APPS", apps);
         }
         cmd::run(&mut command)
     };

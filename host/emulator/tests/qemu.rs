@@ -425,10 +425,16 @@ async fn semihosting_files_land_in_the_state_directory_with_icount() {
     );
 }
 
-/// The real firmware, if it has been built.
+/// The real firmware, if it has been built (`WASMBED_FIRMWARE`, set by
+/// `cargo xtask test`, or the default release path).
 fn real_firmware() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../firmware/mps2/target/thumbv7m-none-eabi/release/wasmbed-mps2");
+    let path = std::env::var_os("WASMBED_FIRMWARE").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../firmware/mps2/target/thumbv7m-none-eabi/release/wasmbed-mps2")
+        },
+        PathBuf::from,
+    );
     path.is_file().then_some(path)
 }
 

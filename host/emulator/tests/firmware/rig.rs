@@ -36,7 +36,10 @@ pub(crate) fn installation() -> &'static Installation {
 /// `WASMBED_REQUIRE_FIRMWARE`, so there a missing image fails the test.
 pub(crate) fn firmware_or_skip(test: &str) -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let elf = root.join("firmware/mps2/target/thumbv7m-none-eabi/release/wasmbed-mps2");
+    let elf = std::env::var_os("WASMBED_FIRMWARE").map_or_else(
+        || root.join("firmware/mps2/target/thumbv7m-none-eabi/release/wasmbed-mps2"),
+        PathBuf::from,
+    );
     let required = std::env::var_os("WASMBED_REQUIRE_FIRMWARE").is_some();
     if !Backend::Qemu.available() {
         assert!(!required, "qemu-system-arm is required but not on PATH");
@@ -51,11 +54,14 @@ pub(crate) fn firmware_or_skip(test: &str) -> Option<PathBuf> {
     Some(elf)
 }
 
-/// A WebAssembly module built by `cargo xtask apps`.
+/// A WebAssembly module built by `cargo xtask apps` (into `WASMBED_APPS`
+/// when set).
 pub(crate) fn app(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/apps")
-        .join(format!("{name}.wasm"));
+    let dir = std::env::var_os("WASMBED_APPS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/apps"),
+        PathBuf::from,
+    );
+    let path = dir.join(format!("{name}.wasm"));
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (build it with `cargo xtask apps`)", path.display()))
 }
