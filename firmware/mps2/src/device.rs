@@ -101,9 +101,10 @@ impl Device {
         let mut write_buf = [0u8; TLS_WRITE_BUF];
         let config = TlsConfig::new().with_server_name(self.provisioning.server_name);
         let mut tls: Tls<'_> = TlsConnection::new(self.link, &mut read_buf, &mut write_buf);
+        let mut verifier = GatewayVerifier::new(&self.anchor, self.provisioning.server_name);
         let crypto = DeviceCrypto {
             rng: &mut self.rng,
-            verifier: GatewayVerifier::new(&self.anchor, self.provisioning.server_name),
+            verifier: &mut verifier,
             certificate: &certificate,
             private_key: &private_key,
         };
@@ -111,6 +112,10 @@ impl Device {
         let busy_before = clock::busy_us();
         if let Err(e) = handshake(&mut tls, &config, crypto) {
             println!("tls: handshake failed: {} ({e:?})", describe(&e));
+            return End::Failed;
+        }
+        if !verifier.authenticated() {
+            println!("tls: handshake failed: the gateway did not prove its identity");
             return End::Failed;
         }
         println!(
@@ -198,7 +203,7 @@ impl Device {
 fn handshake(
     tls: &mut Tls<'_>,
     config: &TlsConfig<'_>,
-    crypto: DeviceCrypto<'_, ChaCha20Rng>,
+    crypto: DeviceCrypto<'_, '_, ChaCha20Rng>,
 ) -> Result<(), TlsError> {
     tls.open(TlsContext::new(config, crypto))
 }

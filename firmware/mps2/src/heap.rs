@@ -4,10 +4,14 @@
 //! A WebAssembly page is 64 KiB, half of this device's RAM. In one shared
 //! heap it needs 64 KiB *contiguous*, and after a transfer and a
 //! compilation the free space is easily cut into smaller holes: the
-//! allocation then fails although enough bytes are free. So every
-//! allocation of [`PAGE_BLOCK_MIN`] bytes or more (in practice only the
-//! linear memory) gets the reserved block, which nothing else can
-//! fragment; everything else comes from the general heap.
+//! allocation then fails although enough bytes are free. So the page gets
+//! a reserved block that nothing else can fragment.
+//!
+//! While no application runs, the block holds the other large buffer: a
+//! module's bytes, read from flash to be validated or compiled (the agent
+//! frees them before the module's memory is allocated). Any allocation of
+//! [`PAGE_BLOCK_MIN`] bytes or more takes the block when it is free; the
+//! general heap then keeps its room for wasmi's own structures.
 //!
 //! Both report high-water marks so the console can say what the device
 //! really used.
@@ -24,8 +28,10 @@ use embedded_alloc::LlffHeap;
 pub const HEAP_SIZE: usize = 36 * 1024;
 /// Bytes of the block for a linear memory: one WebAssembly page.
 pub const PAGE_BLOCK_SIZE: usize = 64 * 1024;
-/// Allocations this large or larger go to the page block.
-pub const PAGE_BLOCK_MIN: usize = 48 * 1024;
+/// Allocations this large or larger take the page block when it is free.
+pub const PAGE_BLOCK_MIN: usize = 8 * 1024;
+/// Allocations this large or larger never go to the general heap.
+const GENERAL_MAX: usize = HEAP_SIZE / 2;
 
 #[repr(C, align(16))]
 struct PageBlock(UnsafeCell<[MaybeUninit<u8>; PAGE_BLOCK_SIZE]>);
@@ -97,13 +103,13 @@ impl DeviceHeap {
 // to 16, and taken back only from its owner.
 unsafe impl GlobalAlloc for DeviceHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = if layout.size() >= PAGE_BLOCK_MIN {
-            let fits = layout.size() <= PAGE_BLOCK_SIZE && layout.align() <= 16;
-            if fits && !self.page_block_in_use.swap(true, Ordering::Acquire) {
-                self.page_block_start()
-            } else {
-                null_mut()
-            }
+        let fits_block = layout.size() >= PAGE_BLOCK_MIN
+            && layout.size() <= PAGE_BLOCK_SIZE
+            && layout.align() <= 16;
+        let ptr = if fits_block && !self.page_block_in_use.swap(true, Ordering::Acquire) {
+            self.page_block_start()
+        } else if layout.size() >= GENERAL_MAX {
+            null_mut()
         } else {
             // SAFETY: forwarded with the caller's guarantees.
             unsafe { self.heap.alloc(layout) }

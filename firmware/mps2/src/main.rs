@@ -56,7 +56,7 @@ mod layout {
         2 * SECTOR + SLOTS * (SECTOR + MAX_MODULE as usize),
     );
     pub const SLOTS: usize = 2;
-    pub const MAX_MODULE: u32 = 32 * 1024;
+    pub const MAX_MODULE: u32 = 16 * 1024;
 }
 
 /// Memory a WebAssembly application may use: one 64 KiB page.

@@ -24,11 +24,18 @@ use crate::{println, semihosting};
 type TranscriptHash = <Aes128GcmSha256 as TlsCipherSuite>::Hash;
 
 /// Checks the gateway's certificate and CertificateVerify.
+///
+/// embedded-tls 0.19 calls the verifier only for the messages the server
+/// sends: a server that sends no Certificate and no CertificateVerify gets
+/// through `open` unchecked. So the connection is trusted only when
+/// [`GatewayVerifier::authenticated`] says the signature was verified.
 pub struct GatewayVerifier<'a> {
     anchor: &'a GatewayAnchor<'a>,
     server_name: &'a str,
     /// The verified certificate's key and the transcript it must sign.
     verified: Option<(ServerKey, TranscriptHash)>,
+    /// The server proved it holds the key of a certificate from the anchor.
+    authenticated: bool,
 }
 
 impl<'a> GatewayVerifier<'a> {
@@ -37,7 +44,14 @@ impl<'a> GatewayVerifier<'a> {
             anchor,
             server_name,
             verified: None,
+            authenticated: false,
         }
+    }
+
+    /// Whether the server sent a trusted certificate and signed the
+    /// handshake with its key.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
     }
 }
 
@@ -80,19 +94,21 @@ impl TlsVerifier<Aes128GcmSha256> for GatewayVerifier<'_> {
             return Err(TlsError::InvalidSignatureScheme);
         }
         key.verify_tls13(&transcript.finalize(), verify.signature)
-            .map_err(|_| TlsError::InvalidSignature)
+            .map_err(|_| TlsError::InvalidSignature)?;
+        self.authenticated = true;
+        Ok(())
     }
 }
 /// Everything one handshake needs: randomness, the verifier, and the
 /// client certificate with its key.
-pub struct DeviceCrypto<'a, R> {
+pub struct DeviceCrypto<'a, 'v, R> {
     pub rng: &'a mut R,
-    pub verifier: GatewayVerifier<'a>,
+    pub verifier: &'v mut GatewayVerifier<'a>,
     pub certificate: &'a [u8],
     pub private_key: &'a [u8; 32],
 }
 
-impl<R: CryptoRngCore> CryptoProvider for DeviceCrypto<'_, R> {
+impl<R: CryptoRngCore> CryptoProvider for DeviceCrypto<'_, '_, R> {
     type CipherSuite = Aes128GcmSha256;
     type Signature = DerSignature;
 
@@ -101,7 +117,7 @@ impl<R: CryptoRngCore> CryptoProvider for DeviceCrypto<'_, R> {
     }
 
     fn verifier(&mut self) -> Result<&mut impl TlsVerifier<Aes128GcmSha256>, TlsError> {
-        Ok(&mut self.verifier)
+        Ok(&mut *self.verifier)
     }
 
     fn signer(
