@@ -56,6 +56,8 @@ mod layout {
         2 * SECTOR + SLOTS * (SECTOR + MAX_MODULE as usize),
     );
     pub const SLOTS: usize = 2;
+    /// The size of the whole flash.
+    pub const END: usize = MODULES.0 + MODULES.1;
     pub const MAX_MODULE: u32 = 16 * 1024;
 }
 
@@ -112,6 +114,9 @@ fn setup() -> Device {
     let Ok(flash) = HostFile::open_or_create("flash.bin") else {
         halt("cannot open or create flash.bin")
     };
+    if flash.extend_erased(layout::END).is_err() {
+        halt("cannot write flash.bin");
+    }
     let partition = |(base, len): (usize, usize)| FileFlash::new(flash, base, len);
     let rng = entropy::generator(&provisioning.entropy_seed, &mut partition(layout::SEED));
     let keys = match FlashKeyStore::new(partition(layout::KEYS)) {

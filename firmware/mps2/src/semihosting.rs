@@ -52,10 +52,34 @@ impl HostFile {
         HostFile::open_mode(path, MODE_READ_BINARY)
     }
 
-    /// Opens a file for reading and writing, creating it empty if absent.
+    /// Opens a file for reading and writing, creating it if absent.
+    ///
+    /// A file that exists but cannot be opened for writing is an error,
+    /// never truncated: it holds the device's identity.
     pub fn open_or_create(path: &str) -> Result<HostFile, HostIoError> {
-        HostFile::open_mode(path, MODE_READ_WRITE_BINARY)
-            .or_else(|_| HostFile::open_mode(path, MODE_READ_WRITE_NEW_BINARY))
+        if let Ok(existing) = HostFile::open_read(path) {
+            existing.close();
+            return HostFile::open_mode(path, MODE_READ_WRITE_BINARY);
+        }
+        HostFile::open_mode(path, MODE_READ_WRITE_NEW_BINARY)
+    }
+
+    pub fn close(self) {
+        // SAFETY: SYS_CLOSE takes an open handle, used no more afterwards.
+        unsafe { syscall!(CLOSE, self.0) };
+    }
+
+    /// Grows the file to `len` bytes of `0xFF` (erased flash), so that a
+    /// write past its end never leaves a gap the host fills with zeros.
+    pub fn extend_erased(self, len: usize) -> Result<(), HostIoError> {
+        let erased = [0xFF; 256];
+        let mut at = self.len()?;
+        while at < len {
+            let n = erased.len().min(len - at);
+            self.write_at(at, &erased[..n])?;
+            at += n;
+        }
+        Ok(())
     }
 
     pub fn len(self) -> Result<usize, HostIoError> {
@@ -105,8 +129,7 @@ pub fn read_file(path: &str) -> Result<alloc::vec::Vec<u8>, HostIoError> {
     let mut bytes = alloc::vec![0; file.len()?];
     let n = file.read_at(0, &mut bytes)?;
     bytes.truncate(n);
-    // SAFETY: SYS_CLOSE takes an open handle, used no more afterwards.
-    unsafe { syscall!(CLOSE, file.0) };
+    file.close();
     Ok(bytes)
 }
 

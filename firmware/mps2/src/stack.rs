@@ -10,8 +10,15 @@ unsafe extern "C" {
     static _stack_start: u32;
 }
 
-fn bottom() -> *mut u32 {
-    &raw mut __sheap
+/// The lowest word the stack may reach. Addresses are worked out as
+/// integers and turned into pointers with exposed provenance: the stack
+/// area is not one Rust object.
+fn bottom() -> usize {
+    (&raw mut __sheap) as usize
+}
+
+fn word(address: usize) -> *mut u32 {
+    core::ptr::with_exposed_provenance_mut(address)
 }
 
 fn top() -> usize {
@@ -23,31 +30,28 @@ fn top() -> usize {
 pub fn paint() {
     let sp = cortex_m::register::msp::read() as usize;
     let mut at = bottom();
-    while (at as usize) + 64 < sp {
+    while at + 64 < sp {
         // SAFETY: the words between the end of the statics and the current
         // stack pointer (less a margin) are unused stack.
-        unsafe {
-            at.write_volatile(PAINT);
-            at = at.add(1);
-        }
+        unsafe { word(at).write_volatile(PAINT) };
+        at += 4;
     }
 }
 
 /// Most bytes of stack used since boot.
 pub fn peak() -> usize {
     let mut at = bottom();
-    while (at as usize) < top() {
+    while at < top() {
         // SAFETY: reading words of the stack area.
-        if unsafe { at.read_volatile() } != PAINT {
+        if unsafe { word(at).read_volatile() } != PAINT {
             break;
         }
-        // SAFETY: still inside the stack area.
-        at = unsafe { at.add(1) };
+        at += 4;
     }
-    top() - at as usize
+    top() - at
 }
 
 /// Bytes between the end of the statics and the top of RAM.
 pub fn size() -> usize {
-    top() - bottom() as usize
+    top() - bottom()
 }

@@ -132,6 +132,14 @@ pub fn provision(
     options: &ProvisionOptions,
 ) -> Result<Provisioned, ProvisionError> {
     fs::create_dir_all(state_dir).map_err(io_error(state_dir))?;
+    // The directory will hold the device's flash, private key included,
+    // which QEMU creates with the default mode: keep others out of it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_error(state_dir))?;
+    }
     let path = state_dir.join(PROVISION_FILE);
     if !options.overwrite && path.exists() {
         return Ok(Provisioned::Kept);
@@ -222,6 +230,8 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            let dir_mode = fs::metadata(&state).expect("metadata").permissions().mode();
+            assert_eq!(dir_mode & 0o777, 0o700, "the state directory is private");
         }
     }
 

@@ -1,0 +1,7 @@
+//! Wasmbed's API server as a library: the resources ([`model`]), where
+//! they are kept ([`store`]), the REST API ([`http`]) with bearer tokens
+//! ([`http::auth`]) and its OpenAPI document ([`openapi`]), and the
+//! [`controller`] that makes gateways deploy what applications ask for.
+
+pub mod model;
+pub mod store;

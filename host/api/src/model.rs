@@ -1,0 +1,309 @@
+//! The resources, shaped like Kubernetes custom resources: each has
+//! `metadata`, a `spec` (what is wanted) and a `status` (what was seen).
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The kinds of resource the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum Kind {
+    Device,
+    Application,
+    Gateway,
+}
+
+impl Kind {
+    /// The name stored in the database and shown in errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Device => "Device",
+            Kind::Application => "Application",
+            Kind::Gateway => "Gateway",
+        }
+    }
+}
+
+/// What every resource carries, as in Kubernetes' `ObjectMeta`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ObjectMeta {
+    /// Unique per kind; DNS-label-like (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63).
+    pub name: String,
+    /// Assigned by the store at creation; never reused.
+    #[serde(default)]
+    pub uid: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Milliseconds since the Unix epoch, assigned by the store.
+    #[serde(default)]
+    pub created_at: u64,
+    /// Changes at every write; an update must carry the version it read.
+    #[serde(default)]
+    pub resource_version: u64,
+    /// Set when deletion was asked for and cleanup is still under way
+    /// (a finalizer).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
+}
+
+/// A resource of one kind.
+pub trait Object: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    const KIND: Kind;
+    fn metadata(&self) -> &ObjectMeta;
+    fn metadata_mut(&mut self) -> &mut ObjectMeta;
+}
+
+macro_rules! object {
+    ($(#[$doc:meta])* $name:ident, $kind:ident, $spec:ty, $status:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+        pub struct $name {
+            pub metadata: ObjectMeta,
+            pub spec: $spec,
+            #[serde(default)]
+            pub status: $status,
+        }
+
+        impl Object for $name {
+            const KIND: Kind = Kind::$kind;
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+object!(
+    /// A device: a board that enrolls with a gateway.
+    Device, Device, DeviceSpec, DeviceStatus
+);
+object!(
+    /// A WebAssembly module and where it should run.
+    Application, Application, ApplicationSpec, ApplicationStatus
+);
+object!(
+    /// A gateway the controller deploys through.
+    Gateway, Gateway, GatewaySpec, GatewayStatus
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceSpec {
+    /// Board name, e.g. `mps2-an385` or `wasmbed-sim`.
+    pub board: String,
+    /// Name of the [`Gateway`] resource the device connects to.
+    pub gateway: String,
+    /// The id the gateway gave the device at enrollment (32 hex digits),
+    /// unknown until it enrolled.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// Whether the device runs in an emulator.
+    #[serde(default)]
+    pub emulated: bool,
+}
+
+/// Whether the gateway currently has a session with the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    #[default]
+    Unknown,
+    Connected,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceStatus {
+    #[serde(default)]
+    pub presence: Presence,
+    /// Gateway time of the last heartbeat, milliseconds since the epoch.
+    #[serde(default)]
+    pub last_heartbeat: Option<u64>,
+    /// Applications deployed to the device, as the controller placed them.
+    #[serde(default)]
+    pub deployments: Vec<DeviceDeployment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceDeployment {
+    pub application: String,
+    pub phase: Phase,
+}
+
+/// Where a module is: its bytes live in the blob table under `sha256`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModuleRef {
+    /// SHA-256 of the module, hex.
+    pub sha256: String,
+    pub size: u32,
+}
+
+/// A WebAssembly value: `{"i32": 5}`, `{"f64": 1.5}`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WasmValue {
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+}
+
+/// What a module may use and how it is started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    /// Instructions the module may execute per invocation (wasmi fuel).
+    pub fuel: u64,
+    /// Linear memory pages (64 KiB) the module may have.
+    pub memory_pages: u16,
+    /// Exported function to call.
+    pub entry: String,
+    #[serde(default)]
+    pub args: Vec<WasmValue>,
+}
+
+/// Which devices an application runs on: those with all of `match_labels`
+/// and, when `names` is not empty, one of `names`. An empty selector
+/// selects no device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Selector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+impl Selector {
+    pub fn is_empty(&self) -> bool {
+        self.match_labels.is_empty() && self.names.is_empty()
+    }
+
+    pub fn matches(&self, device: &ObjectMeta) -> bool {
+        !self.is_empty()
+            && (self.names.is_empty() || self.names.contains(&device.name))
+            && self
+                .match_labels
+                .iter()
+                .all(|(k, v)| device.labels.get(k) == Some(v))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApplicationSpec {
+    pub module: ModuleRef,
+    pub limits: Limits,
+    pub selector: Selector,
+}
+
+/// A deployment's phase on one device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum Phase {
+    /// Not yet on the gateway, or the gateway has not started sending it.
+    #[default]
+    Pending,
+    Transferring,
+    Installed,
+    Running,
+    /// The module ran and returned, or was stopped.
+    Stopped,
+    Failed,
+    Removed,
+}
+
+impl Phase {
+    /// The phase for a gateway deployment state.
+    pub fn from_gateway(state: &str) -> Phase {
+        match state {
+            "pending" => Phase::Pending,
+            "transferring" => Phase::Transferring,
+            "installed" => Phase::Installed,
+            "running" => Phase::Running,
+            "stopped" => Phase::Stopped,
+            "removed" => Phase::Removed,
+            _ => Phase::Failed,
+        }
+    }
+}
+
+/// An application on one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentStatus {
+    /// The [`Device`] resource's name.
+    pub device: String,
+    pub phase: Phase,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The deployment id at the device's gateway, once created there.
+    #[serde(default)]
+    pub gateway_deployment_id: Option<u64>,
+    /// Execution results the gateway holds for this deployment.
+    #[serde(default)]
+    pub results: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApplicationStatus {
+    #[serde(default)]
+    pub deployments: Vec<DeploymentStatus>,
+    /// Execution results over all devices.
+    #[serde(default)]
+    pub results: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GatewaySpec {
+    /// Base URL of the gateway's HTTP/JSON interface, e.g. `http://10.0.0.2:8080`.
+    pub http_endpoint: String,
+    /// Where devices connect (`host:port`), for provisioning.
+    pub device_endpoint: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayStatus {
+    /// When the gateway last answered, milliseconds since the epoch.
+    #[serde(default)]
+    pub last_seen: Option<u64>,
+    #[serde(default)]
+    pub reachable: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn selectors_match_labels_and_names() {
+        let mut selector = Selector::default();
+        assert!(!selector.matches(&meta("a", &[])), "empty selects nothing");
+        selector.match_labels.insert("site".into(), "lab".into());
+        assert!(selector.matches(&meta("a", &[("site", "lab"), ("x", "y")])));
+        assert!(!selector.matches(&meta("a", &[("site", "home")])));
+        selector.names.push("b".into());
+        assert!(!selector.matches(&meta("a", &[("site", "lab")])));
+        assert!(selector.matches(&meta("b", &[("site", "lab")])));
+    }
+}

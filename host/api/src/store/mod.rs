@@ -1,0 +1,344 @@
+//! Where resources, module blobs and token hashes are kept.
+//!
+//! [`ResourceStore`] is the object-safe backend interface (SQLite in
+//! [`SqliteStore`], memory in [`MemoryStore`]); [`Store`] wraps one with
+//! typed access and change notifications for the controller.
+
+mod memory;
+mod sqlite;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::model::{Kind, Object, ObjectMeta};
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {name} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name} already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    /// The update carried a resource version that is no longer current.
+    #[error("{kind} {name} was changed since version {expected}")]
+    Conflict {
+        kind: &'static str,
+        name: String,
+        expected: u64,
+    },
+    #[error("database: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("stored object does not decode: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// A resource with its kind-specific part (`spec`, `status`) as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObject {
+    pub metadata: ObjectMeta,
+    /// Everything but `metadata`, a JSON object.
+    pub data: serde_json::Value,
+}
+
+/// Who a bearer token belongs to and what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    ReadOnly,
+}
+
+/// A token as stored: only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub sha256: [u8; 32],
+    pub name: String,
+    pub role: Role,
+    pub created_at: u64,
+}
+
+/// A backend. Writes are durable once they return.
+pub trait ResourceStore: Send + Sync + std::fmt::Debug {
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError>;
+    /// Every object of `kind`, by name.
+    fn list(&self, kind: Kind) -> Result<Vec<StoredObject>, StoreError>;
+    /// Stores a new object; assigns `uid`, `created_at` and
+    /// `resource_version` (whatever the caller put there is ignored).
+    fn create(&self, kind: Kind, object: StoredObject) -> Result<StoredObject, StoreError>;
+    /// Replaces an object if its `resource_version` is still the stored
+    /// one; returns it with the new version. `uid` and `created_at` are kept.
+    fn update(&self, kind: Kind, object: StoredObject) -> Result<StoredObject, StoreError>;
+    /// Deletes an object, if `resource_version` is given only at that version.
+    fn delete(
+        &self,
+        kind: Kind,
+        name: &str,
+        resource_version: Option<u64>,
+    ) -> Result<(), StoreError>;
+    fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+}
+
+/// A random identifier in UUID v4 form.
+pub(crate) fn new_uid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn to_stored<T: Object>(object: &T) -> Result<StoredObject, StoreError> {
+    let mut value = serde_json::to_value(object)?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("metadata");
+    }
+    Ok(StoredObject {
+        metadata: object.metadata().clone(),
+        data: value,
+    })
+}
+
+fn from_stored<T: Object>(stored: StoredObject) -> Result<T, StoreError> {
+    let mut value = stored.data;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("metadata".into(), serde_json::to_value(stored.metadata)?);
+    }
+    Ok(serde_json::from_value(value)?)
+}
+
+/// A backend with typed access; every write bumps a change counter the
+/// controller watches (unless the handle is [`quiet`](Store::quiet)).
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Arc<dyn ResourceStore>,
+    changes: Arc<watch::Sender<u64>>,
+    notify: bool,
+}
+
+impl Store {
+    pub fn new(backend: Arc<dyn ResourceStore>) -> Store {
+        Store {
+            backend,
+            changes: Arc::new(watch::channel(0).0),
+            notify: true,
+        }
+    }
+
+    pub fn in_memory() -> Store {
+        Store::new(Arc::new(MemoryStore::default()))
+    }
+
+    pub fn backend(&self) -> &dyn ResourceStore {
+        self.backend.as_ref()
+    }
+
+    /// The same store, whose writes do not wake the controller (its own).
+    pub fn quiet(&self) -> Store {
+        Store {
+            notify: false,
+            ..self.clone()
+        }
+    }
+
+    /// Changes with every noticed write.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        if self.notify {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    pub fn get<T: Object>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        self.backend
+            .get(T::KIND, name)?
+            .map(from_stored)
+            .transpose()
+    }
+
+    /// Like [`get`](Store::get), absence is an error.
+    pub fn fetch<T: Object>(&self, name: &str) -> Result<T, StoreError> {
+        self.get(name)?.ok_or_else(|| StoreError::NotFound {
+            kind: T::KIND.as_str(),
+            name: name.to_owned(),
+        })
+    }
+
+    pub fn list<T: Object>(&self) -> Result<Vec<T>, StoreError> {
+        self.backend
+            .list(T::KIND)?
+            .into_iter()
+            .map(from_stored)
+            .collect()
+    }
+
+    pub fn create<T: Object>(&self, object: &T) -> Result<T, StoreError> {
+        let stored = self.backend.create(T::KIND, to_stored(object)?)?;
+        self.changed();
+        from_stored(stored)
+    }
+
+    pub fn update<T: Object>(&self, object: &T) -> Result<T, StoreError> {
+        let stored = self.backend.update(T::KIND, to_stored(object)?)?;
+        self.changed();
+        from_stored(stored)
+    }
+
+    /// Reads, changes and writes back, again on conflicts; `change`
+    /// returns whether it changed anything (nothing is written if not).
+    pub fn modify<T: Object>(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut T) -> bool,
+    ) -> Result<T, StoreError> {
+        loop {
+            let mut object: T = self.fetch(name)?;
+            if !change(&mut object) {
+                return Ok(object);
+            }
+            match self.update(&object) {
+                Err(StoreError::Conflict { .. }) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub fn delete<T: Object>(
+        &self,
+        name: &str,
+        resource_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.backend.delete(T::KIND, name, resource_version)?;
+        self.changed();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Tests every backend must pass.
+    use super::*;
+    use crate::model::{Device, DeviceSpec, DeviceStatus};
+
+    pub(crate) fn device(name: &str) -> Device {
+        Device {
+            metadata: ObjectMeta {
+                name: name.into(),
+                labels: [("site".to_owned(), "lab".to_owned())].into(),
+                ..ObjectMeta::default()
+            },
+            spec: DeviceSpec {
+                board: "wasmbed-sim".into(),
+                gateway: "gw".into(),
+                device_id: None,
+                emulated: true,
+            },
+            status: DeviceStatus::default(),
+        }
+    }
+
+    pub(crate) fn crud(store: &Store) -> Result<(), StoreError> {
+        let created = store.create(&device("a"))?;
+        assert_eq!(created.metadata.uid.len(), 36);
+        assert!(created.metadata.resource_version > 0);
+        assert!(created.metadata.created_at > 0);
+        assert!(matches!(
+            store.create(&device("a")),
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        store.create(&device("b"))?;
+        let got: Device = store.fetch("a")?;
+        assert_eq!(got, created);
+        let names: Vec<String> = store
+            .list::<Device>()?
+            .into_iter()
+            .map(|d| d.metadata.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+
+        let mut changed = got.clone();
+        changed.spec.device_id = Some("00".repeat(16));
+        let updated = store.update(&changed)?;
+        assert!(updated.metadata.resource_version > got.metadata.resource_version);
+        assert_eq!(updated.metadata.uid, got.metadata.uid);
+        assert_eq!(updated.spec.device_id, changed.spec.device_id);
+
+        // A writer that read before the update loses.
+        let mut stale = got.clone();
+        stale.spec.board = "other".into();
+        assert!(matches!(
+            store.update(&stale),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert!(matches!(
+            store.delete::<Device>("a", Some(got.metadata.resource_version)),
+            Err(StoreError::Conflict { .. })
+        ));
+        // modify retries on top of the current version.
+        let modified = store.modify::<Device>("a", |d| {
+            d.spec.board = "other".into();
+            true
+        })?;
+        assert_eq!(modified.spec.board, "other");
+        assert_eq!(modified.spec.device_id, changed.spec.device_id);
+
+        store.delete::<Device>("a", None)?;
+        assert!(store.get::<Device>("a")?.is_none());
+        assert!(matches!(
+            store.delete::<Device>("a", None),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.update(&modified),
+            Err(StoreError::NotFound { .. })
+        ));
+
+        store.backend().put_blob("ab", b"\0asm")?;
+        store.backend().put_blob("ab", b"\0asm")?;
+        assert_eq!(store.backend().blob("ab")?.as_deref(), Some(&b"\0asm"[..]));
+        assert_eq!(store.backend().blob("cd")?, None);
+
+        let token = TokenRecord {
+            sha256: [7; 32],
+            name: "ci".into(),
+            role: Role::ReadOnly,
+            created_at: 5,
+        };
+        store.backend().put_token(&token)?;
+        assert_eq!(store.backend().tokens()?, vec![token]);
+        Ok(())
+    }
+
+    #[test]
+    fn memory_store_passes_the_backend_tests() -> Result<(), StoreError> {
+        crud(&Store::in_memory())
+    }
+
+    #[test]
+    fn writes_notify_unless_quiet() -> Result<(), StoreError> {
+        let store = Store::in_memory();
+        let mut changes = store.subscribe();
+        store.quiet().create(&device("a"))?;
+        assert!(!changes.has_changed().unwrap_or(true));
+        store.create(&device("b"))?;
+        assert!(changes.has_changed().unwrap_or(false));
+        changes.mark_unchanged();
+        Ok(())
+    }
+}
