@@ -364,7 +364,14 @@ async fn create_deployments(
         if shared.store.device(id)?.is_none() {
             return Err(ApiError::not_found(&format!("device {text}")));
         }
-        let pending = shared.store.unfinished_deployments(id)?.len();
+        // Removals still to confirm are not new work for the device: they
+        // do not count, so a device that stays away cannot block deployments.
+        let pending = shared
+            .store
+            .unfinished_deployments(id)?
+            .iter()
+            .filter(|record| record.desired != Desired::Removed)
+            .count();
         if pending >= shared.config.max_pending_deployments {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -1,0 +1,140 @@
+//! `/api/v1/devices`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    ApiJson, ApiQuery, ApiResult, AppState, ListQuery, NewMetadata, Problem, has_labels,
+    object_meta, path_name, validate_metadata, validate_name,
+};
+use crate::model::{Device, DeviceSpec, DeviceStatus};
+
+/// `POST /api/v1/devices`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreateDevice {
+    pub metadata: NewMetadata,
+    pub spec: DeviceSpec,
+}
+
+/// A device id as the gateway prints it: 32 hex digits, dashes anywhere.
+pub fn normalize_device_id(text: &str) -> Option<String> {
+    let hex: String = text
+        .chars()
+        .filter(|c| *c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+fn validate_spec(spec: &DeviceSpec) -> ApiResult<()> {
+    if spec.board.is_empty()
+        || spec.board.len() > 32
+        || !spec.board.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Problem::bad_request(
+            "invalid_spec",
+            "board must be 1 to 32 printable ASCII characters",
+        ));
+    }
+    validate_name(&spec.gateway)?;
+    if let Some(id) = &spec.device_id {
+        if normalize_device_id(id).is_none() {
+            return Err(Problem::bad_request(
+                "invalid_spec",
+                "device_id must be 32 hex digits (dashes allowed)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/devices", tag = "devices",
+    request_body = CreateDevice,
+    responses(
+        (status = 201, body = Device),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateDevice>,
+) -> ApiResult<(StatusCode, Json<Device>)> {
+    validate_metadata(&body.metadata)?;
+    validate_spec(&body.spec)?;
+    let device = Device {
+        metadata: object_meta(body.metadata),
+        spec: body.spec,
+        status: DeviceStatus::default(),
+    };
+    let created = state.store.create(&device)?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/devices", tag = "devices",
+    params(ListQuery),
+    responses(
+        (status = 200, body = Vec<Device>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Vec<Device>>> {
+    let selector = query.selector()?;
+    let devices = state.store.list::<Device>()?;
+    Ok(Json(
+        devices
+            .into_iter()
+            .filter(|d| has_labels(&d.metadata.labels, &selector))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/devices/{name}", tag = "devices",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = Device),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Device>> {
+    path_name(&name)?;
+    Ok(Json(state.store.fetch::<Device>(&name)?))
+}
+
+#[utoipa::path(
+    delete, path = "/api/v1/devices/{name}", tag = "devices",
+    params(("name" = String, Path)),
+    responses(
+        (status = 204),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    path_name(&name)?;
+    state.store.delete::<Device>(&name, None)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,208 @@
+//! The REST API.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | liveness (no token) |
+//! | `GET /openapi.json` | the OpenAPI 3 document |
+//! | `POST /api/v1/tokens` | a new read-only token (admin) |
+//! | `POST, GET /api/v1/devices[?labelSelector=k=v,...]` | create, list |
+//! | `GET, DELETE /api/v1/devices/{name}` | read, delete |
+//! | `POST, GET /api/v1/applications[?labelSelector=...]` | create (module in base64), list |
+//! | `GET, DELETE /api/v1/applications/{name}` | read, delete (the controller removes its deployments first) |
+//! | `POST, GET /api/v1/gateways` | register, list |
+//! | `GET /api/v1/gateways/{name}` | read |
+//!
+//! Every route but `/healthz` needs `Authorization: Bearer <token>`;
+//! read-only tokens may only `GET`. Errors are RFC 7807 problem documents.
+
+pub mod applications;
+pub mod auth;
+pub mod devices;
+pub mod gateways;
+pub mod problem;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::store::Store;
+pub use auth::Auth;
+pub use problem::{ApiResult, Problem};
+
+/// Largest module accepted, before base64.
+pub const MAX_MODULE_SIZE: usize = 1024 * 1024;
+/// Largest request body: a module in base64 and some JSON.
+pub const MAX_BODY_SIZE: usize = MAX_MODULE_SIZE * 4 / 3 + 64 * 1024;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub auth: Arc<Auth>,
+}
+
+/// The whole API as a router, to serve or to call in tests.
+pub fn app(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/api/v1/tokens", post(auth::create_token))
+        .route(
+            "/api/v1/devices",
+            get(devices::list).post(devices::create),
+        )
+        .route(
+            "/api/v1/devices/{name}",
+            get(devices::get_one).delete(devices::delete),
+        )
+        .route(
+            "/api/v1/applications",
+            get(applications::list).post(applications::create),
+        )
+        .route(
+            "/api/v1/applications/{name}",
+            get(applications::get_one).delete(applications::delete),
+        )
+        .route(
+            "/api/v1/gateways",
+            get(gateways::list).post(gateways::create),
+        )
+        .route("/api/v1/gateways/{name}", get(gateways::get_one))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(protected)
+        .fallback(|| async { Problem::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_SIZE))
+        .with_state(state)
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
+}
+
+/// `Json` whose rejections are problem documents.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(Problem))]
+pub struct ApiJson<T>(pub T);
+
+/// `Query` whose rejections are problem documents.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Problem))]
+pub struct ApiQuery<T>(pub T);
+
+/// The metadata a client gives when creating a resource.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewMetadata {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `?labelSelector=k=v,k2=v2`: only resources with all these labels.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    #[serde(rename = "labelSelector")]
+    #[param(rename = "labelSelector")]
+    pub label_selector: Option<String>,
+}
+
+impl ListQuery {
+    /// The parsed selector; empty when none was given.
+    pub fn selector(&self) -> ApiResult<BTreeMap<String, String>> {
+        let mut labels = BTreeMap::new();
+        let Some(text) = self.label_selector.as_deref() else {
+            return Ok(labels);
+        };
+        for term in text.split(',').filter(|t| !t.trim().is_empty()) {
+            let Some((key, value)) = term.split_once('=') else {
+                return Err(Problem::bad_request(
+                    "invalid_query",
+                    "labelSelector terms are key=value",
+                ));
+            };
+            let key = key.trim().trim_end_matches('=');
+            let value = value.trim().trim_start_matches('=');
+            validate_label(key, value)?;
+            labels.insert(key.to_owned(), value.to_owned());
+        }
+        Ok(labels)
+    }
+}
+
+/// Whether `labels` holds every pair of `selector`.
+pub fn has_labels(labels: &BTreeMap<String, String>, selector: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A DNS label: 1 to 63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn validate_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::bad_request(
+            "invalid_name",
+            format!(
+                "{name:?} is not a valid name: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+            ),
+        ))
+    }
+}
+
+fn label_text_ok(text: &str, key: bool) -> bool {
+    text.len() <= 63
+        && text.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') || (key && b == b'/')
+        })
+}
+
+/// A label key (1 to 63 of `[A-Za-z0-9._/-]`) and value (up to 63 of `[A-Za-z0-9._-]`).
+pub fn validate_label(key: &str, value: &str) -> ApiResult<()> {
+    if !key.is_empty() && label_text_ok(key, true) && label_text_ok(value, false) {
+        Ok(())
+    } else {
+        Err(Problem::bad_request(
+            "invalid_label",
+            format!("{key:?}={value:?} is not a valid label"),
+        ))
+    }
+}
+
+pub(crate) fn validate_metadata(metadata: &NewMetadata) -> ApiResult<()> {
+    validate_name(&metadata.name)?;
+    if metadata.labels.len() > 64 {
+        return Err(Problem::bad_request("invalid_label", "at most 64 labels"));
+    }
+    for (key, value) in &metadata.labels {
+        validate_label(key, value)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn object_meta(metadata: NewMetadata) -> crate::model::ObjectMeta {
+    crate::model::ObjectMeta {
+        name: metadata.name,
+        labels: metadata.labels,
+        ..Default::default()
+    }
+}
+
+/// Validates the `{name}` of a path (so that no odd text reaches the store).
+pub(crate) fn path_name(name: &str) -> ApiResult<()> {
+    validate_name(name).map_err(|_| Problem::not_found(format!("{name:?} not found")))
+}
