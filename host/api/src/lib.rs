@@ -5,3 +5,6 @@
 
 pub mod model;
 pub mod store;
+pub mod http;
+pub mod openapi;
+pub mod controller;

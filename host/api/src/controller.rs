@@ -1,0 +1,550 @@
+//! The controller: a level-triggered, idempotent reconcile loop, run every
+//! `interval` and whenever the store changes.
+//!
+//! Each pass:
+//! 1. asks every [`Gateway`] for its devices (which also tells whether it
+//!    is reachable) and copies presence and heartbeats into [`Device`]
+//!    statuses;
+//! 2. for each [`Application`], places it on every matching device that
+//!    has no deployment at its gateway yet (`POST /v1/deployments`), polls
+//!    the state and result count of those it placed, and removes it from
+//!    devices that no longer match;
+//! 3. for an application marked `deleting`, removes its gateway
+//!    deployments and then the application.
+//!
+//! A gateway that cannot be reached is left alone for a while, doubling
+//! the wait at each failure; the reason is written in the statuses.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::http::devices::normalize_device_id;
+use crate::model::{
+    Application, DeploymentStatus, Device, DeviceDeployment, Gateway, Phase, Presence, now_ms,
+};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Longest time between two passes.
+    pub interval: Duration,
+    /// First wait after a gateway failed; doubled at each further failure.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Timeout of one request to a gateway.
+    pub request_timeout: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            interval: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    until: Instant,
+}
+
+/// Why a call to a gateway failed.
+#[derive(Debug)]
+enum CallError {
+    /// Not reached, or it failed (5xx): back off.
+    Unreachable(String),
+    /// It answered with a client error.
+    Refused(u16, String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(e) => write!(f, "gateway unreachable: {e}"),
+            CallError::Refused(status, message) => {
+                write!(f, "gateway refused ({status}): {message}")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct GatewayDevice {
+    id: String,
+    presence: String,
+    last_heartbeat_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GatewayDeployment {
+    id: u64,
+    state: String,
+    reason: Option<String>,
+}
+
+/// The reconcile loop. See the module documentation.
+#[derive(Debug)]
+pub struct Controller {
+    store: Store,
+    changes: watch::Receiver<u64>,
+    client: reqwest::Client,
+    config: ControllerConfig,
+    backoff: HashMap<String, Backoff>,
+}
+
+/// The gateway deployments' application id for an application's uid.
+pub fn gateway_application_id(uid: &str) -> u64 {
+    let digest = Sha256::digest(uid.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    // 53 bits: exact in every JSON implementation.
+    u64::from_be_bytes(bytes) >> 11
+}
+
+impl Controller {
+    pub fn new(store: &Store, config: ControllerConfig) -> Controller {
+        let client = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .build()
+            .unwrap_or_default();
+        Controller {
+            // Its own writes must not wake it up again.
+            store: store.quiet(),
+            changes: store.subscribe(),
+            client,
+            config,
+            backoff: HashMap::new(),
+        }
+    }
+
+    /// Reconciles until `shutdown` completes.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        info!(interval = ?self.config.interval, "controller running");
+        loop {
+            self.changes.borrow_and_update();
+            if let Err(e) = self.reconcile().await {
+                warn!(error = %e, "reconcile pass failed");
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = self.changes.changed() => {}
+                () = tokio::time::sleep(self.config.interval) => {}
+            }
+        }
+    }
+
+    fn available(&self, gateway: &str) -> bool {
+        self.backoff
+            .get(gateway)
+            .is_none_or(|b| Instant::now() >= b.until)
+    }
+
+    fn failed(&mut self, gateway: &str) {
+        let entry = self.backoff.entry(gateway.to_owned()).or_insert(Backoff {
+            failures: 0,
+            until: Instant::now(),
+        });
+        let factor = 1u32 << entry.failures.min(16);
+        let delay = self
+            .config
+            .backoff_min
+            .saturating_mul(factor)
+            .min(self.config.backoff_max);
+        entry.failures = entry.failures.saturating_add(1);
+        entry.until = Instant::now() + delay;
+        debug!(gateway, ?delay, "backing off");
+    }
+
+    fn succeeded(&mut self, gateway: &str) {
+        self.backoff.remove(gateway);
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, CallError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(without_url(&e)))?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(CallError::Unreachable(format!("status {status}")));
+        }
+        if !status.is_success() {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let message = body["message"].as_str().unwrap_or("").to_owned();
+            return Err(CallError::Refused(status.as_u16(), message));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| CallError::Unreachable(without_url(&e)))
+    }
+
+    /// One pass over everything.
+    pub async fn reconcile(&mut self) -> Result<(), StoreError> {
+        let gateways: BTreeMap<String, Gateway> = self
+            .store
+            .list::<Gateway>()?
+            .into_iter()
+            .map(|g| (g.metadata.name.clone(), g))
+            .collect();
+        let mut seen_devices: HashMap<String, HashMap<String, GatewayDevice>> = HashMap::new();
+        for (name, gateway) in &gateways {
+            if !self.available(name) {
+                continue;
+            }
+            let url = format!("{}/v1/devices", base(gateway));
+            let result: Result<Vec<GatewayDevice>, CallError> =
+                self.call(self.client.get(url)).await;
+            let reason = match result {
+                Ok(devices) => {
+                    self.succeeded(name);
+                    let by_id = devices
+                        .into_iter()
+                        .filter_map(|d| normalize_device_id(&d.id).map(|id| (id, d)))
+                        .collect();
+                    seen_devices.insert(name.clone(), by_id);
+                    None
+                }
+                Err(e) => {
+                    warn!(gateway = %name, error = %e, "gateway not reachable");
+                    self.failed(name);
+                    Some(e.to_string())
+                }
+            };
+            self.record_gateway(gateway, reason)?;
+        }
+
+        let devices = self.store.list::<Device>()?;
+        for device in &devices {
+            self.record_presence(device, &seen_devices)?;
+        }
+        // A gateway is usable in this pass when it answered above.
+        let usable: HashMap<String, String> = gateways
+            .iter()
+            .filter(|(name, _)| seen_devices.contains_key(*name))
+            .map(|(name, g)| (name.clone(), base(g)))
+            .collect();
+
+        let mut placements: BTreeMap<String, Vec<DeviceDeployment>> = BTreeMap::new();
+        for application in self.store.list::<Application>()? {
+            let status = self
+                .reconcile_application(&application, &devices, &usable)
+                .await?;
+            for deployment in status.iter().flatten() {
+                placements
+                    .entry(deployment.device.clone())
+                    .or_default()
+                    .push(DeviceDeployment {
+                        application: application.metadata.name.clone(),
+                        phase: deployment.phase,
+                    });
+            }
+        }
+        for device in &devices {
+            let wanted = placements
+                .remove(&device.metadata.name)
+                .unwrap_or_default();
+            if device.status.deployments != wanted {
+                self.modify_ignoring_gone::<Device>(&device.metadata.name, |d| {
+                    let change = d.status.deployments != wanted;
+                    d.status.deployments = wanted.clone();
+                    change
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn modify_ignoring_gone<T: crate::model::Object>(
+        &self,
+        name: &str,
+        change: impl FnMut(&mut T) -> bool,
+    ) -> Result<(), StoreError> {
+        match self.store.modify(name, change) {
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn record_gateway(&self, gateway: &Gateway, reason: Option<String>) -> Result<(), StoreError> {
+        let now = now_ms();
+        let reachable = reason.is_none();
+        self.modify_ignoring_gone::<Gateway>(&gateway.metadata.name, |g| {
+            let status = &mut g.status;
+            let stale = status.last_seen.is_none_or(|t| now.saturating_sub(t) >= 5_000);
+            let change =
+                status.reachable != reachable || status.reason != reason || (reachable && stale);
+            status.reachable = reachable;
+            status.reason = reason.clone();
+            if reachable {
+                status.last_seen = Some(now);
+            }
+            change
+        })
+    }
+
+    fn record_presence(
+        &self,
+        device: &Device,
+        seen: &HashMap<String, HashMap<String, GatewayDevice>>,
+    ) -> Result<(), StoreError> {
+        let Some(at_gateway) = seen.get(&device.spec.gateway) else {
+            return Ok(());
+        };
+        let view = device
+            .spec
+            .device_id
+            .as_deref()
+            .and_then(normalize_device_id)
+            .and_then(|id| at_gateway.get(&id));
+        let presence = match view.map(|v| v.presence.as_str()) {
+            Some("connected") => Presence::Connected,
+            Some(_) => Presence::Disconnected,
+            None => Presence::Unknown,
+        };
+        let heartbeat = view
+            .and_then(|v| v.last_heartbeat_ms)
+            .or(device.status.last_heartbeat);
+        if device.status.presence == presence && device.status.last_heartbeat == heartbeat {
+            return Ok(());
+        }
+        self.modify_ignoring_gone::<Device>(&device.metadata.name, |d| {
+            let change = d.status.presence != presence || d.status.last_heartbeat != heartbeat;
+            d.status.presence = presence;
+            d.status.last_heartbeat = heartbeat;
+            change
+        })
+    }
+
+    /// Returns the application's deployments after this pass, `None` when
+    /// the application is gone.
+    async fn reconcile_application(
+        &mut self,
+        application: &Application,
+        devices: &[Device],
+        usable: &HashMap<String, String>,
+    ) -> Result<Option<Vec<DeploymentStatus>>, StoreError> {
+        let name = application.metadata.name.clone();
+        let by_name: HashMap<&str, &Device> = devices
+            .iter()
+            .map(|d| (d.metadata.name.as_str(), d))
+            .collect();
+        let selector = &application.spec.selector;
+        let mut module_b64: Option<String> = None;
+        let mut next = Vec::new();
+        let mut created = Vec::new();
+
+        // Deployments of devices that no longer match (or of a deleting
+        // application) are removed at their gateway.
+        for entry in &application.status.deployments {
+            let device = by_name.get(entry.device.as_str());
+            let keep = !application.metadata.deleting
+                && device.is_some_and(|d| selector.matches(&d.metadata));
+            if keep {
+                continue;
+            }
+            let (Some(id), Some(device)) = (entry.gateway_deployment_id, device) else {
+                continue; // nothing placed, or nowhere to remove it from
+            };
+            let Some(url) = usable.get(&device.spec.gateway) else {
+                if self.store.get::<Gateway>(&device.spec.gateway)?.is_none() {
+                    continue; // the gateway is gone with its deployments
+                }
+                let mut entry = entry.clone();
+                entry.reason = Some(format!("removal waits for gateway {}", device.spec.gateway));
+                next.push(entry);
+                continue;
+            };
+            let request = self.client.delete(format!("{url}/v1/deployments/{id}"));
+            match self.call::<serde_json::Value>(request).await {
+                Ok(_) | Err(CallError::Refused(404, _)) => {
+                    info!(application = %name, device = %entry.device, deployment = id, "removed from device");
+                }
+                Err(e) => {
+                    if matches!(e, CallError::Unreachable(_)) {
+                        self.failed(&device.spec.gateway);
+                    }
+                    let mut entry = entry.clone();
+                    entry.reason = Some(e.to_string());
+                    next.push(entry);
+                }
+            }
+        }
+
+        if !application.metadata.deleting {
+            for device in devices.iter().filter(|d| selector.matches(&d.metadata)) {
+                let existing = application
+                    .status
+                    .deployments
+                    .iter()
+                    .find(|e| e.device == device.metadata.name);
+                let mut entry = existing.cloned().unwrap_or(DeploymentStatus {
+                    device: device.metadata.name.clone(),
+                    phase: Phase::Pending,
+                    reason: None,
+                    gateway_deployment_id: None,
+                    results: 0,
+                });
+                let device_id = device.spec.device_id.as_deref().and_then(normalize_device_id);
+                let url = usable.get(&device.spec.gateway);
+                match (device_id, url, entry.gateway_deployment_id) {
+                    (None, _, None) => {
+                        entry.reason = Some("the device has no device_id yet".into());
+                    }
+                    (_, None, _) => {
+                        entry.reason = Some(format!(
+                            "gateway {} is unknown or unreachable",
+                            device.spec.gateway
+                        ));
+                    }
+                    (_, Some(url), Some(id)) => {
+                        self.poll(url, id, &mut entry, &device.spec.gateway).await;
+                    }
+                    (Some(device_id), Some(url), None) => {
+                        if module_b64.is_none() {
+                            let Some(bytes) =
+                                self.store.backend().blob(&application.spec.module.sha256)?
+                            else {
+                                entry.phase = Phase::Failed;
+                                entry.reason = Some("the module's bytes are missing".into());
+                                next.push(entry);
+                                continue;
+                            };
+                            module_b64 =
+                                Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+                        }
+                        let body = serde_json::json!({
+                            "application_id": gateway_application_id(&application.metadata.uid),
+                            "module": module_b64,
+                            "devices": [device_id],
+                            "limits": application.spec.limits,
+                        });
+                        let request = self
+                            .client
+                            .post(format!("{url}/v1/deployments"))
+                            .json(&body);
+                        match self.call::<Vec<GatewayDeployment>>(request).await {
+                            Ok(views) if !views.is_empty() => {
+                                let view = &views[0];
+                                info!(application = %name, device = %entry.device, deployment = view.id, "deployed");
+                                entry.gateway_deployment_id = Some(view.id);
+                                entry.phase = Phase::from_gateway(&view.state);
+                                entry.reason = view.reason.clone();
+                                created.push((url.clone(), view.id));
+                            }
+                            Ok(_) => entry.reason = Some("gateway created no deployment".into()),
+                            Err(e) => {
+                                if matches!(e, CallError::Unreachable(_)) {
+                                    self.failed(&device.spec.gateway);
+                                }
+                                entry.reason = Some(e.to_string());
+                            }
+                        }
+                    }
+                }
+                next.push(entry);
+            }
+        }
+
+        let results = next.iter().map(|e| e.results).sum();
+        let finished = application.metadata.deleting && next.is_empty();
+        let outcome = self.store.modify::<Application>(&name, |a| {
+            let change = a.status.deployments != next || a.status.results != results;
+            a.status.deployments = next.clone();
+            a.status.results = results;
+            change
+        });
+        match outcome {
+            Ok(current) => {
+                if finished || (current.metadata.deleting && current.status.deployments.is_empty())
+                {
+                    match self.store.delete::<Application>(&name, Some(current.metadata.resource_version)) {
+                        Ok(()) | Err(StoreError::NotFound { .. }) => {
+                            info!(application = %name, "application deleted");
+                            return Ok(None);
+                        }
+                        // Changed meanwhile: the next pass finishes.
+                        Err(StoreError::Conflict { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Some(current.status.deployments))
+            }
+            Err(StoreError::NotFound { .. }) => {
+                // Deleted while we deployed: take back what we placed.
+                for (url, id) in created {
+                    let request = self.client.delete(format!("{url}/v1/deployments/{id}"));
+                    if let Err(e) = self.call::<serde_json::Value>(request).await {
+                        warn!(deployment = id, error = %e, "could not remove the deployment of a deleted application");
+                    }
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies a gateway deployment's state and result count into `entry`.
+    async fn poll(&mut self, url: &str, id: u64, entry: &mut DeploymentStatus, gateway: &str) {
+        let request = self.client.get(format!("{url}/v1/deployments/{id}"));
+        match self.call::<GatewayDeployment>(request).await {
+            Ok(view) => {
+                entry.phase = Phase::from_gateway(&view.state);
+                entry.reason = view.reason;
+            }
+            Err(CallError::Refused(404, _)) => {
+                // The gateway lost it (new database): place it again.
+                entry.gateway_deployment_id = None;
+                entry.phase = Phase::Pending;
+                entry.reason = Some("the gateway no longer knows the deployment".into());
+                return;
+            }
+            Err(e) => {
+                if matches!(e, CallError::Unreachable(_)) {
+                    self.failed(gateway);
+                }
+                entry.reason = Some(e.to_string());
+                return;
+            }
+        }
+        let request = self
+            .client
+            .get(format!("{url}/v1/results?deployment={id}&limit=1000"));
+        if let Ok(results) = self.call::<Vec<serde_json::Value>>(request).await {
+            entry.results = u64::try_from(results.len()).unwrap_or(u64::MAX);
+        }
+    }
+}
+
+fn base(gateway: &Gateway) -> String {
+    gateway.spec.http_endpoint.trim_end_matches('/').to_owned()
+}
+
+/// A reqwest error's text without the URL (kept out of statuses).
+fn without_url(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else if e.is_decode() {
+        "answer does not decode".into()
+    } else {
+        "request failed".into()
+    }
+}

@@ -1,0 +1,232 @@
+//! `/api/v1/applications`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::{
+    ApiJson, ApiQuery, ApiResult, AppState, ListQuery, MAX_MODULE_SIZE, NewMetadata, Problem,
+    has_labels, object_meta, path_name, validate_label, validate_metadata, validate_name,
+};
+use crate::model::{
+    Application, ApplicationSpec, ApplicationStatus, Limits, ModuleRef, Selector,
+};
+
+/// Most fuel an invocation may be given.
+pub const MAX_FUEL: u64 = 1 << 40;
+/// Most linear memory pages (64 KiB each) a module may be given.
+pub const MAX_MEMORY_PAGES: u16 = 16;
+/// Longest entry point name, in bytes.
+pub const MAX_ENTRY_LEN: usize = 32;
+/// Most arguments of the entry point.
+pub const MAX_ARGS: usize = 8;
+
+/// `POST /api/v1/applications`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreateApplication {
+    pub metadata: NewMetadata,
+    pub spec: NewApplicationSpec,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NewApplicationSpec {
+    /// The WebAssembly module, base64 (standard alphabet, padded).
+    pub module: String,
+    pub limits: Limits,
+    pub selector: Selector,
+}
+
+fn decode_module(text: &str) -> ApiResult<Vec<u8>> {
+    let module = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| Problem::bad_request("invalid_module", "module is not base64"))?;
+    if module.len() > MAX_MODULE_SIZE {
+        return Err(Problem::bad_request(
+            "invalid_module",
+            format!("module is larger than {MAX_MODULE_SIZE} bytes"),
+        ));
+    }
+    if module.len() < 8 || !module.starts_with(b"\0asm") {
+        return Err(Problem::bad_request(
+            "invalid_module",
+            "module is not WebAssembly (no \\0asm header)",
+        ));
+    }
+    Ok(module)
+}
+
+fn validate_limits(limits: &Limits) -> ApiResult<()> {
+    let bad = |detail: String| Err(Problem::bad_request("invalid_limits", detail));
+    if limits.fuel == 0 || limits.fuel > MAX_FUEL {
+        return bad(format!("fuel must be 1..={MAX_FUEL}"));
+    }
+    if limits.memory_pages > MAX_MEMORY_PAGES {
+        return bad(format!("memory_pages must be 0..={MAX_MEMORY_PAGES}"));
+    }
+    if limits.entry.is_empty()
+        || limits.entry.len() > MAX_ENTRY_LEN
+        || limits.entry.chars().any(char::is_control)
+    {
+        return bad(format!(
+            "entry must be 1 to {MAX_ENTRY_LEN} bytes without control characters"
+        ));
+    }
+    if limits.args.len() > MAX_ARGS {
+        return bad(format!("at most {MAX_ARGS} args"));
+    }
+    Ok(())
+}
+
+fn validate_selector(selector: &Selector) -> ApiResult<()> {
+    for (key, value) in &selector.match_labels {
+        validate_label(key, value)?;
+    }
+    for name in &selector.names {
+        validate_name(name)?;
+    }
+    if selector.names.len() > 1000 {
+        return Err(Problem::bad_request(
+            "invalid_selector",
+            "at most 1000 names",
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/applications", tag = "applications",
+    request_body = CreateApplication,
+    responses(
+        (status = 201, body = Application),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateApplication>,
+) -> ApiResult<(StatusCode, Json<Application>)> {
+    validate_metadata(&body.metadata)?;
+    let module = decode_module(&body.spec.module)?;
+    validate_limits(&body.spec.limits)?;
+    validate_selector(&body.spec.selector)?;
+    let sha256 = hex::encode(Sha256::digest(&module));
+    let size = u32::try_from(module.len())
+        .map_err(|_| Problem::bad_request("invalid_module", "module too large"))?;
+    if state.store.get::<Application>(&body.metadata.name)?.is_some() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("Application {} already exists", body.metadata.name),
+        ));
+    }
+    state.store.backend().put_blob(&sha256, &module)?;
+    let application = Application {
+        metadata: object_meta(body.metadata),
+        spec: ApplicationSpec {
+            module: ModuleRef { sha256, size },
+            limits: body.spec.limits,
+            selector: body.spec.selector,
+        },
+        status: ApplicationStatus::default(),
+    };
+    let created = state.store.create(&application)?;
+    tracing::info!(application = %created.metadata.name, size, "application created");
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/applications", tag = "applications",
+    params(ListQuery),
+    responses(
+        (status = 200, body = Vec<Application>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Vec<Application>>> {
+    let selector = query.selector()?;
+    let applications = state.store.list::<Application>()?;
+    Ok(Json(
+        applications
+            .into_iter()
+            .filter(|a| has_labels(&a.metadata.labels, &selector))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/applications/{name}", tag = "applications",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = Application),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Application>> {
+    path_name(&name)?;
+    Ok(Json(state.store.fetch::<Application>(&name)?))
+}
+
+/// Deletes at once when nothing was deployed; otherwise marks the
+/// application `deleting` (202) and the controller removes its gateway
+/// deployments, then the application.
+#[utoipa::path(
+    delete, path = "/api/v1/applications/{name}", tag = "applications",
+    params(("name" = String, Path)),
+    responses(
+        (status = 202, description = "deletion under way", body = Application),
+        (status = 204, description = "deleted"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    path_name(&name)?;
+    loop {
+        let application: Application = state.store.fetch(&name)?;
+        let deployed = application
+            .status
+            .deployments
+            .iter()
+            .any(|d| d.gateway_deployment_id.is_some());
+        if !deployed {
+            match state
+                .store
+                .delete::<Application>(&name, Some(application.metadata.resource_version))
+            {
+                Err(crate::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(()) => return Ok(StatusCode::NO_CONTENT.into_response()),
+            }
+        }
+        let marked = state.store.modify::<Application>(&name, |a| {
+            let change = !a.metadata.deleting;
+            a.metadata.deleting = true;
+            change
+        })?;
+        return Ok((StatusCode::ACCEPTED, Json(marked)).into_response());
+    }
+}

@@ -1,0 +1,100 @@
+//! `/api/v1/gateways`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    ApiJson, ApiResult, AppState, NewMetadata, Problem, object_meta, path_name,
+    validate_metadata,
+};
+use crate::model::{Gateway, GatewaySpec, GatewayStatus};
+
+/// `POST /api/v1/gateways`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreateGateway {
+    pub metadata: NewMetadata,
+    pub spec: GatewaySpec,
+}
+
+fn validate_spec(spec: &GatewaySpec) -> ApiResult<()> {
+    let url = reqwest::Url::parse(&spec.http_endpoint).ok();
+    let http_ok = url.is_some_and(|u| {
+        u.scheme() == "http" && u.host().is_some() && u.query().is_none() && u.fragment().is_none()
+    });
+    if !http_ok {
+        return Err(Problem::bad_request(
+            "invalid_spec",
+            "http_endpoint must be an http:// URL without query or fragment",
+        ));
+    }
+    let device_ok = spec
+        .device_endpoint
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !device_ok || spec.device_endpoint.len() > 255 {
+        return Err(Problem::bad_request(
+            "invalid_spec",
+            "device_endpoint must be host:port",
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/gateways", tag = "gateways",
+    request_body = CreateGateway,
+    responses(
+        (status = 201, body = Gateway),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateGateway>,
+) -> ApiResult<(StatusCode, Json<Gateway>)> {
+    validate_metadata(&body.metadata)?;
+    validate_spec(&body.spec)?;
+    let gateway = Gateway {
+        metadata: object_meta(body.metadata),
+        spec: body.spec,
+        status: GatewayStatus::default(),
+    };
+    Ok((StatusCode::CREATED, Json(state.store.create(&gateway)?)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/gateways", tag = "gateways",
+    responses(
+        (status = 200, body = Vec<Gateway>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Gateway>>> {
+    Ok(Json(state.store.list::<Gateway>()?))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/gateways/{name}", tag = "gateways",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = Gateway),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Gateway>> {
+    path_name(&name)?;
+    Ok(Json(state.store.fetch::<Gateway>(&name)?))
+}
