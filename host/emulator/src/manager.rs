@@ -523,7 +523,16 @@ impl EmulatorManager {
             }
         }
         let mut run = device.run.lock().await;
-        match launch(&device).await {
+        // If this future is dropped while launching (a caller's timeout),
+        // the device must not stay `Starting`, which would block its name.
+        let mut cancelled = CancelledStart {
+            device: Arc::clone(&device),
+            armed: true,
+        };
+        let launched = launch(&device).await;
+        cancelled.armed = false;
+        drop(cancelled);
+        match launched {
             Ok(started) => {
                 *run = Some(started);
                 drop(run);
@@ -958,5 +967,23 @@ async fn supervise(
     device.set_state(state.clone());
     if state != DeviceState::Restarting {
         device.console.set_ended(Some(Ended { state, stderr_tail }));
+    }
+}
+
+/// Marks a device whose launch was abandoned midway (the future dropped)
+/// as crashed; its emulator is killed with the dropped child.
+struct CancelledStart {
+    device: Arc<Device>,
+    armed: bool,
+}
+
+impl Drop for CancelledStart {
+    fn drop(&mut self) {
+        if self.armed {
+            self.device.state.send_replace(DeviceState::Crashed {
+                signal: None,
+                reason: "start was cancelled".to_owned(),
+            });
+        }
     }
 }

@@ -477,3 +477,29 @@ async fn the_real_firmware_boots_and_prints() {
         .expect("the firmware prints on its console");
     println!("first console line of the real firmware: {}", line.text);
 }
+
+#[tokio::test]
+async fn a_cancelled_start_does_not_block_the_name() {
+    if !qemu_or_skip("a_cancelled_start_does_not_block_the_name") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let firmware = write_firmware(dir.path(), "printer", printer("booted\n"));
+    let state = dir.path().join("qemu-0");
+    let manager = EmulatorManager::new();
+    // A caller's timeout drops the start while QEMU is being launched.
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(1),
+        manager.start(spec("qemu-0", &firmware, &state, NO_GATEWAY)),
+    )
+    .await;
+    assert!(
+        cancelled.is_err(),
+        "the start should not finish within 1 ms"
+    );
+    let device = manager
+        .start(spec("qemu-0", &firmware, &state, NO_GATEWAY))
+        .await
+        .expect("the name is free again");
+    device.wait_for("booted", PATIENCE).await.expect("boots");
+}
