@@ -257,9 +257,7 @@ impl Controller {
             }
         }
         for device in &devices {
-            let wanted = placements
-                .remove(&device.metadata.name)
-                .unwrap_or_default();
+            let wanted = placements.remove(&device.metadata.name).unwrap_or_default();
             if device.status.deployments != wanted {
                 self.modify_ignoring_gone::<Device>(&device.metadata.name, |d| {
                     let change = d.status.deployments != wanted;
@@ -287,7 +285,9 @@ impl Controller {
         let reachable = reason.is_none();
         self.modify_ignoring_gone::<Gateway>(&gateway.metadata.name, |g| {
             let status = &mut g.status;
-            let stale = status.last_seen.is_none_or(|t| now.saturating_sub(t) >= 5_000);
+            let stale = status
+                .last_seen
+                .is_none_or(|t| now.saturating_sub(t) >= 5_000);
             let change =
                 status.reachable != reachable || status.reason != reason || (reachable && stale);
             status.reachable = reachable;
@@ -401,7 +401,11 @@ impl Controller {
                     gateway_deployment_id: None,
                     results: 0,
                 });
-                let device_id = device.spec.device_id.as_deref().and_then(normalize_device_id);
+                let device_id = device
+                    .spec
+                    .device_id
+                    .as_deref()
+                    .and_then(normalize_device_id);
                 let url = usable.get(&device.spec.gateway);
                 match (device_id, url, entry.gateway_deployment_id) {
                     (None, _, None) => {
@@ -474,7 +478,10 @@ impl Controller {
             Ok(current) => {
                 if finished || (current.metadata.deleting && current.status.deployments.is_empty())
                 {
-                    match self.store.delete::<Application>(&name, Some(current.metadata.resource_version)) {
+                    match self
+                        .store
+                        .delete::<Application>(&name, Some(current.metadata.resource_version))
+                    {
                         Ok(()) | Err(StoreError::NotFound { .. }) => {
                             info!(application = %name, "application deleted");
                             return Ok(None);

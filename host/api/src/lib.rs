@@ -3,8 +3,8 @@
 //! ([`http::auth`]) and its OpenAPI document ([`openapi`]), and the
 //! [`controller`] that makes gateways deploy what applications ask for.
 
-pub mod model;
-pub mod store;
-pub mod http;
-pub mod openapi;
 pub mod controller;
+pub mod http;
+pub mod model;
+pub mod openapi;
+pub mod store;

@@ -11,7 +11,7 @@ use crate::model;
     info(title = "Wasmbed API", description = "Devices, applications and gateways of a Wasmbed installation."),
     paths(
         auth::create_token,
-        devices::create, devices::list, devices::get_one, devices::delete,
+        devices::create, devices::list, devices::get_one, devices::update, devices::delete,
         applications::create, applications::list, applications::get_one, applications::delete,
         gateways::create, gateways::list, gateways::get_one,
     ),

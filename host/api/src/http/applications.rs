@@ -13,9 +13,7 @@ use super::{
     ApiJson, ApiQuery, ApiResult, AppState, ListQuery, MAX_MODULE_SIZE, NewMetadata, Problem,
     has_labels, object_meta, path_name, validate_label, validate_metadata, validate_name,
 };
-use crate::model::{
-    Application, ApplicationSpec, ApplicationStatus, Limits, ModuleRef, Selector,
-};
+use crate::model::{Application, ApplicationSpec, ApplicationStatus, Limits, ModuleRef, Selector};
 
 /// Most fuel an invocation may be given.
 pub const MAX_FUEL: u64 = 1 << 40;
@@ -122,7 +120,11 @@ pub(crate) async fn create(
     let sha256 = hex::encode(Sha256::digest(&module));
     let size = u32::try_from(module.len())
         .map_err(|_| Problem::bad_request("invalid_module", "module too large"))?;
-    if state.store.get::<Application>(&body.metadata.name)?.is_some() {
+    if state
+        .store
+        .get::<Application>(&body.metadata.name)?
+        .is_some()
+    {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "conflict",

@@ -19,6 +19,21 @@ pub struct CreateDevice {
     pub spec: DeviceSpec,
 }
 
+/// `PUT /api/v1/devices/{name}`: new labels and spec, for the version read.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpdateDevice {
+    pub metadata: UpdateMetadata,
+    pub spec: DeviceSpec,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpdateMetadata {
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The `resource_version` the change was based on; a stale one is a conflict.
+    pub resource_version: u64,
+}
+
 /// A device id as the gateway prints it: 32 hex digits, dashes anywhere.
 pub fn normalize_device_id(text: &str) -> Option<String> {
     let hex: String = text
@@ -137,4 +152,39 @@ pub(crate) async fn delete(
     path_name(&name)?;
     state.store.delete::<Device>(&name, None)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replaces labels and spec (e.g. to set `device_id` once the device
+/// enrolled); the status is kept. Refused with 409 when the device changed
+/// since `metadata.resource_version`.
+#[utoipa::path(
+    put, path = "/api/v1/devices/{name}", tag = "devices",
+    params(("name" = String, Path)),
+    request_body = UpdateDevice,
+    responses(
+        (status = 200, body = Device),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpdateDevice>,
+) -> ApiResult<Json<Device>> {
+    path_name(&name)?;
+    validate_metadata(&NewMetadata {
+        name: name.clone(),
+        labels: body.metadata.labels.clone(),
+    })?;
+    validate_spec(&body.spec)?;
+    let mut device: Device = state.store.fetch(&name)?;
+    device.metadata.labels = body.metadata.labels;
+    device.metadata.resource_version = body.metadata.resource_version;
+    device.spec = body.spec;
+    Ok(Json(state.store.update(&device)?))
 }

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    ApiJson, ApiResult, AppState, NewMetadata, Problem, object_meta, path_name,
-    validate_metadata,
+    ApiJson, ApiResult, AppState, NewMetadata, Problem, object_meta, path_name, validate_metadata,
 };
 use crate::model::{Gateway, GatewaySpec, GatewayStatus};
 

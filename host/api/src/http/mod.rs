@@ -6,7 +6,7 @@
 //! | `GET /openapi.json` | the OpenAPI 3 document |
 //! | `POST /api/v1/tokens` | a new read-only token (admin) |
 //! | `POST, GET /api/v1/devices[?labelSelector=k=v,...]` | create, list |
-//! | `GET, DELETE /api/v1/devices/{name}` | read, delete |
+//! | `GET, PUT, DELETE /api/v1/devices/{name}` | read, replace labels and spec (at a `resource_version`), delete |
 //! | `POST, GET /api/v1/applications[?labelSelector=...]` | create (module in base64), list |
 //! | `GET, DELETE /api/v1/applications/{name}` | read, delete (the controller removes its deployments first) |
 //! | `POST, GET /api/v1/gateways` | register, list |
@@ -51,13 +51,12 @@ pub fn app(state: AppState) -> Router {
     let protected = Router::new()
         .route("/openapi.json", get(openapi_json))
         .route("/api/v1/tokens", post(auth::create_token))
-        .route(
-            "/api/v1/devices",
-            get(devices::list).post(devices::create),
-        )
+        .route("/api/v1/devices", get(devices::list).post(devices::create))
         .route(
             "/api/v1/devices/{name}",
-            get(devices::get_one).delete(devices::delete),
+            get(devices::get_one)
+                .put(devices::update)
+                .delete(devices::delete),
         )
         .route(
             "/api/v1/applications",
@@ -80,6 +79,13 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(protected)
         .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_SIZE))
         .with_state(state)
 }

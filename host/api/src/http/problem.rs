@@ -87,7 +87,9 @@ impl IntoResponse for Problem {
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Problem {
         match e {
-            StoreError::NotFound { kind, name } => Problem::not_found(format!("{kind} {name} not found")),
+            StoreError::NotFound { kind, name } => {
+                Problem::not_found(format!("{kind} {name} not found"))
+            }
             StoreError::AlreadyExists { kind, name } => Problem::new(
                 StatusCode::CONFLICT,
                 "conflict",
@@ -112,12 +114,10 @@ impl From<JsonRejection> for Problem {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             return Problem::new(status, "payload_too_large", "the request body is too large");
         }
-        let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            "unsupported_media_type"
-        } else {
-            "invalid_body"
-        };
-        Problem::new(status, code, rejection.body_text())
+        if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            return Problem::new(status, "unsupported_media_type", rejection.body_text());
+        }
+        Problem::bad_request("invalid_body", rejection.body_text())
     }
 }
 

@@ -1,0 +1,123 @@
+//! An API server in-process: called through its router or over a socket.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use wasmbed_api::http::{AppState, Auth, app};
+use wasmbed_api::store::{Role, Store};
+
+pub struct TestApi {
+    pub state: AppState,
+    pub admin: String,
+    pub reader: String,
+}
+
+impl TestApi {
+    pub fn new(store: Store) -> TestApi {
+        let (auth, admin) = Auth::bootstrap(&store).unwrap();
+        let reader = auth.issue("reader", Role::ReadOnly).unwrap();
+        TestApi {
+            state: AppState { store, auth },
+            admin: admin.unwrap(),
+            reader,
+        }
+    }
+
+    pub fn in_memory() -> TestApi {
+        Self::new(Store::in_memory())
+    }
+
+    /// One request through the router; the status, content type and JSON.
+    pub async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, String, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, content_type, json)
+    }
+
+    /// As admin; asserts the status.
+    pub async fn admin(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+        expect: StatusCode,
+    ) -> Value {
+        let (status, _, json) = self
+            .call(method, uri, Some(&self.admin.clone()), body)
+            .await;
+        assert_eq!(status, expect, "{method} {uri}: {json:#}");
+        json
+    }
+
+    /// Serves the API on a loopback socket.
+    pub async fn serve(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = app(self.state.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        addr
+    }
+}
+
+pub fn device_body(name: &str, labels: Value, device_id: Option<String>) -> Value {
+    json!({
+        "metadata": { "name": name, "labels": labels },
+        "spec": { "board": "wasmbed-sim", "gateway": "gw", "device_id": device_id, "emulated": true }
+    })
+}
+
+pub fn app_body(name: &str, module: &[u8], selector: Value) -> Value {
+    use base64::Engine;
+    json!({
+        "metadata": { "name": name },
+        "spec": {
+            "module": base64::engine::general_purpose::STANDARD.encode(module),
+            "limits": { "fuel": 100000, "memory_pages": 1, "entry": "main", "args": [{ "i32": 21 }] },
+            "selector": selector,
+        }
+    })
+}
+
+pub fn gateway_body(name: &str, http: &str, devices: &str) -> Value {
+    json!({
+        "metadata": { "name": name },
+        "spec": { "http_endpoint": http, "device_endpoint": devices }
+    })
+}
+
+/// A module that doubles its argument.
+pub fn doubler() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (func (export "main") (param i32) (result i32)
+            (i32.mul (local.get 0) (i32.const 2))))"#,
+    )
+    .unwrap()
+}

@@ -1,0 +1,391 @@
+//! The controller against a real gateway on loopback with simulated
+//! devices running the real agent.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::*;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use wasmbed_api::controller::{Controller, ControllerConfig};
+use wasmbed_gateway::store::Store as GatewayStore;
+use wasmbed_gateway::{Gateway, GatewayConfig};
+use wasmbed_sim::{Fleet, SimConfig, Simulation};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn installation() -> &'static wasmbed_pki::Installation {
+    &wasmbed_pki::test_fixtures().installation
+}
+
+struct TestGateway {
+    devices: SocketAddr,
+    http: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start_gateway() -> TestGateway {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut config = GatewayConfig {
+        chunk_size: 512,
+        transfer_window: 2048,
+        ..GatewayConfig::default()
+    };
+    config.session.heartbeat_interval_ms = 250;
+    config.session.missed_heartbeats = 12;
+    let gateway = Gateway::new(config, installation(), GatewayStore::in_memory().unwrap()).unwrap();
+    let devices = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let test = TestGateway {
+        devices: devices.local_addr().unwrap(),
+        http: http.local_addr().unwrap(),
+        _stop: stop,
+    };
+    tokio::spawn(async move {
+        gateway
+            .serve(devices, http, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    test
+}
+
+impl TestGateway {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::get(self.url(path)).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Polls `check` until it holds; panics after `within`.
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, Value)>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (done, last) = check().await;
+        if done {
+            return last;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("waited {WAIT:?} for {what}; last: {last:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn fast_controller() -> ControllerConfig {
+    ControllerConfig {
+        interval: Duration::from_millis(100),
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+fn spawn_controller(api: &TestApi) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let controller = Controller::new(&api.state.store, fast_controller());
+    tokio::spawn(controller.run(async {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_reaches_the_selected_simulated_devices_and_leaves_on_delete() {
+    let gateway = start_gateway().await;
+    let client = reqwest::Client::new();
+    let pairing = client
+        .put(gateway.url("/v1/pairing"))
+        .json(&json!({ "open": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pairing.status(), 200);
+    let sim = SimConfig::new(gateway.devices)
+        .with_backoff(Duration::from_millis(100), Duration::from_millis(800));
+    let fleet = Fleet::start(Simulation::new(sim, installation()).unwrap(), 3, None).unwrap();
+    eventually("three connected devices", || async {
+        let connected = fleet.devices().iter().all(|d| d.snapshot().connected);
+        (connected, Value::Null)
+    })
+    .await;
+    let ids: Vec<String> = fleet
+        .devices()
+        .iter()
+        .map(|d| d.device_id().unwrap().to_string())
+        .collect();
+
+    let api = TestApi::in_memory();
+    let _controller = spawn_controller(&api);
+    api.admin(
+        "POST",
+        "/api/v1/gateways",
+        Some(gateway_body(
+            "gw",
+            &format!("http://{}", gateway.http),
+            &gateway.devices.to_string(),
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        api.admin(
+            "POST",
+            "/api/v1/devices",
+            Some(device_body(
+                &format!("sim-{i}"),
+                json!({ "site": "lab" }),
+                Some(id.clone()),
+            )),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    // Not selected: another site.
+    api.admin(
+        "POST",
+        "/api/v1/devices",
+        Some(device_body("elsewhere", json!({ "site": "home" }), None)),
+        StatusCode::CREATED,
+    )
+    .await;
+    api.admin(
+        "POST",
+        "/api/v1/applications",
+        Some(app_body(
+            "doubler",
+            &doubler(),
+            json!({ "match_labels": { "site": "lab" } }),
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+
+    let app = eventually("the application on three devices with results", || async {
+        let app = api
+            .admin("GET", "/api/v1/applications/doubler", None, StatusCode::OK)
+            .await;
+        let deployments = app["status"]["deployments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let done = deployments.len() == 3
+            && deployments.iter().all(|d| {
+                matches!(
+                    d["phase"].as_str(),
+                    Some("Installed" | "Running" | "Stopped")
+                ) && d["results"].as_u64() >= Some(1)
+            });
+        (done, app)
+    })
+    .await;
+    assert_eq!(app["status"]["results"], 3);
+    let mut placed: Vec<String> = app["status"]["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_str().unwrap().to_owned())
+        .collect();
+    placed.sort();
+    assert_eq!(placed, ["sim-0", "sim-1", "sim-2"]);
+    let gateway_ids: Vec<u64> = app["status"]["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["gateway_deployment_id"].as_u64().unwrap())
+        .collect();
+    for id in &gateway_ids {
+        let (_, results) = gateway.get(&format!("/v1/results?deployment={id}")).await;
+        assert_eq!(results[0]["returned"][0], json!({ "i32": 42 }));
+    }
+
+    // Device statuses: presence from the gateway, the placement.
+    let device = eventually("device status", || async {
+        let device = api
+            .admin("GET", "/api/v1/devices/sim-0", None, StatusCode::OK)
+            .await;
+        let done = device["status"]["presence"] == "connected"
+            && device["status"]["last_heartbeat"].is_u64()
+            && device["status"]["deployments"][0]["application"] == "doubler";
+        (done, device)
+    })
+    .await;
+    assert_eq!(device["status"]["deployments"].as_array().unwrap().len(), 1);
+    let other = api
+        .admin("GET", "/api/v1/devices/elsewhere", None, StatusCode::OK)
+        .await;
+    assert_eq!(other["status"]["deployments"], json!([]));
+    let gw = api
+        .admin("GET", "/api/v1/gateways/gw", None, StatusCode::OK)
+        .await;
+    assert_eq!(gw["status"]["reachable"], true);
+    assert!(gw["status"]["last_seen"].is_u64());
+
+    // A device relabelled out of the selector loses the application.
+    let sim2 = api
+        .admin("GET", "/api/v1/devices/sim-2", None, StatusCode::OK)
+        .await;
+    let moved = json!({
+        "metadata": { "labels": { "site": "home" }, "resource_version": sim2["metadata"]["resource_version"] },
+        "spec": sim2["spec"],
+    });
+    api.admin("PUT", "/api/v1/devices/sim-2", Some(moved), StatusCode::OK)
+        .await;
+    let sim2_deployment = app["status"]["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device"] == "sim-2")
+        .unwrap()["gateway_deployment_id"]
+        .as_u64()
+        .unwrap();
+    eventually("the application on two devices", || async {
+        let app = api
+            .admin("GET", "/api/v1/applications/doubler", None, StatusCode::OK)
+            .await;
+        let done = app["status"]["deployments"].as_array().map(Vec::len) == Some(2);
+        (done, app)
+    })
+    .await;
+    eventually("the relabelled device's deployment removed", || async {
+        let (_, deployment) = gateway
+            .get(&format!("/v1/deployments/{sim2_deployment}"))
+            .await;
+        (deployment["state"] == "removed", deployment)
+    })
+    .await;
+
+    // Deleting: the controller removes the deployments, then the resource.
+    let deleting = api
+        .admin(
+            "DELETE",
+            "/api/v1/applications/doubler",
+            None,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    assert_eq!(deleting["metadata"]["deleting"], true);
+    eventually("the application gone", || async {
+        let (status, _, json) = api
+            .call(
+                "GET",
+                "/api/v1/applications/doubler",
+                Some(&api.admin),
+                None,
+            )
+            .await;
+        (status == StatusCode::NOT_FOUND, json)
+    })
+    .await;
+    for id in &gateway_ids {
+        eventually("the deployment removed from its device", || async {
+            let (_, deployment) = gateway.get(&format!("/v1/deployments/{id}")).await;
+            (deployment["state"] == "removed", deployment)
+        })
+        .await;
+    }
+    eventually("device statuses without the application", || async {
+        let device = api
+            .admin("GET", "/api/v1/devices/sim-0", None, StatusCode::OK)
+            .await;
+        (device["status"]["deployments"] == json!([]), device)
+    })
+    .await;
+    let stats = fleet.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stats.installs, 3);
+    assert_eq!(stats.errors.total(), 0, "{}", stats.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_gateway_is_reported_and_retried() {
+    // A port nobody listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let api = TestApi::in_memory();
+    let _controller = spawn_controller(&api);
+    api.admin(
+        "POST",
+        "/api/v1/gateways",
+        Some(gateway_body(
+            "gw",
+            &format!("http://{addr}"),
+            "127.0.0.1:40029",
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+    api.admin(
+        "POST",
+        "/api/v1/devices",
+        Some(device_body(
+            "d1",
+            json!({}),
+            Some("00112233445566778899aabbccddeeff".into()),
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+    api.admin(
+        "POST",
+        "/api/v1/applications",
+        Some(app_body("a1", &doubler(), json!({ "names": ["d1"] }))),
+        StatusCode::CREATED,
+    )
+    .await;
+    let gw = eventually("the gateway unreachable", || async {
+        let gw = api
+            .admin("GET", "/api/v1/gateways/gw", None, StatusCode::OK)
+            .await;
+        let done = gw["status"]["reachable"] == false && gw["status"]["reason"].is_string();
+        (done, gw)
+    })
+    .await;
+    assert!(
+        !gw["status"].to_string().contains(&addr.to_string()),
+        "no URL in statuses"
+    );
+    let app = eventually("the reason in the application", || async {
+        let app = api
+            .admin("GET", "/api/v1/applications/a1", None, StatusCode::OK)
+            .await;
+        let done = app["status"]["deployments"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("gw"));
+        (done, app)
+    })
+    .await;
+    assert_eq!(app["status"]["deployments"][0]["phase"], "Pending");
+    assert_eq!(
+        app["status"]["deployments"][0]["gateway_deployment_id"],
+        Value::Null
+    );
+    // Nothing was placed: deleting is immediate.
+    api.admin(
+        "DELETE",
+        "/api/v1/applications/a1",
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+}
