@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout)]
 
 mod apps;
+mod bench_api;
 mod bench_firmware;
 mod bench_gateway;
 mod cmd;
@@ -15,8 +16,10 @@ mod ffi_header;
 mod firmware;
 mod fuzz;
 mod robot;
+mod schemathesis;
 mod size;
 mod test;
+mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,6 +55,9 @@ enum Command {
     ///                     then use what was built before)
     ///   nextest           cargo nextest run --workspace --all-features
     ///                     (or `test`: cargo test --workspace --all-features, without cargo-nextest)
+    ///   schemathesis      the API server fuzzed against its OpenAPI document (as
+    ///                     `cargo xtask schemathesis`; skipped when Schemathesis is not
+    ///                     installed, unless CI is set)
     ///   robot             the Robot Framework suite in tests/robot on QEMU (as `cargo xtask robot`;
     ///                     skipped with --skip-firmware)
     ///   doctest           cargo test --workspace --doc --all-features
@@ -151,6 +157,42 @@ enum Command {
     },
     /// Regenerate protocol/ffi/include/wasmbed_protocol.h with cbindgen.
     FfiHeader,
+    /// Build everything and run a local installation with `wasmbed up`.
+    ///
+    /// Adds the firmware's and the applications' Rust targets with rustup
+    /// when missing, checks that qemu-system-arm is installed (`sudo
+    /// apt-get install qemu-system-arm`), builds the firmware, the sample
+    /// applications and `wasmbed-cli`, then runs `wasmbed up --firmware ELF
+    /// --app target/apps/primes.wasm [ARGS]`: a gateway, the API server on
+    /// 127.0.0.1:8080 and emulated devices running the primes module, until
+    /// Ctrl-C. `wasmbed up --help` lists the ARGS.
+    #[command(about = "Build everything and run a local installation with `wasmbed up`")]
+    Up {
+        /// Arguments for `wasmbed up`, e.g. `--devices 5`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// Fuzz the API server against its OpenAPI document with Schemathesis.
+    ///
+    /// Builds and starts the API server (`host/api/examples/serve.rs`, a
+    /// fresh SQLite database on a free loopback port), then runs
+    /// `schemathesis run URL/openapi.json --header "Authorization: Bearer
+    /// TOKEN" --checks all --max-examples N`, leaving out the checks that
+    /// only report documentation gaps unless --all-checks. Fails on any
+    /// failed check; needs `pip install schemathesis`.
+    #[command(about = "Fuzz the API server against its OpenAPI document with Schemathesis")]
+    Schemathesis {
+        /// Test cases per API operation and phase.
+        #[arg(long, value_name = "N", default_value_t = schemathesis::DEFAULT_MAX_EXAMPLES)]
+        max_examples: u32,
+        /// Also run status_code_conformance and positive_data_acceptance.
+        #[arg(long)]
+        all_checks: bool,
+    },
     /// Run a crate's benchmarks.
     Bench {
         /// Which benchmarks to run.
@@ -174,6 +216,11 @@ enum BenchSuite {
     /// runs `wasmbed-bench firmware [ARGS]` (boot to enrolled, the TLS
     /// handshake in wall time and guest instructions, a 16 KiB deployment).
     Firmware,
+    /// The API server over a real socket with a SQLite store: builds
+    /// `wasmbed-bench` in release mode, then runs `wasmbed-bench api
+    /// [ARGS]` (device listing against /healthz, deployment through the
+    /// controller to simulated devices).
+    Api,
 }
 
 fn main() -> ExitCode {
@@ -200,6 +247,11 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
         Command::Fmt => Ok(cmd::run(cmd::cargo(root).args(["fmt", "--all"]))?),
         Command::Fuzz { seconds, targets } => fuzz::run(root, seconds, &targets),
         Command::FfiHeader => ffi_header::run(root),
+        Command::Up { args } => up::run(root, &args),
+        Command::Schemathesis {
+            max_examples,
+            all_checks,
+        } => schemathesis::run(root, max_examples, all_checks),
         Command::Bench {
             suite: BenchSuite::Protocol,
             args,
@@ -219,6 +271,10 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
             suite: BenchSuite::Firmware,
             args,
         } => bench_firmware::run(root, &args),
+        Command::Bench {
+            suite: BenchSuite::Api,
+            args,
+        } => bench_api::run(root, &args),
     }
 }
 
@@ -336,9 +392,23 @@ mod tests {
     }
 
     #[test]
+    fn up_passes_its_arguments_on() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["xtask", "up"])?;
+        assert!(matches!(cli.command, Command::Up { ref args } if args.is_empty()));
+        let cli = Cli::try_parse_from(["xtask", "up", "--devices", "5", "--dir", "d"])?;
+        let Command::Up { args } = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(args, ["--devices", "5", "--dir", "d"]);
+        Ok(())
+    }
+
+    #[test]
     fn bench_needs_a_known_suite() {
         assert!(Cli::try_parse_from(["xtask", "bench", "protocol"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "bench", "gateway"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "bench", "api"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "schemathesis", "--max-examples", "5"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "bench", "nonsense"]).is_err());
     }
 

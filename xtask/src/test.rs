@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
-use crate::{apps, cmd, firmware, fuzz, robot, size};
+use crate::{apps, cmd, firmware, fuzz, robot, schemathesis, size};
 
 /// The environment variable that skips the firmware and application
 /// builds, the size check and the Robot tests, like `--skip-firmware`.
@@ -75,6 +75,10 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
     let tests = |args: &[&str]| {
         let mut command = cargo();
         command.args(args);
+        // CI installs Chromium: there the dashboard's browser test must run.
+        if std::env::var_os("CI").is_some() {
+            command.env("WASMBED_REQUIRE_BROWSER", "1");
+        }
         if let Some((elf, apps)) = &built {
             command
                 .env("WASMBED_REQUIRE_FIRMWARE", "1")
@@ -89,6 +93,19 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
         })?;
     } else {
         steps.run("test", || tests(&["test", "--workspace", "--all-features"]))?;
+    }
+    if schemathesis::installed() || schemathesis::required(std::env::var("CI").ok().as_deref()) {
+        steps.run("schemathesis", || {
+            schemathesis::run(root, schemathesis::DEFAULT_MAX_EXAMPLES, false)
+        })?;
+    } else {
+        steps.skip(
+            "schemathesis",
+            &format!(
+                "`{}` is not installed (pip install schemathesis; CI requires it)",
+                schemathesis::PROGRAM
+            ),
+        );
     }
     // The Robot suite boots the firmware built above, like the tests.
     if skip_firmware {
@@ -282,6 +299,8 @@ mod tests {
         }
         let nextest = help.find("  nextest  ").expect("a nextest step");
         assert!(from < nextest, "the firmware steps run before the tests");
+        let schemathesis = help.find("  schemathesis  ").expect("a schemathesis step");
+        assert!(nextest < schemathesis, "Schemathesis runs after the tests");
         let robot = help.find("  robot  ").expect("a robot step");
         let doctest = help.find("  doctest  ").expect("a doctest step");
         assert!(

@@ -6,7 +6,9 @@
 //!    is reachable) and copies presence and heartbeats into [`Device`]
 //!    statuses;
 //! 2. for each [`Application`], places it on every matching device that
-//!    has no deployment at its gateway yet (`POST /v1/deployments`), polls
+//!    has no deployment at its gateway yet (`POST /v1/deployments`, unless
+//!    `GET /v1/deployments?device=` shows one made before a crash, whose id
+//!    was never recorded: that one is adopted), polls
 //!    the state and result count of those it placed, and removes it from
 //!    devices that no longer match;
 //! 3. for an application marked `deleting`, removes its gateway
@@ -92,6 +94,10 @@ struct GatewayDeployment {
     id: u64,
     state: String,
     reason: Option<String>,
+    #[serde(default)]
+    application_id: Option<u64>,
+    #[serde(default)]
+    desired: Option<String>,
 }
 
 /// The reconcile loop. See the module documentation.
@@ -421,6 +427,37 @@ impl Controller {
                         self.poll(url, id, &mut entry, &device.spec.gateway).await;
                     }
                     (Some(device_id), Some(url), None) => {
+                        // A deployment made before a crash, whose id was
+                        // never recorded, is adopted, not made again.
+                        let app_id = gateway_application_id(&application.metadata.uid);
+                        let lookup = self
+                            .client
+                            .get(format!("{url}/v1/deployments?device={device_id}"));
+                        match self.call::<Vec<GatewayDeployment>>(lookup).await {
+                            Ok(views) => {
+                                let found = views.into_iter().find(|v| {
+                                    v.application_id == Some(app_id)
+                                        && v.desired.as_deref() != Some("removed")
+                                });
+                                if let Some(view) = found {
+                                    info!(application = %name, device = %entry.device, deployment = view.id, "adopted");
+                                    entry.gateway_deployment_id = Some(view.id);
+                                    entry.phase = Phase::from_gateway(&view.state);
+                                    entry.reason = view.reason;
+                                    created.push((url.clone(), view.id));
+                                    next.push(entry);
+                                    continue;
+                                }
+                            }
+                            Err(e) => {
+                                if matches!(e, CallError::Unreachable(_)) {
+                                    self.failed(&device.spec.gateway);
+                                }
+                                entry.reason = Some(e.to_string());
+                                next.push(entry);
+                                continue;
+                            }
+                        }
                         if module_b64.is_none() {
                             let Some(bytes) =
                                 self.store.backend().blob(&application.spec.module.sha256)?

@@ -7,4 +7,5 @@ pub mod controller;
 pub mod http;
 pub mod model;
 pub mod openapi;
+pub mod server;
 pub mod store;

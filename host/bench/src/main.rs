@@ -23,6 +23,7 @@
 //! `/proc/<pid>/status` and `/proc/<pid>/stat`, so this runs on Linux.
 #![allow(clippy::print_stdout)] // a benchmark prints its report by design
 
+mod api;
 mod bare;
 mod client;
 mod deploy;
@@ -60,6 +61,10 @@ enum Command {
     /// the TLS handshake in the device (wall time and guest instructions),
     /// and deploying a 16 KiB module (what `cargo xtask bench firmware` runs).
     Firmware(firmware::FirmwareArgs),
+    /// The API server over a real socket with a SQLite store: the device
+    /// listing against /healthz, and deploying through the controller to
+    /// simulated devices (what `cargo xtask bench api` runs).
+    Api(api::ApiArgs),
 }
 
 /// The phases of `wasmbed-bench gateway`.
@@ -155,6 +160,7 @@ fn main() -> std::process::ExitCode {
         Command::Gateway(args) => runtime.block_on(run_gateway(*args)),
         Command::BareTls(args) => runtime.block_on(bare::serve(args)),
         Command::Firmware(args) => runtime.block_on(firmware::run(args)),
+        Command::Api(args) => runtime.block_on(api::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

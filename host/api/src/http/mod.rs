@@ -3,6 +3,8 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /healthz` | liveness (no token) |
+//! | `GET /`, `/dashboard/app.js`, `/dashboard/style.css` | the [`dashboard`] (static, no token) |
+//! | `GET /api/v1/events` | resource changes as Server-Sent Events ([`events`]) |
 //! | `GET /openapi.json` | the OpenAPI 3 document |
 //! | `POST /api/v1/tokens` | a new read-only token (admin) |
 //! | `POST, GET /api/v1/devices[?labelSelector=k=v,...]` | create, list |
@@ -12,12 +14,16 @@
 //! | `POST, GET /api/v1/gateways` | register, list |
 //! | `GET /api/v1/gateways/{name}` | read |
 //!
-//! Every route but `/healthz` needs `Authorization: Bearer <token>`;
+//! Every route but `/healthz` and the dashboard's static files needs
+//! `Authorization: Bearer <token>` (`/api/v1/events` also takes it as
+//! `?access_token=`, for browsers' `EventSource`);
 //! read-only tokens may only `GET`. Errors are RFC 7807 problem documents.
 
 pub mod applications;
 pub mod auth;
+pub mod dashboard;
 pub mod devices;
+pub mod events;
 pub mod gateways;
 pub mod problem;
 
@@ -77,6 +83,9 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // Checks its token itself: it also takes one in the query.
+        .route("/api/v1/events", get(events::events))
+        .merge(dashboard::router())
         .merge(protected)
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

@@ -1,0 +1,234 @@
+//! The API server as one call: open the SQLite store, load (or make) the
+//! tokens, run the [`Controller`] and serve [`http::app`] until shutdown.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), wasmbed_api::server::ServerError> {
+//! use wasmbed_api::server::{ApiServer, ApiServerConfig};
+//!
+//! let config = ApiServerConfig::default();
+//! let server = ApiServer::open(&config)?;
+//! if let Some(token) = server.admin_token() {
+//!     eprintln!("admin token (shown once): {token}");
+//! }
+//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
+//! server.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::controller::{Controller, ControllerConfig};
+use crate::http::{self, AppState, Auth};
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// The default address of the REST API.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Where the server listens, where it keeps its data, how the controller runs.
+#[derive(Debug, Clone)]
+pub struct ApiServerConfig {
+    /// Address of the REST API (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// SQLite database file; created if missing.
+    pub db: PathBuf,
+    pub controller: ControllerConfig,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        ApiServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            db: PathBuf::from("wasmbed-api.db"),
+            controller: ControllerConfig::default(),
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("opening the store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An opened API server, ready to serve.
+#[derive(Debug)]
+pub struct ApiServer {
+    state: AppState,
+    admin_token: Option<String>,
+    controller: ControllerConfig,
+}
+
+impl ApiServer {
+    /// Opens (creating if needed) the database and loads the tokens; a new
+    /// database gets an admin token, returned by [`admin_token`](Self::admin_token).
+    pub fn open(config: &ApiServerConfig) -> Result<ApiServer, ServerError> {
+        let backend = SqliteStore::open(&config.db).map_err(|source| ServerError::Open {
+            path: config.db.clone(),
+            source,
+        })?;
+        ApiServer::with_store(Store::new(Arc::new(backend)), config.controller.clone())
+    }
+
+    /// A server over an already opened store.
+    pub fn with_store(
+        store: Store,
+        controller: ControllerConfig,
+    ) -> Result<ApiServer, ServerError> {
+        let (auth, admin_token) = Auth::bootstrap(&store)?;
+        Ok(ApiServer {
+            state: AppState { store, auth },
+            admin_token,
+            controller,
+        })
+    }
+
+    /// The admin token made when the database was new; `None` when it
+    /// already had one (only its hash is stored).
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// The store, for callers that register resources in process.
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Runs the controller and serves the REST API on `listener` until
+    /// `shutdown` completes; then lets requests in flight finish and stops
+    /// the controller.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let controller = Controller::new(&self.state.store, self.controller.clone());
+        let mut controller_stop = stop_rx.clone();
+        let controller_task = tokio::spawn(controller.run(async move {
+            let _ = controller_stop.wait_for(|stop| *stop).await;
+        }));
+        info!(listen = %listener.local_addr()?, "API server listening");
+        let router = http::app(self.state);
+        let mut http_stop = stop_rx;
+        let http_task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        shutdown.await;
+        info!("API server shutting down");
+        let _ = stop_tx.send(true);
+        if let Err(e) = controller_task.await {
+            warn!(error = %e, "controller task failed");
+        }
+        match http_task.await {
+            Ok(result) => result?,
+            Err(e) => warn!(error = %e, "HTTP task failed"),
+        }
+        Ok(())
+    }
+}
+
+/// Opens the server of `config`, hands a newly made admin token to
+/// `on_admin_token` (once, before serving), and serves on `listener` until
+/// `shutdown` completes.
+pub async fn serve(
+    config: ApiServerConfig,
+    listener: TcpListener,
+    on_admin_token: impl FnOnce(&str),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let server = ApiServer::open(&config)?;
+    if let Some(token) = server.admin_token() {
+        on_admin_token(token);
+    }
+    server.serve(listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> reqwest::StatusCode {
+        let mut request = reqwest::Client::new().get(format!("http://{addr}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request").status()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_health_and_refuses_requests_without_a_token() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = ApiServerConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            db: dir.path().join("api.db"),
+            controller: ControllerConfig::default(),
+        };
+        let listener = TcpListener::bind(config.listen).await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (token_tx, token_rx) = std::sync::mpsc::channel::<String>();
+        let server = tokio::spawn(serve(
+            config.clone(),
+            listener,
+            move |token| token_tx.send(token.to_owned()).expect("send token"),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        // The token is handed over before serving starts.
+        let token = tokio::task::spawn_blocking(move || {
+            token_rx.recv_timeout(std::time::Duration::from_secs(10))
+        })
+        .await
+        .expect("join")
+        .expect("an admin token for a new database");
+        assert!(token.starts_with("wbd_"), "{token}");
+
+        assert_eq!(get(addr, "/healthz", None).await, 200);
+        assert_eq!(get(addr, "/api/v1/devices", None).await, 401);
+        assert_eq!(get(addr, "/api/v1/devices", Some("wbd_nope")).await, 401);
+        assert_eq!(get(addr, "/api/v1/devices", Some(&token)).await, 200);
+
+        stop_tx.send(()).expect("stop");
+        tokio::time::timeout(std::time::Duration::from_secs(10), server)
+            .await
+            .expect("stops in time")
+            .expect("join")
+            .expect("served");
+
+        // The same database again: the admin token is not shown twice, and
+        // the first one still works.
+        let server = ApiServer::open(&config).expect("reopen");
+        assert_eq!(server.admin_token(), None);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async move {
+            let _ = stop_rx.await;
+        }));
+        assert_eq!(get(addr, "/api/v1/devices", Some(&token)).await, 200);
+        stop_tx.send(()).expect("stop");
+        task.await.expect("join").expect("served");
+    }
+}

@@ -1,0 +1,250 @@
+//! `wasmbed api` as a process and the client commands against it: devices
+//! and applications created, listed, shown and deleted; errors reported
+//! from the problem documents with a non-zero exit; Ctrl-C stops it.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const WASMBED: &str = env!("CARGO_BIN_EXE_wasmbed");
+
+/// Stops the server (Ctrl-C, then SIGKILL) if the test fails first.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+struct Api {
+    url: String,
+    token: String,
+}
+
+impl Api {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(WASMBED)
+            .args(args)
+            .env("WASMBED_API", &self.url)
+            .env("WASMBED_TOKEN", &self.token)
+            .env_remove("WASMBED_LOG")
+            .output()
+            .expect("run wasmbed")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "wasmbed {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "wasmbed {args:?} succeeded");
+        String::from_utf8(out.stderr).expect("UTF-8")
+    }
+}
+
+#[test]
+fn client_commands_manage_devices_and_applications() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let child = Command::new(WASMBED)
+        .args(["api", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("api.db"))
+        .env("WASMBED_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start wasmbed api");
+    let mut child = Running(child);
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut token = None;
+    let mut url = None;
+    let mut lines = Vec::new();
+    while url.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}; output: {lines:?}"));
+        if let Some(rest) = line.strip_prefix("admin token: ") {
+            token = Some(rest.trim().to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("API server on ") {
+            url = Some(rest.trim().trim_end_matches('/').to_owned());
+        }
+        lines.push(line);
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("save this token")),
+        "{lines:?}"
+    );
+    let api = Api {
+        url: url.expect("url"),
+        token: token.expect("an admin token before the address"),
+    };
+
+    // No token: 401 with the problem's title and a hint.
+    let out = Command::new(WASMBED)
+        .args(["device", "list", "--api", &api.url])
+        .env_remove("WASMBED_TOKEN")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Unauthorized (401)"), "{stderr}");
+    assert!(stderr.contains("--token"), "{stderr}");
+
+    assert_eq!(
+        api.ok(&["device", "list"]).trim(),
+        "NAME  BOARD  GATEWAY  DEVICE ID  PRESENCE  APPS  LABELS"
+    );
+    api.ok(&[
+        "device",
+        "create",
+        "dev-1",
+        "--board",
+        "mps2-an385",
+        "--gateway",
+        "gw",
+        "--label",
+        "demo=true",
+        "--device-id",
+        "00112233445566778899aabbccddeeff",
+    ]);
+    api.ok(&[
+        "device",
+        "create",
+        "dev-2",
+        "--board",
+        "wasmbed-sim",
+        "--gateway",
+        "gw",
+    ]);
+    let list = api.ok(&["device", "list"]);
+    let rows: Vec<&str> = list.lines().collect();
+    assert_eq!(rows.len(), 3, "{list}");
+    assert!(
+        rows[1].starts_with(
+            "dev-1  mps2-an385   gw       00112233445566778899aabbccddeeff  unknown   0"
+        ),
+        "{list}"
+    );
+    assert!(rows[1].ends_with("demo=true"), "{list}");
+    let selected = api.ok(&["device", "list", "--selector", "demo=true"]);
+    assert_eq!(selected.lines().count(), 2, "{selected}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&api.ok(&["device", "get", "dev-1", "--output", "json"]))
+            .expect("JSON");
+    assert_eq!(
+        json["spec"]["device_id"],
+        "00112233445566778899aabbccddeeff"
+    );
+    assert!(
+        api.ok(&["device", "get", "dev-2"])
+            .contains("board:      wasmbed-sim")
+    );
+
+    let err = api.fails(&["device", "get", "nope"]);
+    assert!(err.contains("Not Found (404)"), "{err}");
+    let err = api.fails(&[
+        "device",
+        "create",
+        "dev-1",
+        "--board",
+        "b",
+        "--gateway",
+        "gw",
+    ]);
+    assert!(err.contains("Conflict (409)"), "{err}");
+
+    let module = dir.path().join("m.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").expect("write module");
+    let module = module.to_str().expect("UTF-8 path");
+    let out = api.ok(&[
+        "app",
+        "deploy",
+        module,
+        "--name",
+        "demo",
+        "--selector",
+        "demo=true",
+        "--arg",
+        "i32:7",
+        "--fuel",
+        "1000",
+    ]);
+    assert!(out.contains("application demo created (8 bytes)"), "{out}");
+    let err = api.fails(&["app", "deploy", module, "--name", "none"]);
+    assert!(err.contains("--selector"), "{err}");
+    let apps = api.ok(&["app", "list"]);
+    assert!(
+        apps.lines().nth(1).is_some_and(|l| l.starts_with("demo ")),
+        "{apps}"
+    );
+    let app: serde_json::Value =
+        serde_json::from_str(&api.ok(&["app", "get", "demo", "--output", "json"])).expect("JSON");
+    assert_eq!(app["spec"]["limits"]["args"][0]["i32"], 7);
+    assert_eq!(app["spec"]["limits"]["fuel"], 1000);
+    assert_eq!(app["spec"]["selector"]["match_labels"]["demo"], "true");
+    // No gateway is registered: the controller records why dev-1 waits.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let results = api.ok(&["app", "results", "demo"]);
+        if results.contains("dev-1") {
+            assert!(
+                results
+                    .lines()
+                    .nth(1)
+                    .is_some_and(|l| l.contains("Pending")),
+                "{results}"
+            );
+            assert!(!results.contains("dev-2"), "{results}");
+            break;
+        }
+        assert!(Instant::now() < until, "no deployment status: {results}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = api.ok(&["app", "delete", "demo"]);
+    assert!(out.contains("application demo deleted"), "{out}");
+    assert!(api.fails(&["app", "get", "demo"]).contains("404"));
+    assert!(api.ok(&["device", "delete", "dev-2"]).contains("deleted"));
+
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < until, "still running after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}

@@ -1,0 +1,199 @@
+//! `cargo xtask schemathesis`: fuzzes the API server against its own
+//! OpenAPI document with Schemathesis (`pip install schemathesis`).
+//!
+//! Builds and starts `host/api/examples/serve.rs` (the API on a free
+//! loopback port with a fresh SQLite database), then runs
+//! `schemathesis run http://ADDR/openapi.json -H "Authorization: Bearer
+//! TOKEN" --checks all ...` with a bounded number of examples per
+//! operation. Fails on any failed check: a server error, a response that
+//! does not match the schema, a request the API should have refused, and
+//! so on. The JUnit report goes to `target/schemathesis`.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+use crate::cmd;
+
+/// The Schemathesis command (installed by `pip install schemathesis`).
+pub(crate) const PROGRAM: &str = "schemathesis";
+
+/// Test cases per API operation and phase; about 25 s in all.
+pub(crate) const DEFAULT_MAX_EXAMPLES: u32 = 100;
+
+/// Checks left out unless `--all-checks`: they report where the OpenAPI
+/// document says less than the server does (undocumented 400s and 415s;
+/// names, boards and module sizes the schema does not constrain, so that
+/// schema-valid requests are refused). They are documentation gaps, not
+/// wrong answers; see `cargo xtask schemathesis --all-checks`.
+pub(crate) const LENIENT_CHECKS: [&str; 2] =
+    ["status_code_conformance", "positive_data_acceptance"];
+
+/// Whether the Schemathesis command is installed.
+pub(crate) fn installed() -> bool {
+    cmd::on_path(PROGRAM)
+}
+
+/// Whether a missing Schemathesis fails the run: on CI (`CI` set, and not
+/// to `false` or `0`) it must be there.
+pub(crate) fn required(ci: Option<&str>) -> bool {
+    ci.is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+pub(crate) fn run(root: &Path, max_examples: u32, all_checks: bool) -> anyhow::Result<()> {
+    if !installed() {
+        bail!("`{PROGRAM}` is not on PATH: pip install schemathesis");
+    }
+    cmd::run(cmd::cargo(root).args(["build", "-p", "wasmbed-api", "--example", "serve"]))?;
+    let target = cmd::target_dir(root)?;
+    let serve = target.join("debug").join("examples").join("serve");
+    let mut server = Server(
+        Command::new(&serve)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", serve.display()))?,
+    );
+    let stdout = server.0.stdout.take().context("no stdout")?;
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the server's output")?;
+        let ready = line == "ready";
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    let (url, token) = parse_ready(&lines)?;
+    println!("xtask: API server at {url}");
+    let report = target.join("schemathesis");
+    // Its caches (.schemathesis/) go there too, not into the work tree.
+    std::fs::create_dir_all(&report).with_context(|| format!("creating {}", report.display()))?;
+    let mut st = Command::new(PROGRAM);
+    st.current_dir(&report)
+        .args(arguments(&url, &token, max_examples, all_checks))
+        .arg("--report-dir")
+        .arg(&report);
+    let result = cmd::run(&mut st);
+    println!(
+        "xtask: Schemathesis JUnit report in {}",
+        cmd::show(root, &report)
+    );
+    drop(server);
+    Ok(result?)
+}
+
+/// Kills the server when dropped, whatever happened.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The URL and admin token from the server's `listening URL`,
+/// `admin-token TOKEN` and `ready` lines.
+fn parse_ready(lines: &[String]) -> anyhow::Result<(String, String)> {
+    if lines.last().map(String::as_str) != Some("ready") {
+        bail!(
+            "the API server stopped before it was ready; it printed: {:?}",
+            lines
+        );
+    }
+    let find = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::to_owned)
+    };
+    let url = find("listening ").context("the API server printed no `listening` line")?;
+    let token = find("admin-token ").context("the API server printed no admin token")?;
+    Ok((url, token))
+}
+
+/// `schemathesis` arguments, but for the report directory.
+fn arguments(url: &str, token: &str, max_examples: u32, all_checks: bool) -> Vec<String> {
+    let mut args = vec![
+        "run".to_owned(),
+        format!("{url}/openapi.json"),
+        "--header".to_owned(),
+        format!("Authorization: Bearer {token}"),
+        "--checks".to_owned(),
+        "all".to_owned(),
+    ];
+    if !all_checks {
+        args.push("--exclude-checks".to_owned());
+        args.push(LENIENT_CHECKS.join(","));
+    }
+    args.extend([
+        "--max-examples".to_owned(),
+        max_examples.to_string(),
+        "--wait-for-schema".to_owned(),
+        "10".to_owned(),
+        // No example database left in the work tree.
+        "--generation-database".to_owned(),
+        "none".to_owned(),
+        "--no-color".to_owned(),
+        "--report".to_owned(),
+        "junit".to_owned(),
+    ]);
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &[&str]) -> Vec<String> {
+        text.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn reads_the_url_and_token() -> anyhow::Result<()> {
+        let (url, token) = parse_ready(&lines(&[
+            "listening http://127.0.0.1:4000",
+            "admin-token wbd_abc",
+            "ready",
+        ]))?;
+        assert_eq!(url, "http://127.0.0.1:4000");
+        assert_eq!(token, "wbd_abc");
+        Ok(())
+    }
+
+    #[test]
+    fn a_server_that_stops_early_or_has_no_token_is_an_error() {
+        assert!(parse_ready(&lines(&["listening http://127.0.0.1:4000"])).is_err());
+        assert!(parse_ready(&lines(&["listening http://127.0.0.1:4000", "ready"])).is_err());
+        assert!(parse_ready(&[]).is_err());
+    }
+
+    #[test]
+    fn runs_every_check_but_the_lenient_ones_unless_asked() {
+        let args = arguments("http://h:1", "wbd_t", 7, false);
+        let joined = args.join(" ");
+        assert!(
+            joined.starts_with("run http://h:1/openapi.json --header Authorization: Bearer wbd_t")
+        );
+        assert!(joined.contains("--checks all"));
+        assert!(
+            joined.contains("--exclude-checks status_code_conformance,positive_data_acceptance")
+        );
+        assert!(joined.contains("--max-examples 7"));
+        let all = arguments("http://h:1", "wbd_t", 7, true);
+        assert!(!all.iter().any(|a| a == "--exclude-checks"));
+    }
+
+    #[test]
+    fn only_ci_requires_schemathesis() {
+        assert!(!required(None));
+        assert!(!required(Some("")));
+        assert!(!required(Some("false")));
+        assert!(!required(Some("0")));
+        assert!(required(Some("true")));
+        assert!(required(Some("1")));
+    }
+}
