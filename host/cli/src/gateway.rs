@@ -22,8 +22,9 @@ pub(crate) struct GatewayArgs {
     /// Address devices connect to (TLS 1.3).
     #[arg(long, default_value = "0.0.0.0:40029")]
     listen: SocketAddr,
-    /// Address of the HTTP/JSON interface and /metrics.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address of the HTTP/JSON interface and /metrics (the API server
+    /// has 8080).
+    #[arg(long, default_value = "127.0.0.1:8081")]
     http: SocketAddr,
     /// Interval devices are told to send heartbeats at.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -40,6 +41,24 @@ pub(crate) struct GatewayArgs {
     /// Open pairing at start, so new devices may enroll.
     #[arg(long)]
     open_pairing: bool,
+    /// Register this gateway with the API server at this URL, e.g.
+    /// `http://127.0.0.1:8080`; retried until it succeeds, so the API
+    /// server may start later or restart.
+    #[arg(long, env = "WASMBED_API")]
+    api: Option<String>,
+    /// A token of the API server allowed to write (the admin token).
+    #[arg(long, env = "WASMBED_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// This gateway's name in the API server.
+    #[arg(long, default_value = "gateway")]
+    name: String,
+    /// The HTTP URL the API server reaches this gateway at (default: from
+    /// --http).
+    #[arg(long)]
+    advertise_http: Option<String>,
+    /// The address devices reach this gateway at (default: from --listen).
+    #[arg(long)]
+    advertise_devices: Option<String>,
 }
 
 pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -71,6 +90,21 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         let http = TcpListener::bind(args.http)
             .await
             .with_context(|| format!("binding the HTTP port {}", args.http))?;
+        if let Some(api) = &args.api {
+            let registration = crate::register::Registration {
+                api: api.clone(),
+                token: args.api_token.clone(),
+                name: args.name.clone(),
+                http_endpoint: args.advertise_http.clone().unwrap_or_else(|| {
+                    format!("http://{}", http.local_addr().unwrap_or(args.http))
+                }),
+                device_endpoint: args
+                    .advertise_devices
+                    .clone()
+                    .unwrap_or_else(|| args.listen.to_string()),
+            };
+            tokio::spawn(registration.run());
+        }
         gateway
             .serve(devices, http, async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -9,6 +9,7 @@ mod emulated;
 mod emulator;
 mod gateway;
 mod logging;
+mod register;
 mod resources;
 mod sim;
 mod up;

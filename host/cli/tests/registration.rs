@@ -1,0 +1,157 @@
+//! `wasmbed gateway --api`: a gateway registers itself with the API server,
+//! even when the API server is down when the gateway starts and comes up
+//! later; the API server's controller then finds it reachable.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const WASMBED: &str = env!("CARGO_BIN_EXE_wasmbed");
+
+struct Running(Child);
+
+impl Running {
+    fn interrupt(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// Starts `wasmbed api` and returns it with the admin token, if printed.
+fn api(port: u16, db: &Path) -> (Running, Option<String>) {
+    let child = Command::new(WASMBED)
+        .args([
+            "api",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--reconcile-interval",
+            "200ms",
+            "--db",
+        ])
+        .arg(db)
+        .env("WASMBED_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start wasmbed api");
+    let mut child = Running(child);
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut token = None;
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("API server output");
+        if let Some(rest) = line.strip_prefix("admin token: ") {
+            token = Some(rest.trim().to_owned());
+        }
+        if line.starts_with("API server on ") {
+            return (child, token);
+        }
+    }
+}
+
+/// `GET path` with the token; the status line and the body.
+fn get(port: u16, path: &str, token: &str) -> Option<(String, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+#[test]
+fn a_gateway_registers_itself_once_the_api_server_comes_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let api_port = free_port();
+    let db = dir.path().join("api.db");
+    // First start: learn the admin token, then stop the API server.
+    let (mut first, token) = api(api_port, &db);
+    let token = token.expect("an admin token on first start");
+    first.interrupt();
+
+    let pki = dir.path().join("pki");
+    let init = Command::new(WASMBED)
+        .args(["certs", "init", "--dir"])
+        .arg(&pki)
+        .output()
+        .expect("certs init");
+    assert!(init.status.success());
+    let http_port = free_port();
+    let gateway = Command::new(WASMBED)
+        .arg("gateway")
+        .arg("--pki")
+        .arg(&pki)
+        .arg("--db")
+        .arg(dir.path().join("gateway.db"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http", &format!("127.0.0.1:{http_port}")])
+        .args([
+            "--api",
+            &format!("http://127.0.0.1:{api_port}"),
+            "--name",
+            "edge-1",
+        ])
+        .env("WASMBED_TOKEN", &token)
+        .env("WASMBED_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start wasmbed gateway");
+    let _gateway = Running(gateway);
+    // The API server is down: the gateway retries.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let (_api, again) = api(api_port, &db);
+    assert_eq!(
+        again, None,
+        "the admin token is printed once, on first start"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = get(api_port, "/api/v1/gateways/edge-1", &token);
+        if let Some((status, body)) = &found {
+            let registered =
+                status.contains("200") && body.contains(&format!("http://127.0.0.1:{http_port}"));
+            if registered && body.contains("\"reachable\":true") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edge-1 not registered and reachable: {found:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
