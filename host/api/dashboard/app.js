@@ -27,8 +27,8 @@ const state = {
   applications: [],
   gateways: [],
   samples: [],
-  results: [], // {at, application, device, phase, results}
-  lastResults: new Map(), // "app/device" -> results count
+  results: new Map(), // application name -> its execution results, newest first
+  lastResults: new Map(), // application name -> its status' signature when fetched
   source: null,
   retry: 1000,
   retryTimer: null,
@@ -155,7 +155,7 @@ async function refetch(kinds) {
   } catch (e) {
     report(e);
   }
-  noteResults();
+  if (kinds.includes("Application")) await fetchResults();
   sample();
   render();
 }
@@ -229,20 +229,43 @@ function connect() {
 
 // --- results and chart samples ---------------------------------------------
 
-function noteResults() {
-  const now = Date.now();
+// Each application's results are fetched again when its status changed
+// (counts, phases, deployments): results are stored before the counts.
+async function fetchResults() {
+  const names = new Set();
+  const fetches = [];
   for (const app of state.applications) {
-    for (const d of (app.status && app.status.deployments) || []) {
-      const key = `${app.metadata.name}/${d.device}`;
-      const before = state.lastResults.get(key);
-      const results = d.results || 0;
-      if (before === undefined ? results > 0 : results !== before) {
-        state.results.unshift({ at: now, application: app.metadata.name, device: d.device, phase: d.phase, results });
-      }
-      state.lastResults.set(key, results);
+    const name = app.metadata.name;
+    names.add(name);
+    const signature = JSON.stringify(app.status || {});
+    if (state.lastResults.get(name) === signature) continue;
+    fetches.push(
+      api("GET", `/api/v1/applications/${encodeURIComponent(name)}/results`)
+        .then((results) => {
+          state.results.set(name, results || []);
+          state.lastResults.set(name, signature);
+        })
+        .catch((e) => {
+          // Deleted meanwhile: its results go with it.
+          if (e instanceof ApiError && e.status === 404) state.results.delete(name);
+          else report(e);
+        })
+    );
+  }
+  await Promise.all(fetches);
+  for (const name of [...state.results.keys()]) {
+    if (!names.has(name)) {
+      state.results.delete(name);
+      state.lastResults.delete(name);
     }
   }
-  state.results.length = Math.min(state.results.length, 50);
+}
+
+// What an execution came to: its returned values or its trap.
+function outcomeText(r) {
+  if (r.trap) return `trap ${r.trap}`;
+  const values = (r.returned || []).flatMap((v) => Object.entries(v).map(([k, x]) => `${k}:${x}`));
+  return values.length ? values.join(", ") : "returned";
 }
 
 function sample() {
@@ -362,18 +385,34 @@ function renderApplications() {
 }
 
 function renderResults() {
-  const rows = state.results.map((r) =>
+  const all = [];
+  for (const [application, results] of state.results) {
+    for (const r of results) all.push({ application, ...r });
+  }
+  all.sort((a, b) => b.received_at - a.received_at || b.invocation - a.invocation);
+  const rows = all.slice(0, 50).map((r) =>
     h(
       "tr",
-      { "data-testid": "result-row", "data-application": r.application, "data-device": r.device },
-      h("td", { text: new Date(r.at).toLocaleTimeString() }),
+      {
+        "data-testid": "result-row",
+        "data-application": r.application,
+        "data-device": r.device,
+        "data-outcome": r.trap ? "trapped" : "returned",
+      },
+      h("td", { text: r.received_at ? new Date(r.received_at).toLocaleTimeString() : "" }),
       h("td", { class: "mono", text: r.application }),
       h("td", { class: "mono", text: r.device }),
-      h("td", { class: `phase-${r.phase}`, text: r.phase }),
-      h("td", { text: r.results })
+      h("td", { text: r.invocation }),
+      h("td", { class: r.trap ? "mono trap" : "mono", "data-testid": "result-outcome", text: outcomeText(r) }),
+      h("td", { text: r.fuel_used }),
+      h("td", {
+        class: "mono",
+        "data-testid": "result-log",
+        text: (r.logs && r.logs.length ? r.logs[0] : "") + (r.logs && r.logs.length > 1 ? " …" : ""),
+      })
     )
   );
-  fillBody($("results-body"), rows, 5, "no results yet");
+  fillBody($("results-body"), rows, 7, "no results yet");
 }
 
 function renderGateways() {

@@ -30,7 +30,8 @@ use tracing::{debug, info, warn};
 
 use crate::http::devices::normalize_device_id;
 use crate::model::{
-    Application, DeploymentStatus, Device, DeviceDeployment, Gateway, Phase, Presence, now_ms,
+    Application, DeploymentStatus, Device, DeviceDeployment, ExecutionResult, Gateway, Phase,
+    Presence, RESULTS_PER_DEPLOYMENT, WasmValue, now_ms,
 };
 use crate::store::{Store, StoreError};
 
@@ -99,6 +100,29 @@ struct GatewayDeployment {
     #[serde(default)]
     desired: Option<String>,
 }
+
+/// An execution result as the gateway's `GET /v1/results` shows it.
+#[derive(Debug, Deserialize)]
+struct GatewayResult {
+    invocation: u32,
+    #[serde(default)]
+    returned: Option<Vec<WasmValue>>,
+    #[serde(default)]
+    trap: Option<String>,
+    #[serde(default)]
+    fuel_used: u64,
+    #[serde(default)]
+    duration_us: u64,
+    #[serde(default)]
+    logs: Vec<String>,
+    #[serde(default)]
+    logs_truncated: bool,
+    #[serde(default)]
+    received_at_ms: u64,
+}
+
+/// Most results asked of a gateway per deployment and pass (to count them).
+const RESULTS_FETCHED: u32 = 1000;
 
 /// The reconcile loop. See the module documentation.
 #[derive(Debug)]
@@ -355,6 +379,8 @@ impl Controller {
         let mut module_b64: Option<String> = None;
         let mut next = Vec::new();
         let mut created = Vec::new();
+        // The latest results of the deployments polled in this pass, by device.
+        let mut fetched: HashMap<String, Vec<ExecutionResult>> = HashMap::new();
 
         // Deployments of devices that no longer match (or of a deleting
         // application) are removed at their gateway.
@@ -424,7 +450,11 @@ impl Controller {
                         ));
                     }
                     (_, Some(url), Some(id)) => {
-                        self.poll(url, id, &mut entry, &device.spec.gateway).await;
+                        if let Some(results) =
+                            self.poll(url, id, &mut entry, &device.spec.gateway).await
+                        {
+                            fetched.insert(entry.device.clone(), results);
+                        }
                     }
                     (Some(device_id), Some(url), None) => {
                         // A deployment made before a crash, whose id was
@@ -503,6 +533,8 @@ impl Controller {
             }
         }
 
+        // Results first: whoever sees the new counts finds them.
+        self.record_results(&application.metadata.uid, &next, fetched)?;
         let results = next.iter().map(|e| e.results).sum();
         let finished = application.metadata.deleting && next.is_empty();
         let outcome = self.store.modify::<Application>(&name, |a| {
@@ -521,6 +553,9 @@ impl Controller {
                     {
                         Ok(()) | Err(StoreError::NotFound { .. }) => {
                             info!(application = %name, "application deleted");
+                            self.store
+                                .backend()
+                                .delete_results(&application.metadata.uid)?;
                             return Ok(None);
                         }
                         // Changed meanwhile: the next pass finishes.
@@ -531,6 +566,9 @@ impl Controller {
                 Ok(Some(current.status.deployments))
             }
             Err(StoreError::NotFound { .. }) => {
+                self.store
+                    .backend()
+                    .delete_results(&application.metadata.uid)?;
                 // Deleted while we deployed: take back what we placed.
                 for (url, id) in created {
                     let request = self.client.delete(format!("{url}/v1/deployments/{id}"));
@@ -544,8 +582,16 @@ impl Controller {
         }
     }
 
-    /// Copies a gateway deployment's state and result count into `entry`.
-    async fn poll(&mut self, url: &str, id: u64, entry: &mut DeploymentStatus, gateway: &str) {
+    /// Copies a gateway deployment's state and result count into `entry`;
+    /// returns its latest results, newest first (`None` when they could
+    /// not be fetched).
+    async fn poll(
+        &mut self,
+        url: &str,
+        id: u64,
+        entry: &mut DeploymentStatus,
+        gateway: &str,
+    ) -> Option<Vec<ExecutionResult>> {
         let request = self.client.get(format!("{url}/v1/deployments/{id}"));
         match self.call::<GatewayDeployment>(request).await {
             Ok(view) => {
@@ -557,22 +603,76 @@ impl Controller {
                 entry.gateway_deployment_id = None;
                 entry.phase = Phase::Pending;
                 entry.reason = Some("the gateway no longer knows the deployment".into());
-                return;
+                return None;
             }
             Err(e) => {
                 if matches!(e, CallError::Unreachable(_)) {
                     self.failed(gateway);
                 }
                 entry.reason = Some(e.to_string());
-                return;
+                return None;
             }
         }
-        let request = self
-            .client
-            .get(format!("{url}/v1/results?deployment={id}&limit=1000"));
-        if let Ok(results) = self.call::<Vec<serde_json::Value>>(request).await {
-            entry.results = u64::try_from(results.len()).unwrap_or(u64::MAX);
+        let request = self.client.get(format!(
+            "{url}/v1/results?deployment={id}&limit={RESULTS_FETCHED}"
+        ));
+        let results = self.call::<Vec<GatewayResult>>(request).await.ok()?;
+        entry.results = u64::try_from(results.len()).unwrap_or(u64::MAX);
+        // The gateway lists them newest first.
+        Some(
+            results
+                .into_iter()
+                .take(RESULTS_PER_DEPLOYMENT)
+                .map(|r| ExecutionResult {
+                    device: entry.device.clone(),
+                    gateway_deployment_id: id,
+                    invocation: r.invocation,
+                    returned: r.returned,
+                    trap: r.trap,
+                    fuel_used: r.fuel_used,
+                    duration_us: r.duration_us,
+                    logs: r.logs,
+                    logs_truncated: r.logs_truncated,
+                    received_at: r.received_at_ms,
+                })
+                .collect(),
+        )
+    }
+
+    /// Stores the latest results of an application's deployments: those
+    /// fetched in this pass, and the kept ones of deployments not polled
+    /// (their gateway is unreachable); those of devices it left are dropped.
+    fn record_results(
+        &self,
+        uid: &str,
+        deployments: &[DeploymentStatus],
+        mut fetched: HashMap<String, Vec<ExecutionResult>>,
+    ) -> Result<(), StoreError> {
+        let kept = self.store.results(uid)?;
+        let mut results = Vec::new();
+        for deployment in deployments {
+            match fetched.remove(&deployment.device) {
+                Some(latest) => results.extend(latest),
+                None => results.extend(
+                    kept.iter()
+                        .filter(|r| {
+                            r.device == deployment.device
+                                && Some(r.gateway_deployment_id) == deployment.gateway_deployment_id
+                        })
+                        .cloned(),
+                ),
+            }
         }
+        results.sort_by(|a, b| {
+            b.received_at
+                .cmp(&a.received_at)
+                .then_with(|| b.invocation.cmp(&a.invocation))
+                .then_with(|| a.device.cmp(&b.device))
+        });
+        if results != kept {
+            self.store.put_results(uid, &results)?;
+        }
+        Ok(())
     }
 }
 

@@ -253,6 +253,39 @@ pub struct ApplicationStatus {
     pub results: u64,
 }
 
+/// Most results kept per deployment (device) of an application.
+pub const RESULTS_PER_DEPLOYMENT: usize = 10;
+
+/// One execution of an application's module on a device, as its gateway
+/// reported it. Kept apart from the application (the last
+/// [`RESULTS_PER_DEPLOYMENT`] per device) and served by
+/// `GET /api/v1/applications/{name}/results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionResult {
+    /// The [`Device`] resource's name.
+    pub device: String,
+    /// The deployment id at the device's gateway.
+    pub gateway_deployment_id: u64,
+    /// Which run of the deployment on the device.
+    pub invocation: u32,
+    /// Returned values, when the invocation returned.
+    #[serde(default)]
+    pub returned: Option<Vec<WasmValue>>,
+    /// The trap, when it trapped (e.g. `OutOfFuel`).
+    #[serde(default)]
+    pub trap: Option<String>,
+    pub fuel_used: u64,
+    pub duration_us: u64,
+    /// Lines the module logged.
+    #[serde(default)]
+    pub logs: Vec<String>,
+    /// Whether the device dropped log lines.
+    #[serde(default)]
+    pub logs_truncated: bool,
+    /// When the gateway received it, milliseconds since the epoch.
+    pub received_at: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GatewaySpec {
     /// Base URL of the gateway's HTTP/JSON interface, e.g. `http://10.0.0.2:8080`.

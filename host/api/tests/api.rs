@@ -37,6 +37,7 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
             Some(app_body("a1", &doubler(), json!({ "names": ["d1"] }))),
         ),
         ("GET", "/api/v1/applications/a1", None),
+        ("GET", "/api/v1/applications/a1/results", None),
         ("DELETE", "/api/v1/applications/a1", None),
         ("GET", "/api/v1/gateways", None),
         (
@@ -353,6 +354,7 @@ async fn openapi_documents_every_route_and_the_bearer_scheme() {
         "/api/v1/devices/{name}",
         "/api/v1/applications",
         "/api/v1/applications/{name}",
+        "/api/v1/applications/{name}/results",
         "/api/v1/gateways",
         "/api/v1/gateways/{name}",
     ] {
@@ -364,6 +366,69 @@ async fn openapi_documents_every_route_and_the_bearer_scheme() {
     );
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     assert!(doc["components"]["schemas"]["Application"].is_object());
+    let result = &doc["components"]["schemas"]["ExecutionResult"];
+    for field in [
+        "device",
+        "invocation",
+        "returned",
+        "trap",
+        "fuel_used",
+        "logs",
+    ] {
+        assert!(
+            result["properties"][field].is_object(),
+            "ExecutionResult.{field} missing"
+        );
+    }
+    let ok = &doc["paths"]["/api/v1/applications/{name}/results"]["get"]["responses"]["200"];
+    assert_eq!(
+        ok["content"]["application/json"]["schema"]["items"]["$ref"],
+        "#/components/schemas/ExecutionResult"
+    );
+}
+
+#[tokio::test]
+async fn results_need_a_token_and_a_known_application() {
+    let api = TestApi::in_memory();
+    let (status, content_type, json) = api
+        .call("GET", "/api/v1/applications/nope/results", None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_problem(status, &content_type, &json, "unauthorized");
+    let reader = api.reader.clone();
+    let (status, content_type, json) = api
+        .call(
+            "GET",
+            "/api/v1/applications/nope/results",
+            Some(&reader),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_problem(status, &content_type, &json, "not_found");
+    api.admin(
+        "POST",
+        "/api/v1/applications",
+        Some(app_body("a1", &doubler(), json!({ "names": ["d1"] }))),
+        StatusCode::CREATED,
+    )
+    .await;
+    // Read-only tokens may read them; none yet.
+    let (status, _, json) = api
+        .call(
+            "GET",
+            "/api/v1/applications/a1/results",
+            Some(&reader),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json, json!([]));
+    // The list stays small: results are not in it.
+    let list = api
+        .admin("GET", "/api/v1/applications", None, StatusCode::OK)
+        .await;
+    assert!(!list.to_string().contains("fuel_used"), "{list}");
 }
 
 #[tokio::test]

@@ -218,6 +218,45 @@ async fn an_application_reaches_the_selected_simulated_devices_and_leaves_on_del
         let (_, results) = gateway.get(&format!("/v1/results?deployment={id}")).await;
         assert_eq!(results[0]["returned"][0], json!({ "i32": 42 }));
     }
+    // The results themselves, through the API, for each device.
+    let results = eventually("results of every device through the API", || async {
+        let results = api
+            .admin(
+                "GET",
+                "/api/v1/applications/doubler/results",
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        let mut devices: Vec<String> = results
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r["returned"] == json!([{ "i32": 42 }]))
+            .map(|r| r["device"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        devices.sort();
+        devices.dedup();
+        (devices == ["sim-0", "sim-1", "sim-2"], results)
+    })
+    .await;
+    for result in results.as_array().unwrap() {
+        assert_eq!(result["trap"], Value::Null, "{result}");
+        assert!(result["fuel_used"].as_u64().unwrap() > 0, "{result}");
+        assert!(result["received_at"].as_u64().unwrap() > 0, "{result}");
+        assert!(
+            gateway_ids.contains(&result["gateway_deployment_id"].as_u64().unwrap()),
+            "{result}"
+        );
+    }
+    let received: Vec<u64> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["received_at"].as_u64().unwrap())
+        .collect();
+    assert!(received.windows(2).all(|w| w[0] >= w[1]), "newest first");
 
     // Device statuses: presence from the gateway, the placement.
     let device = eventually("device status", || async {

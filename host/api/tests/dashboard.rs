@@ -630,7 +630,8 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
     browser
         .wait_for(
             "the results list, the devices' applications and the chart",
-            "document.querySelectorAll('[data-testid=result-row][data-application=doubler]').length >= 3 && \
+            "[...document.querySelectorAll('[data-testid=result-row][data-application=doubler]')] \
+               .filter(r => r.querySelector('[data-testid=result-outcome]').innerText === 'i32:42').length >= 3 && \
              document.querySelectorAll('#devices-body .phase-Stopped, #devices-body .phase-Running, #devices-body .phase-Installed').length === 3 && \
              document.querySelector('#chart path[data-series=connected]') !== null && \
              document.getElementById('chart-summary').innerText.includes('Connected devices 3')",
@@ -642,6 +643,34 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
         .admin("GET", "/api/v1/applications/doubler", None, StatusCode::OK)
         .await;
     assert_eq!(app["status"]["results"], 3);
+    let results = api
+        .admin(
+            "GET",
+            "/api/v1/applications/doubler/results",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let shown = browser
+        .eval(
+            "JSON.stringify([...document.querySelectorAll('[data-testid=result-row][data-application=doubler]')] \
+               .map(r => [r.dataset.device, r.dataset.outcome]).sort())",
+        )
+        .await;
+    let mut expected: Vec<(String, String)> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["device"].as_str().unwrap().to_owned(),
+                "returned".to_owned(),
+            )
+        })
+        .collect();
+    expected.sort();
+    let shown: Vec<(String, String)> = serde_json::from_str(shown.as_str().unwrap()).unwrap();
+    assert_eq!(shown, expected);
 
     // Deploying the same name again: the problem document is shown.
     browser

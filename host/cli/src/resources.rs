@@ -95,9 +95,11 @@ pub(crate) enum AppCommand {
     Get { name: String },
     /// Delete an application (its deployments are removed first).
     Delete { name: String },
-    /// Each application's phase and result count per device.
+    /// Without a name, each application's phase and result count per
+    /// device; with one, that application's latest execution results
+    /// (returned values or trap, fuel, duration, first log line).
     Results {
-        /// Only this application.
+        /// Show this application's execution results.
         name: Option<String>,
     },
 }
@@ -383,14 +385,24 @@ pub(crate) fn run_app(args: AppArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            AppCommand::Results { name } => {
-                let apps = match &name {
-                    Some(name) => Value::Array(vec![
-                        api.get(&format!("/api/v1/applications/{}", segment(name)))
-                            .await?,
-                    ]),
-                    None => api.get("/api/v1/applications").await?,
-                };
+            AppCommand::Results { name: Some(name) } => {
+                let results = api
+                    .get(&format!("/api/v1/applications/{}/results", segment(&name)))
+                    .await?;
+                match output {
+                    Output::Json => print_json(&results),
+                    Output::Text if list(&results).is_empty() => {
+                        say(&format!("application {name} has no results yet"));
+                        Ok(())
+                    }
+                    Output::Text => {
+                        say(&executions_table(&results));
+                        Ok(())
+                    }
+                }
+            }
+            AppCommand::Results { name: None } => {
+                let apps = api.get("/api/v1/applications").await?;
                 match output {
                     Output::Json => {
                         let statuses: Vec<Value> = list(&apps)
@@ -618,6 +630,51 @@ pub(crate) fn results_table(apps: &Value) -> String {
     )
 }
 
+/// What an execution came to: its returned values (`i32:1229`) or its trap.
+fn outcome_text(result: &Value) -> String {
+    if let Some(trap) = result["trap"].as_str() {
+        return format!("trap {trap}");
+    }
+    let values: Vec<String> = list(&result["returned"])
+        .iter()
+        .filter_map(|v| v.as_object())
+        .flat_map(|m| m.iter().map(|(k, v)| format!("{k}:{v}")))
+        .collect();
+    if values.is_empty() {
+        "returned".to_owned()
+    } else {
+        values.join(", ")
+    }
+}
+
+/// An application's execution results, one a line.
+pub(crate) fn executions_table(results: &Value) -> String {
+    let rows: Vec<Vec<String>> = list(results)
+        .iter()
+        .map(|r| {
+            let mut log = list(&r["logs"])
+                .first()
+                .map(text)
+                .unwrap_or_else(|| "-".to_owned());
+            if list(&r["logs"]).len() > 1 || r["logs_truncated"].as_bool() == Some(true) {
+                log.push_str(" ...");
+            }
+            vec![
+                text(&r["device"]),
+                text(&r["invocation"]),
+                outcome_text(r),
+                text(&r["fuel_used"]),
+                format!("{}us", text(&r["duration_us"])),
+                log,
+            ]
+        })
+        .collect();
+    table(
+        &["DEVICE", "INVOCATION", "OUTCOME", "FUEL", "DURATION", "LOG"],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,6 +729,26 @@ mod tests {
             "{out}"
         );
         assert!(lines[2].ends_with("waiting"), "{out}");
+    }
+
+    #[test]
+    fn executions_show_values_traps_and_the_first_log_line() {
+        let results = json!([
+            {"device": "qemu-0", "invocation": 2, "returned": [{"i32": 1229}], "trap": null,
+             "fuel_used": 500, "duration_us": 70, "logs": ["largest prime 9973", "done"],
+             "logs_truncated": false},
+            {"device": "qemu-1", "invocation": 1, "returned": null, "trap": "OutOfFuel",
+             "fuel_used": 1000, "duration_us": 9, "logs": [], "logs_truncated": false},
+        ]);
+        let out = executions_table(&results);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].starts_with("DEVICE"), "{out}");
+        assert!(lines[1].contains("i32:1229"), "{out}");
+        assert!(lines[1].ends_with("largest prime 9973 ..."), "{out}");
+        assert!(lines[1].contains("70us"), "{out}");
+        assert!(lines[2].contains("trap OutOfFuel"), "{out}");
+        assert!(lines[2].ends_with('-'), "{out}");
     }
 
     #[test]

@@ -210,7 +210,7 @@ fn client_commands_manage_devices_and_applications() {
     // No gateway is registered: the controller records why dev-1 waits.
     let until = Instant::now() + Duration::from_secs(20);
     loop {
-        let results = api.ok(&["app", "results", "demo"]);
+        let results = api.ok(&["app", "results"]);
         if results.contains("dev-1") {
             assert!(
                 results
@@ -225,6 +225,15 @@ fn client_commands_manage_devices_and_applications() {
         assert!(Instant::now() < until, "no deployment status: {results}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Its execution results: none, as no gateway ran it.
+    let out = api.ok(&["app", "results", "demo"]);
+    assert!(out.contains("application demo has no results yet"), "{out}");
+    let out = api.ok(&["app", "results", "demo", "--output", "json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("JSON"),
+        serde_json::json!([])
+    );
+    assert!(api.fails(&["app", "results", "nope"]).contains("404"));
     let out = api.ok(&["app", "delete", "demo"]);
     assert!(out.contains("application demo deleted"), "{out}");
     assert!(api.fails(&["app", "get", "demo"]).contains("404"));

@@ -183,6 +183,49 @@ fn up_runs_a_fleet_with_the_sample_application_and_stops_on_ctrl_c() {
         );
     }
 
+    // The results themselves: primes below 10000 returns 1229 and 9973 on
+    // every device.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let results = loop {
+        let results = wasmbed_json(&api, &token, &["app", "results", "primes"]);
+        let mut devices: Vec<String> = results
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["returned"] == serde_json::json!([{"i32": 1229}, {"i32": 9973}]))
+            .filter_map(|r| r["device"].as_str().map(str::to_owned))
+            .collect();
+        devices.sort();
+        devices.dedup();
+        if devices.len() == 2 {
+            break results;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no results with 1229 from both devices: {results}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let first = &results[0];
+    assert!(
+        first["logs"][0]
+            .as_str()
+            .is_some_and(|l| l.starts_with("primes below 10000: 1229")),
+        "{first}"
+    );
+    let out = Command::new(WASMBED)
+        .args(["app", "results", "primes", "--api", &api, "--token", &token])
+        .output()
+        .expect("run wasmbed");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert!(rows.len() >= 2, "{text}");
+    for row in rows {
+        assert!(row.contains("i32:1229, i32:9973"), "{text}");
+        assert!(row.contains("primes below 10000: 1229"), "{text}");
+    }
+
     // A device created through the API as emulated boots, enrolls and gets
     // the application like the others.
     wasmbed_json(

@@ -13,7 +13,9 @@ use super::{
     ApiJson, ApiQuery, ApiResult, AppState, ListQuery, MAX_MODULE_SIZE, NewMetadata, Problem,
     has_labels, object_meta, path_name, validate_label, validate_metadata, validate_name,
 };
-use crate::model::{Application, ApplicationSpec, ApplicationStatus, Limits, ModuleRef, Selector};
+use crate::model::{
+    Application, ApplicationSpec, ApplicationStatus, ExecutionResult, Limits, ModuleRef, Selector,
+};
 
 /// Most fuel an invocation may be given.
 pub const MAX_FUEL: u64 = 1 << 40;
@@ -187,6 +189,27 @@ pub(crate) async fn get_one(
     Ok(Json(state.store.fetch::<Application>(&name)?))
 }
 
+/// The latest execution results of an application (the last ten per
+/// device), newest first.
+#[utoipa::path(
+    get, path = "/api/v1/applications/{name}/results", tag = "applications",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = Vec<ExecutionResult>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn results(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<ExecutionResult>>> {
+    path_name(&name)?;
+    let application: Application = state.store.fetch(&name)?;
+    Ok(Json(state.store.results(&application.metadata.uid)?))
+}
+
 /// Deletes at once when nothing was deployed; otherwise marks the
 /// application `deleting` (202) and the controller removes its gateway
 /// deployments, then the application.
@@ -221,7 +244,13 @@ pub(crate) async fn delete(
             {
                 Err(crate::store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
-                Ok(()) => return Ok(StatusCode::NO_CONTENT.into_response()),
+                Ok(()) => {
+                    state
+                        .store
+                        .backend()
+                        .delete_results(&application.metadata.uid)?;
+                    return Ok(StatusCode::NO_CONTENT.into_response());
+                }
             }
         }
         let marked = state.store.modify::<Application>(&name, |a| {

@@ -11,6 +11,7 @@
 //! | `GET, PUT, DELETE /api/v1/devices/{name}` | read, replace labels and spec (at a `resource_version`), delete |
 //! | `POST, GET /api/v1/applications[?labelSelector=...]` | create (module in base64), list |
 //! | `GET, DELETE /api/v1/applications/{name}` | read, delete (the controller removes its deployments first) |
+//! | `GET /api/v1/applications/{name}/results` | its latest execution results (ten per device), newest first |
 //! | `POST, GET /api/v1/gateways` | register, list |
 //! | `GET /api/v1/gateways/{name}` | read |
 //!
@@ -71,6 +72,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v1/applications/{name}",
             get(applications::get_one).delete(applications::delete),
+        )
+        .route(
+            "/api/v1/applications/{name}/results",
+            get(applications::results),
         )
         .route(
             "/api/v1/gateways",

@@ -11,6 +11,7 @@ struct Inner {
     objects: HashMap<Kind, BTreeMap<String, StoredObject>>,
     blobs: HashMap<String, Vec<u8>>,
     tokens: Vec<TokenRecord>,
+    results: HashMap<String, String>,
     version: u64,
 }
 
@@ -135,5 +136,21 @@ impl ResourceStore for MemoryStore {
 
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         Ok(self.lock().tokens.clone())
+    }
+
+    fn put_results(&self, application_uid: &str, json: &str) -> Result<(), StoreError> {
+        self.lock()
+            .results
+            .insert(application_uid.to_owned(), json.to_owned());
+        Ok(())
+    }
+
+    fn results(&self, application_uid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().results.get(application_uid).cloned())
+    }
+
+    fn delete_results(&self, application_uid: &str) -> Result<(), StoreError> {
+        self.lock().results.remove(application_uid);
+        Ok(())
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::model::{Kind, Object, ObjectMeta};
+use crate::model::{ExecutionResult, Kind, Object, ObjectMeta};
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
@@ -83,6 +83,12 @@ pub trait ResourceStore: Send + Sync + std::fmt::Debug {
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Replaces the execution results kept for an application (by `uid`),
+    /// a JSON array.
+    fn put_results(&self, application_uid: &str, json: &str) -> Result<(), StoreError>;
+    /// The execution results kept for an application, if any.
+    fn results(&self, application_uid: &str) -> Result<Option<String>, StoreError>;
+    fn delete_results(&self, application_uid: &str) -> Result<(), StoreError>;
 }
 
 /// A random identifier in UUID v4 form.
@@ -219,6 +225,26 @@ impl Store {
         }
     }
 
+    /// The execution results kept for an application (by `uid`), newest
+    /// first.
+    pub fn results(&self, application_uid: &str) -> Result<Vec<ExecutionResult>, StoreError> {
+        match self.backend.results(application_uid)? {
+            Some(json) => Ok(serde_json::from_str(&json)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Replaces an application's execution results. Not a resource
+    /// change: nobody is notified.
+    pub fn put_results(
+        &self,
+        application_uid: &str,
+        results: &[ExecutionResult],
+    ) -> Result<(), StoreError> {
+        self.backend
+            .put_results(application_uid, &serde_json::to_string(results)?)
+    }
+
     pub fn delete<T: Object>(
         &self,
         name: &str,
@@ -322,6 +348,26 @@ pub(crate) mod tests {
         };
         store.backend().put_token(&token)?;
         assert_eq!(store.backend().tokens()?, vec![token]);
+
+        assert!(store.results("u1")?.is_empty());
+        let result = crate::model::ExecutionResult {
+            device: "a".into(),
+            gateway_deployment_id: 3,
+            invocation: 1,
+            returned: Some(vec![crate::model::WasmValue::I32(42)]),
+            trap: None,
+            fuel_used: 10,
+            duration_us: 20,
+            logs: vec!["hi".into()],
+            logs_truncated: false,
+            received_at: 30,
+        };
+        store.put_results("u1", std::slice::from_ref(&result))?;
+        store.put_results("u1", &[result.clone(), result.clone()])?;
+        assert_eq!(store.results("u1")?, vec![result.clone(), result]);
+        assert!(store.results("u2")?.is_empty());
+        store.backend().delete_results("u1")?;
+        assert!(store.results("u1")?.is_empty());
         Ok(())
     }
 

@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS tokens (
     role TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS results (
+    application_uid TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -301,6 +305,34 @@ impl ResourceStore for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn put_results(&self, application_uid: &str, json: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO results (application_uid, data) VALUES (?1, ?2)
+             ON CONFLICT (application_uid) DO UPDATE SET data = excluded.data",
+            params![application_uid, json],
+        )?;
+        Ok(())
+    }
+
+    fn results(&self, application_uid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT data FROM results WHERE application_uid = ?1",
+                params![application_uid],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    fn delete_results(&self, application_uid: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "DELETE FROM results WHERE application_uid = ?1",
+            params![application_uid],
+        )?;
+        Ok(())
     }
 }
 
