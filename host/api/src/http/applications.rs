@@ -105,6 +105,7 @@ fn validate_selector(selector: &Selector) -> ApiResult<()> {
         (status = 201, body = Application),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
@@ -153,6 +154,7 @@ pub(crate) async fn create(
     params(ListQuery),
     responses(
         (status = 200, body = Vec<Application>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

@@ -73,6 +73,7 @@ fn validate_spec(spec: &DeviceSpec) -> ApiResult<()> {
         (status = 201, body = Device),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ),
@@ -98,6 +99,7 @@ pub(crate) async fn create(
     params(ListQuery),
     responses(
         (status = 200, body = Vec<Device>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -165,6 +167,7 @@ pub(crate) async fn delete(
         (status = 200, body = Device),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),

@@ -49,6 +49,7 @@ fn validate_spec(spec: &GatewaySpec) -> ApiResult<()> {
         (status = 201, body = Gateway),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ),
