@@ -3,6 +3,9 @@
 //! application's results come back through the API, and Ctrl-C stops it
 //! all. Skipped (with a message) without qemu-system-arm or the firmware.
 
+#[path = "../../api/tests/browser/mod.rs"]
+mod browser;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -263,6 +266,8 @@ fn up_runs_a_fleet_with_the_sample_application_and_stops_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    dashboard_deploys_to_the_fleet(&api, &token, dir.path());
+
     let pid = child.0.id().to_string();
     let status = Command::new("kill")
         .args(["-INT", &pid])
@@ -287,4 +292,78 @@ fn up_runs_a_fleet_with_the_sample_application_and_stops_on_ctrl_c() {
             "qemu (pid {pid}) is still running"
         );
     }
+}
+
+/// The dashboard of the running `wasmbed up`, in headless Chromium: it
+/// shows the three devices connected, deploys `fib` through its form and
+/// shows the result from every device. Skipped without `chromium` unless
+/// `WASMBED_REQUIRE_BROWSER` is set.
+fn dashboard_deploys_to_the_fleet(api: &str, token: &str, dir: &Path) {
+    let Some(chromium) = browser::find_on_path("chromium") else {
+        assert!(
+            std::env::var_os("WASMBED_REQUIRE_BROWSER").is_none(),
+            "WASMBED_REQUIRE_BROWSER is set but chromium is not on PATH"
+        );
+        eprintln!(
+            "skipping the dashboard part: chromium is not on PATH (apt-get install chromium)"
+        );
+        return;
+    };
+    let fib = root().join("apps/wat/fib.wat");
+    let module = dir.join("fib.wasm");
+    std::fs::write(&module, wat_to_wasm(&fib)).expect("write fib.wasm");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let page = browser::Browser::launch(&chromium).await;
+        page.call("Page.navigate", serde_json::json!({ "url": format!("{api}/") }))
+            .await;
+        page.wait_for("the page", "document.readyState === 'complete' && !!document.getElementById('token-form')")
+            .await;
+        page.eval(&format!(
+            "document.getElementById('token').value = {}; document.getElementById('token-save').click(); true",
+            browser::js(token)
+        ))
+        .await;
+        page.wait_for(
+            "three connected devices",
+            "document.querySelectorAll('[data-testid=device-row][data-presence=connected]').length === 3",
+        )
+        .await;
+        page.eval(
+            "document.getElementById('deploy-name').value = 'fib'; \
+             document.getElementById('deploy-selector').value = 'demo=true'; \
+             document.getElementById('deploy-fuel').value = '20000000'; \
+             document.getElementById('deploy-entry').value = 'run'; \
+             document.getElementById('deploy-args').value = 'i64:20'; true",
+        )
+        .await;
+        let input = page
+            .call(
+                "Runtime.evaluate",
+                serde_json::json!({ "expression": "document.getElementById('deploy-module')" }),
+            )
+            .await;
+        page.call(
+            "DOM.setFileInputFiles",
+            serde_json::json!({
+                "files": [module.to_str().expect("UTF-8 path")],
+                "objectId": input["result"]["objectId"],
+            }),
+        )
+        .await;
+        page.eval("document.getElementById('deploy-submit').click(); true")
+            .await;
+        page.wait_for(
+            "fib's result from the three emulated devices",
+            "[...document.querySelectorAll('[data-testid=result-row][data-application=fib]')] \
+               .filter(r => r.querySelector('[data-testid=result-outcome]').innerText === 'i64:6765').length >= 3",
+        )
+        .await;
+        page.close().await;
+    });
+}
+
+/// A WAT file as WebAssembly.
+fn wat_to_wasm(path: &Path) -> Vec<u8> {
+    wat::parse_file(path).expect("valid WAT")
 }
