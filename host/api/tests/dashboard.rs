@@ -9,19 +9,15 @@
 mod browser;
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use browser::{Browser, find_on_path, js};
 use common::*;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use wasmbed_api::controller::{Controller, ControllerConfig};
 use wasmbed_api::model::{Device, Presence};
-use wasmbed_gateway::store::Store as GatewayStore;
-use wasmbed_gateway::{Gateway, GatewayConfig};
 use wasmbed_sim::{Fleet, SimConfig, Simulation};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -141,44 +137,6 @@ async fn the_dashboard_is_static_and_events_need_a_token() {
 }
 
 // --- a real gateway and simulated devices --------------------------------------
-
-fn installation() -> &'static wasmbed_pki::Installation {
-    &wasmbed_pki::test_fixtures().installation
-}
-
-struct TestGateway {
-    devices: SocketAddr,
-    http: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start_gateway() -> TestGateway {
-    let mut config = GatewayConfig {
-        chunk_size: 512,
-        transfer_window: 2048,
-        ..GatewayConfig::default()
-    };
-    config.session.heartbeat_interval_ms = 250;
-    config.session.missed_heartbeats = 12;
-    let gateway = Gateway::new(config, installation(), GatewayStore::in_memory().unwrap()).unwrap();
-    let devices = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let test = TestGateway {
-        devices: devices.local_addr().unwrap(),
-        http: http.local_addr().unwrap(),
-        _stop: stop,
-    };
-    tokio::spawn(async move {
-        gateway
-            .serve(devices, http, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    test
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {

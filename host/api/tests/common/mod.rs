@@ -3,6 +3,11 @@
 
 use std::net::SocketAddr;
 
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use wasmbed_gateway::store::Store as GatewayStore;
+use wasmbed_gateway::{Gateway, GatewayConfig};
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -120,4 +125,59 @@ pub fn doubler() -> Vec<u8> {
             (i32.mul (local.get 0) (i32.const 2))))"#,
     )
     .unwrap()
+}
+
+pub fn installation() -> &'static wasmbed_pki::Installation {
+    &wasmbed_pki::test_fixtures().installation
+}
+
+/// A real gateway on loopback, pairing closed until a test opens it.
+pub struct TestGateway {
+    pub devices: SocketAddr,
+    pub http: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+pub async fn start_gateway() -> TestGateway {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut config = GatewayConfig {
+        chunk_size: 512,
+        transfer_window: 2048,
+        ..GatewayConfig::default()
+    };
+    config.session.heartbeat_interval_ms = 250;
+    config.session.missed_heartbeats = 12;
+    let gateway = Gateway::new(config, installation(), GatewayStore::in_memory().unwrap()).unwrap();
+    let devices = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let test = TestGateway {
+        devices: devices.local_addr().unwrap(),
+        http: http.local_addr().unwrap(),
+        _stop: stop,
+    };
+    tokio::spawn(async move {
+        gateway
+            .serve(devices, http, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    test
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::get(self.url(path)).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
 }
