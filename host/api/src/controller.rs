@@ -537,12 +537,25 @@ impl Controller {
         self.record_results(&application.metadata.uid, &next, fetched)?;
         let results = next.iter().map(|e| e.results).sum();
         let finished = application.metadata.deleting && next.is_empty();
+        let uid = &application.metadata.uid;
         let outcome = self.store.modify::<Application>(&name, |a| {
+            // Deleted and created again under the same name meanwhile: this
+            // pass's placements belong to the old one, not to it.
+            if &a.metadata.uid != uid {
+                return false;
+            }
             let change = a.status.deployments != next || a.status.results != results;
             a.status.deployments = next.clone();
             a.status.results = results;
             change
         });
+        let outcome = match outcome {
+            Ok(current) if &current.metadata.uid != uid => Err(StoreError::NotFound {
+                kind: <Application as crate::model::Object>::KIND.as_str(),
+                name: name.clone(),
+            }),
+            other => other,
+        };
         match outcome {
             Ok(current) => {
                 if finished || (current.metadata.deleting && current.status.deployments.is_empty())

@@ -127,7 +127,7 @@ impl ApiServer {
         info!(listen = %listener.local_addr()?, "API server listening");
         let router = http::app(self.state);
         let mut http_stop = stop_rx;
-        let http_task = tokio::spawn(async move {
+        let mut http_task = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     let _ = http_stop.wait_for(|stop| *stop).await;
@@ -140,13 +140,23 @@ impl ApiServer {
         if let Err(e) = controller_task.await {
             warn!(error = %e, "controller task failed");
         }
-        match http_task.await {
-            Ok(result) => result?,
-            Err(e) => warn!(error = %e, "HTTP task failed"),
+        // Graceful shutdown waits for every connection to close, and a
+        // dashboard's event stream never does on its own: give open
+        // requests a moment, then close what is left.
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut http_task).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => warn!(error = %e, "HTTP task failed"),
+            Err(_) => {
+                info!(grace = ?SHUTDOWN_GRACE, "closing the connections still open (event streams)");
+                http_task.abort();
+            }
         }
         Ok(())
     }
 }
+
+/// How long shutdown waits for open connections before closing them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Opens the server of `config`, hands a newly made admin token to
 /// `on_admin_token` (once, before serving), and serves on `listener` until
@@ -210,12 +220,21 @@ mod tests {
         assert_eq!(get(addr, "/api/v1/devices", Some("wbd_nope")).await, 401);
         assert_eq!(get(addr, "/api/v1/devices", Some(&token)).await, 200);
 
+        // An open event stream (a dashboard) does not hold the shutdown up.
+        let events = reqwest::Client::new()
+            .get(format!("http://{addr}/api/v1/events"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("event stream");
+        assert_eq!(events.status(), 200);
         stop_tx.send(()).expect("stop");
         tokio::time::timeout(std::time::Duration::from_secs(10), server)
             .await
             .expect("stops in time")
             .expect("join")
             .expect("served");
+        drop(events);
 
         // The same database again: the admin token is not shown twice, and
         // the first one still works.
