@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{
     ApiJson, ApiQuery, ApiResult, AppState, ListQuery, MAX_MODULE_SIZE, NewMetadata, Problem,
-    has_labels, object_meta, path_name, validate_label, validate_metadata, validate_name,
+    object_meta, path_name, validate_label, validate_metadata, validate_name,
 };
 use crate::model::{
     Application, ApplicationSpec, ApplicationStatus, ExecutionResult, Limits, ModuleRef, Selector,
@@ -163,14 +163,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Application>>> {
-    let selector = query.selector()?;
-    let applications = state.store.list::<Application>()?;
-    Ok(Json(
-        applications
-            .into_iter()
-            .filter(|a| has_labels(&a.metadata.labels, &selector))
-            .collect(),
-    ))
+    Ok(Json(query.matching::<Application>(&state.store)?))
 }
 
 #[utoipa::path(

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    ApiJson, ApiQuery, ApiResult, AppState, ListQuery, NewMetadata, Problem, has_labels,
-    object_meta, path_name, validate_metadata, validate_name,
+    ApiJson, ApiQuery, ApiResult, AppState, ListQuery, NewMetadata, Problem, object_meta,
+    path_name, validate_metadata, validate_name,
 };
 use crate::model::{Device, DeviceSpec, DeviceStatus};
 
@@ -108,14 +108,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Device>>> {
-    let selector = query.selector()?;
-    let devices = state.store.list::<Device>()?;
-    Ok(Json(
-        devices
-            .into_iter()
-            .filter(|d| has_labels(&d.metadata.labels, &selector))
-            .collect(),
-    ))
+    Ok(Json(query.matching::<Device>(&state.store)?))
 }
 
 #[utoipa::path(

@@ -136,6 +136,16 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
+    /// The resources of kind `T` that carry every label of the selector.
+    pub(crate) fn matching<T: crate::model::Object>(&self, store: &Store) -> ApiResult<Vec<T>> {
+        let selector = self.selector()?;
+        Ok(store
+            .list::<T>()?
+            .into_iter()
+            .filter(|object| has_labels(&object.metadata().labels, &selector))
+            .collect())
+    }
+
     /// The parsed selector; empty when none was given.
     pub fn selector(&self) -> ApiResult<BTreeMap<String, String>> {
         let mut labels = BTreeMap::new();
