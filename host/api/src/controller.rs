@@ -9,8 +9,9 @@
 //!    has no deployment at its gateway yet (`POST /v1/deployments`, unless
 //!    `GET /v1/deployments?device=` shows one made before a crash, whose id
 //!    was never recorded: that one is adopted), polls
-//!    the state and result count of those it placed, and removes it from
-//!    devices that no longer match;
+//!    the state and result count of those it placed, and removes it, at
+//!    the gateway holding it, from devices that no longer match, were
+//!    deleted, or moved to another gateway;
 //! 3. for an application marked `deleting`, removes its gateway
 //!    deployments and then the application.
 //!
@@ -271,12 +272,21 @@ impl Controller {
             .map(|(name, g)| (name.clone(), base(g)))
             .collect();
 
+        let by_name: HashMap<&str, &Device> = devices
+            .iter()
+            .map(|d| (d.metadata.name.as_str(), d))
+            .collect();
         let mut placements: BTreeMap<String, Vec<DeviceDeployment>> = BTreeMap::new();
         for application in self.store.list::<Application>()? {
             let status = self
-                .reconcile_application(&application, &devices, &usable)
+                .reconcile_application(&application, &by_name, &usable)
                 .await?;
-            for deployment in status.iter().flatten() {
+            let current = status.iter().flatten().filter(|deployment| {
+                by_name
+                    .get(deployment.device.as_str())
+                    .is_some_and(|device| placed_as_now(deployment, device))
+            });
+            for deployment in current {
                 placements
                     .entry(deployment.device.clone())
                     .or_default()
@@ -367,50 +377,58 @@ impl Controller {
     async fn reconcile_application(
         &mut self,
         application: &Application,
-        devices: &[Device],
+        by_name: &HashMap<&str, &Device>,
         usable: &HashMap<String, String>,
     ) -> Result<Option<Vec<DeploymentStatus>>, StoreError> {
         let name = application.metadata.name.clone();
-        let by_name: HashMap<&str, &Device> = devices
-            .iter()
-            .map(|d| (d.metadata.name.as_str(), d))
-            .collect();
         let selector = &application.spec.selector;
         let mut module_b64: Option<String> = None;
         let mut next = Vec::new();
         let mut created = Vec::new();
-        // The latest results of the deployments polled in this pass, by device.
-        let mut fetched: HashMap<String, Vec<ExecutionResult>> = HashMap::new();
+        // The latest results of the deployments polled in this pass, by
+        // device and gateway deployment.
+        let mut fetched: HashMap<(String, u64), Vec<ExecutionResult>> = HashMap::new();
 
-        // Deployments of devices that no longer match (or of a deleting
-        // application) are removed at their gateway.
+        // Deployments are removed at the gateway holding them when their
+        // device no longer matches, was deleted, moved to another gateway
+        // or enrolled again, and when the application is deleting.
         for entry in &application.status.deployments {
-            let device = by_name.get(entry.device.as_str());
+            let device = by_name.get(entry.device.as_str()).copied();
             let keep = !application.metadata.deleting
-                && device.is_some_and(|d| selector.matches(&d.metadata));
+                && device.is_some_and(|d| selector.matches(&d.metadata) && placed_as_now(entry, d));
             if keep {
                 continue;
             }
-            let (Some(id), Some(device)) = (entry.gateway_deployment_id, device) else {
-                continue; // nothing placed, or nowhere to remove it from
+            let Some(id) = entry.gateway_deployment_id else {
+                continue; // nothing placed
             };
-            let Some(url) = usable.get(&device.spec.gateway) else {
-                if self.store.get::<Gateway>(&device.spec.gateway)?.is_none() {
+            // Entries written before the gateway was recorded were placed
+            // at the device's gateway.
+            let Some(gateway) = entry
+                .gateway
+                .clone()
+                .or_else(|| device.map(|d| d.spec.gateway.clone()))
+            else {
+                warn!(application = %name, device = %entry.device, deployment = id, "deployment of a deleted device left at an unrecorded gateway");
+                continue;
+            };
+            let Some(url) = usable.get(&gateway) else {
+                if self.store.get::<Gateway>(&gateway)?.is_none() {
                     continue; // the gateway is gone with its deployments
                 }
                 let mut entry = entry.clone();
-                entry.reason = Some(format!("removal waits for gateway {}", device.spec.gateway));
+                entry.reason = Some(format!("removal waits for gateway {gateway}"));
                 next.push(entry);
                 continue;
             };
             let request = self.client.delete(format!("{url}/v1/deployments/{id}"));
             match self.call::<serde_json::Value>(request).await {
                 Ok(_) | Err(CallError::Refused(404, _)) => {
-                    info!(application = %name, device = %entry.device, deployment = id, "removed from device");
+                    info!(application = %name, device = %entry.device, %gateway, deployment = id, "removed from device");
                 }
                 Err(e) => {
                     if matches!(e, CallError::Unreachable(_)) {
-                        self.failed(&device.spec.gateway);
+                        self.failed(&gateway);
                     }
                     let mut entry = entry.clone();
                     entry.reason = Some(e.to_string());
@@ -420,17 +438,25 @@ impl Controller {
         }
 
         if !application.metadata.deleting {
-            for device in devices.iter().filter(|d| selector.matches(&d.metadata)) {
+            let mut matching: Vec<&Device> = by_name
+                .values()
+                .copied()
+                .filter(|d| selector.matches(&d.metadata))
+                .collect();
+            matching.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            for device in matching {
                 let existing = application
                     .status
                     .deployments
                     .iter()
-                    .find(|e| e.device == device.metadata.name);
+                    .find(|e| e.device == device.metadata.name && placed_as_now(e, device));
                 let mut entry = existing.cloned().unwrap_or(DeploymentStatus {
                     device: device.metadata.name.clone(),
                     phase: Phase::Pending,
                     reason: None,
                     gateway_deployment_id: None,
+                    gateway: None,
+                    device_id: None,
                     results: 0,
                 });
                 let device_id = device
@@ -450,10 +476,11 @@ impl Controller {
                         ));
                     }
                     (_, Some(url), Some(id)) => {
+                        entry.gateway = Some(device.spec.gateway.clone());
                         if let Some(results) =
                             self.poll(url, id, &mut entry, &device.spec.gateway).await
                         {
-                            fetched.insert(entry.device.clone(), results);
+                            fetched.insert((entry.device.clone(), id), results);
                         }
                     }
                     (Some(device_id), Some(url), None) => {
@@ -472,6 +499,8 @@ impl Controller {
                                 if let Some(view) = found {
                                     info!(application = %name, device = %entry.device, deployment = view.id, "adopted");
                                     entry.gateway_deployment_id = Some(view.id);
+                                    entry.gateway = Some(device.spec.gateway.clone());
+                                    entry.device_id = Some(device_id.clone());
                                     entry.phase = Phase::from_gateway(&view.state);
                                     entry.reason = view.reason;
                                     created.push((url.clone(), view.id));
@@ -515,6 +544,8 @@ impl Controller {
                                 let view = &views[0];
                                 info!(application = %name, device = %entry.device, deployment = view.id, "deployed");
                                 entry.gateway_deployment_id = Some(view.id);
+                                entry.gateway = Some(device.spec.gateway.clone());
+                                entry.device_id = Some(device_id.clone());
                                 entry.phase = Phase::from_gateway(&view.state);
                                 entry.reason = view.reason.clone();
                                 created.push((url.clone(), view.id));
@@ -659,12 +690,15 @@ impl Controller {
         &self,
         uid: &str,
         deployments: &[DeploymentStatus],
-        mut fetched: HashMap<String, Vec<ExecutionResult>>,
+        mut fetched: HashMap<(String, u64), Vec<ExecutionResult>>,
     ) -> Result<(), StoreError> {
         let kept = self.store.results(uid)?;
         let mut results = Vec::new();
         for deployment in deployments {
-            match fetched.remove(&deployment.device) {
+            let latest = deployment
+                .gateway_deployment_id
+                .and_then(|id| fetched.remove(&(deployment.device.clone(), id)));
+            match latest {
                 Some(latest) => results.extend(latest),
                 None => results.extend(
                     kept.iter()
@@ -687,6 +721,29 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// Whether `entry` is the device's placement as the device is now: not
+/// placed yet, or placed at its current gateway under its current device
+/// id. One placed before the device moved or enrolled again is stale.
+fn placed_as_now(entry: &DeploymentStatus, device: &Device) -> bool {
+    if entry.gateway_deployment_id.is_none() {
+        return true;
+    }
+    let same_gateway = entry
+        .gateway
+        .as_deref()
+        .is_none_or(|gateway| gateway == device.spec.gateway);
+    let current_id = device
+        .spec
+        .device_id
+        .as_deref()
+        .and_then(normalize_device_id);
+    let same_id = entry
+        .device_id
+        .as_deref()
+        .is_none_or(|id| current_id.as_deref() == Some(id));
+    same_gateway && same_id
 }
 
 fn base(gateway: &Gateway) -> String {

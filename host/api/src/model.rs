@@ -239,6 +239,14 @@ pub struct DeploymentStatus {
     /// The deployment id at the device's gateway, once created there.
     #[serde(default)]
     pub gateway_deployment_id: Option<u64>,
+    /// The [`Gateway`] holding that deployment: where it is polled and
+    /// removed from, even after the device moved to another gateway or
+    /// was deleted.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// The device id the deployment was made for, at that gateway.
+    #[serde(default)]
+    pub device_id: Option<String>,
     /// Execution results the gateway holds for this deployment.
     #[serde(default)]
     pub results: u64,

@@ -371,3 +371,172 @@ async fn an_unreachable_gateway_is_reported_and_retried() {
     )
     .await;
 }
+
+/// The deployment entry of `device` in an application's status.
+fn entry_of(app: &Value, device: &str) -> Vec<Value> {
+    app["status"]["deployments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d["device"] == device)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_or_deleted_device_loses_its_deployment_at_the_gateway_that_holds_it() {
+    let holding = start_gateway().await;
+    let other = start_gateway().await;
+    let client = reqwest::Client::new();
+    let pairing = client
+        .put(holding.url("/v1/pairing"))
+        .json(&json!({ "open": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pairing.status(), 200);
+    let sim = SimConfig::new(holding.devices)
+        .with_backoff(Duration::from_millis(100), Duration::from_millis(800));
+    let fleet = Fleet::start(Simulation::new(sim, installation()).unwrap(), 2, None).unwrap();
+    eventually("two connected devices", || async {
+        let connected = fleet.devices().iter().all(|d| d.snapshot().connected);
+        (connected, Value::Null)
+    })
+    .await;
+    let ids: Vec<String> = fleet
+        .devices()
+        .iter()
+        .map(|d| d.device_id().unwrap().to_string())
+        .collect();
+
+    let api = TestApi::in_memory();
+    let _controller = spawn_controller(&api);
+    for (name, gateway) in [("gw", &holding), ("gw-b", &other)] {
+        api.admin(
+            "POST",
+            "/api/v1/gateways",
+            Some(gateway_body(
+                name,
+                &format!("http://{}", gateway.http),
+                &gateway.devices.to_string(),
+            )),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        api.admin(
+            "POST",
+            "/api/v1/devices",
+            Some(device_body(
+                &format!("sim-{i}"),
+                json!({}),
+                Some(id.clone()),
+            )),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    api.admin(
+        "POST",
+        "/api/v1/applications",
+        Some(app_body(
+            "doubler",
+            &doubler(),
+            json!({ "names": ["sim-0", "sim-1"] }),
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+    let app = eventually("the application on both devices with results", || async {
+        let app = api
+            .admin("GET", "/api/v1/applications/doubler", None, StatusCode::OK)
+            .await;
+        let deployments = app["status"]["deployments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let done =
+            deployments.len() == 2 && deployments.iter().all(|d| d["results"].as_u64() >= Some(1));
+        (done, app)
+    })
+    .await;
+    let placed: Vec<(String, u64)> = ["sim-0", "sim-1"]
+        .iter()
+        .zip(&ids)
+        .map(|(name, id)| {
+            let entry = &entry_of(&app, name)[0];
+            assert_eq!(entry["gateway"], "gw", "{entry}");
+            assert_eq!(
+                entry["device_id"].as_str(),
+                wasmbed_api::http::devices::normalize_device_id(id).as_deref(),
+                "{entry}"
+            );
+            (
+                (*name).to_owned(),
+                entry["gateway_deployment_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+
+    // sim-0 moves to the other gateway: its deployment is removed where it
+    // is, and placing it at the new gateway is attempted (which does not
+    // know the device, so it refuses).
+    let sim0 = api
+        .admin("GET", "/api/v1/devices/sim-0", None, StatusCode::OK)
+        .await;
+    let mut moved_spec = sim0["spec"].clone();
+    moved_spec["gateway"] = json!("gw-b");
+    let moved = json!({
+        "metadata": { "labels": {}, "resource_version": sim0["metadata"]["resource_version"] },
+        "spec": moved_spec,
+    });
+    api.admin("PUT", "/api/v1/devices/sim-0", Some(moved), StatusCode::OK)
+        .await;
+    let (_, first) = &placed[0];
+    eventually(
+        "the moved device's deployment removed at its old gateway",
+        || async {
+            let (_, deployment) = holding.get(&format!("/v1/deployments/{first}")).await;
+            (deployment["state"] == "removed", deployment)
+        },
+    )
+    .await;
+    let app = eventually("the moved device retried at its new gateway", || async {
+        let app = api
+            .admin("GET", "/api/v1/applications/doubler", None, StatusCode::OK)
+            .await;
+        let entries = entry_of(&app, "sim-0");
+        let done = entries.len() == 1
+            && entries[0]["gateway_deployment_id"].is_null()
+            && entries[0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("refused"));
+        (done, app)
+    })
+    .await;
+    assert_eq!(entry_of(&app, "sim-1").len(), 1, "{app:#}");
+
+    // sim-1 is deleted: its deployment is removed too.
+    api.admin(
+        "DELETE",
+        "/api/v1/devices/sim-1",
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let (_, second) = &placed[1];
+    eventually("the deleted device's deployment removed", || async {
+        let (_, deployment) = holding.get(&format!("/v1/deployments/{second}")).await;
+        (deployment["state"] == "removed", deployment)
+    })
+    .await;
+    eventually("the deleted device out of the status", || async {
+        let app = api
+            .admin("GET", "/api/v1/applications/doubler", None, StatusCode::OK)
+            .await;
+        (entry_of(&app, "sim-1").is_empty(), app)
+    })
+    .await;
+    fleet.shutdown(Duration::from_secs(5)).await;
+}
