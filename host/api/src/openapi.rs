@@ -14,7 +14,7 @@ use crate::model;
         devices::create, devices::list, devices::get_one, devices::update, devices::delete,
         applications::create, applications::list, applications::get_one, applications::delete,
         applications::results,
-        gateways::create, gateways::list, gateways::get_one,
+        gateways::create, gateways::list, gateways::get_one, gateways::update, gateways::delete,
     ),
     components(schemas(
         problem::Problem,

@@ -46,6 +46,15 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
             Some(gateway_body("gw", "http://127.0.0.1:1", "127.0.0.1:2")),
         ),
         ("GET", "/api/v1/gateways/gw", None),
+        (
+            "PUT",
+            "/api/v1/gateways/gw",
+            Some(json!({
+                "metadata": { "labels": {}, "resource_version": 1 },
+                "spec": { "http_endpoint": "http://127.0.0.1:3", "device_endpoint": "127.0.0.1:4" }
+            })),
+        ),
+        ("DELETE", "/api/v1/gateways/gw", None),
     ]
 }
 
@@ -575,4 +584,83 @@ async fn unknown_routes_and_methods_are_problems_too() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_gateway_registration_is_updated_at_its_version_and_forgotten() {
+    let api = TestApi::in_memory();
+    let created = api
+        .admin(
+            "POST",
+            "/api/v1/gateways",
+            Some(gateway_body(
+                "gw",
+                "http://127.0.0.1:8081",
+                "127.0.0.1:40029",
+            )),
+            StatusCode::CREATED,
+        )
+        .await;
+    let version = created["metadata"]["resource_version"].clone();
+    let update = |version: Value, http: &str| {
+        json!({
+            "metadata": { "labels": { "site": "lab" }, "resource_version": version },
+            "spec": { "http_endpoint": http, "device_endpoint": "127.0.0.1:40030" }
+        })
+    };
+    let updated = api
+        .admin(
+            "PUT",
+            "/api/v1/gateways/gw",
+            Some(update(version.clone(), "http://127.0.0.1:9000")),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(updated["spec"]["http_endpoint"], "http://127.0.0.1:9000");
+    assert_eq!(updated["spec"]["device_endpoint"], "127.0.0.1:40030");
+    assert_eq!(updated["metadata"]["labels"]["site"], "lab");
+    assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"]);
+
+    // A change based on the old version conflicts and changes nothing.
+    let token = api.admin.clone();
+    let (status, content_type, json) = api
+        .call(
+            "PUT",
+            "/api/v1/gateways/gw",
+            Some(&token),
+            Some(update(version, "http://127.0.0.1:9001")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_problem(status, &content_type, &json, "conflict");
+    // A bad endpoint is refused.
+    let (status, content_type, json) = api
+        .call(
+            "PUT",
+            "/api/v1/gateways/gw",
+            Some(&token),
+            Some(update(
+                updated["metadata"]["resource_version"].clone(),
+                "ftp://x",
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_problem(status, &content_type, &json, "invalid_spec");
+    let now = api
+        .admin("GET", "/api/v1/gateways/gw", None, StatusCode::OK)
+        .await;
+    assert_eq!(now["spec"]["http_endpoint"], "http://127.0.0.1:9000");
+
+    api.admin(
+        "DELETE",
+        "/api/v1/gateways/gw",
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let (status, _, _) = api
+        .call("GET", "/api/v1/gateways/gw", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -1,15 +1,16 @@
 //! A gateway registering itself with the API server (`wasmbed gateway
 //! --api URL`): it creates its Gateway resource, retrying with back-off
 //! until the API server answers, so either may start first and either may
-//! restart. The API server's controller then probes the gateway and keeps
-//! its status.
+//! restart. A gateway already registered under its name with other
+//! endpoints (it came back on other ports) has them updated. The API
+//! server's controller then probes the gateway and keeps its status.
 
 use std::time::Duration;
 
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::client::{ApiClient, ApiError};
+use crate::client::{ApiClient, ApiError, segment};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Registration {
@@ -45,10 +46,18 @@ impl Registration {
                     return;
                 }
                 Err(e) => match e.downcast_ref::<ApiError>().map(|e| e.status) {
-                    Some(409) => {
-                        info!(api = %self.api, name = %self.name, "already registered with the API server");
-                        return;
-                    }
+                    Some(409) => match self.update_endpoints(&client).await {
+                        Ok(()) => return,
+                        Err(e) if refused_for_good(&e) => {
+                            warn!(api = %self.api, error = %format!("{e:#}"), "the API server refused to update the registration; not retrying (check --api-token)");
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(api = %self.api, error = %format!("{e:#}"), retry_in = ?retry, "updating the registration failed; retrying");
+                            tokio::time::sleep(retry).await;
+                            retry = (retry * 2).min(LAST_RETRY);
+                        }
+                    },
                     Some(status @ (400 | 401 | 403)) => {
                         warn!(api = %self.api, status, error = %format!("{e:#}"), "the API server refused the registration; not retrying (check --api-token and --name)");
                         return;
@@ -62,4 +71,41 @@ impl Registration {
             }
         }
     }
+
+    /// The gateway is registered already: its endpoints are made ours
+    /// (a `PUT` at the version read; a concurrent change is retried).
+    async fn update_endpoints(&self, client: &ApiClient) -> anyhow::Result<()> {
+        let path = format!("/api/v1/gateways/{}", segment(&self.name));
+        let current = client.get(&path).await?;
+        let spec = &current["spec"];
+        if spec["http_endpoint"] == self.http_endpoint.as_str()
+            && spec["device_endpoint"] == self.device_endpoint.as_str()
+        {
+            info!(api = %self.api, name = %self.name, "already registered with the API server");
+            return Ok(());
+        }
+        let body = json!({
+            "metadata": {
+                "labels": current["metadata"]["labels"],
+                "resource_version": current["metadata"]["resource_version"],
+            },
+            "spec": {"http_endpoint": self.http_endpoint, "device_endpoint": self.device_endpoint},
+        });
+        client.put(&path, &body).await?;
+        info!(
+            api = %self.api, name = %self.name,
+            http = %self.http_endpoint, devices = %self.device_endpoint,
+            was = %spec["http_endpoint"],
+            "registration updated with new endpoints"
+        );
+        Ok(())
+    }
+}
+
+/// A refusal that retrying cannot change: a bad request or a bad token.
+fn refused_for_good(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<ApiError>().map(|e| e.status),
+        Some(400 | 401 | 403)
+    )
 }

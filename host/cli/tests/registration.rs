@@ -1,6 +1,7 @@
 //! `wasmbed gateway --api`: a gateway registers itself with the API server,
 //! even when the API server is down when the gateway starts and comes up
-//! later; the API server's controller then finds it reachable.
+//! later; the API server's controller then finds it reachable. A gateway
+//! that comes back on another port has its registration updated.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -108,28 +109,31 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
         .output()
         .expect("certs init");
     assert!(init.status.success());
+    let start_gateway = |http_port: u16| {
+        let gateway = Command::new(WASMBED)
+            .arg("gateway")
+            .arg("--pki")
+            .arg(&pki)
+            .arg("--db")
+            .arg(dir.path().join("gateway.db"))
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http", &format!("127.0.0.1:{http_port}")])
+            .args([
+                "--api",
+                &format!("http://127.0.0.1:{api_port}"),
+                "--name",
+                "edge-1",
+            ])
+            .env("WASMBED_TOKEN", &token)
+            .env("WASMBED_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start wasmbed gateway");
+        Running(gateway)
+    };
     let http_port = free_port();
-    let gateway = Command::new(WASMBED)
-        .arg("gateway")
-        .arg("--pki")
-        .arg(&pki)
-        .arg("--db")
-        .arg(dir.path().join("gateway.db"))
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--http", &format!("127.0.0.1:{http_port}")])
-        .args([
-            "--api",
-            &format!("http://127.0.0.1:{api_port}"),
-            "--name",
-            "edge-1",
-        ])
-        .env("WASMBED_TOKEN", &token)
-        .env("WASMBED_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start wasmbed gateway");
-    let _gateway = Running(gateway);
+    let mut gateway = start_gateway(http_port);
     // The API server is down: the gateway retries.
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -138,9 +142,20 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
         again, None,
         "the admin token is printed once, on first start"
     );
+    wait_registered(api_port, &token, http_port);
+
+    // The gateway comes back on another port: its registration follows.
+    gateway.interrupt();
+    let moved_port = free_port();
+    let _gateway = start_gateway(moved_port);
+    wait_registered(api_port, &token, moved_port);
+}
+
+/// Waits until edge-1 is registered with `http_port` and found reachable.
+fn wait_registered(api_port: u16, token: &str, http_port: u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let found = get(api_port, "/api/v1/gateways/edge-1", &token);
+        let found = get(api_port, "/api/v1/gateways/edge-1", token);
         if let Some((status, body)) = &found {
             let registered =
                 status.contains("200") && body.contains(&format!("http://127.0.0.1:{http_port}"));
@@ -150,7 +165,7 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
         }
         assert!(
             Instant::now() < deadline,
-            "edge-1 not registered and reachable: {found:?}"
+            "edge-1 not registered at port {http_port} and reachable: {found:?}"
         );
         std::thread::sleep(Duration::from_millis(250));
     }

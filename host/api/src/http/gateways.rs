@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::devices::UpdateMetadata;
 use super::{
     ApiJson, ApiResult, AppState, NewMetadata, Problem, object_meta, path_name, validate_metadata,
 };
@@ -15,6 +16,13 @@ use crate::model::{Gateway, GatewaySpec, GatewayStatus};
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreateGateway {
     pub metadata: NewMetadata,
+    pub spec: GatewaySpec,
+}
+
+/// `PUT /api/v1/gateways/{name}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpdateGateway {
+    pub metadata: UpdateMetadata,
     pub spec: GatewaySpec,
 }
 
@@ -97,4 +105,62 @@ pub(crate) async fn get_one(
 ) -> ApiResult<Json<Gateway>> {
     path_name(&name)?;
     Ok(Json(state.store.fetch::<Gateway>(&name)?))
+}
+
+/// Replaces labels and spec, e.g. when a gateway comes back on other
+/// ports; the status is kept. Refused with 409 when the gateway changed
+/// since `metadata.resource_version`.
+#[utoipa::path(
+    put, path = "/api/v1/gateways/{name}", tag = "gateways",
+    params(("name" = String, Path)),
+    request_body = UpdateGateway,
+    responses(
+        (status = 200, body = Gateway),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpdateGateway>,
+) -> ApiResult<Json<Gateway>> {
+    path_name(&name)?;
+    validate_metadata(&NewMetadata {
+        name: name.clone(),
+        labels: body.metadata.labels.clone(),
+    })?;
+    validate_spec(&body.spec)?;
+    let mut gateway: Gateway = state.store.fetch(&name)?;
+    gateway.metadata.labels = body.metadata.labels;
+    gateway.metadata.resource_version = body.metadata.resource_version;
+    gateway.spec = body.spec;
+    Ok(Json(state.store.update(&gateway)?))
+}
+
+/// Forgets a gateway. Its devices keep their deployments there; the
+/// controller stops polling them.
+#[utoipa::path(
+    delete, path = "/api/v1/gateways/{name}", tag = "gateways",
+    params(("name" = String, Path)),
+    responses(
+        (status = 204),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    path_name(&name)?;
+    state.store.delete::<Gateway>(&name, None)?;
+    Ok(StatusCode::NO_CONTENT)
 }

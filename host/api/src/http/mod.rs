@@ -13,7 +13,7 @@
 //! | `GET, DELETE /api/v1/applications/{name}` | read, delete (the controller removes its deployments first) |
 //! | `GET /api/v1/applications/{name}/results` | its latest execution results (ten per device), newest first |
 //! | `POST, GET /api/v1/gateways` | register, list |
-//! | `GET /api/v1/gateways/{name}` | read |
+//! | `GET, PUT, DELETE /api/v1/gateways/{name}` | read, replace labels and spec (at a `resource_version`), forget |
 //!
 //! Every route but `/healthz` and the dashboard's static files needs
 //! `Authorization: Bearer <token>` (`/api/v1/events` also takes it as
@@ -81,7 +81,12 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/gateways",
             get(gateways::list).post(gateways::create),
         )
-        .route("/api/v1/gateways/{name}", get(gateways::get_one))
+        .route(
+            "/api/v1/gateways/{name}",
+            get(gateways::get_one)
+                .put(gateways::update)
+                .delete(gateways::delete),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
