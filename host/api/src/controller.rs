@@ -125,6 +125,11 @@ struct GatewayResult {
 /// Most results asked of a gateway per deployment and pass (to count them).
 const RESULTS_FETCHED: u32 = 1000;
 
+/// Largest gateway answer read. The biggest legitimate one is a device
+/// list or `RESULTS_FETCHED` results with their logs, a few MiB at most;
+/// a broken or hostile gateway must not make the API server buffer more.
+pub const MAX_GATEWAY_ANSWER: usize = 16 * 1024 * 1024;
+
 /// The reconcile loop. See the module documentation.
 #[derive(Debug)]
 pub struct Controller {
@@ -215,15 +220,14 @@ impl Controller {
         if status.is_server_error() {
             return Err(CallError::Unreachable(format!("status {status}")));
         }
+        let body = read_capped(response).await?;
         if !status.is_success() {
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let message = body["message"].as_str().unwrap_or("").to_owned();
             return Err(CallError::Refused(status.as_u16(), message));
         }
-        response
-            .json()
-            .await
-            .map_err(|e| CallError::Unreachable(without_url(&e)))
+        serde_json::from_slice(&body)
+            .map_err(|_| CallError::Unreachable("answer does not decode".into()))
     }
 
     /// One pass over everything.
@@ -744,6 +748,29 @@ fn placed_as_now(entry: &DeploymentStatus, device: &Device) -> bool {
         .as_deref()
         .is_none_or(|id| current_id.as_deref() == Some(id));
     same_gateway && same_id
+}
+
+/// A gateway answer's body, refused once it exceeds [`MAX_GATEWAY_ANSWER`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, CallError> {
+    let too_large = || CallError::Unreachable(format!("answer over {MAX_GATEWAY_ANSWER} bytes"));
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_GATEWAY_ANSWER as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| CallError::Unreachable(without_url(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_GATEWAY_ANSWER {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn base(gateway: &Gateway) -> String {

@@ -540,3 +540,62 @@ async fn a_moved_or_deleted_device_loses_its_deployment_at_the_gateway_that_hold
     .await;
     fleet.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A broken gateway answering every request with an endless chunked body.
+async fn endless_gateway() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, " ".repeat(1 << 20));
+                while stream.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_gateway_answer_is_cut_off_and_reported() {
+    let addr = endless_gateway().await;
+    let api = TestApi::in_memory();
+    let _controller = spawn_controller(&api);
+    api.admin(
+        "POST",
+        "/api/v1/gateways",
+        Some(gateway_body(
+            "gw",
+            &format!("http://{addr}"),
+            "127.0.0.1:40029",
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+    let gw = eventually("the gateway reported unreachable", || async {
+        let gw = api
+            .admin("GET", "/api/v1/gateways/gw", None, StatusCode::OK)
+            .await;
+        let done = gw["status"]["reachable"] == false && gw["status"]["reason"].is_string();
+        (done, gw)
+    })
+    .await;
+    let reason = gw["status"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&wasmbed_api::controller::MAX_GATEWAY_ANSWER.to_string()),
+        "{reason}"
+    );
+    // The API server still answers.
+    api.admin("GET", "/api/v1/devices", None, StatusCode::OK)
+        .await;
+}
