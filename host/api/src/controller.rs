@@ -11,7 +11,8 @@
 //!    was never recorded: that one is adopted), polls
 //!    the state and result count of those it placed, and removes it, at
 //!    the gateway holding it, from devices that no longer match, were
-//!    deleted, or moved to another gateway;
+//!    deleted, or moved to another gateway; a deployment of an older
+//!    revision (module and limits) is removed and the current one placed;
 //! 3. for an application marked `deleting`, removes its gateway
 //!    deployments and then the application.
 //!
@@ -140,9 +141,11 @@ pub struct Controller {
     backoff: HashMap<String, Backoff>,
 }
 
-/// The gateway deployments' application id for an application's uid.
-pub fn gateway_application_id(uid: &str) -> u64 {
-    let digest = Sha256::digest(uid.as_bytes());
+/// The gateway deployments' application id for one revision of an
+/// application: a deployment found at a gateway is adopted only when it
+/// carries the revision wanted.
+pub fn gateway_application_id(uid: &str, revision: &str) -> u64 {
+    let digest = Sha256::digest(format!("{uid}/{revision}").as_bytes());
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     // 53 bits: exact in every JSON implementation.
@@ -285,10 +288,11 @@ impl Controller {
             let status = self
                 .reconcile_application(&application, &by_name, &usable)
                 .await?;
+            let revision = application.spec.revision();
             let current = status.iter().flatten().filter(|deployment| {
                 by_name
                     .get(deployment.device.as_str())
-                    .is_some_and(|device| placed_as_now(deployment, device))
+                    .is_some_and(|device| placed_as_now(deployment, device, &revision))
             });
             for deployment in current {
                 placements
@@ -385,6 +389,7 @@ impl Controller {
         usable: &HashMap<String, String>,
     ) -> Result<Option<Vec<DeploymentStatus>>, StoreError> {
         let name = application.metadata.name.clone();
+        let revision = application.spec.revision();
         let selector = &application.spec.selector;
         let mut module_b64: Option<String> = None;
         let mut next = Vec::new();
@@ -395,11 +400,14 @@ impl Controller {
 
         // Deployments are removed at the gateway holding them when their
         // device no longer matches, was deleted, moved to another gateway
-        // or enrolled again, and when the application is deleting.
+        // or enrolled again, when they run an older revision, and when the
+        // application is deleting.
         for entry in &application.status.deployments {
             let device = by_name.get(entry.device.as_str()).copied();
             let keep = !application.metadata.deleting
-                && device.is_some_and(|d| selector.matches(&d.metadata) && placed_as_now(entry, d));
+                && device.is_some_and(|d| {
+                    selector.matches(&d.metadata) && placed_as_now(entry, d, &revision)
+                });
             if keep {
                 continue;
             }
@@ -449,11 +457,9 @@ impl Controller {
                 .collect();
             matching.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
             for device in matching {
-                let existing = application
-                    .status
-                    .deployments
-                    .iter()
-                    .find(|e| e.device == device.metadata.name && placed_as_now(e, device));
+                let existing = application.status.deployments.iter().find(|e| {
+                    e.device == device.metadata.name && placed_as_now(e, device, &revision)
+                });
                 let mut entry = existing.cloned().unwrap_or(DeploymentStatus {
                     device: device.metadata.name.clone(),
                     phase: Phase::Pending,
@@ -461,6 +467,7 @@ impl Controller {
                     gateway_deployment_id: None,
                     gateway: None,
                     device_id: None,
+                    revision: None,
                     results: 0,
                 });
                 let device_id = device
@@ -490,7 +497,7 @@ impl Controller {
                     (Some(device_id), Some(url), None) => {
                         // A deployment made before a crash, whose id was
                         // never recorded, is adopted, not made again.
-                        let app_id = gateway_application_id(&application.metadata.uid);
+                        let app_id = gateway_application_id(&application.metadata.uid, &revision);
                         let lookup = self
                             .client
                             .get(format!("{url}/v1/deployments?device={device_id}"));
@@ -505,6 +512,7 @@ impl Controller {
                                     entry.gateway_deployment_id = Some(view.id);
                                     entry.gateway = Some(device.spec.gateway.clone());
                                     entry.device_id = Some(device_id.clone());
+                                    entry.revision = Some(revision.clone());
                                     entry.phase = Phase::from_gateway(&view.state);
                                     entry.reason = view.reason;
                                     created.push((url.clone(), view.id));
@@ -534,7 +542,7 @@ impl Controller {
                                 Some(base64::engine::general_purpose::STANDARD.encode(bytes));
                         }
                         let body = serde_json::json!({
-                            "application_id": gateway_application_id(&application.metadata.uid),
+                            "application_id": gateway_application_id(&application.metadata.uid, &revision),
                             "module": module_b64,
                             "devices": [device_id],
                             "limits": application.spec.limits,
@@ -550,6 +558,7 @@ impl Controller {
                                 entry.gateway_deployment_id = Some(view.id);
                                 entry.gateway = Some(device.spec.gateway.clone());
                                 entry.device_id = Some(device_id.clone());
+                                entry.revision = Some(revision.clone());
                                 entry.phase = Phase::from_gateway(&view.state);
                                 entry.reason = view.reason.clone();
                                 created.push((url.clone(), view.id));
@@ -579,9 +588,12 @@ impl Controller {
             if &a.metadata.uid != uid {
                 return false;
             }
-            let change = a.status.deployments != next || a.status.results != results;
+            let change = a.status.deployments != next
+                || a.status.results != results
+                || a.status.revision.as_ref() != Some(&revision);
             a.status.deployments = next.clone();
             a.status.results = results;
+            a.status.revision = Some(revision.clone());
             change
         });
         let outcome = match outcome {
@@ -727,13 +739,16 @@ impl Controller {
     }
 }
 
-/// Whether `entry` is the device's placement as the device is now: not
-/// placed yet, or placed at its current gateway under its current device
-/// id. One placed before the device moved or enrolled again is stale.
-fn placed_as_now(entry: &DeploymentStatus, device: &Device) -> bool {
+/// Whether `entry` is the device's placement as the device and the
+/// application are now: not placed yet, or placed at the device's current
+/// gateway under its current device id, with the current revision. One
+/// placed before the device moved or enrolled again, or before the module
+/// or limits changed, is stale.
+fn placed_as_now(entry: &DeploymentStatus, device: &Device, revision: &str) -> bool {
     if entry.gateway_deployment_id.is_none() {
         return true;
     }
+    let same_revision = entry.revision.as_deref().is_none_or(|r| r == revision);
     let same_gateway = entry
         .gateway
         .as_deref()
@@ -747,7 +762,7 @@ fn placed_as_now(entry: &DeploymentStatus, device: &Device) -> bool {
         .device_id
         .as_deref()
         .is_none_or(|id| current_id.as_deref() == Some(id));
-    same_gateway && same_id
+    same_revision && same_gateway && same_id
 }
 
 /// A gateway answer's body, refused once it exceeds [`MAX_GATEWAY_ANSWER`].

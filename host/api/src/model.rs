@@ -198,6 +198,19 @@ pub struct ApplicationSpec {
     pub selector: Selector,
 }
 
+impl ApplicationSpec {
+    /// What a device runs, as 16 hex digits: a hash of the module and the
+    /// limits (not of the selector, whose changes only move the
+    /// application between devices).
+    pub fn revision(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(self.module.sha256.as_bytes());
+        hash.update(serde_json::to_vec(&self.limits).unwrap_or_default());
+        hex::encode(&hash.finalize()[..8])
+    }
+}
+
 /// A deployment's phase on one device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum Phase {
@@ -247,6 +260,9 @@ pub struct DeploymentStatus {
     /// The device id the deployment was made for, at that gateway.
     #[serde(default)]
     pub device_id: Option<String>,
+    /// The application's [revision](ApplicationStatus::revision) deployed.
+    #[serde(default)]
+    pub revision: Option<String>,
     /// Execution results the gateway holds for this deployment.
     #[serde(default)]
     pub results: u64,
@@ -254,6 +270,10 @@ pub struct DeploymentStatus {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ApplicationStatus {
+    /// The current module and limits, as a short hash: a deployment of
+    /// another revision is replaced on its device.
+    #[serde(default)]
+    pub revision: Option<String>,
     #[serde(default)]
     pub deployments: Vec<DeploymentStatus>,
     /// Execution results over all devices.

@@ -12,7 +12,7 @@ use crate::model;
     paths(
         auth::create_token,
         devices::create, devices::list, devices::get_one, devices::update, devices::delete,
-        applications::create, applications::list, applications::get_one, applications::delete,
+        applications::create, applications::list, applications::get_one, applications::update, applications::delete,
         applications::results,
         gateways::create, gateways::list, gateways::get_one, gateways::update, gateways::delete,
     ),

@@ -37,6 +37,14 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
             Some(app_body("a1", &doubler(), json!({ "names": ["d1"] }))),
         ),
         ("GET", "/api/v1/applications/a1", None),
+        (
+            "PUT",
+            "/api/v1/applications/a1",
+            Some(json!({
+                "metadata": { "labels": {}, "resource_version": 1 },
+                "spec": app_body("a1", &doubler(), json!({ "names": ["d1"] }))["spec"],
+            })),
+        ),
         ("GET", "/api/v1/applications/a1/results", None),
         ("DELETE", "/api/v1/applications/a1", None),
         ("GET", "/api/v1/gateways", None),
@@ -663,4 +671,97 @@ async fn a_gateway_registration_is_updated_at_its_version_and_forgotten() {
         .call("GET", "/api/v1/gateways/gw", Some(&token), None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_application_is_replaced_at_its_version_with_a_valid_module() {
+    let api = TestApi::in_memory();
+    let token = api.admin.clone();
+    let created = api
+        .admin(
+            "POST",
+            "/api/v1/applications",
+            Some(app_body("a1", &doubler(), json!({ "names": ["d1"] }))),
+            StatusCode::CREATED,
+        )
+        .await;
+    let replace = |version: &Value, module: Value, selector: Value| {
+        let mut spec = app_body("a1", &doubler(), selector)["spec"].clone();
+        spec["module"] = module;
+        json!({
+            "metadata": { "labels": { "tier": "2" }, "resource_version": version },
+            "spec": spec,
+        })
+    };
+    let version = &created["metadata"]["resource_version"];
+    // Not WebAssembly: refused, nothing changes.
+    let (status, content_type, json) = api
+        .call(
+            "PUT",
+            "/api/v1/applications/a1",
+            Some(&token),
+            Some(replace(
+                version,
+                json!("aGVsbG8gd29ybGQ="),
+                json!({ "names": ["d1"] }),
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_problem(status, &content_type, &json, "invalid_module");
+
+    let other =
+        wat::parse_str(r#"(module (func (export "main") (param i32) (result i32) (local.get 0)))"#)
+            .unwrap();
+    use base64::Engine as _;
+    let other_b64 = json!(base64::engine::general_purpose::STANDARD.encode(&other));
+    let updated = api
+        .admin(
+            "PUT",
+            "/api/v1/applications/a1",
+            Some(replace(
+                version,
+                other_b64.clone(),
+                json!({ "names": ["d2"] }),
+            )),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"]);
+    assert_eq!(updated["metadata"]["labels"]["tier"], "2");
+    assert_eq!(updated["spec"]["selector"]["names"], json!(["d2"]));
+    assert_eq!(updated["spec"]["module"]["size"], other.len());
+    assert_ne!(
+        updated["spec"]["module"]["sha256"],
+        created["spec"]["module"]["sha256"]
+    );
+
+    // Based on the old version: a conflict.
+    let (status, content_type, json) = api
+        .call(
+            "PUT",
+            "/api/v1/applications/a1",
+            Some(&token),
+            Some(replace(
+                version,
+                other_b64.clone(),
+                json!({ "names": ["d3"] }),
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_problem(status, &content_type, &json, "conflict");
+    let (status, _, _) = api
+        .call(
+            "PUT",
+            "/api/v1/applications/nope",
+            Some(&token),
+            Some(replace(version, other_b64, json!({ "names": ["d3"] }))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let now = api
+        .admin("GET", "/api/v1/applications/a1", None, StatusCode::OK)
+        .await;
+    assert_eq!(now["spec"]["selector"]["names"], json!(["d2"]));
 }

@@ -599,3 +599,191 @@ async fn an_endless_gateway_answer_is_cut_off_and_reported() {
     api.admin("GET", "/api/v1/devices", None, StatusCode::OK)
         .await;
 }
+
+/// A module that triples its argument.
+fn tripler() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (func (export "main") (param i32) (result i32)
+            (i32.mul (local.get 0) (i32.const 3))))"#,
+    )
+    .unwrap()
+}
+
+/// Each device's gateway deployment id in an application's status.
+fn placements(app: &Value) -> Vec<(String, Option<u64>)> {
+    let mut placed: Vec<(String, Option<u64>)> = app["status"]["deployments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            (
+                d["device"].as_str().unwrap().to_owned(),
+                d["gateway_deployment_id"].as_u64(),
+            )
+        })
+        .collect();
+    placed.sort();
+    placed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_module_replaces_the_old_one_on_every_device_and_a_new_selector_does_not() {
+    use base64::Engine as _;
+    let gateway = start_gateway().await;
+    let client = reqwest::Client::new();
+    client
+        .put(gateway.url("/v1/pairing"))
+        .json(&json!({ "open": true }))
+        .send()
+        .await
+        .unwrap();
+    let sim = SimConfig::new(gateway.devices)
+        .with_backoff(Duration::from_millis(100), Duration::from_millis(800));
+    let fleet = Fleet::start(Simulation::new(sim, installation()).unwrap(), 2, None).unwrap();
+    eventually("two connected devices", || async {
+        let connected = fleet.devices().iter().all(|d| d.snapshot().connected);
+        (connected, Value::Null)
+    })
+    .await;
+    let api = TestApi::in_memory();
+    let _controller = spawn_controller(&api);
+    api.admin(
+        "POST",
+        "/api/v1/gateways",
+        Some(gateway_body(
+            "gw",
+            &format!("http://{}", gateway.http),
+            &gateway.devices.to_string(),
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+    for (i, device) in fleet.devices().iter().enumerate() {
+        api.admin(
+            "POST",
+            "/api/v1/devices",
+            Some(device_body(
+                &format!("sim-{i}"),
+                json!({ "site": "lab" }),
+                Some(device.device_id().unwrap().to_string()),
+            )),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    api.admin(
+        "POST",
+        "/api/v1/applications",
+        Some(app_body(
+            "calc",
+            &doubler(),
+            json!({ "names": ["sim-0", "sim-1"] }),
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+    let settled = |app: &Value| {
+        let deployments = app["status"]["deployments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        deployments.len() == 2
+            && deployments.iter().all(|d| {
+                d["revision"] == app["status"]["revision"] && d["results"].as_u64() >= Some(1)
+            })
+    };
+    let first = eventually("the first revision on both devices", || async {
+        let app = api
+            .admin("GET", "/api/v1/applications/calc", None, StatusCode::OK)
+            .await;
+        (settled(&app), app)
+    })
+    .await;
+    let first_placements = placements(&first);
+
+    let spec = |module: &[u8], selector: Value| {
+        json!({
+            "module": base64::engine::general_purpose::STANDARD.encode(module),
+            "limits": first["spec"]["limits"],
+            "selector": selector,
+        })
+    };
+    // The same module under a selector that picks the same devices: the
+    // revision stays and nothing is redeployed.
+    let reselected = api
+        .admin(
+            "PUT",
+            "/api/v1/applications/calc",
+            Some(json!({
+                "metadata": { "labels": {}, "resource_version": first["metadata"]["resource_version"] },
+                "spec": spec(&doubler(), json!({ "match_labels": { "site": "lab" } })),
+            })),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        reselected["status"]["revision"],
+        first["status"]["revision"]
+    );
+    // Several controller passes (100 ms apart).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let app = api
+        .admin("GET", "/api/v1/applications/calc", None, StatusCode::OK)
+        .await;
+    assert_eq!(placements(&app), first_placements, "{app:#}");
+
+    // A new module: a new revision replaces the old one on both devices.
+    let revised = api
+        .admin(
+            "PUT",
+            "/api/v1/applications/calc",
+            Some(json!({
+                "metadata": { "labels": {}, "resource_version": app["metadata"]["resource_version"] },
+                "spec": spec(&tripler(), json!({ "match_labels": { "site": "lab" } })),
+            })),
+            StatusCode::OK,
+        )
+        .await;
+    assert_ne!(revised["spec"]["module"], first["spec"]["module"]);
+    let second = eventually("the second revision on both devices", || async {
+        let app = api
+            .admin("GET", "/api/v1/applications/calc", None, StatusCode::OK)
+            .await;
+        let done = app["status"]["revision"] != first["status"]["revision"] && settled(&app);
+        (done, app)
+    })
+    .await;
+    for ((device, old), (_, new)) in first_placements.iter().zip(placements(&second)) {
+        assert_ne!(Some(*old), Some(new), "{device} got a new deployment");
+        let old = old.unwrap();
+        eventually("the old revision removed", || async {
+            let (_, deployment) = gateway.get(&format!("/v1/deployments/{old}")).await;
+            (deployment["state"] == "removed", deployment)
+        })
+        .await;
+    }
+    eventually("the new module's results from both devices", || async {
+        let results = api
+            .admin(
+                "GET",
+                "/api/v1/applications/calc/results",
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        let mut devices: Vec<String> = results
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r["returned"] == json!([{ "i32": 63 }]))
+            .map(|r| r["device"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        devices.sort();
+        devices.dedup();
+        (devices == ["sim-0", "sim-1"], results)
+    })
+    .await;
+    fleet.shutdown(Duration::from_secs(5)).await;
+}

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::client::{ApiClient, DEFAULT_API, segment};
+use crate::client::{ApiClient, ApiError, DEFAULT_API, segment};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,7 +87,8 @@ pub(crate) struct AppArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum AppCommand {
     /// Upload a WebAssembly module as an application and have it deployed
-    /// to the devices it selects.
+    /// to the devices it selects; with --replace, a new revision of an
+    /// existing application.
     Deploy(DeployArgs),
     /// List the applications.
     List,
@@ -133,6 +134,11 @@ pub(crate) struct DeployArgs {
     /// A label of the application, k=v (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// If the application exists, replace its module, limits, selector
+    /// and labels: devices running the old module or limits get the new
+    /// ones in its place.
+    #[arg(long)]
+    replace: bool,
 }
 
 /// `k=v`.
@@ -189,6 +195,32 @@ pub(crate) fn application_body(
             "selector": {"match_labels": match_labels, "names": names},
         }
     })
+}
+
+/// The HTTP status of an API server's refusal.
+fn status_of(e: &anyhow::Error) -> Option<u16> {
+    e.downcast_ref::<ApiError>().map(|e| e.status)
+}
+
+/// `PUT`s `body` (a creation body) over the existing application, at the
+/// version just read; retried when something else changed it meanwhile.
+async fn replace_application(api: &ApiClient, name: &str, body: &Value) -> anyhow::Result<Value> {
+    let path = format!("/api/v1/applications/{}", segment(name));
+    let mut attempts = 0;
+    loop {
+        let current = api.get(&path).await?;
+        let update = json!({
+            "metadata": {
+                "labels": body["metadata"]["labels"],
+                "resource_version": current["metadata"]["resource_version"],
+            },
+            "spec": body["spec"],
+        });
+        match api.put(&path, &update).await {
+            Err(e) if status_of(&e) == Some(409) && attempts < 5 => attempts += 1,
+            other => return other,
+        }
+    }
 }
 
 /// The body of `POST /api/v1/devices`.
@@ -331,12 +363,24 @@ pub(crate) fn run_app(args: AppArgs) -> anyhow::Result<()> {
                     &match_labels,
                     &deploy.devices,
                 );
-                let created = api.post("/api/v1/applications", &body).await?;
+                let (application, verb) = match api.post("/api/v1/applications", &body).await {
+                    Err(e) if deploy.replace && status_of(&e) == Some(409) => (
+                        replace_application(&api, &deploy.name, &body).await?,
+                        "replaced",
+                    ),
+                    Err(e) if status_of(&e) == Some(409) => {
+                        return Err(e.context(format!(
+                            "application {} exists; add --replace to deploy this module in its place",
+                            deploy.name
+                        )));
+                    }
+                    other => (other?, "created"),
+                };
                 match output {
-                    Output::Json => print_json(&created),
+                    Output::Json => print_json(&application),
                     Output::Text => {
                         say(&format!(
-                            "application {} created ({} bytes); see `wasmbed app results {}`",
+                            "application {} {verb} ({} bytes); see `wasmbed app results {}`",
                             deploy.name,
                             module.len(),
                             deploy.name

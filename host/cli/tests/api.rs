@@ -197,6 +197,43 @@ fn client_commands_manage_devices_and_applications() {
     assert!(out.contains("application demo created (8 bytes)"), "{out}");
     let err = api.fails(&["app", "deploy", module, "--name", "none"]);
     assert!(err.contains("--selector"), "{err}");
+    // Deploying under a taken name needs --replace, which keeps the
+    // application and swaps its module and limits.
+    let err = api.fails(&[
+        "app",
+        "deploy",
+        module,
+        "--name",
+        "demo",
+        "--selector",
+        "demo=true",
+    ]);
+    assert!(err.contains("--replace"), "{err}");
+    let before: serde_json::Value =
+        serde_json::from_str(&api.ok(&["app", "get", "demo", "--output", "json"])).expect("JSON");
+    let out = api.ok(&[
+        "app",
+        "deploy",
+        module,
+        "--name",
+        "demo",
+        "--selector",
+        "demo=true",
+        "--arg",
+        "i32:7",
+        "--fuel",
+        "1000",
+        "--replace",
+    ]);
+    assert!(out.contains("application demo replaced (8 bytes)"), "{out}");
+    let after: serde_json::Value =
+        serde_json::from_str(&api.ok(&["app", "get", "demo", "--output", "json"])).expect("JSON");
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    assert!(
+        after["metadata"]["resource_version"].as_u64()
+            > before["metadata"]["resource_version"].as_u64(),
+        "{after}"
+    );
     let apps = api.ok(&["app", "list"]);
     assert!(
         apps.lines().nth(1).is_some_and(|l| l.starts_with("demo ")),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use super::devices::UpdateMetadata;
 use super::{
     ApiJson, ApiQuery, ApiResult, AppState, ListQuery, MAX_MODULE_SIZE, NewMetadata, Problem,
     object_meta, path_name, validate_label, validate_metadata, validate_name,
@@ -30,6 +31,13 @@ pub const MAX_ARGS: usize = 8;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreateApplication {
     pub metadata: NewMetadata,
+    pub spec: NewApplicationSpec,
+}
+
+/// `PUT /api/v1/applications/{name}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpdateApplication {
+    pub metadata: UpdateMetadata,
     pub spec: NewApplicationSpec,
 }
 
@@ -98,6 +106,22 @@ fn validate_selector(selector: &Selector) -> ApiResult<()> {
     Ok(())
 }
 
+/// Checks a spec and stores its module; returns the spec to keep.
+fn accept_spec(state: &AppState, spec: NewApplicationSpec) -> ApiResult<ApplicationSpec> {
+    let module = decode_module(&spec.module)?;
+    validate_limits(&spec.limits)?;
+    validate_selector(&spec.selector)?;
+    let sha256 = hex::encode(Sha256::digest(&module));
+    let size = u32::try_from(module.len())
+        .map_err(|_| Problem::bad_request("invalid_module", "module too large"))?;
+    state.store.backend().put_blob(&sha256, &module)?;
+    Ok(ApplicationSpec {
+        module: ModuleRef { sha256, size },
+        limits: spec.limits,
+        selector: spec.selector,
+    })
+}
+
 #[utoipa::path(
     post, path = "/api/v1/applications", tag = "applications",
     request_body = CreateApplication,
@@ -117,12 +141,6 @@ pub(crate) async fn create(
     ApiJson(body): ApiJson<CreateApplication>,
 ) -> ApiResult<(StatusCode, Json<Application>)> {
     validate_metadata(&body.metadata)?;
-    let module = decode_module(&body.spec.module)?;
-    validate_limits(&body.spec.limits)?;
-    validate_selector(&body.spec.selector)?;
-    let sha256 = hex::encode(Sha256::digest(&module));
-    let size = u32::try_from(module.len())
-        .map_err(|_| Problem::bad_request("invalid_module", "module too large"))?;
     if state
         .store
         .get::<Application>(&body.metadata.name)?
@@ -134,19 +152,68 @@ pub(crate) async fn create(
             format!("Application {} already exists", body.metadata.name),
         ));
     }
-    state.store.backend().put_blob(&sha256, &module)?;
+    let spec = accept_spec(&state, body.spec)?;
+    let size = spec.module.size;
     let application = Application {
         metadata: object_meta(body.metadata),
-        spec: ApplicationSpec {
-            module: ModuleRef { sha256, size },
-            limits: body.spec.limits,
-            selector: body.spec.selector,
-        },
+        spec,
         status: ApplicationStatus::default(),
     };
     let created = state.store.create(&application)?;
     tracing::info!(application = %created.metadata.name, size, "application created");
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Replaces labels and spec; the status is kept. A new module or new
+/// limits make a new revision, which the controller deploys in place of
+/// the old one on every device; a new selector only moves the application
+/// between devices. Refused with 409 when the application changed since
+/// `metadata.resource_version` or is being deleted.
+#[utoipa::path(
+    put, path = "/api/v1/applications/{name}", tag = "applications",
+    params(("name" = String, Path)),
+    request_body = UpdateApplication,
+    responses(
+        (status = 200, body = Application),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpdateApplication>,
+) -> ApiResult<Json<Application>> {
+    path_name(&name)?;
+    validate_metadata(&NewMetadata {
+        name: name.clone(),
+        labels: body.metadata.labels.clone(),
+    })?;
+    let mut application: Application = state.store.fetch(&name)?;
+    if application.metadata.deleting {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("Application {name} is being deleted"),
+        ));
+    }
+    let spec = accept_spec(&state, body.spec)?;
+    let before = application.spec.revision();
+    application.metadata.labels = body.metadata.labels;
+    application.metadata.resource_version = body.metadata.resource_version;
+    application.spec = spec;
+    let updated = state.store.update(&application)?;
+    let revision = updated.spec.revision();
+    if revision != before {
+        tracing::info!(application = %name, %before, %revision, "application revised");
+    }
+    Ok(Json(updated))
 }
 
 #[utoipa::path(

@@ -10,7 +10,7 @@
 //! | `POST, GET /api/v1/devices[?labelSelector=k=v,...]` | create, list |
 //! | `GET, PUT, DELETE /api/v1/devices/{name}` | read, replace labels and spec (at a `resource_version`), delete |
 //! | `POST, GET /api/v1/applications[?labelSelector=...]` | create (module in base64), list |
-//! | `GET, DELETE /api/v1/applications/{name}` | read, delete (the controller removes its deployments first) |
+//! | `GET, PUT, DELETE /api/v1/applications/{name}` | read, replace (a new module or limits is redeployed), delete (the controller removes its deployments first) |
 //! | `GET /api/v1/applications/{name}/results` | its latest execution results (ten per device), newest first |
 //! | `POST, GET /api/v1/gateways` | register, list |
 //! | `GET, PUT, DELETE /api/v1/gateways/{name}` | read, replace labels and spec (at a `resource_version`), forget |
@@ -71,7 +71,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/api/v1/applications/{name}",
-            get(applications::get_one).delete(applications::delete),
+            get(applications::get_one)
+                .put(applications::update)
+                .delete(applications::delete),
         )
         .route(
             "/api/v1/applications/{name}/results",
