@@ -150,6 +150,14 @@ fn check_error<T>(
         DecodeError::Malformed { at } | DecodeError::UnknownVariant { at } => {
             assert!(at <= data.len(), "{e:?} in {} bytes", data.len());
         }
+        DecodeError::TooDeep { at } => {
+            // An array, map or tag head, past the first MAX_DEPTH of them.
+            assert!(at >= wasmbed_protocol::MAX_DEPTH && at < data.len(), "{e:?} in {} bytes", data.len());
+        }
+        DecodeError::DuplicateKey { at } => {
+            // A key, after the head of its map: never the first byte.
+            assert!(0 < at && at < data.len(), "{e:?} in {} bytes", data.len());
+        }
         DecodeError::Truncated | DecodeError::UnsupportedVersion { .. } => {}
     }
 }
@@ -160,10 +168,10 @@ fn check_error<T>(
 fn check_complete(data: &[u8], decode: impl Fn(&[u8]) -> Result<(), DecodeError>) {
     let mut longer = data.to_vec();
     longer.push(0xff);
-    // Duplicate keys are accepted, and the decoder keeps the last of them,
-    // while the version probe (which runs when the check fails) reads the
-    // first: `{0: 3, 0: 1, ...}` is a message of version 1, but followed by
-    // anything, or cut short after its first version, it is "version 3".
+    // A message that decodes has no duplicate keys, so the version probe
+    // (which runs when the check fails) reads the version it was decoded
+    // with: no other version is expected here. (Kept as a fallback should
+    // a probe and the decoder ever disagree.)
     let other_version = match decode(&longer) {
         Err(DecodeError::TrailingBytes { at }) if at == data.len() => None,
         Err(e @ DecodeError::UnsupportedVersion { found }) if found != PROTOCOL_VERSION => Some(e),

@@ -534,6 +534,50 @@ fn benchmark_mode() -> bool {
         && !args.iter().any(|a| a.starts_with("--profile-time"))
 }
 
+/// The costliest frame for the pre-decode check: maps of two pairs nested
+/// as deep as allowed over a map as wide as a frame allows, so that every
+/// level walks the wide map again.
+fn hostile_frame() -> Vec<u8> {
+    let levels = wasmbed_protocol::MAX_DEPTH - 1;
+    let wide = (wasmbed_protocol::frame::MAX_FRAME_LEN - 4 * levels - 3) / 4;
+    let mut frame = [0xa2, 0x00].repeat(levels);
+    let wide = u16::try_from(wide).expect("a frame's worth of pairs");
+    frame.push(0xb9);
+    frame.extend(wide.to_be_bytes());
+    for key in 0..wide {
+        frame.push(0x19);
+        frame.extend(key.to_be_bytes());
+        frame.push(0x00);
+    }
+    frame.extend([0x01, 0x00].repeat(levels));
+    assert!(frame.len() <= wasmbed_protocol::frame::MAX_FRAME_LEN);
+    frame
+}
+
+/// The hostile frame's decode (refused after the whole check) against a
+/// 1 KiB chunk's, interleaved in the same rounds.
+fn hostile_summary(f: &Fixture) {
+    let frame = hostile_frame();
+    assert!(codec::decode::<Downlink<'_>>(&frame).is_err());
+    let pair = measure_pair(
+        || {
+            let _ = black_box(codec::decode::<Downlink<'_>>(black_box(&frame)));
+        },
+        || minicbor_decode_downlink(&f.chunk_minicbor),
+    );
+    println!(
+        "hostile frame ({} B, {} levels of maps over {} keys): {:.0} ns (fastest {:.0}), \
+         chunk_1k decode {:.0} ns: {:.1}x a 1 KiB chunk",
+        frame.len(),
+        wasmbed_protocol::MAX_DEPTH,
+        (frame.len() - 4 * (wasmbed_protocol::MAX_DEPTH - 1)) / 4,
+        pair.minicbor_ns,
+        pair.minicbor_min_ns,
+        pair.ciborium_ns,
+        1.0 / pair.ratio,
+    );
+}
+
 fn main() {
     // Checks the fixtures, in test mode too.
     let fixture = Fixture::new();
@@ -546,5 +590,6 @@ fn main() {
     criterion.final_summary();
     if benchmark_mode() {
         summary(&fixture);
+        hostile_summary(&fixture);
     }
 }

@@ -20,6 +20,13 @@ pub enum DecodeError {
     /// Not the CBOR this protocol expects: wrong type, missing field, a
     /// collection beyond its bound, indefinite length, bad UTF-8, ...
     Malformed { at: usize },
+    /// A map (at any depth, known or not) holds the same key twice; `at` is
+    /// the offset of the earliest key that repeats an earlier one of its map.
+    DuplicateKey { at: usize },
+    /// Arrays, maps and tags nest deeper than
+    /// [`MAX_DEPTH`](crate::MAX_DEPTH); `at` is the offset of
+    /// the item that would open one level too many.
+    TooDeep { at: usize },
 }
 
 /// Why a message could not be encoded.
@@ -44,6 +51,12 @@ impl fmt::Display for DecodeError {
                 )
             }
             DecodeError::Malformed { at } => write!(f, "malformed message at byte {at}"),
+            DecodeError::DuplicateKey { at } => write!(f, "duplicate map key at byte {at}"),
+            DecodeError::TooDeep { at } => write!(
+                f,
+                "nested deeper than {} levels at byte {at}",
+                crate::MAX_DEPTH
+            ),
         }
     }
 }
@@ -118,7 +131,8 @@ pub fn decode_downlink(bytes: &[u8]) -> Result<Envelope<Downlink<'_>>, DecodeErr
 /// Decodes exactly one envelope filling `bytes`.
 ///
 /// The bytes must be well-formed CBOR with definite lengths only (the
-/// protocol never uses indefinite lengths); anything else is refused before
+/// protocol never uses indefinite lengths) and no map may hold a key twice
+/// ([`DecodeError::DuplicateKey`]); anything else is refused before
 /// decoding, identically on every build.
 pub fn decode<'b, M: Decode<'b, ()>>(bytes: &'b [u8]) -> Result<Envelope<M>, DecodeError> {
     crate::wellformed::check(bytes).map_err(|e| {

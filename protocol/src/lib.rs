@@ -23,6 +23,7 @@ mod wire_enum;
 
 pub use codec::{DecodeError, EncodeError};
 pub use message::*;
+pub use wellformed::MAX_DEPTH;
 
 #[cfg(feature = "std")]
 #[doc(hidden)]

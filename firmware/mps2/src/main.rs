@@ -16,6 +16,8 @@ mod clock;
 mod console;
 mod device;
 mod entropy;
+mod fault;
+mod guard;
 mod heap;
 mod semihosting;
 mod stack;
@@ -25,7 +27,7 @@ mod uart;
 use alloc::boxed::Box;
 
 use cortex_m::peripheral::NVIC;
-use cortex_m_rt::{ExceptionFrame, entry, exception};
+use cortex_m_rt::{entry, exception};
 use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore};
 use wasmbed_agent::provisioning::Provisioning;
 use wasmbed_agent::runtime::{WasmiConfig, WasmiRuntime};
@@ -89,8 +91,13 @@ fn main() -> ! {
 /// agent takes stack that the loop should not keep.
 #[inline(never)]
 fn setup() -> Device {
-    let Some(core) = cortex_m::Peripherals::take() else {
+    let Some(mut core) = cortex_m::Peripherals::take() else {
         halt("core peripherals taken twice")
+    };
+    // First, with the stack painted: an overflow from here on faults.
+    let guard = match guard::arm(&core.MPU, &mut core.SCB) {
+        Some(_) => "on",
+        None => "off (no MPU)",
     };
     clock::start(core.SYST);
     Uart::init(UART0, false);
@@ -147,7 +154,7 @@ fn setup() -> Device {
         None => "none (will enroll)".into(),
     };
     println!(
-        "boot: device {}, identity {identity}, {} app(s) installed, heap {} of {} B used, stack {} of {} B used",
+        "boot: device {}, identity {identity}, {} app(s) installed, heap {} of {} B used, stack {} of {} B used, stack guard {guard}",
         provisioning.device_name,
         agent.store().apps().len(),
         heap::used(),
@@ -206,25 +213,4 @@ unsafe fn DefaultHandler(irq: i16) {
     if irq == UART1_RX_IRQ as i16 {
         Uart::at(UART1).clear_rx_interrupt();
     }
-}
-
-// A fault or panic while running resets the device, as a watchdog would
-// on real hardware: the identity and installed modules are in flash, and an
-// application that was running is reported failed after the reset.
-// (Errors in the provisioning at boot stop the emulation instead: a reset
-// would not fix them.)
-
-#[exception]
-unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    console::raw_line(format_args!(
-        "fatal: hard fault at pc {:#010x}; resetting",
-        frame.pc()
-    ));
-    cortex_m::peripheral::SCB::sys_reset()
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::raw_line(format_args!("fatal: panic: {info}; resetting"));
-    cortex_m::peripheral::SCB::sys_reset()
 }

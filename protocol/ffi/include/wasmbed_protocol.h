@@ -199,6 +199,14 @@ enum wb_status
      * aligned to `WB_DEVICE_SESSION_ALIGN`.
      */
     WB_STATUS_BAD_STORAGE = -15,
+    /**
+     * A map in the message holds the same key twice.
+     */
+    WB_STATUS_DUPLICATE_KEY = -16,
+    /**
+     * The message nests arrays, maps or tags too deep.
+     */
+    WB_STATUS_TOO_DEEP = -17,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -49,6 +49,10 @@ pub enum WbStatus {
     /// The session storage is smaller than `WB_DEVICE_SESSION_SIZE` or not
     /// aligned to `WB_DEVICE_SESSION_ALIGN`.
     BadStorage = -15,
+    /// A map in the message holds the same key twice.
+    DuplicateKey = -16,
+    /// The message nests arrays, maps or tags too deep.
+    TooDeep = -17,
 }
 
 impl WbStatus {
@@ -72,12 +76,14 @@ impl WbStatus {
             WbStatus::OutboxFull => c"WB_STATUS_OUTBOX_FULL",
             WbStatus::Closed => c"WB_STATUS_CLOSED",
             WbStatus::BadStorage => c"WB_STATUS_BAD_STORAGE",
+            WbStatus::DuplicateKey => c"WB_STATUS_DUPLICATE_KEY",
+            WbStatus::TooDeep => c"WB_STATUS_TOO_DEEP",
         }
     }
 }
 
 /// Every status.
-const ALL: [WbStatus; 17] = [
+const ALL: [WbStatus; 19] = [
     WbStatus::Ok,
     WbStatus::NeedMore,
     WbStatus::NullPointer,
@@ -95,6 +101,8 @@ const ALL: [WbStatus; 17] = [
     WbStatus::OutboxFull,
     WbStatus::Closed,
     WbStatus::BadStorage,
+    WbStatus::DuplicateKey,
+    WbStatus::TooDeep,
 ];
 
 impl From<DecodeError> for WbStatus {
@@ -105,6 +113,8 @@ impl From<DecodeError> for WbStatus {
             DecodeError::UnknownVariant { .. } => WbStatus::UnknownVariant,
             DecodeError::UnsupportedVersion { .. } => WbStatus::UnsupportedVersion,
             DecodeError::Malformed { .. } => WbStatus::Malformed,
+            DecodeError::DuplicateKey { .. } => WbStatus::DuplicateKey,
+            DecodeError::TooDeep { .. } => WbStatus::TooDeep,
         }
     }
 }
@@ -170,6 +180,24 @@ mod tests {
         // SAFETY: as above.
         let unknown = unsafe { CStr::from_ptr(wb_status_name(99)) };
         assert_eq!(unknown, c"WB_STATUS_UNKNOWN");
+    }
+
+    #[test]
+    fn duplicate_keys_have_their_own_status() {
+        let mut out = core::mem::MaybeUninit::<crate::codec::WbDownlink>::uninit();
+        // A downlink envelope with its id (key 1) twice.
+        let body = [
+            0xa4, 0x00, 0x01, 0x01, 0x01, 0x01, 0x02, 0x02, 0x82, 0x06, 0xa1, 0x00, 0x02,
+        ];
+        // SAFETY: `body` and `out` are valid for their lengths.
+        let status = unsafe {
+            crate::codec::wb_decode_downlink(body.as_ptr(), body.len(), out.as_mut_ptr())
+        };
+        assert_eq!(status, WbStatus::DuplicateKey);
+        assert_eq!(
+            WbStatus::from(DecodeError::DuplicateKey { at: 5 }),
+            WbStatus::DuplicateKey
+        );
     }
 
     #[test]
