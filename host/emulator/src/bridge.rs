@@ -16,6 +16,10 @@
 //! - When either side closes or fails, both are closed. An unreachable
 //!   gateway is logged and closes the device side; the device reconnects.
 //! - One device connection at a time: a new one replaces the old pair.
+//! - A device reset inside its emulator keeps the emulator's socket open:
+//!   the bridge sees the device start a new TLS session
+//!   ([`crate::session_watch`]) and gives it a new gateway connection, so
+//!   its first handshake after the reset does not land in the old one.
 
 use std::future::Future;
 use std::io;
@@ -28,6 +32,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+use crate::session_watch::SessionWatch;
 
 /// Size of the copy buffers.
 const BUFFER: usize = 16 * 1024;
@@ -254,35 +260,76 @@ async fn connect_loop(config: BridgeConfig, stats: Arc<Stats>) {
 }
 
 /// One device connection: wait for its first byte, connect the gateway,
-/// copy both ways until either side ends, close both.
+/// copy both ways until either side ends, close both. When the device
+/// starts a new TLS session on the same connection (it was reset), the
+/// gateway connection is replaced by a new one for it.
 async fn serve(mut device: TcpStream, config: BridgeConfig, stats: Arc<Stats>) {
     let _ = device.set_nodelay(true);
-    let mut first = vec![0u8; BUFFER];
-    let n = match device.read(&mut first).await {
-        Ok(0) => {
-            tracing::debug!(bridge = %config.name, "device closed before sending anything");
+    let mut watch = SessionWatch::default();
+    let mut buffer = vec![0u8; BUFFER];
+    // An idle device holds no gateway connection.
+    let mut opening = Vec::new();
+    while opening.is_empty() {
+        let n = match device.read(&mut buffer).await {
+            Ok(0) => {
+                tracing::debug!(bridge = %config.name, "device closed before sending anything");
+                return;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(bridge = %config.name, error = %e, "reading from the device failed");
+                return;
+            }
+        };
+        let split = watch.feed(&buffer[..n]);
+        opening = split.current;
+        opening.extend(split.new_session.unwrap_or_default());
+    }
+    drop(buffer);
+    loop {
+        let Some(mut gateway) = connect_gateway(&config, &stats).await else {
+            return;
+        };
+        if let Err(e) = gateway.write_all(&opening).await {
+            tracing::debug!(bridge = %config.name, error = %e, "writing to the gateway failed");
             return;
         }
-        Ok(n) => n,
-        Err(e) => {
-            tracing::debug!(bridge = %config.name, error = %e, "reading from the device failed");
-            return;
+        stats
+            .device_to_gateway
+            .fetch_add(opening.len() as u64, Ordering::Relaxed);
+        match relay(&mut device, &mut gateway, &mut watch, &config, &stats).await {
+            Relayed::Ended => {
+                let _ = gateway.shutdown().await;
+                let _ = device.shutdown().await;
+                return;
+            }
+            Relayed::NewSession(start) => {
+                tracing::info!(bridge = %config.name,
+                    "the device started a new TLS session (it was reset): connecting to the gateway again");
+                let _ = gateway.shutdown().await;
+                opening = start;
+            }
         }
-    };
-    let mut gateway = match tokio::time::timeout(
-        config.connect_timeout,
-        TcpStream::connect(config.gateway.as_str()),
-    )
-    .await
-    {
-        Ok(Ok(gateway)) => gateway,
+    }
+}
+
+/// Connects to the gateway, within the configured timeout.
+async fn connect_gateway(config: &BridgeConfig, stats: &Stats) -> Option<TcpStream> {
+    let connecting = TcpStream::connect(config.gateway.as_str());
+    match tokio::time::timeout(config.connect_timeout, connecting).await {
+        Ok(Ok(gateway)) => {
+            let _ = gateway.set_nodelay(true);
+            stats.gateway_connections.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(bridge = %config.name, gateway = %config.gateway, "gateway connected");
+            Some(gateway)
+        }
         Ok(Err(e)) => {
             stats
                 .gateway_connect_failures
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(bridge = %config.name, gateway = %config.gateway, error = %e,
                 "gateway unreachable: closing the device connection");
-            return;
+            None
         }
         Err(_) => {
             stats
@@ -290,49 +337,68 @@ async fn serve(mut device: TcpStream, config: BridgeConfig, stats: Arc<Stats>) {
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(bridge = %config.name, gateway = %config.gateway, timeout = ?config.connect_timeout,
                 "gateway did not accept the connection in time: closing the device connection");
-            return;
+            None
         }
-    };
-    let _ = gateway.set_nodelay(true);
-    stats.gateway_connections.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(bridge = %config.name, gateway = %config.gateway, "gateway connected");
-    if let Err(e) = gateway.write_all(&first[..n]).await {
-        tracing::debug!(bridge = %config.name, error = %e, "writing to the gateway failed");
-        return;
     }
-    stats
-        .device_to_gateway
-        .fetch_add(n as u64, Ordering::Relaxed);
-    drop(first);
+}
 
+/// How [`relay`] ended.
+enum Relayed {
+    /// One side closed or failed.
+    Ended,
+    /// The device began a new TLS session with these bytes.
+    NewSession(Vec<u8>),
+}
+
+/// Copies both ways between the device and one gateway connection.
+async fn relay(
+    device: &mut TcpStream,
+    gateway: &mut TcpStream,
+    watch: &mut SessionWatch,
+    config: &BridgeConfig,
+    stats: &Stats,
+) -> Relayed {
     let (mut device_read, mut device_write) = device.split();
     let (mut gateway_read, mut gateway_write) = gateway.split();
-    let ended = {
-        let up = pump(
-            &mut device_read,
-            &mut gateway_write,
-            &stats.device_to_gateway,
-        );
-        let down = pump(
-            &mut gateway_read,
-            &mut device_write,
-            &stats.gateway_to_device,
-        );
-        tokio::select! {
-            result = up => ("device", result),
-            result = down => ("gateway", result),
+    let up = async {
+        let mut buffer = vec![0u8; BUFFER];
+        loop {
+            let n = device_read.read(&mut buffer).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let split = watch.feed(&buffer[..n]);
+            gateway_write.write_all(&split.current).await?;
+            stats
+                .device_to_gateway
+                .fetch_add(split.current.len() as u64, Ordering::Relaxed);
+            if split.new_session.is_some() {
+                return io::Result::Ok(split.new_session);
+            }
         }
     };
-    match ended {
-        (side, Ok(())) => {
+    let down = pump(
+        &mut gateway_read,
+        &mut device_write,
+        &stats.gateway_to_device,
+    );
+    let (side, result) = tokio::select! {
+        result = up => match result {
+            Ok(Some(start)) => return Relayed::NewSession(start),
+            Ok(None) => ("device", Ok(())),
+            Err(e) => ("device", Err(e)),
+        },
+        result = down => ("gateway", result),
+    };
+    match result {
+        Ok(()) => {
             tracing::debug!(bridge = %config.name, "{side} closed the connection; closing both")
         }
-        (side, Err(e)) => {
+        Err(e) => {
             tracing::debug!(bridge = %config.name, error = %e, "{side} connection failed; closing both")
         }
     }
-    let _ = gateway_write.shutdown().await;
-    let _ = device_write.shutdown().await;
+    Relayed::Ended
 }
 
 /// Copies until end of stream or an error, counting what was written.

@@ -42,6 +42,7 @@ pub mod bridge;
 pub mod console;
 pub mod manager;
 pub mod provision;
+mod session_watch;
 
 pub use backend::{Backend, EmulatorBackend};
 pub use board::{Board, BoardError};

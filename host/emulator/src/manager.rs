@@ -218,6 +218,19 @@ pub enum ManagerError {
         #[source]
         source: io::Error,
     },
+    /// The device is not running, or its emulator cannot be reset from
+    /// outside (no monitor connection).
+    #[error("{0:?} is not running under a monitor that can reset it")]
+    CannotReset(String),
+    /// The emulator's monitor failed.
+    #[error("the monitor of {device} failed")]
+    Monitor {
+        /// The device.
+        device: String,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
     /// The bridge cannot be started.
     #[error("starting the bridge of {device}")]
     Bridge {
@@ -293,7 +306,7 @@ struct Run {
     /// Reads the console from a socket (Renode).
     console_reader: Option<AbortOnDrop>,
     /// The emulator's monitor connection, open while it runs.
-    _monitor: Option<hmp::Monitor>,
+    monitor: Option<hmp::Monitor>,
 }
 
 impl Run {
@@ -609,6 +622,29 @@ impl EmulatorManager {
         }
     }
 
+    /// Presses the device's reset button: the emulator resets the
+    /// processor and peripherals (QEMU's `system_reset`) and keeps running,
+    /// its process, sockets and bridge untouched, as a watchdog reset
+    /// would on a board. Unlike [`EmulatorManager::restart`], nothing
+    /// outside the device notices.
+    pub async fn reset(&self, name: &str) -> Result<(), ManagerError> {
+        let device = self.device(name)?;
+        let mut run = device.run.lock().await;
+        let monitor = run
+            .as_mut()
+            .and_then(|run| run.monitor.as_mut())
+            .ok_or_else(|| ManagerError::CannotReset(name.to_owned()))?;
+        monitor
+            .command("system_reset")
+            .await
+            .map_err(|source| ManagerError::Monitor {
+                device: name.to_owned(),
+                source,
+            })?;
+        tracing::info!(device = name, "device reset");
+        Ok(())
+    }
+
     /// Every device, by name.
     pub fn list(&self) -> Vec<DeviceSummary> {
         let devices: Vec<Arc<Device>> = lock(&self.devices).values().cloned().collect();
@@ -814,7 +850,7 @@ async fn launch(device: &Arc<Device>) -> Result<Run, ManagerError> {
         supervisor,
         bridge,
         console_reader,
-        _monitor: monitor,
+        monitor,
     })
 }
 

@@ -302,3 +302,52 @@ async fn fifty_bridges_carry_their_own_payloads_concurrently() {
     }
     assert_eq!(gateway.accepted(), 50);
 }
+
+/// A TLS record with this content type and body.
+fn record(content_type: u8, body: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![content_type, 3, 3];
+    bytes.extend(
+        u16::try_from(body.len())
+            .expect("a record's length")
+            .to_be_bytes(),
+    );
+    bytes.extend(body);
+    bytes
+}
+
+#[tokio::test]
+async fn a_device_reset_behind_an_open_socket_gets_a_new_gateway_connection() {
+    let gateway = EchoGateway::start().await;
+    let (bridge, addr) = listening_bridge(&gateway.address()).await;
+    let mut device = TcpStream::connect(addr).await.expect("connect");
+    // A session: ClientHello, then application data.
+    let hello = record(22, &[1, 0, 0, 2, 7, 7]);
+    assert_eq!(round_trip(&mut device, &hello).await, hello);
+    let data = record(23, &payload(5, 2_000));
+    assert_eq!(round_trip(&mut device, &data).await, data);
+    assert_eq!(gateway.accepted(), 1);
+
+    // The device resets and says hello again on the same socket: the old
+    // gateway connection is closed and the hello goes to a new one.
+    let again = record(22, &[1, 0, 0, 2, 8, 8]);
+    assert_eq!(round_trip(&mut device, &again).await, again);
+    let counters = counters_until(&bridge, |c| c.gateway_connections == 2).await;
+    assert_eq!(counters.device_connections, 1);
+    assert_eq!(gateway.accepted(), 2);
+    let more = record(23, &payload(6, 500));
+    assert_eq!(round_trip(&mut device, &more).await, more);
+    let counters = counters_until(&bridge, |c| {
+        c.gateway_to_device_bytes == (hello.len() + data.len() + again.len() + more.len()) as u64
+    })
+    .await;
+    assert_eq!(counters.gateway_connections, 2);
+
+    // A retried hello before any application data is the same session.
+    let (bridge, addr) = listening_bridge(&gateway.address()).await;
+    let mut device = TcpStream::connect(addr).await.expect("connect");
+    for _ in 0..2 {
+        assert_eq!(round_trip(&mut device, &hello).await, hello);
+    }
+    assert_eq!(round_trip(&mut device, &data).await, data);
+    assert_eq!(bridge.counters().gateway_connections, 1);
+}

@@ -1,7 +1,7 @@
 //! The real firmware (`firmware/mps2`) in QEMU against the real gateway:
 //! enrollment, deployments of Rust and WAT modules, a runaway module, a
-//! device reset, a gateway restart and a gateway certificate that must be
-//! refused. The harness reads the device's console, as a person would.
+//! device restart and a reset inside the emulator, a gateway restart and a
+//! gateway certificate that must be refused. The harness reads the device's console, as a person would.
 
 mod rig;
 
@@ -163,6 +163,33 @@ async fn a_reset_keeps_the_identity_and_the_installed_module() {
             .any(|l| l.text.contains("enrolled as device")),
         "enrolled again after a reset"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reset_inside_the_emulator_the_first_handshake_succeeds() {
+    let Some(firmware) = firmware_or_skip("after_a_reset_inside_the_emulator") else {
+        return;
+    };
+    let (_dir, gateway, devices, device, id) = enrolled_device(firmware).await;
+    // The reset button: QEMU keeps running and its link socket stays open,
+    // so only the device's new TLS session tells the bridge.
+    let mark = device.console().mark();
+    devices.manager.reset("qemu-0").await.expect("reset");
+    expect_line(&device, mark, "boot: device qemu-0").await;
+    expect_line(
+        &device,
+        mark,
+        &format!("session established as device {id}"),
+    )
+    .await;
+    let console = device.console().lines_after(mark);
+    let failures: Vec<&str> = console
+        .iter()
+        .map(|l| l.text.as_str())
+        .filter(|text| text.contains("failed"))
+        .collect();
+    assert!(failures.is_empty(), "after the reset: {failures:?}");
+    assert_eq!(gateway.presence(&id).await, "connected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
