@@ -85,11 +85,14 @@ impl KeyStore for FileKeyStore {
 /// `slot-N/meta.cbor` (replaced atomically, always last) what they are. A
 /// slot without `meta.cbor` is free. While receiving, the meta records how
 /// many bytes were synced at the last checkpoint; on open the module file
-/// is cut back to that length.
+/// is cut back to that length. Once installed, the meta also carries the
+/// undelivered execution result, if any.
 #[derive(Debug)]
 pub struct FileModuleStore {
     root: PathBuf,
     slots: Vec<Option<SlotInfo>>,
+    /// Undelivered execution result (CBOR) of each installed slot.
+    results: Vec<Option<Vec<u8>>>,
     /// Open module file of each receiving slot.
     files: Vec<Option<File>>,
     max_module_size: u32,
@@ -109,6 +112,7 @@ impl FileModuleStore {
         let mut store = FileModuleStore {
             root,
             slots: Vec::with_capacity(slots),
+            results: Vec::with_capacity(slots),
             files: Vec::with_capacity(slots),
             max_module_size,
         };
@@ -117,16 +121,20 @@ impl FileModuleStore {
             let record = read_optional(&store.meta_path(i))?
                 .map(|bytes| SlotRecord::decode(&bytes))
                 .transpose()?;
+            let mut result = None;
             let (slot, file) = match record {
                 None => (None, None),
                 Some(record) => match record.installed {
-                    Some(state) => (
-                        Some(SlotInfo {
-                            meta: record.meta,
-                            state: SlotState::Installed(state),
-                        }),
-                        None,
-                    ),
+                    Some(state) => {
+                        result = record.result;
+                        (
+                            Some(SlotInfo {
+                                meta: record.meta,
+                                state: SlotState::Installed(state),
+                            }),
+                            None,
+                        )
+                    }
                     None => {
                         let file = store.open_module(i, false)?;
                         let len = file.metadata().map_err(io)?.len();
@@ -143,6 +151,7 @@ impl FileModuleStore {
                 },
             };
             store.slots.push(slot);
+            store.results.push(result);
             store.files.push(file);
         }
         Ok(store)
@@ -174,8 +183,25 @@ impl FileModuleStore {
         slot_index(&self.slots, deployment)
     }
 
-    /// Durably records slot `i` (held = bytes synced), then updates memory.
+    /// Durably records slot `i` (held = bytes synced), keeping its result
+    /// if it stays installed, then updates memory.
     fn save(&mut self, i: usize, slot: SlotInfo, held: u32) -> Result<(), StoreError> {
+        let result = match slot.state {
+            SlotState::Installed(_) => self.results[i].clone(),
+            SlotState::Receiving { .. } => None,
+        };
+        self.save_with_result(i, slot, held, result)
+    }
+
+    /// Durably records slot `i` with `result` in one atomic file
+    /// replacement, then updates memory.
+    fn save_with_result(
+        &mut self,
+        i: usize,
+        slot: SlotInfo,
+        held: u32,
+        result: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
         let record = SlotRecord {
             meta: slot.meta.clone(),
             installed: match slot.state {
@@ -183,10 +209,26 @@ impl FileModuleStore {
                 SlotState::Receiving { .. } => None,
             },
             held,
+            result,
         };
         write_atomically(&self.meta_path(i), &record.encode())?;
         self.slots[i] = Some(slot);
+        self.results[i] = record.result;
         Ok(())
+    }
+
+    /// The installed slot of `deployment`.
+    fn installed(&self, deployment: DeploymentId) -> Option<(usize, SlotInfo)> {
+        let i = self.index(deployment)?;
+        match &self.slots[i] {
+            Some(
+                slot @ SlotInfo {
+                    state: SlotState::Installed(_),
+                    ..
+                },
+            ) => Some((i, slot.clone())),
+            _ => None,
+        }
     }
 
     fn held(&self, i: usize) -> u32 {
@@ -344,8 +386,44 @@ impl ModuleStore for FileModuleStore {
             Err(_) => return Err(StoreError::Io),
         }
         self.slots[i] = None;
+        self.results[i] = None;
         self.files[i] = None;
         let _ = fs::remove_file(self.module_path(i));
+        Ok(true)
+    }
+
+    fn finish(
+        &mut self,
+        deployment: DeploymentId,
+        state: AppState,
+        result: &[u8],
+    ) -> Result<bool, StoreError> {
+        let Some((i, slot)) = self.installed(deployment) else {
+            return Ok(false);
+        };
+        let size = slot.meta.size;
+        let slot = SlotInfo {
+            state: SlotState::Installed(state),
+            ..slot
+        };
+        self.save_with_result(i, slot, size, Some(result.to_vec()))?;
+        Ok(true)
+    }
+
+    fn result(&self, deployment: DeploymentId) -> Option<&[u8]> {
+        let i = self.index(deployment)?;
+        self.results[i].as_deref()
+    }
+
+    fn clear_result(&mut self, deployment: DeploymentId) -> Result<bool, StoreError> {
+        let Some((i, slot)) = self.installed(deployment) else {
+            return Ok(false);
+        };
+        if self.results[i].is_none() {
+            return Ok(false);
+        }
+        let size = slot.meta.size;
+        self.save_with_result(i, slot, size, None)?;
         Ok(true)
     }
 }

@@ -303,9 +303,39 @@ pub trait ModuleStore {
     /// the deployment is not installed.
     fn set_state(&mut self, deployment: DeploymentId, state: AppState) -> Result<bool, StoreError>;
 
-    /// Frees the slot of `deployment`, installed or receiving. Returns
-    /// `false` if there was none.
+    /// Frees the slot of `deployment`, installed or receiving, with its
+    /// stored result. Returns `false` if there was none.
     fn remove(&mut self, deployment: DeploymentId) -> Result<bool, StoreError>;
+
+    /// Records the end state of an installed application together with the
+    /// CBOR-encoded `ExecutionResult` of its run, in one durable step: after
+    /// a power cut both or neither are stored. The result stays in the
+    /// slot's outbox (see [`Self::result`]) until [`Self::clear_result`] or
+    /// [`Self::remove`]; a slot holds one. Returns `false` if the
+    /// deployment is not installed.
+    fn finish(
+        &mut self,
+        deployment: DeploymentId,
+        state: AppState,
+        result: &[u8],
+    ) -> Result<bool, StoreError>;
+
+    /// The stored result of `deployment` not yet confirmed delivered.
+    fn result(&self, deployment: DeploymentId) -> Option<&[u8]>;
+
+    /// Forgets the stored result of `deployment`: the gateway has it.
+    /// Returns `false` if there was none.
+    fn clear_result(&mut self, deployment: DeploymentId) -> Result<bool, StoreError>;
+
+    /// The deployments with a stored result, in slot order.
+    fn outbox(&self) -> Vec<DeploymentId> {
+        self.slots()
+            .iter()
+            .flatten()
+            .map(|slot| slot.meta.deployment)
+            .filter(|deployment| self.result(*deployment).is_some())
+            .collect()
+    }
 
     /// The slot of `deployment`, if any.
     fn find(&self, deployment: DeploymentId) -> Option<&SlotInfo> {
@@ -339,7 +369,9 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// A slot as stored: the meta data, and the application state once
 /// installed (`None` while receiving). `held` is only used by stores that
-/// keep the durable transfer offset in the record itself.
+/// keep the durable transfer offset in the record itself. `result` is the
+/// undelivered execution result (CBOR); records written before it existed
+/// decode without one.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 #[cbor(map)]
 pub(crate) struct SlotRecord {
@@ -349,6 +381,8 @@ pub(crate) struct SlotRecord {
     pub(crate) installed: Option<AppState>,
     #[n(2)]
     pub(crate) held: u32,
+    #[cbor(n(3), with = "minicbor::bytes")]
+    pub(crate) result: Option<Vec<u8>>,
 }
 
 #[cfg(feature = "std")]
@@ -360,5 +394,54 @@ impl SlotRecord {
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         minicbor::decode(bytes).map_err(|_| StoreError::Corrupt)
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use wasmbed_protocol::Limits;
+
+    /// A slot record as written before results were stored.
+    #[derive(Encode)]
+    #[cbor(map)]
+    struct RecordWithoutResult {
+        #[n(0)]
+        meta: ModuleMeta,
+        #[n(1)]
+        installed: Option<AppState>,
+        #[n(2)]
+        held: u32,
+    }
+
+    #[test]
+    fn records_without_a_result_still_decode() {
+        let meta = ModuleMeta {
+            deployment: DeploymentId(3),
+            application: ApplicationId(4),
+            size: 10,
+            sha256: [1; 32],
+            limits: Limits {
+                fuel: 5,
+                memory_pages: 1,
+                entry: heapless::String::new(),
+                args: heapless::Vec::new(),
+            },
+        };
+        let old = RecordWithoutResult {
+            meta: meta.clone(),
+            installed: Some(AppState::Stopped),
+            held: 10,
+        };
+        let bytes = minicbor::to_vec(&old).expect("encodes");
+        let record = SlotRecord::decode(&bytes).expect("decodes");
+        assert_eq!(record.meta, meta);
+        assert_eq!(record.installed, Some(AppState::Stopped));
+        assert_eq!(record.result, None);
+        let with = SlotRecord {
+            result: Some(vec![9; 3]),
+            ..record
+        };
+        assert_eq!(SlotRecord::decode(&with.encode()), Ok(with));
     }
 }

@@ -600,28 +600,37 @@ fn a_repeated_deployment_is_neither_reinstalled_nor_rerun() {
     let before = h.statuses(1).len();
 
     // The gateway did not see the result and starts over, in a new session:
-    // the device answers `Installed` to the start and to the commit.
+    // the device answers `Installed` to the start and to the commit. The
+    // unconfirmed result is sent again, not produced again.
     h.drop_connection();
     h.connect();
     h.start(1, &module, limits(10_000, &[Value::I32(1)]));
     h.commit(1);
     let after = &h.statuses(1)[before..];
     assert_eq!(after, &[DeployState::Installed, DeployState::Installed]);
-    assert_eq!(h.results().len(), 1);
+    let results = h.results();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0], results[1], "the same result, resent");
     assert!(h.events.contains(&AgentEvent::AlreadyInstalled {
         deployment: DeploymentId(1)
     }));
+    assert_eq!(executions(&h.events), 1);
 
     // Not after a reboot either.
     let mut h = h.reboot();
     h.connect();
     h.start(1, &module, limits(10_000, &[Value::I32(1)]));
     h.commit(1);
-    assert_eq!(h.results().len(), 0);
+    assert_eq!(h.results().len(), 1, "resent, not rerun");
+    assert_eq!(executions(&h.events), 0);
     assert_eq!(
         h.statuses(1),
         vec![DeployState::Installed, DeployState::Installed]
     );
+}
+
+fn executions(events: &[AgentEvent]) -> usize {
+    count(events, |e| matches!(e, AgentEvent::Executed { .. }))
 }
 
 #[test]
@@ -814,4 +823,246 @@ fn owned(event: GatewayEvent<'_>) -> GatewayEvent<'static> {
         GatewayEvent::PeerError(error) => GatewayEvent::PeerError(error),
         GatewayEvent::Closed(reason) => GatewayEvent::Closed(reason),
     }
+}
+
+/// Fine-grained delivery, to lose or reorder what is in flight.
+impl Harness {
+    /// Delivers what the gateway sent to the agent, and nothing back.
+    fn deliver_down(&mut self) {
+        let now = self.now();
+        let gateway = self.gateway.as_mut().expect("connected");
+        let mut down = gateway.poll_transmit().to_vec();
+        gateway.advance_transmit(down.len());
+        while !down.is_empty() {
+            let taken = self.agent.handle_input(&down, now);
+            down.drain(..taken);
+            while let Some(event) = self.agent.poll(now) {
+                self.events.push(event);
+            }
+        }
+    }
+
+    /// Delivers what the agent sent to the gateway, and nothing back.
+    fn deliver_up(&mut self) {
+        let now = self.now();
+        let up = self.agent.poll_transmit().to_vec();
+        let gateway = self.gateway.as_mut().expect("connected");
+        let taken = gateway.handle_input(&up, now);
+        assert_eq!(taken, up.len(), "the gateway takes everything");
+        self.agent.advance_transmit(taken);
+        while let Some(event) = self
+            .gateway
+            .as_mut()
+            .and_then(|g| g.poll_event().map(owned))
+        {
+            self.answer(&event);
+            self.seen.push(event);
+        }
+    }
+
+    /// Time passes on the device only: a due heartbeat is queued, not sent.
+    fn tick_device(&mut self, ms: u64) {
+        self.clock.0.fetch_add(ms * 1000, Ordering::Relaxed);
+        let now = self.now();
+        self.agent.handle_timeout(now);
+        while let Some(event) = self.agent.poll(now) {
+            self.events.push(event);
+        }
+    }
+
+    /// Deploys and commits, but the connection is cut once the device has
+    /// run the module: its result never reaches the gateway.
+    fn deploy_and_lose_the_result(&mut self, deployment: u64, module: &[u8], limits: Limits) {
+        self.start(deployment, module, limits);
+        self.send_chunks(deployment, module, module.len());
+        let results = self.results().len();
+        let runs = executions(&self.events);
+        self.send(Downlink::DeployCommit(DeployCommit {
+            deployment: DeploymentId(deployment),
+        }));
+        self.deliver_down();
+        assert_eq!(executions(&self.events), runs + 1, "the module ran");
+        self.drop_connection();
+        assert_eq!(self.results().len(), results, "the result was lost");
+    }
+
+    fn count_events(&self, pred: impl Fn(&AgentEvent) -> bool) -> usize {
+        count(&self.events, pred)
+    }
+
+    fn stored_result(&self, deployment: u64) -> Option<ExecutionResult<'_>> {
+        let cbor = self.agent.store().result(DeploymentId(deployment))?;
+        Some(minicbor::decode(cbor).expect("a stored result decodes"))
+    }
+
+    /// One heartbeat round trip.
+    fn heartbeat(&mut self) {
+        self.advance(u64::from(HEARTBEAT_MS));
+        assert!(
+            matches!(self.seen.last(), Some(GatewayEvent::Heartbeat(_))),
+            "no heartbeat"
+        );
+    }
+}
+
+#[test]
+fn a_result_lost_with_a_reset_is_resent_until_a_later_heartbeat_confirms_it() {
+    let mut h = Harness::new();
+    h.enroll_and_establish();
+    h.deploy_and_lose_the_result(1, &greeter(), limits(10_000, &[Value::I32(21)]));
+    let stored = {
+        let stored = h.stored_result(1).expect("stored before it was sent");
+        assert_eq!(stored.deployment, DeploymentId(1));
+        assert_eq!(stored.logs[0].as_str(), "hello from wasm");
+        minicbor::to_vec(&stored).expect("encodes")
+    };
+
+    // The device resets before anything else: the result is still there,
+    // sent again after the next SessionAccept, exactly once.
+    let mut h = h.reboot();
+    assert!(h.stored_result(1).is_some());
+    h.connect();
+    assert!(h.agent.is_established());
+    let results = h.results();
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0].outcome,
+        Outcome::Returned(heapless::Vec::from_slice(&[Value::I32(42)]).expect("one"))
+    );
+    assert_eq!(
+        minicbor::to_vec(results[0]).expect("encodes"),
+        stored,
+        "the same result"
+    );
+    // The result comes before anything about the run is asked again; the
+    // session start told the gateway the app stopped.
+    let Some(GatewayEvent::SessionRequested(hello)) = h.seen.first() else {
+        panic!("no session start: {:?}", h.seen)
+    };
+    assert_eq!(hello.apps[0].state, AppState::Stopped);
+    assert_eq!(
+        h.count_events(|e| matches!(e, AgentEvent::ResultResent { .. })),
+        1
+    );
+    assert_eq!(executions(&h.events), 0, "never run twice");
+
+    // Unconfirmed, it is resent on the next session too.
+    h.drop_connection();
+    h.connect();
+    assert_eq!(h.results().len(), 2);
+
+    // A heartbeat sent after it, acknowledged: the gateway has it.
+    h.heartbeat();
+    assert_eq!(
+        h.count_events(|e| *e
+            == AgentEvent::ResultDelivered {
+                deployment: DeploymentId(1)
+            }),
+        1
+    );
+    assert!(h.stored_result(1).is_none());
+    assert_eq!(h.agent.store().apps()[0].state, AppState::Stopped);
+
+    // Not resent any more: not on a new session, nor after a reset.
+    h.drop_connection();
+    h.connect();
+    assert_eq!(h.results().len(), 2);
+    let mut h = h.reboot();
+    h.connect();
+    assert!(h.agent.is_established());
+    assert!(h.results().is_empty());
+    assert_eq!(executions(&h.events), 0);
+}
+
+#[test]
+fn a_delivered_result_is_confirmed_by_the_next_heartbeat_only() {
+    let mut h = Harness::new();
+    h.enroll_and_establish();
+    let module = greeter();
+    h.start(1, &module, limits(10_000, &[Value::I32(1)]));
+    h.send_chunks(1, &module, module.len());
+
+    // A heartbeat leaves the device, then the commit arrives and the
+    // result follows the heartbeat.
+    h.tick_device(u64::from(HEARTBEAT_MS));
+    assert_eq!(h.count_events(|e| *e == AgentEvent::HeartbeatSent), 1);
+    h.send(Downlink::DeployCommit(DeployCommit {
+        deployment: DeploymentId(1),
+    }));
+    h.deliver_down();
+    assert_eq!(executions(&h.events), 1);
+    // The gateway reads the heartbeat, then the result, and acknowledges
+    // the heartbeat: that says nothing about the result.
+    h.deliver_up();
+    assert_eq!(h.results().len(), 1);
+    h.deliver_down();
+    assert!(
+        h.events
+            .iter()
+            .all(|e| !matches!(e, AgentEvent::ResultDelivered { .. }))
+    );
+    assert!(h.stored_result(1).is_some(), "not confirmed yet");
+
+    // The connection drops: the result goes again.
+    h.drop_connection();
+    h.connect();
+    assert_eq!(h.results().len(), 2);
+    assert!(h.stored_result(1).is_some());
+
+    // The next heartbeat confirms it.
+    h.heartbeat();
+    assert!(h.stored_result(1).is_none());
+    h.drop_connection();
+    h.connect();
+    assert_eq!(h.results().len(), 2);
+    assert_eq!(executions(&h.events), 1);
+}
+
+#[test]
+fn removing_a_deployment_drops_its_stored_result() {
+    let mut h = Harness::new();
+    h.enroll_and_establish();
+    h.deploy_and_lose_the_result(1, &greeter(), limits(10_000, &[Value::I32(1)]));
+    h.connect();
+    assert_eq!(h.results().len(), 1, "resent");
+    h.send(Downlink::Remove(RemoveApp {
+        deployment: DeploymentId(1),
+    }));
+    h.pump();
+    assert_eq!(h.statuses(1).last(), Some(&DeployState::Removed));
+    assert!(h.agent.store().result(DeploymentId(1)).is_none());
+    assert!(h.agent.store().outbox().is_empty());
+    // The heartbeat that would have confirmed it finds nothing to clear.
+    h.heartbeat();
+    assert_eq!(
+        h.count_events(|e| matches!(e, AgentEvent::ResultDelivered { .. })),
+        0
+    );
+
+    // Gone for good: not resent on reconnect nor after a reset.
+    h.drop_connection();
+    h.connect();
+    assert_eq!(h.results().len(), 1);
+    let mut h = h.reboot();
+    h.connect();
+    assert!(h.results().is_empty());
+    assert_eq!(executions(&h.events), 0);
+}
+
+#[test]
+fn results_of_several_slots_are_kept_and_confirmed_independently() {
+    let mut h = Harness::new();
+    h.enroll_and_establish();
+    h.deploy_and_lose_the_result(1, &greeter(), limits(10_000, &[Value::I32(1)]));
+    h.connect();
+    // The first one is confirmed; the second is lost again.
+    h.heartbeat();
+    assert!(h.stored_result(1).is_none());
+    h.deploy_and_lose_the_result(2, &greeter(), limits(10_000, &[Value::I32(2)]));
+    let mut h = h.reboot();
+    h.connect();
+    let results = h.results();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].deployment, DeploymentId(2));
+    assert_eq!(executions(&h.events), 0);
 }

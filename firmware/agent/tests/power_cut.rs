@@ -230,6 +230,49 @@ fn a_cut_removal_or_state_change_is_all_or_nothing() {
 }
 
 #[test]
+fn a_cut_while_storing_a_result_keeps_the_run_state_or_state_and_result() {
+    let bytes = module();
+    let result = vec![0x5A; 300];
+    let mut store = open_modules(SmallFlash::new(SECTORS));
+    store.begin(&meta(1, &bytes)).expect("slot free");
+    assert!(transfer(&mut store, 1, &bytes, 0));
+    store
+        .set_state(DeploymentId(1), AppState::Running)
+        .expect("stored");
+    let base = store.into_flash();
+    for n in 0.. {
+        let (mut store, cut) =
+            cut_and_reboot(&base, n, open_modules, FlashModuleStore::into_flash, |s| {
+                let _ = s
+                    .finish(DeploymentId(1), AppState::Stopped, &result)
+                    .and_then(|_| s.clear_result(DeploymentId(1)));
+            });
+        let state = store.find(DeploymentId(1)).map(|s| s.state);
+        let stored = store.result(DeploymentId(1)).map(<[u8]>::to_vec);
+        if !cut {
+            assert_eq!(state, Some(SlotState::Installed(AppState::Stopped)));
+            assert_eq!(stored, None);
+            break;
+        }
+        match state {
+            // Before: still running (the agent marks it failed, never
+            // reruns it), no result.
+            Some(SlotState::Installed(AppState::Running)) => assert_eq!(stored, None, "cut at {n}"),
+            // After: the end state, with the result until it is cleared.
+            Some(SlotState::Installed(AppState::Stopped)) => {
+                assert!(
+                    stored.is_none() || stored == Some(result.clone()),
+                    "cut at {n}"
+                );
+            }
+            other => panic!("cut at {n}: {other:?}"),
+        }
+        // The module itself is never harmed.
+        assert_eq!(store.load(DeploymentId(1)), Ok(bytes.clone()));
+    }
+}
+
+#[test]
 fn a_cut_while_recovering_a_transfer_still_resumes_correctly() {
     let bytes = module();
     // Chunks were written ahead of the last checkpoint, as when the gateway

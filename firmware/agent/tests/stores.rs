@@ -199,16 +199,104 @@ impl NorFlash for Shared {
     }
 }
 
+/// The result outbox: a result is stored with the end state, kept across
+/// reopening and state changes, and dropped by `clear_result` or `remove`.
+fn keeps_results_like_a_module_store<S: ModuleStore>(mut open: impl FnMut() -> S) {
+    let a = module(900, 3);
+    let b = module(300, 4);
+    let result_a = vec![0xA1; 700];
+    let result_b = vec![0xB2; 20];
+    let mut store = open();
+    install(&mut store, 1, &a);
+    install(&mut store, 2, &b);
+    assert!(store.outbox().is_empty());
+    assert_eq!(store.result(DeploymentId(1)), None);
+    assert_eq!(
+        store.set_state(DeploymentId(1), AppState::Running),
+        Ok(true)
+    );
+    assert_eq!(
+        store.finish(DeploymentId(1), AppState::Stopped, &result_a),
+        Ok(true)
+    );
+    assert_eq!(
+        store.finish(DeploymentId(2), AppState::Failed, &result_b),
+        Ok(true)
+    );
+    assert_eq!(
+        store.finish(DeploymentId(9), AppState::Failed, &result_b),
+        Ok(false)
+    );
+    drop(store);
+
+    let mut store = open();
+    assert_eq!(store.result(DeploymentId(1)), Some(&result_a[..]));
+    assert_eq!(store.result(DeploymentId(2)), Some(&result_b[..]));
+    assert_eq!(store.outbox(), vec![DeploymentId(1), DeploymentId(2)]);
+    let states: Vec<_> = store.apps().iter().map(|app| app.state).collect();
+    assert_eq!(states, vec![AppState::Stopped, AppState::Failed]);
+    // A state change keeps the result.
+    assert_eq!(
+        store.set_state(DeploymentId(2), AppState::Stopped),
+        Ok(true)
+    );
+    assert_eq!(store.clear_result(DeploymentId(1)), Ok(true));
+    assert_eq!(store.clear_result(DeploymentId(1)), Ok(false));
+    assert_eq!(store.clear_result(DeploymentId(9)), Ok(false));
+    drop(store);
+
+    let mut store = open();
+    assert_eq!(store.result(DeploymentId(1)), None);
+    assert_eq!(store.result(DeploymentId(2)), Some(&result_b[..]));
+    assert_eq!(store.outbox(), vec![DeploymentId(2)]);
+    assert_eq!(store.load(DeploymentId(1)), Ok(a.clone()));
+    // Removing drops the result with the slot; a new deployment in the
+    // slot starts without one.
+    assert_eq!(store.remove(DeploymentId(2)), Ok(true));
+    assert_eq!(store.result(DeploymentId(2)), None);
+    install(&mut store, 3, &b);
+    assert_eq!(store.result(DeploymentId(3)), None);
+    drop(store);
+    let store = open();
+    assert!(store.outbox().is_empty());
+    assert_eq!(store.apps().len(), 2);
+}
+
 #[test]
 fn flash_module_store() {
     let flash = Shared::new(16);
     behaves_like_a_module_store(|| FlashModuleStore::new(flash.clone(), 2, 6000).expect("fits"));
+    let flash = Shared::new(16);
+    keeps_results_like_a_module_store(|| {
+        FlashModuleStore::new(flash.clone(), 2, 6000).expect("fits")
+    });
 }
 
 #[test]
 fn file_module_store() {
     let dir = tempfile::tempdir().expect("temp dir");
     behaves_like_a_module_store(|| FileModuleStore::open(dir.path(), 2, 6000).expect("opens"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    keeps_results_like_a_module_store(|| {
+        FileModuleStore::open(dir.path(), 2, 6000).expect("opens")
+    });
+}
+
+#[test]
+fn a_result_too_large_for_the_flash_table_is_refused_and_nothing_changes() {
+    let a = module(900, 3);
+    let mut store = FlashModuleStore::new(MemFlash::new(8), 2, 4096).expect("fits");
+    install(&mut store, 1, &a);
+    assert_eq!(
+        store.set_state(DeploymentId(1), AppState::Running),
+        Ok(true)
+    );
+    assert_eq!(
+        store.finish(DeploymentId(1), AppState::Stopped, &[0; 5000]),
+        Err(StoreError::TooLarge)
+    );
+    assert_eq!(store.result(DeploymentId(1)), None);
+    assert_eq!(store.apps()[0].state, AppState::Running);
 }
 
 #[test]

@@ -128,6 +128,11 @@ pub struct SimDevice {
     status: Arc<DeviceStatus>,
     /// Cut the connection once a transfer holds this many bytes (once).
     cut_at: Option<u32>,
+    /// Cut the connection once a module ran (once): before its result is
+    /// written (`false`) or right after (`true`).
+    cut_after_run: Option<bool>,
+    /// A module ran while `cut_after_run` was armed.
+    ran: bool,
     /// The identity's private key as PKCS#8, made once: converting the raw
     /// scalar costs a P-256 scalar multiplication.
     device_key: Option<PrivateKeyDer<'static>>,
@@ -175,6 +180,8 @@ impl SimDevice {
             clock,
             status,
             cut_at: None,
+            cut_after_run: None,
+            ran: false,
             device_key: None,
             has_identity,
             connected: false,
@@ -203,6 +210,15 @@ impl SimDevice {
     /// as a module transfer holds at least `bytes_held` bytes. Fires once.
     pub fn cut_connection_at(&mut self, bytes_held: u32) {
         self.cut_at = Some(bytes_held);
+    }
+
+    /// Fault injection: drop the TCP connection, without a goodbye, right
+    /// after the agent ran a module: before anything it then sent is
+    /// written (the result is lost in flight) if `after_sending` is false,
+    /// else once it is written (the gateway has the result, the device has
+    /// no confirmation yet). Fires once.
+    pub fn cut_connection_after_run(&mut self, after_sending: bool) {
+        self.cut_after_run = Some(after_sending);
     }
 
     /// Gives the stores back, e.g. to start the device again after a
@@ -329,6 +345,9 @@ impl SimDevice {
         let mut stopping = false;
         loop {
             self.drain();
+            if self.cut_before_flush() {
+                return self.cut();
+            }
             if let Err(e) = self.flush(&mut tls).await {
                 return self.lost(&e);
             }
@@ -373,6 +392,9 @@ impl SimDevice {
             let taken = self.agent.handle_input(data, self.clock.now());
             data = &data[taken..];
             let handled = self.drain();
+            if self.cut_before_flush() {
+                return Err(self.cut());
+            }
             if let Err(e) = self.flush(tls).await {
                 return Err(self.lost(&e));
             }
@@ -416,7 +438,14 @@ impl SimDevice {
         End::Failed
     }
 
+    fn cut_before_flush(&self) -> bool {
+        self.ran && self.cut_after_run == Some(false)
+    }
+
     fn cut_due(&self) -> bool {
+        if self.ran && self.cut_after_run == Some(true) {
+            return true;
+        }
         let Some(at) = self.cut_at else {
             return false;
         };
@@ -429,7 +458,12 @@ impl SimDevice {
     }
 
     fn cut(&mut self) -> End {
-        self.cut_at = None;
+        // Disarm the fault that fired.
+        if std::mem::take(&mut self.ran) {
+            self.cut_after_run = None;
+        } else {
+            self.cut_at = None;
+        }
         debug!(
             device = self.index,
             "cutting the connection (fault injection)"
@@ -498,6 +532,7 @@ impl SimDevice {
             AgentEvent::Executed { outcome, .. } => {
                 stats.result(matches!(outcome, Outcome::Trapped(_)));
                 self.status.result();
+                self.ran |= self.cut_after_run.is_some();
             }
             AgentEvent::PeerError(error) => {
                 debug!(device = self.index, code = ?error.code, "the gateway reported an error");
@@ -522,7 +557,9 @@ impl SimDevice {
             AgentEvent::EnrollRequested
             | AgentEvent::AlreadyInstalled { .. }
             | AgentEvent::Stopped { .. }
-            | AgentEvent::Removed { .. } => {}
+            | AgentEvent::Removed { .. }
+            | AgentEvent::ResultResent { .. }
+            | AgentEvent::ResultDelivered { .. } => {}
         }
     }
 

@@ -124,6 +124,8 @@ enum SlotBytes {
 pub struct MemModuleStore {
     slots: Vec<Option<SlotInfo>>,
     bytes: Vec<SlotBytes>,
+    /// Undelivered execution result (CBOR) of each installed slot.
+    results: Vec<Option<Box<[u8]>>>,
     max_module_size: u32,
     cache: Option<ModuleCache>,
 }
@@ -138,6 +140,7 @@ impl MemModuleStore {
         Ok(MemModuleStore {
             slots: vec![None; slots],
             bytes: vec![SlotBytes::Free; slots],
+            results: vec![None; slots],
             max_module_size,
             cache: None,
         })
@@ -177,6 +180,7 @@ impl ModuleStore for MemModuleStore {
             meta: meta.clone(),
             state: SlotState::Receiving { held: 0 },
         });
+        self.results[i] = None;
         // Bounded by `max_module_size`, checked above.
         self.bytes[i] = SlotBytes::Receiving(Vec::with_capacity(meta.size as usize));
         Ok(0)
@@ -284,7 +288,34 @@ impl ModuleStore for MemModuleStore {
         };
         self.slots[i] = None;
         self.bytes[i] = SlotBytes::Free;
+        self.results[i] = None;
         Ok(true)
+    }
+
+    fn finish(
+        &mut self,
+        deployment: DeploymentId,
+        state: AppState,
+        result: &[u8],
+    ) -> Result<bool, StoreError> {
+        if !self.set_state(deployment, state)? {
+            return Ok(false);
+        }
+        if let Some(i) = self.index(deployment) {
+            self.results[i] = Some(result.into());
+        }
+        Ok(true)
+    }
+
+    fn result(&self, deployment: DeploymentId) -> Option<&[u8]> {
+        let i = self.index(deployment)?;
+        self.results[i].as_deref()
+    }
+
+    fn clear_result(&mut self, deployment: DeploymentId) -> Result<bool, StoreError> {
+        Ok(self
+            .index(deployment)
+            .is_some_and(|i| self.results[i].take().is_some()))
     }
 }
 
@@ -378,6 +409,23 @@ impl ModuleStore for SimModules {
 
     fn remove(&mut self, deployment: DeploymentId) -> Result<bool, StoreError> {
         modules!(self, s => s.remove(deployment))
+    }
+
+    fn finish(
+        &mut self,
+        deployment: DeploymentId,
+        state: AppState,
+        result: &[u8],
+    ) -> Result<bool, StoreError> {
+        modules!(self, s => s.finish(deployment, state, result))
+    }
+
+    fn result(&self, deployment: DeploymentId) -> Option<&[u8]> {
+        modules!(self, s => s.result(deployment))
+    }
+
+    fn clear_result(&mut self, deployment: DeploymentId) -> Result<bool, StoreError> {
+        modules!(self, s => s.clear_result(deployment))
     }
 }
 

@@ -21,6 +21,17 @@
 //!
 //! Flush `poll_transmit` after every `poll` loop: the session's outgoing
 //! buffer is on the heap and grows with whatever is not yet written.
+//!
+//! # Result delivery
+//!
+//! An execution result is stored with the application's end state (see
+//! [`ModuleStore::finish`]) before it is sent, and stays in the store's
+//! outbox until the gateway has it. The gateway handles a connection's
+//! frames in order and stores a result before it reads the next frame, so
+//! a `HeartbeatAck` answering a heartbeat sent *after* the result confirms
+//! it; the result is then cleared. After every `SessionAccept` the results
+//! still stored are sent again (the gateway ignores repeats). Delivery is
+//! at least once; an application never runs twice.
 
 mod backoff;
 
@@ -143,6 +154,14 @@ pub enum AgentEvent {
         outcome: Outcome,
         fuel_used: u64,
     },
+    /// A stored result not confirmed in an earlier session was sent again.
+    ResultResent {
+        deployment: DeploymentId,
+    },
+    /// The gateway confirmed a result; it was cleared from the store.
+    ResultDelivered {
+        deployment: DeploymentId,
+    },
     Stopped {
         deployment: DeploymentId,
     },
@@ -198,6 +217,13 @@ pub struct Agent<K, S, R> {
     backoff: Backoff,
     chunks_since_progress: u16,
     events: VecDeque<AgentEvent>,
+    /// Results sent in this session and not yet confirmed, each with the
+    /// number of heartbeats sent before it.
+    unconfirmed: Vec<(DeploymentId, u32)>,
+    /// Heartbeats sent and acknowledged in this session (acknowledgements
+    /// come in order).
+    heartbeats_sent: u32,
+    heartbeats_acked: u32,
 }
 
 impl<K, S, R> fmt::Debug for Agent<K, S, R> {
@@ -240,6 +266,9 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
             succeeded: false,
             chunks_since_progress: 0,
             events: VecDeque::new(),
+            unconfirmed: Vec::new(),
+            heartbeats_sent: 0,
+            heartbeats_acked: 0,
         })
     }
 
@@ -291,6 +320,9 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
         }
         self.succeeded = false;
         self.chunks_since_progress = 0;
+        self.unconfirmed.clear();
+        self.heartbeats_sent = 0;
+        self.heartbeats_acked = 0;
         let session = match &self.key {
             Some(StoredKey::Enrolled(_)) => {
                 let hello = SessionStart {
@@ -353,10 +385,11 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
                         device_id: accept.device_id,
                         heartbeat_interval_ms: accept.heartbeat_interval_ms,
                     });
+                    self.resend_results();
                     self.run_pending();
                 }
                 DeviceEvent::HeartbeatDue => self.on_heartbeat_due(now),
-                DeviceEvent::HeartbeatAcked(_) => {}
+                DeviceEvent::HeartbeatAcked(_) => self.on_heartbeat_acked(),
                 DeviceEvent::DeployStart(start) => self.on_deploy_start(&start),
                 DeviceEvent::DeployCommit(deployment) => self.on_commit(deployment),
                 DeviceEvent::Stop(deployment) => self.on_stop(deployment),
@@ -433,14 +466,85 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
         }
     }
 
-    /// Runs `send` on the session. A message that does not fit closes the
-    /// session: the driver is not flushing, and a reconnect resumes.
-    fn send(&mut self, send: impl FnOnce(&mut Session) -> Result<(), SessionError>) {
+    /// Runs `send` on the session; returns whether the message was queued.
+    /// A message that does not fit closes the session: the driver is not
+    /// flushing, and a reconnect resumes.
+    fn send(&mut self, send: impl FnOnce(&mut Session) -> Result<(), SessionError>) -> bool {
         let Some(session) = &mut self.session else {
-            return;
+            return false;
         };
-        if let Err(SessionError::OutboxFull | SessionError::Encode(_)) = send(session) {
-            session.close(GoodbyeReason::ProtocolError);
+        match send(session) {
+            Ok(()) => true,
+            Err(SessionError::OutboxFull | SessionError::Encode(_)) => {
+                session.close(GoodbyeReason::ProtocolError);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Sends `result`, stored already; once sent it waits for a
+    /// confirming heartbeat.
+    fn send_result(&mut self, result: &ExecutionResult<'_>) -> bool {
+        let sent = self.send(|s| s.send_execution_result(result));
+        if sent {
+            self.unconfirmed
+                .push((result.deployment, self.heartbeats_sent));
+        }
+        sent
+    }
+
+    /// Sends again, in slot order, every stored result (called once the
+    /// session is established). Not inlined: the decoded result must not
+    /// take stack in `poll` while an application runs.
+    #[inline(never)]
+    fn resend_results(&mut self) {
+        for deployment in self.store.outbox() {
+            let Some(cbor) = self.store.result(deployment).map(<[u8]>::to_vec) else {
+                continue;
+            };
+            match minicbor::decode::<ExecutionResult<'_>>(&cbor) {
+                Ok(result) if result.deployment == deployment => {
+                    if !self.send_result(&result) {
+                        // The session is closing: the rest waits for the
+                        // next one.
+                        return;
+                    }
+                    self.events
+                        .push_back(AgentEvent::ResultResent { deployment });
+                }
+                // Not a result of this deployment (written by incompatible
+                // firmware): it can never be delivered, so it is dropped.
+                _ => {
+                    if let Err(e) = self.store.clear_result(deployment) {
+                        self.events.push_back(AgentEvent::StorageFailed(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The gateway acknowledged the oldest heartbeat in flight: every
+    /// result sent before that heartbeat is stored on the gateway.
+    fn on_heartbeat_acked(&mut self) {
+        self.heartbeats_acked = self.heartbeats_acked.saturating_add(1);
+        let acked = self.heartbeats_acked;
+        let mut confirmed = Vec::new();
+        self.unconfirmed.retain(|&(deployment, heartbeats_before)| {
+            let done = acked > heartbeats_before;
+            if done {
+                confirmed.push(deployment);
+            }
+            !done
+        });
+        for deployment in confirmed {
+            match self.store.clear_result(deployment) {
+                Ok(_) => self
+                    .events
+                    .push_back(AgentEvent::ResultDelivered { deployment }),
+                // Still stored: it is sent again next session, harmlessly.
+                Err(e) => self.events.push_back(AgentEvent::StorageFailed(e)),
+            }
         }
     }
 
@@ -529,7 +633,9 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
             free_memory: (self.config.free_memory)(),
             apps: self.store.apps(),
         };
-        self.send(|s| s.send_heartbeat(&heartbeat));
+        if self.send(|s| s.send_heartbeat(&heartbeat)) {
+            self.heartbeats_sent = self.heartbeats_sent.saturating_add(1);
+        }
         self.events.push_back(AgentEvent::HeartbeatSent);
     }
 
@@ -671,10 +777,7 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
             Outcome::Returned(_) => AppState::Stopped,
             Outcome::Trapped(_) => AppState::Failed,
         };
-        if let Err(e) = self.store.set_state(deployment, end_state) {
-            self.events.push_back(AgentEvent::StorageFailed(e));
-        }
-        let result = ExecutionResult {
+        let mut result = ExecutionResult {
             deployment,
             invocation: 1,
             outcome: invocation.outcome.clone(),
@@ -683,7 +786,28 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
             logs: invocation.logs.log_lines(),
             logs_truncated: invocation.logs.truncated,
         };
-        self.send(|s| s.send_execution_result(&result));
+        // The end state and the result are stored in one step, before the
+        // result leaves: a reset never loses it nor runs the app again.
+        let mut finished = self.store.finish(deployment, end_state, &encode(&result));
+        if finished == Err(StoreError::TooLarge) {
+            // No room for the logs: keep the rest of the result.
+            result.logs.clear();
+            result.logs_truncated = true;
+            finished = self.store.finish(deployment, end_state, &encode(&result));
+        }
+        match finished {
+            Ok(_) => {
+                self.send_result(&result);
+            }
+            Err(e) => {
+                // Not stored: sent once, as the best that can be done.
+                self.events.push_back(AgentEvent::StorageFailed(e));
+                if let Err(e) = self.store.set_state(deployment, end_state) {
+                    self.events.push_back(AgentEvent::StorageFailed(e));
+                }
+                self.send(|s| s.send_execution_result(&result));
+            }
+        }
         self.status(deployment, DeployState::Stopped);
         self.events.push_back(AgentEvent::Executed {
             deployment,
@@ -716,6 +840,8 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
     fn on_remove(&mut self, deployment: DeploymentId) {
         match self.store.remove(deployment) {
             Ok(_) => {
+                // Its stored result went with the slot.
+                self.unconfirmed.retain(|&(d, _)| d != deployment);
                 self.status(deployment, DeployState::Removed);
                 self.events.push_back(AgentEvent::Removed { deployment });
             }
@@ -725,6 +851,11 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
             }
         }
     }
+}
+
+/// The CBOR of `result`, on the heap. Writing to a `Vec` cannot fail.
+fn encode(result: &ExecutionResult<'_>) -> Vec<u8> {
+    minicbor::to_vec(result).unwrap_or_default()
 }
 
 /// `s` as a [`Name`], cut to fit at a character boundary.

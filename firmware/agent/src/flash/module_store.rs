@@ -22,6 +22,11 @@
 //!   rewrite falls back to it.
 //! - `commit` reads the module back, checks size and SHA-256, asks the
 //!   acceptor, and only then writes the table with the slot installed.
+//! - An installed slot's record in the table may carry the undelivered
+//!   execution result (`finish` writes it with the end state in one table
+//!   write; `clear_result` and `remove` drop it). The table is one record,
+//!   so all slots' results must fit in one sector with the metadata: a
+//!   `finish` that does not fit fails with [`StoreError::TooLarge`].
 //!
 //! So after any power cut a slot is free, receiving with a verified prefix
 //! count, or installed with a verified module: never installed with a
@@ -46,6 +51,8 @@ pub struct FlashModuleStore<F> {
     flash: F,
     table: RecordPair,
     slots: Vec<Option<SlotInfo>>,
+    /// Undelivered execution result (CBOR) of each installed slot.
+    results: Vec<Option<Vec<u8>>>,
     /// Write state of each receiving slot.
     rx: Vec<Option<Rx>>,
     max_module_size: u32,
@@ -104,9 +111,18 @@ impl<F: NorFlash> FlashModuleStore<F> {
             None => Vec::new(),
         };
         records.resize(slots, None);
+        let results = records
+            .iter_mut()
+            .map(|r| {
+                r.as_mut()
+                    .filter(|r| r.installed.is_some())
+                    .and_then(|r| r.result.take())
+            })
+            .collect();
         let mut store = FlashModuleStore {
             flash,
             table,
+            results,
             slots: records
                 .into_iter()
                 .map(|record| {
@@ -156,14 +172,20 @@ impl<F: NorFlash> FlashModuleStore<F> {
         slot_index(&self.slots, deployment)
     }
 
-    /// The table encoded with slot `change.0` replaced by `change.1`.
-    fn encode_table(&self, change: (usize, &Option<SlotInfo>)) -> Vec<u8> {
+    /// The table encoded with slot `change.0` replaced by `change.1` and
+    /// its result by `change.2`.
+    fn encode_table(&self, change: (usize, &Option<SlotInfo>, &Option<Vec<u8>>)) -> Vec<u8> {
         let records: Vec<Option<SlotRecord>> = self
             .slots
             .iter()
+            .zip(&self.results)
             .enumerate()
-            .map(|(i, slot)| {
-                let slot = if i == change.0 { change.1 } else { slot };
+            .map(|(i, (slot, result))| {
+                let (slot, result) = if i == change.0 {
+                    (change.1, change.2)
+                } else {
+                    (slot, result)
+                };
                 slot.as_ref().map(|s| SlotRecord {
                     meta: s.meta.clone(),
                     installed: match s.state {
@@ -171,18 +193,48 @@ impl<F: NorFlash> FlashModuleStore<F> {
                         SlotState::Receiving { .. } => None,
                     },
                     held: 0,
+                    result: result.clone(),
                 })
             })
             .collect();
         minicbor::to_vec(&records).unwrap_or_default()
     }
 
-    /// Durably replaces slot `i`, then updates the in-memory table.
-    fn update(&mut self, i: usize, new: Option<SlotInfo>) -> Result<(), StoreError> {
-        let body = self.encode_table((i, &new));
+    /// Durably replaces slot `i` and its result, then updates the
+    /// in-memory table.
+    fn update(
+        &mut self,
+        i: usize,
+        new: Option<SlotInfo>,
+        result: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let body = self.encode_table((i, &new, &result));
         self.table.write(&mut self.flash, &body)?;
         self.slots[i] = new;
+        self.results[i] = result;
         Ok(())
+    }
+
+    /// Durably sets the state of installed slot `i` and its result.
+    fn set_installed(
+        &mut self,
+        i: usize,
+        state: AppState,
+        result: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        let Some(SlotInfo {
+            meta,
+            state: SlotState::Installed(_),
+        }) = &self.slots[i]
+        else {
+            return Ok(false);
+        };
+        let slot = SlotInfo {
+            meta: meta.clone(),
+            state: SlotState::Installed(state),
+        };
+        self.update(i, Some(slot), result)?;
+        Ok(true)
     }
 
     /// Rebuilds slot `i`'s write state from its progress log and makes sure
@@ -395,6 +447,7 @@ impl<F: NorFlash> FlashModuleStore<F> {
                 meta: meta.clone(),
                 state: SlotState::Receiving { held: 0 },
             }),
+            None,
         )?;
         self.rx[i] = Some(Rx::default());
         Ok(())
@@ -523,6 +576,7 @@ impl<F: NorFlash> ModuleStore for FlashModuleStore<F> {
                 meta: slot.meta,
                 state: SlotState::Installed(AppState::Installed),
             }),
+            None,
         )?;
         self.rx[i] = None;
         Ok(())
@@ -546,32 +600,51 @@ impl<F: NorFlash> ModuleStore for FlashModuleStore<F> {
         let Some(i) = self.index(deployment) else {
             return Ok(false);
         };
-        match &self.slots[i] {
-            Some(slot) if slot.state == SlotState::Installed(state) => Ok(true),
-            Some(SlotInfo {
-                meta,
-                state: SlotState::Installed(_),
-            }) => {
-                let meta = meta.clone();
-                self.update(
-                    i,
-                    Some(SlotInfo {
-                        meta,
-                        state: SlotState::Installed(state),
-                    }),
-                )?;
-                Ok(true)
-            }
-            _ => Ok(false),
+        if self.slots[i]
+            .as_ref()
+            .is_some_and(|slot| slot.state == SlotState::Installed(state))
+        {
+            return Ok(true);
         }
+        let result = self.results[i].clone();
+        self.set_installed(i, state, result)
     }
 
     fn remove(&mut self, deployment: DeploymentId) -> Result<bool, StoreError> {
         let Some(i) = self.index(deployment) else {
             return Ok(false);
         };
-        self.update(i, None)?;
+        self.update(i, None, None)?;
         self.rx[i] = None;
+        Ok(true)
+    }
+
+    fn finish(
+        &mut self,
+        deployment: DeploymentId,
+        state: AppState,
+        result: &[u8],
+    ) -> Result<bool, StoreError> {
+        match self.index(deployment) {
+            Some(i) => self.set_installed(i, state, Some(result.to_vec())),
+            None => Ok(false),
+        }
+    }
+
+    fn result(&self, deployment: DeploymentId) -> Option<&[u8]> {
+        let i = self.index(deployment)?;
+        self.results[i].as_deref()
+    }
+
+    fn clear_result(&mut self, deployment: DeploymentId) -> Result<bool, StoreError> {
+        let Some(i) = self.index(deployment) else {
+            return Ok(false);
+        };
+        if self.results[i].is_none() {
+            return Ok(false);
+        }
+        let slot = self.slots[i].clone();
+        self.update(i, slot, None)?;
         Ok(true)
     }
 }
