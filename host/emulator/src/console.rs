@@ -6,6 +6,12 @@
 //! action (a reset, a deployment) and wait for what the device prints
 //! after it with [`Console::wait_for_after`]. Waiting always looks at the
 //! history first, so a line that arrived before the wait started is found.
+//!
+//! The history in memory keeps the last [`HISTORY_LINES`] lines, so a
+//! device that runs for weeks does not grow its manager without bound;
+//! `console.log` on disk keeps everything. Marks stay valid: they count
+//! every line ever printed, and a mark before the oldest line kept means
+//! "from the oldest line kept".
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -26,6 +32,8 @@ use crate::manager::DeviceState;
 pub const MAX_LINE: usize = 4096;
 /// Console lines quoted in a [`WaitError`].
 pub const TAIL_LINES: usize = 20;
+/// Lines of history kept in memory per device.
+pub const HISTORY_LINES: usize = 20_000;
 /// Capacity of the channel behind [`Console::subscribe`].
 const BROADCAST_CAPACITY: usize = 1024;
 
@@ -179,10 +187,54 @@ pub(crate) struct Ended {
     pub(crate) stderr_tail: Vec<String>,
 }
 
+/// The last lines printed, numbered from the first line ever printed.
+#[derive(Debug)]
+struct History {
+    lines: VecDeque<ConsoleLine>,
+    /// The number of the oldest line kept.
+    first: usize,
+    capacity: usize,
+}
+
+impl History {
+    fn new(capacity: usize) -> History {
+        History {
+            lines: VecDeque::new(),
+            first: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The number the next line gets.
+    fn end(&self) -> usize {
+        self.first + self.lines.len()
+    }
+
+    /// The lines kept from line number `from` on.
+    fn from(&self, from: usize) -> impl Iterator<Item = &ConsoleLine> {
+        self.lines
+            .range(from.saturating_sub(self.first).min(self.lines.len())..)
+    }
+
+    fn push(&mut self, text: String) -> ConsoleLine {
+        let line = ConsoleLine {
+            text,
+            at: Instant::now(),
+            index: self.end(),
+        };
+        if self.lines.len() == self.capacity {
+            self.lines.pop_front();
+            self.first += 1;
+        }
+        self.lines.push_back(line.clone());
+        line
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     device: String,
-    lines: Mutex<Vec<ConsoleLine>>,
+    lines: Mutex<History>,
     ended: Mutex<Option<Ended>>,
     notify: Notify,
     sender: broadcast::Sender<ConsoleLine>,
@@ -196,11 +248,16 @@ pub struct Console {
 
 impl Console {
     pub(crate) fn new(device: &str) -> Console {
+        Console::with_history(device, HISTORY_LINES)
+    }
+
+    /// A console that keeps the last `lines` lines in memory.
+    pub(crate) fn with_history(device: &str, lines: usize) -> Console {
         let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
         Console {
             inner: Arc::new(Inner {
                 device: device.to_owned(),
-                lines: Mutex::new(Vec::new()),
+                lines: Mutex::new(History::new(lines)),
                 ended: Mutex::new(None),
                 notify: Notify::new(),
                 sender,
@@ -215,25 +272,24 @@ impl Console {
 
     /// The position after the last line printed so far.
     pub fn mark(&self) -> ConsoleMark {
-        ConsoleMark(lock(&self.inner.lines).len())
+        ConsoleMark(lock(&self.inner.lines).end())
     }
 
-    /// Every line so far.
+    /// Every line kept (the last [`HISTORY_LINES`]).
     pub fn lines(&self) -> Vec<ConsoleLine> {
-        lock(&self.inner.lines).clone()
+        lock(&self.inner.lines).lines.iter().cloned().collect()
     }
 
-    /// The lines printed after `mark`.
+    /// The lines kept that were printed after `mark`.
     pub fn lines_after(&self, mark: ConsoleMark) -> Vec<ConsoleLine> {
-        let lines = lock(&self.inner.lines);
-        lines[mark.0.min(lines.len())..].to_vec()
+        lock(&self.inner.lines).from(mark.0).cloned().collect()
     }
 
     /// The text of the last `n` lines.
     pub fn tail(&self, n: usize) -> Vec<String> {
-        let lines = lock(&self.inner.lines);
-        lines[lines.len().saturating_sub(n)..]
-            .iter()
+        let history = lock(&self.inner.lines);
+        history
+            .from(history.end().saturating_sub(n))
             .map(|l| l.text.clone())
             .collect()
     }
@@ -245,7 +301,8 @@ impl Console {
         self.inner.sender.subscribe()
     }
 
-    /// A reader of every line from `from` on, in order, without loss.
+    /// A reader of every line from `from` on, in order, without loss
+    /// (unless it falls more than [`HISTORY_LINES`] behind).
     pub fn follow(&self, from: ConsoleMark) -> ConsoleFollower {
         ConsoleFollower {
             console: self.clone(),
@@ -287,16 +344,14 @@ impl Console {
             // pushed before its end is recorded, so none is missed.
             let ended = lock(&self.inner.ended).clone();
             {
-                let lines = lock(&self.inner.lines);
-                if let Some(line) = lines
-                    .get(cursor..)
-                    .unwrap_or_default()
-                    .iter()
+                let history = lock(&self.inner.lines);
+                if let Some(line) = history
+                    .from(cursor)
                     .find(|line| pattern.matches(&line.text))
                 {
                     return Ok(line.clone());
                 }
-                cursor = cursor.max(lines.len());
+                cursor = cursor.max(history.end());
             }
             if let Some(ended) = ended {
                 return Err(WaitError::Exited {
@@ -320,16 +375,7 @@ impl Console {
 
     /// Appends a line and wakes waiters and subscribers.
     pub(crate) fn push(&self, text: String) -> ConsoleLine {
-        let line = {
-            let mut lines = lock(&self.inner.lines);
-            let line = ConsoleLine {
-                text,
-                at: Instant::now(),
-                index: lines.len(),
-            };
-            lines.push(line.clone());
-            line
-        };
+        let line = lock(&self.inner.lines).push(text);
         // No subscriber is not an error.
         let _ = self.inner.sender.send(line.clone());
         self.inner.notify.notify_waiters();
@@ -358,8 +404,10 @@ impl ConsoleFollower {
             let notified = self.console.inner.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(line) = lock(&self.console.inner.lines).get(self.next) {
-                self.next += 1;
+            // A follower that fell more than the history behind goes on
+            // from the oldest line kept.
+            if let Some(line) = lock(&self.console.inner.lines).from(self.next).next() {
+                self.next = line.index + 1;
                 return line.clone();
             }
             notified.await;
@@ -625,5 +673,48 @@ mod tests {
             "earlier run\nhello\nworld\n"
         );
         assert_eq!(console.tail(5), vec!["hello", "world"]);
+    }
+
+    #[tokio::test]
+    async fn the_history_keeps_the_last_lines_and_marks_stay_valid() {
+        let console = Console::with_history("dev", 3);
+        let mut follower = console.follow(ConsoleMark::START);
+        for i in 0..5 {
+            console.push(format!("line {i}"));
+        }
+        assert_eq!(console.mark(), ConsoleMark(5));
+        let kept: Vec<(usize, String)> = console
+            .lines()
+            .into_iter()
+            .map(|l| (l.index, l.text))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (2, "line 2".into()),
+                (3, "line 3".into()),
+                (4, "line 4".into())
+            ]
+        );
+        assert_eq!(console.lines_after(ConsoleMark(4)).len(), 1);
+        assert_eq!(console.lines_after(ConsoleMark(1)).len(), 3);
+        assert_eq!(console.tail(10), ["line 2", "line 3", "line 4"]);
+        // A follower that fell behind goes on from the oldest line kept.
+        assert_eq!(follower.next().await.index, 2);
+        assert_eq!(follower.position(), ConsoleMark(3));
+        let found = console
+            .wait_for_after(ConsoleMark(1), "line 3", Duration::from_millis(10))
+            .await
+            .expect("line 3 is kept");
+        assert_eq!(found.index, 3);
+        assert!(
+            console
+                .wait_for("line 0", Duration::from_millis(10))
+                .await
+                .is_err(),
+            "line 0 is no longer kept"
+        );
+        console.push("line 5".into());
+        assert_eq!(console.lines()[0].index, 3);
     }
 }
