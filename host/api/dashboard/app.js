@@ -318,6 +318,12 @@ function selectorText(selector) {
   return parts.join(", ") || "(nothing)";
 }
 
+// Whether a deployment runs the application's current module and limits
+// (one placed before an update is replaced by the controller).
+function isCurrent(deployment, status) {
+  return !deployment.revision || !status.revision || deployment.revision === status.revision;
+}
+
 function renderApplications() {
   const rows = state.applications.map((app) => {
     const status = app.status || {};
@@ -330,6 +336,7 @@ function renderApplications() {
         "data-name": name,
         "data-results": status.results || 0,
         "data-deleting": app.metadata.deleting ? "true" : "false",
+        "data-revision": status.revision || "",
       },
       h("th", { scope: "row", class: "mono" }, name, app.metadata.deleting ? " (deleting)" : ""),
       h("td", { class: "mono", text: selectorText(app.spec.selector) }),
@@ -339,7 +346,9 @@ function renderApplications() {
         `${app.spec.module.size} bytes, `,
         h("code", { text: `${app.spec.limits.entry}()` }),
         h("br"),
-        h("small", { class: "mono", text: `sha256 ${app.spec.module.sha256.slice(0, 12)}…` })
+        h("small", { class: "mono", text: `sha256 ${app.spec.module.sha256.slice(0, 12)}…` }),
+        status.revision ? h("br") : null,
+        status.revision ? h("small", { class: "mono", text: `revision ${status.revision}` }) : null
       ),
       h("td", { "data-testid": "application-results", text: status.results || 0 }),
       h(
@@ -357,11 +366,13 @@ function renderApplications() {
                     "data-device": d.device,
                     "data-phase": d.phase,
                     "data-results": d.results || 0,
+                    "data-current": isCurrent(d, status) ? "true" : "false",
                   },
                   h("span", { class: "mono", text: d.device }),
                   ": ",
                   h("span", { class: `phase-${d.phase}`, text: d.phase }),
                   ` (${d.results || 0} results)`,
+                  isCurrent(d, status) ? null : h("span", { class: "reason", text: " previous revision, being replaced" }),
                   d.reason ? h("div", { class: "reason", text: d.reason }) : null
                 )
               )

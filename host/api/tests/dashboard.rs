@@ -357,6 +357,18 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
         .admin("GET", "/api/v1/applications/doubler", None, StatusCode::OK)
         .await;
     assert_eq!(app["status"]["results"], 3);
+    // So does the revision, which every device runs.
+    let revision = app["status"]["revision"].as_str().unwrap().to_owned();
+    let shown = browser
+        .eval(
+            "(() => { \
+               const row = document.querySelector('[data-testid=application-row][data-name=doubler]'); \
+               const ds = [...row.querySelectorAll('[data-testid=deployment]')]; \
+               return row.dataset.revision + ' ' + ds.filter(d => d.dataset.current === 'true').length + ' ' + row.innerText.includes('revision ' + row.dataset.revision); \
+             })()",
+        )
+        .await;
+    assert_eq!(shown, json!(format!("{revision} 3 true")));
     let results = api
         .admin(
             "GET",
