@@ -765,3 +765,337 @@ async fn an_application_is_replaced_at_its_version_with_a_valid_module() {
         .await;
     assert_eq!(now["spec"]["selector"]["names"], json!(["d2"]));
 }
+
+/// The names of a list's items.
+fn names(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn create_device(api: &TestApi, name: &str, labels: Value) {
+    api.admin(
+        "POST",
+        "/api/v1/devices",
+        Some(device_body(name, labels, None)),
+        StatusCode::CREATED,
+    )
+    .await;
+}
+
+/// Every page of `uri` (which has a `?`) with `token`; asserts that each
+/// page but the last is full and carries a token.
+async fn walk(api: &TestApi, uri: &str, limit: usize, token: &str) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page_uri = match &next {
+            None => format!("{uri}&limit={limit}"),
+            Some(t) => format!("{uri}&limit={limit}&continue={t}"),
+        };
+        let (items, token_next) = api.page(&page_uri, token).await;
+        assert!(items.len() <= limit, "{page_uri}");
+        pages.push(names(&items));
+        match token_next {
+            Some(t) => {
+                assert_eq!(items.len(), limit, "a token after a page that is not full");
+                next = Some(t);
+            }
+            None => return pages,
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_cover_every_device_once_in_name_order_while_devices_come_and_go() {
+    let api = TestApi::in_memory();
+    // Created out of name order.
+    let mut initial: Vec<String> = (0..23).map(|i| format!("d{:02}", i * 5 % 23)).collect();
+    for name in &initial {
+        create_device(&api, name, json!({})).await;
+    }
+    initial.sort();
+    let admin = api.admin.clone();
+    let mut seen: Vec<String> = Vec::new();
+    let mut next: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let uri = match &next {
+            None => "/api/v1/devices?limit=4".to_owned(),
+            Some(t) => format!("/api/v1/devices?limit=4&continue={t}"),
+        };
+        let (items, token) = api.page(&uri, &admin).await;
+        pages += 1;
+        seen.extend(names(&items));
+        let Some(token) = token else { break };
+        assert_eq!(items.len(), 4);
+        let last = seen.last().unwrap().clone();
+        // Between pages: one device sorting behind the position (not
+        // seen), one ahead of it (seen), and one ahead deleted (not seen).
+        if pages == 2 {
+            create_device(&api, "d00a", json!({})).await;
+            create_device(&api, "d99", json!({})).await;
+            assert!(last.as_str() > "d00a");
+            api.admin(
+                "DELETE",
+                "/api/v1/devices/d20",
+                None,
+                StatusCode::NO_CONTENT,
+            )
+            .await;
+        }
+        next = Some(token);
+    }
+    let mut expected: Vec<String> = initial.into_iter().filter(|n| n != "d20").collect();
+    expected.push("d99".into());
+    assert_eq!(seen, expected, "each once, by name");
+    assert_eq!(pages, 6);
+    // The whole list has them all, unpaged as before.
+    let all = api
+        .admin("GET", "/api/v1/devices", None, StatusCode::OK)
+        .await;
+    assert_eq!(all.as_array().unwrap().len(), 24);
+}
+
+#[tokio::test]
+async fn a_limit_reaching_the_end_gives_no_token() {
+    let api = TestApi::in_memory();
+    for i in 0..5 {
+        create_device(&api, &format!("d{i}"), json!({})).await;
+    }
+    let admin = api.admin.clone();
+    let (items, next) = api.page("/api/v1/devices?limit=5", &admin).await;
+    assert_eq!(names(&items), ["d0", "d1", "d2", "d3", "d4"]);
+    assert_eq!(next, None, "an exact fit ends the list");
+    let (items, next) = api.page("/api/v1/devices?limit=1000", &admin).await;
+    assert_eq!(items.len(), 5);
+    assert_eq!(next, None);
+    let (items, next) = api.page("/api/v1/devices", &admin).await;
+    assert_eq!(items.len(), 5);
+    assert_eq!(next, None, "no token without a limit");
+    let (items, next) = api.page("/api/v1/devices?limit=3", &admin).await;
+    assert_eq!(names(&items), ["d0", "d1", "d2"]);
+    let next = next.expect("two more remain");
+    let (items, last) = api
+        .page(
+            &format!("/api/v1/devices?limit=100&continue={next}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(names(&items), ["d3", "d4"]);
+    assert_eq!(last, None);
+    // A token without a limit: everything after it.
+    let (items, last) = api
+        .page(&format!("/api/v1/devices?continue={next}"), &admin)
+        .await;
+    assert_eq!(names(&items), ["d3", "d4"]);
+    assert_eq!(last, None);
+    // An empty list.
+    let (items, next) = api.page("/api/v1/applications?limit=1", &admin).await;
+    assert!(items.is_empty());
+    assert_eq!(next, None);
+}
+
+#[tokio::test]
+async fn label_selected_pages_are_full_of_matching_items() {
+    let api = TestApi::in_memory();
+    // Every fifth matches: a page needs several store pages.
+    for i in 0..53 {
+        let labels = if i % 5 == 0 {
+            json!({ "site": "lab", "n": i.to_string() })
+        } else {
+            json!({ "site": "field" })
+        };
+        create_device(&api, &format!("d{i:02}"), labels).await;
+    }
+    let admin = api.admin.clone();
+    let matching: Vec<String> = (0..53)
+        .filter(|i| i % 5 == 0)
+        .map(|i| format!("d{i:02}"))
+        .collect();
+    for limit in [1, 2, 3, 4, 11, 1000] {
+        let pages = walk(
+            &api,
+            "/api/v1/devices?labelSelector=site=lab",
+            limit,
+            &admin,
+        )
+        .await;
+        assert_eq!(pages.concat(), matching, "limit {limit}");
+        assert_eq!(pages.len(), matching.len().div_ceil(limit), "limit {limit}");
+    }
+    // The last match is the last device but one: no token after it
+    // although a device follows.
+    let (items, next) = api
+        .page("/api/v1/devices?labelSelector=site=lab&limit=11", &admin)
+        .await;
+    assert_eq!(items.len(), 11);
+    assert_eq!(next, None);
+    // A token belongs to its selector.
+    let (_, next) = api
+        .page("/api/v1/devices?labelSelector=site=lab&limit=2", &admin)
+        .await;
+    let next = next.unwrap();
+    for uri in [
+        format!("/api/v1/devices?limit=2&continue={next}"),
+        format!("/api/v1/devices?labelSelector=site=field&limit=2&continue={next}"),
+    ] {
+        let (status, content_type, json) = api.call("GET", &uri, Some(&admin), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_problem(status, &content_type, &json, "invalid_query");
+    }
+    // The same selector, written otherwise, is the same list.
+    let (items, _) = api
+        .page(
+            &format!("/api/v1/devices?labelSelector=site%3Dlab,&limit=2&continue={next}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(names(&items), ["d10", "d15"]);
+}
+
+#[tokio::test]
+async fn bad_limits_and_continue_tokens_are_refused_with_a_stable_code() {
+    use base64::Engine;
+    let api = TestApi::in_memory();
+    for i in 0..3 {
+        create_device(&api, &format!("d{i}"), json!({})).await;
+    }
+    let admin = api.admin.clone();
+    let (_, next) = api.page("/api/v1/devices?limit=1", &admin).await;
+    let device_token = next.unwrap();
+    let forge =
+        |json: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string());
+    let mut uris: Vec<String> = ["0", "1001", "abc", "-1", "", "1.5", "99999999999"]
+        .iter()
+        .map(|l| format!("/api/v1/devices?limit={l}"))
+        .collect();
+    for token in [
+        "".to_owned(),
+        "!!!".to_owned(),
+        "AAAA".to_owned(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("d0"),
+        forge(json!({ "v": 1, "kind": "Device", "after": "d0" })),
+        forge(json!({ "v": 2, "kind": "Device", "after": "d0", "selector": {} })),
+        forge(json!({ "v": 1, "kind": "Gateway", "after": "d0", "selector": {} })),
+        forge(json!({ "v": 1, "kind": "Device", "after": "", "selector": {} })),
+        forge(json!({ "v": 1, "kind": "Device", "after": "d0", "selector": {}, "x": 1 })),
+        format!("{device_token}x"),
+    ] {
+        uris.push(format!("/api/v1/devices?limit=1&continue={token}"));
+    }
+    // A token of one kind's list on another's.
+    uris.push(format!(
+        "/api/v1/applications?limit=1&continue={device_token}"
+    ));
+    uris.push(format!("/api/v1/gateways?continue={device_token}"));
+    for uri in uris {
+        let (status, content_type, json) = api.call("GET", &uri, Some(&admin), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {json}");
+        assert_problem(status, &content_type, &json, "invalid_query");
+    }
+    // A well-formed token is a position, whether made here or not.
+    let (items, _) = api
+        .page(
+            &format!(
+                "/api/v1/devices?limit=5&continue={}",
+                forge(json!({ "v": 1, "kind": "Device", "after": "d0", "selector": {} }))
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(names(&items), ["d1", "d2"]);
+}
+
+#[tokio::test]
+async fn read_only_tokens_page_applications_and_gateways_too() {
+    let api = TestApi::in_memory();
+    for name in ["gw-c", "gw-a", "gw-b"] {
+        api.admin(
+            "POST",
+            "/api/v1/gateways",
+            Some(gateway_body(name, "http://127.0.0.1:1", "127.0.0.1:2")),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    for name in ["app-b", "app-a", "app-c"] {
+        api.admin(
+            "POST",
+            "/api/v1/applications",
+            Some(app_body(name, &doubler(), json!({ "names": ["d1"] }))),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    for i in 0..3 {
+        create_device(&api, &format!("d{i}"), json!({})).await;
+    }
+    let reader = api.reader.clone();
+    for (uri, all) in [
+        ("/api/v1/devices?", ["d0", "d1", "d2"]),
+        ("/api/v1/applications?", ["app-a", "app-b", "app-c"]),
+        ("/api/v1/gateways?", ["gw-a", "gw-b", "gw-c"]),
+    ] {
+        let pages = walk(&api, uri, 2, &reader).await;
+        assert_eq!(pages, [vec![all[0], all[1]], vec![all[2]]], "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_and_memory_stores_serve_the_same_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = TestApi::new(Store::new(std::sync::Arc::new(
+        SqliteStore::open(&dir.path().join("api.db")).unwrap(),
+    )));
+    let memory = TestApi::in_memory();
+    for i in 0..40 {
+        let name = format!("n{}", i * 13 % 40);
+        let labels = json!({ "odd": (i % 2).to_string() });
+        create_device(&sqlite, &name, labels.clone()).await;
+        create_device(&memory, &name, labels).await;
+    }
+    for uri in ["/api/v1/devices?", "/api/v1/devices?labelSelector=odd=1"] {
+        for limit in [1, 3, 7, 40, 41] {
+            let a = walk(&sqlite, uri, limit, &sqlite.admin.clone()).await;
+            let b = walk(&memory, uri, limit, &memory.admin.clone()).await;
+            assert_eq!(a, b, "{uri} limit {limit}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn openapi_documents_paging() {
+    let api = TestApi::in_memory();
+    let doc = api
+        .admin("GET", "/openapi.json", None, StatusCode::OK)
+        .await;
+    for path in [
+        "/api/v1/devices",
+        "/api/v1/applications",
+        "/api/v1/gateways",
+    ] {
+        let get = &doc["paths"][path]["get"];
+        let params = get["parameters"].as_array().unwrap();
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{path}: no {name}"))
+        };
+        assert_eq!(param("limit")["in"], "query");
+        assert_eq!(param("limit")["schema"]["minimum"], 1);
+        assert_eq!(param("limit")["schema"]["maximum"], 1000);
+        assert_eq!(param("continue")["in"], "query");
+        assert_eq!(param("labelSelector")["in"], "query");
+        assert!(
+            get["responses"]["200"]["headers"]["X-Continue"].is_object(),
+            "{path}"
+        );
+        assert_eq!(
+            get["responses"]["200"]["content"]["application/json"]["schema"]["type"],
+            "array"
+        );
+    }
+}

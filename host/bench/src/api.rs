@@ -1,10 +1,13 @@
 //! `wasmbed-bench api` (what `cargo xtask bench api` runs): the API server
 //! over a real loopback socket with its SQLite store.
 //!
-//! 1. `GET /api/v1/devices` with 10,000 devices stored, from N concurrent
-//!    keep-alive clients, in requests per second, against `GET /healthz`
-//!    on the same server (the baseline: routing, HTTP and the socket, no
-//!    store and no JSON), interleaved round by round, as medians;
+//! 1. `GET /api/v1/devices` with 10,000 devices stored, and its first
+//!    page `?limit=100`, from N concurrent keep-alive clients, in requests
+//!    per second, against `GET /healthz` on the same server (the baseline:
+//!    routing, HTTP and the socket, no store and no JSON), interleaved
+//!    round by round, as medians; and, from one client, the time to walk
+//!    the whole list page by page (`?limit=500`, following `X-Continue`)
+//!    against one unpaged `GET`;
 //! 2. the time from `POST /api/v1/applications` to results from 1,000
 //!    simulated devices (`wasmbed-sim`, the real agent) through the
 //!    controller and a real gateway: all results stored at the gateway,
@@ -52,6 +55,15 @@ pub(crate) struct ApiArgs {
     /// Seconds of each measurement window.
     #[arg(long, default_value_t = 3.0)]
     pub(crate) round_secs: f64,
+    /// Items of the first page measured (`?limit=`).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) page_limit: usize,
+    /// Items per page when walking the whole list.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) walk_limit: usize,
+    /// Walks, and unpaged GETs, from one client per round.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) walks: usize,
     /// Simulated devices an application is deployed to (0: no deployment).
     #[arg(long, default_value_t = 1_000)]
     pub(crate) deploy_devices: usize,
@@ -148,12 +160,16 @@ pub(crate) async fn run(args: ApiArgs) -> anyhow::Result<()> {
         crate::proc::load_average()
     );
     println!(
-        "  listing:  {} devices stored (SQLite), {} keep-alive clients, {} rounds x {} s x 2 sides; \
+        "  listing:  {} devices stored (SQLite), {} keep-alive clients, {} rounds x {} s x 3 sides \
+         (all, ?limit={}, /healthz), {} walks by ?limit={} per round; \
          deploy: {} bytes to {} devices, {} runs",
         args.devices,
         args.clients,
         args.rounds,
         args.round_secs,
+        args.page_limit,
+        args.walks,
+        args.walk_limit,
         args.module_size,
         args.deploy_devices,
         args.deploy_runs
@@ -206,28 +222,52 @@ async fn listing(args: &ApiArgs) -> anyhow::Result<Vec<Row>> {
             args.devices
         );
     }
+    let page_path = format!("/api/v1/devices?limit={}", args.page_limit);
+    let page = get(addr, &page_path, &token).await?;
+    let paged = serde_json::from_slice::<serde_json::Value>(&page)?
+        .as_array()
+        .map_or(0, Vec::len);
+    if paged != args.page_limit.min(args.devices) {
+        bail!("GET {page_path} listed {paged} devices");
+    }
+    let pages = check_walk(addr, &token, args.walk_limit, args.devices).await?;
     let window = Duration::from_secs_f64(args.round_secs);
     let mut list_rates = Vec::new();
+    let mut page_rates = Vec::new();
     let mut health_rates = Vec::new();
+    let mut walk_ms = Vec::new();
+    let mut whole_ms = Vec::new();
     for round in 0..args.rounds {
-        let order = if round % 2 == 0 {
-            ["/api/v1/devices", "/healthz"]
-        } else {
-            ["/healthz", "/api/v1/devices"]
-        };
-        for path in order {
+        let mut order = [Side::All, Side::Page, Side::Health];
+        order.rotate_left(round % 3);
+        for side in order {
+            let path = match side {
+                Side::All => "/api/v1/devices",
+                Side::Page => page_path.as_str(),
+                Side::Health => "/healthz",
+            };
             let rate = load(addr, path, &token, args.clients, window).await?;
-            if path == "/healthz" {
-                health_rates.push(rate);
-            } else {
-                list_rates.push(rate);
+            match side {
+                Side::All => list_rates.push(rate),
+                Side::Page => page_rates.push(rate),
+                Side::Health => health_rates.push(rate),
             }
         }
+        for _ in 0..args.walks {
+            walk_ms.push(walk(addr, &token, args.walk_limit).await?.0 * 1e3);
+            let started = Instant::now();
+            get(addr, "/api/v1/devices", &token).await?;
+            whole_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
         progress(&format!(
-            "listing: round {}: devices {:.1}/s, healthz {:.0}/s",
+            "listing: round {}: devices {:.1}/s, first page {:.0}/s, healthz {:.0}/s; \
+             walk {:.0} ms, one GET {:.0} ms",
             round + 1,
             list_rates[round],
-            health_rates[round]
+            page_rates[round],
+            health_rates[round],
+            median(&walk_ms[round * args.walks..]),
+            median(&whole_ms[round * args.walks..]),
         ));
     }
     let ratios: Vec<f64> = list_rates
@@ -243,9 +283,29 @@ async fn listing(args: &ApiArgs) -> anyhow::Result<Vec<Row>> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    println!("  GET {page_path} per second: {}", list(&page_rates));
     println!("  GET /healthz per second:        {}", list(&health_rates));
+    let ms = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "  walk by ?limit={} ({pages} pages), one client (ms): {}",
+        args.walk_limit,
+        ms(&walk_ms)
+    );
+    println!("  one unpaged GET, one client (ms):  {}", ms(&whole_ms));
     let listing = median(&list_rates);
     let devices_per_s = listing * args.devices as f64;
+    let page_ratios: Vec<f64> = page_rates
+        .iter()
+        .zip(&health_rates)
+        .map(|(p, h)| p / h)
+        .collect();
+    let walk_ratios: Vec<f64> = walk_ms.iter().zip(&whole_ms).map(|(w, o)| w / o).collect();
     Ok(vec![
         Row::new(
             format!(
@@ -264,7 +324,83 @@ async fn listing(args: &ApiArgs) -> anyhow::Result<Vec<Row>> {
             "  one listing costs as many /healthz requests as",
             thousands(1.0 / median(&ratios)),
         ),
+        Row::new(
+            format!(
+                "GET /api/v1/devices?limit={} (first page, {} KiB), requests/s",
+                args.page_limit,
+                page.len() / 1024
+            ),
+            format!("{:.1}", median(&page_rates)),
+        )
+        .baseline(
+            format!("{} (/healthz)", thousands(median(&health_rates))),
+            median(&page_ratios),
+        ),
+        Row::new(
+            format!(
+                "walk {} devices by ?limit={} ({pages} pages), one client",
+                thousands(args.devices as f64),
+                args.walk_limit
+            ),
+            format!("{:.0} ms", median(&walk_ms)),
+        )
+        .baseline(
+            format!("{:.0} ms (one unpaged GET)", median(&whole_ms)),
+            median(&walk_ratios),
+        ),
     ])
+}
+
+/// The sides of a listing round.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    All,
+    Page,
+    Health,
+}
+
+/// Walks the device list by `?limit=`, following `X-Continue`, on one
+/// keep-alive connection; the seconds and the bodies.
+async fn walk(addr: SocketAddr, token: &str, limit: usize) -> anyhow::Result<(f64, Vec<Vec<u8>>)> {
+    let first = format!("/api/v1/devices?limit={limit}");
+    let started = Instant::now();
+    let mut connection = Connection::open(addr, &first, token).await?;
+    let mut bodies = Vec::new();
+    loop {
+        bodies.push(connection.request().await?);
+        match connection.next.take() {
+            Some(next) => connection.set_path(&format!("{first}&continue={next}")),
+            None => return Ok((started.elapsed().as_secs_f64(), bodies)),
+        }
+    }
+}
+
+/// Checks that a walk lists every device once, by name; the pages.
+async fn check_walk(
+    addr: SocketAddr,
+    token: &str,
+    limit: usize,
+    devices: usize,
+) -> anyhow::Result<usize> {
+    let (_, bodies) = walk(addr, token, limit).await?;
+    let mut names = Vec::with_capacity(devices);
+    for body in &bodies {
+        let page: Vec<serde_json::Value> = serde_json::from_slice(body)?;
+        if page.len() > limit {
+            bail!("a page of {} devices with ?limit={limit}", page.len());
+        }
+        for device in page {
+            let name = device["metadata"]["name"].as_str().unwrap_or_default();
+            names.push(name.to_owned());
+        }
+    }
+    if names.len() != devices || names.windows(2).any(|w| w[0] >= w[1]) {
+        bail!(
+            "walking by ?limit={limit} listed {} devices, not {devices} in name order",
+            names.len()
+        );
+    }
+    Ok(bodies.len())
 }
 
 /// `GET path` once, on its own connection; the body.
@@ -279,6 +415,10 @@ struct Connection {
     writer: tokio::net::tcp::OwnedWriteHalf,
     request: Vec<u8>,
     line: String,
+    addr: SocketAddr,
+    token: String,
+    /// The `X-Continue` header of the last answer.
+    next: Option<String>,
 }
 
 impl Connection {
@@ -289,12 +429,17 @@ impl Connection {
         Ok(Connection {
             reader: BufReader::with_capacity(256 * 1024, reader),
             writer,
-            request: format!(
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
-            )
-            .into_bytes(),
+            request: request(addr, path, token),
             line: String::new(),
+            addr,
+            token: token.to_owned(),
+            next: None,
         })
+    }
+
+    /// Requests `path` from now on.
+    fn set_path(&mut self, path: &str) {
+        self.request = request(self.addr, path, &self.token);
     }
 
     /// Sends the request and reads the answer, which must be a 200 with
@@ -303,6 +448,7 @@ impl Connection {
         self.writer.write_all(&self.request).await?;
         let mut status = None;
         let mut length = None;
+        self.next = None;
         loop {
             self.line.clear();
             if self.reader.read_line(&mut self.line).await? == 0 {
@@ -317,6 +463,8 @@ impl Connection {
             } else if let Some((name, value)) = line.split_once(':') {
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse::<usize>().ok();
+                } else if name.eq_ignore_ascii_case("x-continue") {
+                    self.next = Some(value.trim().to_owned());
                 }
             }
         }
@@ -331,6 +479,12 @@ impl Connection {
         }
         Ok(body)
     }
+}
+
+/// A keep-alive `GET path`.
+fn request(addr: SocketAddr, path: &str, token: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n")
+        .into_bytes()
 }
 
 /// Requests per second over `window` from `clients` keep-alive clients.
@@ -618,6 +772,15 @@ mod tests {
         }
         let rate = load(addr, "/healthz", &token, 2, Duration::from_millis(100)).await?;
         assert!(rate > 0.0);
+        // Walking follows X-Continue to the end.
+        let store2 = Store::in_memory();
+        for i in 0..5 {
+            store2.create(&device(format!("d{i}"), None))?;
+        }
+        let (addr2, token2) = system.serve_api(store2).await?;
+        assert_eq!(check_walk(addr2, &token2, 2, 5).await?, 3);
+        assert_eq!(check_walk(addr2, &token2, 5, 5).await?, 1);
+        assert!(check_walk(addr2, &token2, 2, 6).await.is_err());
         // A refused request is an error, not a measurement.
         assert!(get(addr, "/api/v1/devices", "wbd_wrong").await.is_err());
         assert!(

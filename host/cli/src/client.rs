@@ -60,6 +60,9 @@ impl ApiError {
     }
 }
 
+/// Items per page when [`ApiClient::get_all`] reads a list.
+const PAGE: usize = 500;
+
 /// The API server at `base`, with a bearer token.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiClient {
@@ -95,6 +98,40 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        Ok(self.exchange(method, path, body).await?.0)
+    }
+
+    /// Every item of a paged list (`path` without `limit`), read in pages
+    /// of [`PAGE`] that follow the `X-Continue` header, so that a large
+    /// fleet needs no single huge answer. A server that does not page
+    /// answers the first request with everything and no header.
+    pub(crate) async fn get_all(&self, path: &str) -> anyhow::Result<Value> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let first = format!("{path}{separator}limit={PAGE}");
+        let mut items = Vec::new();
+        let mut next = first.clone();
+        loop {
+            let (page, token) = self.exchange(Method::GET, &next, None).await?;
+            let Value::Array(page) = page else {
+                anyhow::bail!("GET {}{next}: the answer is not a JSON array", self.base);
+            };
+            let empty = page.is_empty();
+            items.extend(page);
+            match token {
+                // An empty page with a token would never end.
+                Some(token) if !empty => next = format!("{first}&continue={}", segment(&token)),
+                _ => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
+    /// Sends a request; the JSON answer and its `X-Continue` header.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(Value, Option<String>)> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method.clone(), &url);
         if let Some(token) = &self.token {
@@ -108,6 +145,11 @@ impl ApiClient {
             .await
             .with_context(|| format!("{method} {url}: no answer from the API server"))?;
         let status = response.status();
+        let continue_token = response
+            .headers()
+            .get("x-continue")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = response
             .text()
             .await
@@ -120,10 +162,11 @@ impl ApiClient {
             return Err(error.into());
         }
         if text.trim().is_empty() {
-            return Ok(Value::Null);
+            return Ok((Value::Null, continue_token));
         }
-        serde_json::from_str(&text)
-            .with_context(|| format!("{method} {url}: the answer is not JSON"))
+        let answer = serde_json::from_str(&text)
+            .with_context(|| format!("{method} {url}: the answer is not JSON"))?;
+        Ok((answer, continue_token))
     }
 
     pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {

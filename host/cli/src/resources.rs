@@ -270,7 +270,7 @@ pub(crate) fn run_device(args: DeviceArgs) -> anyhow::Result<()> {
                     Some(s) => format!("/api/v1/devices?labelSelector={}", segment(&s)),
                     None => "/api/v1/devices".to_owned(),
                 };
-                let devices = api.get(&path).await?;
+                let devices = api.get_all(&path).await?;
                 match output {
                     Output::Json => print_json(&devices),
                     Output::Text => {

@@ -56,6 +56,28 @@ impl Api {
     }
 }
 
+/// `POST path` with a JSON body, as the admin; the status.
+fn post(api: &Api, path: &str, body: &str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let host = api.url.trim_start_matches("http://");
+    let mut tcp = std::net::TcpStream::connect(host).expect("connect");
+    write!(
+        tcp,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        api.token,
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).expect("answer");
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn client_commands_manage_devices_and_applications() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -275,6 +297,34 @@ fn client_commands_manage_devices_and_applications() {
     assert!(out.contains("application demo deleted"), "{out}");
     assert!(api.fails(&["app", "get", "demo"]).contains("404"));
     assert!(api.ok(&["device", "delete", "dev-2"]).contains("deleted"));
+
+    // A fleet larger than a page (500): listed whole, once, by name.
+    for i in 0..1050 {
+        let labels = if i % 2 == 0 {
+            r#"{"half":"yes"}"#
+        } else {
+            "{}"
+        };
+        let body = format!(
+            r#"{{"metadata":{{"name":"bulk-{i:04}","labels":{labels}}},"spec":{{"board":"b","gateway":"gw"}}}}"#
+        );
+        assert_eq!(post(&api, "/api/v1/devices", &body), 201, "bulk-{i:04}");
+    }
+    let list = api.ok(&["device", "list"]);
+    let names: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap_or_default())
+        .collect();
+    let mut expected: Vec<String> = (0..1050).map(|i| format!("bulk-{i:04}")).collect();
+    expected.push("dev-1".into());
+    assert_eq!(names, expected);
+    let selected = api.ok(&["device", "list", "--selector", "half=yes"]);
+    assert_eq!(selected.lines().count(), 1 + 525, "{selected}");
+    assert!(selected.lines().skip(1).all(|l| l.ends_with("half=yes")));
+    let json: serde_json::Value =
+        serde_json::from_str(&api.ok(&["device", "list", "--output", "json"])).expect("JSON");
+    assert_eq!(json.as_array().map(Vec::len), Some(1051));
 
     let pid = child.0.id().to_string();
     assert!(

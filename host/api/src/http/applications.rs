@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::devices::UpdateMetadata;
 use super::{
-    ApiJson, ApiQuery, ApiResult, AppState, ListQuery, MAX_MODULE_SIZE, NewMetadata, Problem,
+    ApiJson, ApiQuery, ApiResult, AppState, ListQuery, MAX_MODULE_SIZE, NewMetadata, Page, Problem,
     object_meta, path_name, validate_label, validate_metadata, validate_name,
 };
 use crate::model::{
@@ -220,7 +220,7 @@ pub(crate) async fn update(
     get, path = "/api/v1/applications", tag = "applications",
     params(ListQuery),
     responses(
-        (status = 200, body = Vec<Application>),
+        (status = 200, body = Vec<Application>, headers(("X-Continue" = String, description = "The `continue` token of the next page; only when `limit` was given and more items remain"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
     ),
@@ -229,8 +229,8 @@ pub(crate) async fn update(
 pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Vec<Application>>> {
-    Ok(Json(query.matching::<Application>(&state.store)?))
+) -> ApiResult<Page<Application>> {
+    query.page::<Application>(&state.store)
 }
 
 #[utoipa::path(

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    ApiJson, ApiQuery, ApiResult, AppState, ListQuery, NewMetadata, Problem, object_meta,
+    ApiJson, ApiQuery, ApiResult, AppState, ListQuery, NewMetadata, Page, Problem, object_meta,
     path_name, validate_metadata, validate_name,
 };
 use crate::model::{Device, DeviceSpec, DeviceStatus};
@@ -98,7 +98,7 @@ pub(crate) async fn create(
     get, path = "/api/v1/devices", tag = "devices",
     params(ListQuery),
     responses(
-        (status = 200, body = Vec<Device>),
+        (status = 200, body = Vec<Device>, headers(("X-Continue" = String, description = "The `continue` token of the next page; only when `limit` was given and more items remain"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
     ),
@@ -107,8 +107,8 @@ pub(crate) async fn create(
 pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Vec<Device>>> {
-    Ok(Json(query.matching::<Device>(&state.store)?))
+) -> ApiResult<Page<Device>> {
+    query.page::<Device>(&state.store)
 }
 
 #[utoipa::path(

@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 
 use super::devices::UpdateMetadata;
 use super::{
-    ApiJson, ApiResult, AppState, NewMetadata, Problem, object_meta, path_name, validate_metadata,
+    ApiJson, ApiQuery, ApiResult, AppState, ListQuery, NewMetadata, Page, Problem, object_meta,
+    path_name, validate_metadata,
 };
 use crate::model::{Gateway, GatewaySpec, GatewayStatus};
 
@@ -79,14 +80,19 @@ pub(crate) async fn create(
 
 #[utoipa::path(
     get, path = "/api/v1/gateways", tag = "gateways",
+    params(ListQuery),
     responses(
-        (status = 200, body = Vec<Gateway>),
+        (status = 200, body = Vec<Gateway>, headers(("X-Continue" = String, description = "The `continue` token of the next page; only when `limit` was given and more items remain"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Gateway>>> {
-    Ok(Json(state.store.list::<Gateway>()?))
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Page<Gateway>> {
+    query.page::<Gateway>(&state.store)
 }
 
 #[utoipa::path(

@@ -12,13 +12,19 @@
 //! | `POST, GET /api/v1/applications[?labelSelector=...]` | create (module in base64), list |
 //! | `GET, PUT, DELETE /api/v1/applications/{name}` | read, replace (a new module or limits is redeployed), delete (the controller removes its deployments first) |
 //! | `GET /api/v1/applications/{name}/results` | its latest execution results (ten per device), newest first |
-//! | `POST, GET /api/v1/gateways` | register, list |
+//! | `POST, GET /api/v1/gateways[?labelSelector=...]` | register, list |
 //! | `GET, PUT, DELETE /api/v1/gateways/{name}` | read, replace labels and spec (at a `resource_version`), forget |
 //!
 //! Every route but `/healthz` and the dashboard's static files needs
 //! `Authorization: Bearer <token>` (`/api/v1/events` also takes it as
 //! `?access_token=`, for browsers' `EventSource`);
 //! read-only tokens may only `GET`. Errors are RFC 7807 problem documents.
+//!
+//! Lists are ordered by name and may be read in pages, Kubernetes style:
+//! `?limit=N` (1 to 1000) gives at most N items, still a plain JSON array;
+//! when more remain, the `X-Continue` response header holds an opaque
+//! token, and `?limit=N&continue=<token>` gives the next page. Without
+//! `limit`, a list holds everything, as it always did.
 
 pub mod applications;
 pub mod auth;
@@ -34,6 +40,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -133,24 +140,185 @@ pub struct NewMetadata {
     pub labels: BTreeMap<String, String>,
 }
 
-/// `?labelSelector=k=v,k2=v2`: only resources with all these labels.
-#[derive(Debug, Deserialize, IntoParams)]
+/// Most items a page may hold.
+pub const MAX_PAGE_LIMIT: usize = 1000;
+
+/// The response header that carries the `continue` token of the next page.
+pub const CONTINUE_HEADER: &str = "x-continue";
+
+/// `?labelSelector=k=v,k2=v2&limit=N&continue=TOKEN`: only resources with
+/// all these labels, by name, at most `limit` of them after the position
+/// a previous page's token names.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only resources with all these labels: `k=v[,k=v...]`.
     #[serde(rename = "labelSelector")]
     #[param(rename = "labelSelector")]
     pub label_selector: Option<String>,
+    /// At most this many items (1 to 1000); without it, every item. When
+    /// more remain, the answer's `X-Continue` header holds the token of
+    /// the next page.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// The `X-Continue` token of the previous page (with the same
+    /// `labelSelector`): the items after it, by name. Items created or
+    /// deleted between pages show or vanish as they sort.
+    #[serde(rename = "continue")]
+    #[param(rename = "continue")]
+    pub continue_token: Option<String>,
+}
+
+/// One answer of a list: a JSON array of items, with the `X-Continue`
+/// header when more items remain.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The token of the next page; `None` when this page ends the list.
+    pub next: Option<String>,
+}
+
+impl<T: Serialize> axum::response::IntoResponse for Page<T> {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = Json(self.items).into_response();
+        if let Some(token) = self.next {
+            match axum::http::HeaderValue::from_str(&token) {
+                Ok(value) => {
+                    response.headers_mut().insert(CONTINUE_HEADER, value);
+                }
+                Err(_) => return Problem::internal().into_response(),
+            }
+        }
+        response
+    }
+}
+
+/// What a `continue` token holds: where the previous page ended, and the
+/// list it belongs to. Opaque to clients (base64url of this, as JSON).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct ContinueToken {
+    /// Format version.
+    v: u8,
+    kind: String,
+    /// The name of the previous page's last item.
+    after: String,
+    selector: BTreeMap<String, String>,
+}
+
+const TOKEN_VERSION: u8 = 1;
+
+impl ContinueToken {
+    fn encode(&self) -> ApiResult<String> {
+        let json = serde_json::to_vec(self).map_err(|_| Problem::internal())?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+    }
+
+    /// The token's position in a list of `kind` with `selector`.
+    fn decode(
+        text: &str,
+        kind: crate::model::Kind,
+        selector: &BTreeMap<String, String>,
+    ) -> ApiResult<String> {
+        let invalid = |detail: &str| {
+            Problem::bad_request(
+                "invalid_query",
+                format!("continue is not a token of this list: {detail}"),
+            )
+        };
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| invalid("not base64url"))?;
+        let token: ContinueToken =
+            serde_json::from_slice(&json).map_err(|_| invalid("not a continue token"))?;
+        if token.v != TOKEN_VERSION {
+            return Err(invalid("unknown version"));
+        }
+        if token.kind != kind.as_str() {
+            return Err(invalid("it belongs to a list of another kind"));
+        }
+        if &token.selector != selector {
+            return Err(invalid("it belongs to a list with another labelSelector"));
+        }
+        if token.after.is_empty() || token.after.len() > 255 {
+            return Err(invalid("no position"));
+        }
+        Ok(token.after)
+    }
 }
 
 impl ListQuery {
-    /// The resources of kind `T` that carry every label of the selector.
-    pub(crate) fn matching<T: crate::model::Object>(&self, store: &Store) -> ApiResult<Vec<T>> {
+    /// The validated `limit`, if any.
+    pub fn limit(&self) -> ApiResult<Option<usize>> {
+        match self.limit {
+            None => Ok(None),
+            Some(n) if (1..=MAX_PAGE_LIMIT).contains(&(n as usize)) => Ok(Some(n as usize)),
+            Some(_) => Err(Problem::bad_request(
+                "invalid_query",
+                format!("limit must be 1 to {MAX_PAGE_LIMIT}"),
+            )),
+        }
+    }
+
+    /// One page of the resources of kind `T` that carry every label of
+    /// the selector, by name: at most `limit` (all without one) after the
+    /// `continue` token's position (from the start without one). The
+    /// store is read a page at a time until the page is full; a token is
+    /// given only when at least one more item matches.
+    pub(crate) fn page<T: crate::model::Object>(&self, store: &Store) -> ApiResult<Page<T>> {
         let selector = self.selector()?;
-        Ok(store
-            .list::<T>()?
-            .into_iter()
-            .filter(|object| has_labels(&object.metadata().labels, &selector))
-            .collect())
+        let limit = self.limit()?;
+        let after = self
+            .continue_token
+            .as_deref()
+            .map(|token| ContinueToken::decode(token, T::KIND, &selector))
+            .transpose()?;
+        let matches = |object: &T| has_labels(&object.metadata().labels, &selector);
+        let Some(limit) = limit else {
+            let all = match after.as_deref() {
+                None => store.list::<T>()?,
+                Some(after) => store.list_page::<T>(Some(after), usize::MAX)?,
+            };
+            return Ok(Page {
+                items: all.into_iter().filter(|o| matches(o)).collect(),
+                next: None,
+            });
+        };
+        let mut items = Vec::with_capacity(limit);
+        let mut cursor = after;
+        let mut more = false;
+        // One more than the page, to know whether another item follows.
+        let batch = limit + 1;
+        loop {
+            let objects = store.list_page::<T>(cursor.as_deref(), batch)?;
+            let exhausted = objects.len() < batch;
+            if let Some(last) = objects.last() {
+                cursor = Some(last.metadata().name.clone());
+            }
+            for object in objects.into_iter().filter(|o| matches(o)) {
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(object);
+            }
+            if more || exhausted {
+                break;
+            }
+        }
+        let next = match items.last() {
+            Some(last) if more => Some(
+                ContinueToken {
+                    v: TOKEN_VERSION,
+                    kind: T::KIND.as_str().to_owned(),
+                    after: last.metadata().name.clone(),
+                    selector,
+                }
+                .encode()?,
+            ),
+            _ => None,
+        };
+        Ok(Page { items, next })
     }
 
     /// The parsed selector; empty when none was given.

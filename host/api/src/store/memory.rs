@@ -1,6 +1,7 @@
 //! The in-memory backend, for tests and throwaway servers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{ResourceStore, StoreError, StoredObject, TokenRecord, new_uid};
@@ -59,6 +60,27 @@ impl ResourceStore for MemoryStore {
             .get(&kind)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    fn list_page(
+        &self,
+        kind: Kind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        let inner = self.lock();
+        let Some(objects) = inner.objects.get(&kind) else {
+            return Ok(Vec::new());
+        };
+        let from = match after {
+            Some(name) => Bound::Excluded(name),
+            None => Bound::Unbounded,
+        };
+        Ok(objects
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, object)| object.clone())
+            .collect())
     }
 
     fn create(&self, kind: Kind, mut object: StoredObject) -> Result<StoredObject, StoreError> {

@@ -66,6 +66,15 @@ pub trait ResourceStore: Send + Sync + std::fmt::Debug {
     fn get(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError>;
     /// Every object of `kind`, by name.
     fn list(&self, kind: Kind) -> Result<Vec<StoredObject>, StoreError>;
+    /// Up to `limit` objects of `kind` by name, those whose name sorts
+    /// after `after` (byte order) or from the first one: one page of a
+    /// list that may change between pages.
+    fn list_page(
+        &self,
+        kind: Kind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StoreError>;
     /// Stores a new object; assigns `uid`, `created_at` and
     /// `resource_version` (whatever the caller put there is ignored).
     fn create(&self, kind: Kind, object: StoredObject) -> Result<StoredObject, StoreError>;
@@ -189,6 +198,19 @@ impl Store {
     pub fn list<T: Object>(&self) -> Result<Vec<T>, StoreError> {
         self.backend
             .list(T::KIND)?
+            .into_iter()
+            .map(from_stored)
+            .collect()
+    }
+
+    /// Up to `limit` objects by name, after the one named `after`.
+    pub fn list_page<T: Object>(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        self.backend
+            .list_page(T::KIND, after, limit)?
             .into_iter()
             .map(from_stored)
             .collect()
@@ -371,9 +393,90 @@ pub(crate) mod tests {
         Ok(())
     }
 
+    /// The names of each page of `limit` devices, walking from the start.
+    pub(crate) fn pages(store: &Store, limit: usize) -> Result<Vec<Vec<String>>, StoreError> {
+        let mut pages = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page: Vec<String> = store
+                .list_page::<Device>(after.as_deref(), limit)?
+                .into_iter()
+                .map(|d| d.metadata.name)
+                .collect();
+            assert!(page.len() <= limit);
+            let Some(last) = page.last().cloned() else {
+                return Ok(pages);
+            };
+            let full = page.len() == limit;
+            pages.push(page);
+            if !full {
+                return Ok(pages);
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Pages in name order, each name once, other kinds apart.
+    pub(crate) fn paging(store: &Store) -> Result<(), StoreError> {
+        assert!(pages(store, 3)?.is_empty());
+        // Created out of order; byte order puts "d10" before "d2".
+        for name in ["d5", "d1", "d10", "d2", "d4", "d3", "x", "d-0"] {
+            store.create(&device(name))?;
+        }
+        store.create(&crate::model::Gateway {
+            metadata: ObjectMeta {
+                name: "d0".into(),
+                ..ObjectMeta::default()
+            },
+            spec: crate::model::GatewaySpec {
+                http_endpoint: "http://127.0.0.1:1".into(),
+                device_endpoint: "127.0.0.1:2".into(),
+            },
+            status: Default::default(),
+        })?;
+        let all: Vec<String> = store
+            .list::<Device>()?
+            .into_iter()
+            .map(|d| d.metadata.name)
+            .collect();
+        assert_eq!(all, ["d-0", "d1", "d10", "d2", "d3", "d4", "d5", "x"]);
+        for limit in 1..=9 {
+            let pages = pages(store, limit)?;
+            assert_eq!(pages.concat(), all, "limit {limit}");
+        }
+        assert_eq!(
+            pages(store, 3)?,
+            [
+                vec!["d-0", "d1", "d10"],
+                vec!["d2", "d3", "d4"],
+                vec!["d5", "x"]
+            ]
+        );
+        // After a name that is not (or no longer) stored.
+        let names = |page: Vec<Device>| -> Vec<String> {
+            page.into_iter().map(|d| d.metadata.name).collect()
+        };
+        assert_eq!(names(store.list_page(Some("d11"), 2)?), ["d2", "d3"]);
+        assert_eq!(names(store.list_page(Some("x"), 2)?), Vec::<String>::new());
+        assert_eq!(names(store.list_page(Some(""), 1)?), ["d-0"]);
+        assert_eq!(names(store.list_page(None, usize::MAX)?), all);
+        assert!(store.list_page::<Device>(None, 0)?.is_empty());
+        let gateways: Vec<String> = store
+            .list_page::<crate::model::Gateway>(None, 10)?
+            .into_iter()
+            .map(|g| g.metadata.name)
+            .collect();
+        assert_eq!(gateways, ["d0"]);
+        // The objects are whole, as `get` gives them.
+        let first: Device = store.fetch("d-0")?;
+        assert_eq!(store.list_page::<Device>(None, 1)?, vec![first]);
+        Ok(())
+    }
+
     #[test]
     fn memory_store_passes_the_backend_tests() -> Result<(), StoreError> {
-        crud(&Store::in_memory())
+        crud(&Store::in_memory())?;
+        paging(&Store::in_memory())
     }
 
     #[test]

@@ -90,6 +90,11 @@ fn to_i64(value: u64) -> i64 {
 
 const COLUMNS: &str = "name, uid, labels, created_at, resource_version, deleting, data";
 
+const PAGE_AFTER: &str = "SELECT name, uid, labels, created_at, resource_version, deleting, data \
+     FROM objects WHERE kind = ?1 AND name > ?2 ORDER BY name LIMIT ?3";
+const PAGE_FIRST: &str = "SELECT name, uid, labels, created_at, resource_version, deleting, data \
+     FROM objects WHERE kind = ?1 ORDER BY name LIMIT ?2";
+
 fn row_to_object(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ObjectMeta, String, String)> {
     let created_at: i64 = row.get(3)?;
     let version: i64 = row.get(4)?;
@@ -153,6 +158,30 @@ impl ResourceStore for SqliteStore {
         let rows = statement
             .query_map(params![kind.as_str()], row_to_object)?
             .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    fn list_page(
+        &self,
+        kind: Kind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let db = self.lock();
+        // Both search the primary key's index on (kind, name), which is
+        // also the order: no sort, and only the page's rows are read.
+        let rows = match after {
+            Some(after) => db
+                .prepare_cached(PAGE_AFTER)?
+                .query_map(params![kind.as_str(), after, limit], row_to_object)?
+                .collect::<Result<Vec<_>, _>>()?,
+            None => db
+                .prepare_cached(PAGE_FIRST)?
+                .query_map(params![kind.as_str(), limit], row_to_object)?
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        drop(db);
         rows.into_iter().map(decode).collect()
     }
 
@@ -347,13 +376,71 @@ fn role_name(role: Role) -> &'static str {
 mod tests {
     use super::*;
     use crate::model::Device;
+    use crate::store::MemoryStore;
     use crate::store::Store;
-    use crate::store::tests::{crud, device};
+    use crate::store::tests::{crud, device, pages, paging};
     use std::sync::Arc;
 
     #[test]
     fn sqlite_store_passes_the_backend_tests() -> Result<(), StoreError> {
-        crud(&Store::new(Arc::new(SqliteStore::in_memory()?)))
+        crud(&Store::new(Arc::new(SqliteStore::in_memory()?)))?;
+        paging(&Store::new(Arc::new(SqliteStore::in_memory()?)))
+    }
+
+    #[test]
+    fn pages_are_read_through_the_primary_key_index() -> Result<(), StoreError> {
+        let store = SqliteStore::in_memory()?;
+        let db = store.lock();
+        for (query, args) in [
+            (PAGE_AFTER, params!["Device", "d1", 10]),
+            (PAGE_FIRST, params!["Device", 10]),
+        ] {
+            let mut statement = db.prepare(&format!("EXPLAIN QUERY PLAN {query}"))?;
+            let plan = statement
+                .query_map(args, |row| row.get::<_, String>(3))?
+                .collect::<Result<Vec<_>, _>>()?
+                .join("; ");
+            assert!(
+                plan.contains("USING INDEX sqlite_autoindex_objects_1"),
+                "{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn sqlite_and_memory_stores_give_the_same_pages() -> Result<(), StoreError> {
+        let sqlite = Store::new(Arc::new(SqliteStore::in_memory()?));
+        let memory = Store::new(Arc::new(MemoryStore::default()));
+        // Names whose byte order differs from a human's.
+        let mut names: Vec<String> = (0..57).map(|i| format!("n{}", i * 7 % 57)).collect();
+        names.extend(["a", "a-b", "a0", "b--c", "z9", "9z"].map(str::to_owned));
+        for (i, name) in names.iter().enumerate() {
+            sqlite.create(&device(name))?;
+            memory.create(&device(name))?;
+            if i % 5 == 0 {
+                for limit in [1, 4, 10, 100] {
+                    assert_eq!(pages(&sqlite, limit)?, pages(&memory, limit)?);
+                }
+            }
+        }
+        for limit in 1..=70 {
+            let (a, b) = (pages(&sqlite, limit)?, pages(&memory, limit)?);
+            assert_eq!(a, b, "limit {limit}");
+            assert_eq!(a.concat().len(), names.len());
+        }
+        for after in ["", "a", "a-", "n5", "n50", "n9", "zz"] {
+            let page = |store: &Store| -> Result<Vec<String>, StoreError> {
+                Ok(store
+                    .list_page::<Device>(Some(after), 5)?
+                    .into_iter()
+                    .map(|d| d.metadata.name)
+                    .collect())
+            };
+            assert_eq!(page(&sqlite)?, page(&memory)?, "after {after:?}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -45,6 +45,34 @@ impl TestApi {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, String, Value) {
+        let (status, headers, json) = self.call_with_headers(method, uri, token, body).await;
+        let content_type = headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, content_type, json)
+    }
+
+    /// `GET uri` with `token`, which must answer 200 with a JSON array;
+    /// the array and the `X-Continue` token, if any.
+    pub async fn page(&self, uri: &str, token: &str) -> (Vec<Value>, Option<String>) {
+        let (status, headers, json) = self.call_with_headers("GET", uri, Some(token), None).await;
+        assert_eq!(status, StatusCode::OK, "GET {uri}: {json:#}");
+        let items = json.as_array().unwrap_or_else(|| panic!("{json}")).clone();
+        let next = headers
+            .get("x-continue")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (items, next)
+    }
+
+    /// One request through the router; the status, headers and JSON.
+    pub async fn call_with_headers(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
@@ -57,14 +85,10 @@ impl TestApi {
             .unwrap();
         let response = app(self.state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, content_type, json)
+        (status, headers, json)
     }
 
     /// As admin; asserts the status.
