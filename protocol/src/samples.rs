@@ -124,6 +124,19 @@ pub fn uplinks() -> Vec<(&'static str, Uplink<'static>)> {
             }),
         ),
         (
+            // What a device reports after it reset during the run.
+            "execution_result_device_reset",
+            Uplink::ExecutionResult(ExecutionResult {
+                deployment: DeploymentId(7),
+                invocation: 1,
+                outcome: Outcome::Trapped(TrapCode::DeviceReset),
+                fuel_used: 0,
+                duration_us: 0,
+                logs: heapless::Vec::new(),
+                logs_truncated: false,
+            }),
+        ),
+        (
             "error",
             Uplink::Error(ErrorMessage {
                 code: ErrorCode::UnknownDeployment,

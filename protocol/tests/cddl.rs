@@ -350,7 +350,7 @@ fn edge_uplinks_match_the_schema() {
     for trap in TrapCode::ALL
         .iter()
         .copied()
-        .chain([TrapCode::Unknown(12), TrapCode::Unknown(u16::MAX)])
+        .chain([TrapCode::Unknown(13), TrapCode::Unknown(u16::MAX)])
     {
         check_uplink(
             &format!("execution result, trapped {trap:?}"),

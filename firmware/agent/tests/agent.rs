@@ -8,7 +8,7 @@
 #![allow(clippy::cast_possible_truncation)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -50,11 +50,19 @@ impl rand_core::RngCore for TestRng {
 impl rand_core::CryptoRng for TestRng {}
 
 /// The device clock, shared by the harness and the runtime (microseconds).
+/// The second counts the runtime's reads down to a fault: when set to `n`,
+/// the `n`-th next read panics, as a device faults and resets. (Not inside
+/// a host function: wasmi's calls into them cannot unwind.)
 #[derive(Clone, Default)]
-struct TestClock(Arc<AtomicU64>);
+struct TestClock(Arc<AtomicU64>, Arc<AtomicU32>);
 
 impl Clock for TestClock {
     fn now_us(&self) -> u64 {
+        let left = self.1.load(Ordering::Relaxed);
+        if left > 0 {
+            self.1.store(left - 1, Ordering::Relaxed);
+            assert!(left != 1, "the device faults");
+        }
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -130,7 +138,7 @@ impl Harness {
     }
 
     fn now(&self) -> Millis {
-        Millis(self.clock.now_us() / 1000)
+        Millis(self.clock.0.load(Ordering::Relaxed) / 1000)
     }
 
     fn advance(&mut self, ms: u64) {
@@ -1065,4 +1073,145 @@ fn results_of_several_slots_are_kept_and_confirmed_independently() {
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].deployment, DeploymentId(2));
     assert_eq!(executions(&h.events), 0);
+}
+
+/// A module that loops until its fuel runs out.
+fn spin() -> Vec<u8> {
+    wat::parse_str(r#"(module (func (export "main") (loop $l br $l)))"#).expect("valid WAT")
+}
+
+impl Harness {
+    /// Deploys `module` and commits it; the device faults and resets while
+    /// it runs (once the module is compiled, when the runtime reads the
+    /// clock to time the call), so nothing about the run is sent. Returns
+    /// the rebooted device, not connected.
+    fn deploy_and_reset_during_the_run(
+        mut self,
+        deployment: u64,
+        module: &[u8],
+        limits: Limits,
+    ) -> Harness {
+        self.start(deployment, module, limits);
+        self.send_chunks(deployment, module, module.len());
+        self.clock.1.store(1, Ordering::Relaxed);
+        self.send(Downlink::DeployCommit(DeployCommit {
+            deployment: DeploymentId(deployment),
+        }));
+        let faulted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.deliver_down();
+        }));
+        assert!(faulted.is_err(), "the run faulted");
+        assert_eq!(self.clock.1.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            self.statuses(deployment).last(),
+            Some(&DeployState::Progress {
+                bytes_held: module.len() as u32
+            }),
+            "nothing about the run reached the gateway"
+        );
+        assert!(self.results().is_empty());
+        assert_eq!(
+            self.agent.store().apps()[0].state,
+            AppState::Running,
+            "stored before the run"
+        );
+        self.reboot()
+    }
+}
+
+#[test]
+fn a_reset_during_a_run_is_reported_once_as_a_device_reset_result_and_never_reruns() {
+    let mut h = Harness::new();
+    h.enroll_and_establish();
+    let module = spin();
+    let spin_limits = limits(1_000_000, &[]);
+    let mut h = h.deploy_and_reset_during_the_run(1, &module, spin_limits.clone());
+
+    // At boot the interrupted run is recorded as failed, with its result.
+    assert_eq!(h.agent.store().apps()[0].state, AppState::Failed);
+    assert_eq!(
+        h.stored_result(1).map(|r| r.outcome),
+        Some(Outcome::Trapped(TrapCode::DeviceReset)),
+        "a result is stored at boot"
+    );
+
+    h.connect();
+    assert!(h.agent.is_established());
+    let Some(GatewayEvent::SessionRequested(hello)) = h.seen.first() else {
+        panic!("no session start: {:?}", h.seen)
+    };
+    assert_eq!(hello.apps[0].state, AppState::Failed);
+    let results = h.results();
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        *results[0],
+        ExecutionResult {
+            deployment: DeploymentId(1),
+            invocation: 1,
+            outcome: Outcome::Trapped(TrapCode::DeviceReset),
+            fuel_used: 0,
+            duration_us: 0,
+            logs: heapless::Vec::new(),
+            logs_truncated: false,
+        }
+    );
+    assert_eq!(executions(&h.events), 0, "not run again");
+
+    // The gateway announces the deployment again: installed, not rerun.
+    h.start(1, &module, spin_limits.clone());
+    h.commit(1);
+    assert_eq!(
+        h.statuses(1),
+        vec![DeployState::Installed, DeployState::Installed]
+    );
+    assert_eq!(executions(&h.events), 0, "not run again");
+
+    // Confirmed by the next heartbeat, then never sent again.
+    h.heartbeat();
+    assert_eq!(
+        h.count_events(|e| *e
+            == AgentEvent::ResultDelivered {
+                deployment: DeploymentId(1)
+            }),
+        1
+    );
+    assert!(h.stored_result(1).is_none());
+    h.drop_connection();
+    h.connect();
+    assert_eq!(h.results().len(), 1);
+
+    // Another reset finds it failed, not running: no second result.
+    let mut h = h.reboot();
+    assert!(h.stored_result(1).is_none());
+    h.connect();
+    assert!(h.agent.is_established());
+    assert!(h.results().is_empty());
+    assert_eq!(executions(&h.events), 0);
+    assert_eq!(h.agent.store().apps()[0].state, AppState::Failed);
+
+    // The device goes on running other deployments normally.
+    h.deploy(2, &greeter(), limits(10_000, &[Value::I32(21)]));
+    let results = h.results();
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0].outcome,
+        Outcome::Returned(heapless::Vec::from_slice(&[Value::I32(42)]).expect("one"))
+    );
+}
+
+#[test]
+fn a_result_unconfirmed_at_a_reset_is_not_replaced_by_a_device_reset() {
+    // A run that finished and was stored is not "interrupted": after a
+    // reset its own result is resent, never a DeviceReset one.
+    let mut h = Harness::new();
+    h.enroll_and_establish();
+    h.deploy_and_lose_the_result(1, &greeter(), limits(10_000, &[Value::I32(21)]));
+    let mut h = h.reboot();
+    h.connect();
+    let results = h.results();
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0].outcome,
+        Outcome::Returned(heapless::Vec::from_slice(&[Value::I32(42)]).expect("one"))
+    );
 }

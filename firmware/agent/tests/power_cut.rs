@@ -8,11 +8,20 @@
 // Test sizes and offsets are small; truncating casts cannot happen.
 #![allow(clippy::cast_possible_truncation)]
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 use sha2::Digest;
-use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore, MemFlash, MemFlashOf};
+use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore, MemFlash, MemFlashError, MemFlashOf};
 use wasmbed_agent::identity::{Identity, KeyStore, PendingKey, StoredKey};
+use wasmbed_agent::runtime::{WasmiConfig, WasmiRuntime};
 use wasmbed_agent::storage::{ModuleMeta, ModuleStore, SlotState, StoreError};
-use wasmbed_protocol::{AppState, ApplicationId, DeployFailure, DeploymentId, DeviceId, Limits};
+use wasmbed_agent::{Agent, AgentConfig};
+use wasmbed_protocol::{
+    AppState, ApplicationId, DeployFailure, DeploymentId, DeviceId, DeviceInfo, ExecutionResult,
+    Limits, Outcome, TrapCode,
+};
 
 fn enrolled(n: u8) -> StoredKey {
     StoredKey::Enrolled(Identity {
@@ -309,5 +318,113 @@ fn a_cut_while_recovering_a_transfer_still_resumes_correctly() {
         if !cut {
             break;
         }
+    }
+}
+
+/// One flash that the agent's store and the test share: the agent keeps
+/// its store even when it fails to start.
+#[derive(Clone)]
+struct Shared(Rc<RefCell<SmallFlash>>);
+
+impl ErrorType for Shared {
+    type Error = MemFlashError;
+}
+
+impl ReadNorFlash for Shared {
+    const READ_SIZE: usize = SmallFlash::READ_SIZE;
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), MemFlashError> {
+        self.0.borrow_mut().read(offset, bytes)
+    }
+    fn capacity(&self) -> usize {
+        self.0.borrow().capacity()
+    }
+}
+
+impl NorFlash for Shared {
+    const WRITE_SIZE: usize = SmallFlash::WRITE_SIZE;
+    const ERASE_SIZE: usize = SmallFlash::ERASE_SIZE;
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), MemFlashError> {
+        self.0.borrow_mut().erase(from, to)
+    }
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), MemFlashError> {
+        self.0.borrow_mut().write(offset, bytes)
+    }
+}
+
+/// Boots an agent over `flash`: returns whether it started.
+fn boot(flash: &Shared) -> bool {
+    let config = AgentConfig::new(DeviceInfo {
+        board: "mps2-an385".try_into().expect("short"),
+        firmware_version: "0.1.0".try_into().expect("short"),
+    });
+    let Ok(modules) = FlashModuleStore::new(flash.clone(), SLOTS, MAX_MODULE) else {
+        return false;
+    };
+    let keys = FlashKeyStore::new(MemFlash::new(2)).expect("opens");
+    let clock: fn() -> u64 = || 0;
+    let runtime = WasmiRuntime::new(WasmiConfig::default(), clock);
+    Agent::new(config, keys, modules, runtime).is_ok()
+}
+
+#[test]
+fn a_cut_while_recording_a_run_interrupted_by_a_reset_keeps_it_running_or_failed_with_a_result() {
+    let bytes = module();
+    let reset = minicbor::to_vec(ExecutionResult {
+        deployment: DeploymentId(1),
+        invocation: 1,
+        outcome: Outcome::Trapped(TrapCode::DeviceReset),
+        fuel_used: 0,
+        duration_us: 0,
+        logs: heapless::Vec::new(),
+        logs_truncated: false,
+    })
+    .expect("encodes");
+    // The device reset while deployment 1 ran.
+    let mut store = open_modules(SmallFlash::new(SECTORS));
+    store.begin(&meta(1, &bytes)).expect("slot free");
+    assert!(transfer(&mut store, 1, &bytes, 0));
+    store
+        .set_state(DeploymentId(1), AppState::Running)
+        .expect("stored");
+    let base = store.into_flash();
+
+    let outcome = |flash: &Shared| {
+        let mut store = open_modules(flash.0.borrow().clone());
+        assert_eq!(
+            store.load(DeploymentId(1)),
+            Ok(bytes.clone()),
+            "module harmed"
+        );
+        (
+            store.find(DeploymentId(1)).map(|s| s.state),
+            store.result(DeploymentId(1)).map(<[u8]>::to_vec),
+        )
+    };
+    let failed = (
+        Some(SlotState::Installed(AppState::Failed)),
+        Some(reset.clone()),
+    );
+    for n in 0.. {
+        let flash = Shared(Rc::new(RefCell::new(base.clone())));
+        flash.0.borrow_mut().cut_power_after(n);
+        let started = boot(&flash);
+        let cut = flash.0.borrow().power_lost();
+        flash.0.borrow_mut().reboot();
+        let after = outcome(&flash);
+        if !cut {
+            assert!(started);
+            assert_eq!(after, failed);
+            assert!(n > 0);
+            break;
+        }
+        // Still running (recorded at the next boot), or failed with its
+        // result: never failed without one.
+        assert!(
+            after == (Some(SlotState::Installed(AppState::Running)), None) || after == failed,
+            "cut at {n}: {after:?}"
+        );
+        // The next boot ends in the same place, with one result.
+        assert!(boot(&flash), "cut at {n}");
+        assert_eq!(outcome(&flash), failed, "cut at {n}");
     }
 }

@@ -609,6 +609,11 @@ enum wb_trap_code
      * Memory growth beyond the deployment's limit.
      */
     WB_TRAP_CODE_MEMORY_LIMIT = 11,
+    /**
+     * The device reset during the run: a fault, running out of memory, a
+     * watchdog or power loss; the run did not finish.
+     */
+    WB_TRAP_CODE_DEVICE_RESET = 12,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

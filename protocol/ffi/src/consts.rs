@@ -172,6 +172,9 @@ pub enum WbTrapCode {
     HostError = 10,
     /// Memory growth beyond the deployment's limit.
     MemoryLimit = 11,
+    /// The device reset during the run: a fault, running out of memory, a
+    /// watchdog or power loss; the run did not finish.
+    DeviceReset = 12,
 }
 
 /// Why the gateway refused an enrollment.
@@ -282,6 +285,7 @@ same_codes!(
         OutOfFuel,
         HostError,
         MemoryLimit,
+        DeviceReset,
     }
 );
 same_codes!(

@@ -107,5 +107,8 @@ wire_enum! {
         HostError = 10,
         /// Memory growth beyond the deployment's limit.
         MemoryLimit = 11,
+        /// The device reset during the run: a fault, running out of memory,
+        /// a watchdog or power loss; the run did not finish.
+        DeviceReset = 12,
     }
 }

@@ -31,7 +31,9 @@
 //! a `HeartbeatAck` answering a heartbeat sent *after* the result confirms
 //! it; the result is then cleared. After every `SessionAccept` the results
 //! still stored are sent again (the gateway ignores repeats). Delivery is
-//! at least once; an application never runs twice.
+//! at least once; an application never runs twice. A run cut short by a
+//! reset gets its result at the next boot, trapped `DeviceReset` (see
+//! [`Agent::new`]).
 
 mod backoff;
 
@@ -48,7 +50,7 @@ use wasmbed_protocol::session::{
 use wasmbed_protocol::{
     AppState, Capabilities, DeployFailure, DeployStart, DeployState, DeployStatus, DeploymentId,
     DeviceId, DeviceInfo, EnrollRefusal, EnrollRequest, ErrorCode, ErrorMessage, ExecutionResult,
-    GoodbyeReason, Heartbeat, Millis, NAME_LEN, Name, Outcome, SessionStart,
+    GoodbyeReason, Heartbeat, Millis, NAME_LEN, Name, Outcome, SessionStart, TrapCode,
 };
 
 use self::backoff::Backoff;
@@ -237,7 +239,10 @@ impl<K, S, R> fmt::Debug for Agent<K, S, R> {
 
 impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
     /// Loads the identity. An application that was running when the device
-    /// lost power is marked failed: a deployment never runs twice.
+    /// reset (a fault, running out of memory, a watchdog, power loss) is
+    /// marked failed, with a result trapped [`TrapCode::DeviceReset`]
+    /// stored in the same step and delivered like any other: a deployment
+    /// never runs twice.
     pub fn new(
         config: AgentConfig,
         mut keys: K,
@@ -253,7 +258,23 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
             .map(|s| s.meta.deployment)
             .collect();
         for deployment in interrupted {
-            store.set_state(deployment, AppState::Failed)?;
+            let result = ExecutionResult {
+                deployment,
+                invocation: 1,
+                outcome: Outcome::Trapped(TrapCode::DeviceReset),
+                fuel_used: 0,
+                duration_us: 0,
+                logs: heapless::Vec::new(),
+                logs_truncated: false,
+            };
+            if store
+                .finish(deployment, AppState::Failed, &encode(&result))
+                .is_err()
+            {
+                // Not stored (no room for it, or the store failed): at
+                // least never run again, if without a result.
+                store.set_state(deployment, AppState::Failed)?;
+            }
         }
         Ok(Agent {
             backoff: Backoff::new(config.backoff),

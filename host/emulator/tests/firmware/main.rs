@@ -1,7 +1,8 @@
 //! The real firmware (`firmware/mps2`) in QEMU against the real gateway:
 //! enrollment, deployments of Rust and WAT modules, a runaway module, a
-//! device restart and a reset inside the emulator, a gateway restart and a
-//! gateway certificate that must be refused. The harness reads the device's console, as a person would.
+//! device restart, a reset inside the emulator (idle and during a run), a
+//! gateway restart and a gateway certificate that must be refused. The
+//! harness reads the device's console, as a person would.
 
 mod rig;
 
@@ -189,6 +190,69 @@ async fn after_a_reset_inside_the_emulator_the_first_handshake_succeeds() {
         .filter(|text| text.contains("failed"))
         .collect();
     assert!(failures.is_empty(), "after the reset: {failures:?}");
+    assert_eq!(gateway.presence(&id).await, "connected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_during_a_run_is_reported_as_a_device_reset_result_and_not_rerun() {
+    let Some(firmware) = firmware_or_skip("a_reset_during_a_run") else {
+        return;
+    };
+    let (_dir, gateway, devices, device, id) = enrolled_device(firmware).await;
+    // The most fuel the device allows: about two seconds of spinning.
+    let module = wat_app("spin");
+    let spin = gateway.deploy(&id, &module, 50_000_000, json!([])).await;
+    // Nothing is printed when a run starts, nor sent until it ends: the
+    // transfer starts, then the module (one chunk) and the commit arrive
+    // together and the device installs and runs it.
+    expect_line(
+        &device,
+        ConsoleMark::START,
+        &format!("agent: receiving deployment {spin} from byte 0"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let executed = format!("executed deployment {spin}");
+    let ran_out = |device: &wasmbed_emulator::DeviceHandle| {
+        device
+            .console()
+            .lines()
+            .iter()
+            .any(|l| l.text.contains(&executed))
+    };
+    assert!(!ran_out(&device), "the run ended before the reset");
+    assert_eq!(gateway.results_of(spin).await, 0);
+
+    let mark = device.console().mark();
+    devices.manager.reset("qemu-0").await.expect("reset");
+    let boot = expect_line(&device, mark, "boot: device qemu-0").await;
+    assert!(
+        boot.contains(&format!("identity device {id}, 1 app(s) installed")),
+        "{boot}"
+    );
+    expect_line(
+        &device,
+        mark,
+        &format!("session established as device {id}"),
+    )
+    .await;
+    let result = gateway.result(spin).await;
+    assert_eq!(result["trap"], "DeviceReset", "{result}");
+    assert_eq!(result["invocation"], 1, "{result}");
+    assert_eq!(result["fuel_used"], 0, "{result}");
+    assert_eq!(result["duration_us"], 0, "{result}");
+    assert_eq!(result["logs"], json!([]), "{result}");
+
+    // Confirmed by a heartbeat, and never run again.
+    let after = device.console().mark();
+    expect_line(&device, after, "agent: heartbeat").await;
+    expect_line(&device, device.console().mark(), "agent: heartbeat").await;
+    assert_eq!(gateway.results_of(spin).await, 1);
+    assert!(!ran_out(&device), "run again after the reset");
+    let (_, view) = gateway
+        .http("GET", &format!("/v1/deployments/{spin}"), None)
+        .await;
+    assert_eq!(view["state"], "failed", "{view}");
     assert_eq!(gateway.presence(&id).await, "connected");
 }
 
