@@ -678,7 +678,14 @@ impl Controller {
         ));
         let results = self.call::<Vec<GatewayResult>>(request).await.ok()?;
         entry.results = u64::try_from(results.len()).unwrap_or(u64::MAX);
-        // The gateway lists them newest first.
+        // The gateway lists them newest first. A run that trapped (or was
+        // cut by a device reset) is why a deployment stopped or failed:
+        // say so where people look, unless the gateway gave a reason.
+        if entry.reason.is_none()
+            && let Some(trap) = results.first().and_then(|r| r.trap.as_deref())
+        {
+            entry.reason = Some(format!("the last run trapped: {trap}"));
+        }
         Some(
             results
                 .into_iter()

@@ -630,48 +630,7 @@ fn placements(app: &Value) -> Vec<(String, Option<u64>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_module_replaces_the_old_one_on_every_device_and_a_new_selector_does_not() {
     use base64::Engine as _;
-    let gateway = start_gateway().await;
-    let client = reqwest::Client::new();
-    client
-        .put(gateway.url("/v1/pairing"))
-        .json(&json!({ "open": true }))
-        .send()
-        .await
-        .unwrap();
-    let sim = SimConfig::new(gateway.devices)
-        .with_backoff(Duration::from_millis(100), Duration::from_millis(800));
-    let fleet = Fleet::start(Simulation::new(sim, installation()).unwrap(), 2, None).unwrap();
-    eventually("two connected devices", || async {
-        let connected = fleet.devices().iter().all(|d| d.snapshot().connected);
-        (connected, Value::Null)
-    })
-    .await;
-    let api = TestApi::in_memory();
-    let _controller = spawn_controller(&api);
-    api.admin(
-        "POST",
-        "/api/v1/gateways",
-        Some(gateway_body(
-            "gw",
-            &format!("http://{}", gateway.http),
-            &gateway.devices.to_string(),
-        )),
-        StatusCode::CREATED,
-    )
-    .await;
-    for (i, device) in fleet.devices().iter().enumerate() {
-        api.admin(
-            "POST",
-            "/api/v1/devices",
-            Some(device_body(
-                &format!("sim-{i}"),
-                json!({ "site": "lab" }),
-                Some(device.device_id().unwrap().to_string()),
-            )),
-            StatusCode::CREATED,
-        )
-        .await;
-    }
+    let (gateway, fleet, api, _controller) = registered_fleet(2).await;
     api.admin(
         "POST",
         "/api/v1/applications",
@@ -785,5 +744,78 @@ async fn a_new_module_replaces_the_old_one_on_every_device_and_a_new_selector_do
         (devices == ["sim-0", "sim-1"], results)
     })
     .await;
+    fleet.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A gateway with `n` connected simulated devices, an API with a running
+/// controller, the gateway registered as `gw` and the devices as `sim-i`
+/// labelled `site=lab`.
+async fn registered_fleet(n: usize) -> (TestGateway, Fleet, TestApi, oneshot::Sender<()>) {
+    let gateway = start_gateway().await;
+    reqwest::Client::new()
+        .put(gateway.url("/v1/pairing"))
+        .json(&json!({ "open": true }))
+        .send()
+        .await
+        .unwrap();
+    let sim = SimConfig::new(gateway.devices)
+        .with_backoff(Duration::from_millis(100), Duration::from_millis(800));
+    let fleet = Fleet::start(Simulation::new(sim, installation()).unwrap(), n, None).unwrap();
+    eventually("connected devices", || async {
+        let connected = fleet.devices().iter().all(|d| d.snapshot().connected);
+        (connected, Value::Null)
+    })
+    .await;
+    let api = TestApi::in_memory();
+    let controller = spawn_controller(&api);
+    api.admin(
+        "POST",
+        "/api/v1/gateways",
+        Some(gateway_body(
+            "gw",
+            &format!("http://{}", gateway.http),
+            &gateway.devices.to_string(),
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+    for (i, device) in fleet.devices().iter().enumerate() {
+        api.admin(
+            "POST",
+            "/api/v1/devices",
+            Some(device_body(
+                &format!("sim-{i}"),
+                json!({ "site": "lab" }),
+                Some(device.device_id().unwrap().to_string()),
+            )),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    (gateway, fleet, api, controller)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapped_run_is_the_reason_shown_for_its_deployment() {
+    let (_gateway, fleet, api, _controller) = registered_fleet(1).await;
+    let trapping =
+        wat::parse_str(r#"(module (func (export "main") (param i32) (result i32) unreachable))"#)
+            .unwrap();
+    api.admin(
+        "POST",
+        "/api/v1/applications",
+        Some(app_body("broken", &trapping, json!({ "names": ["sim-0"] }))),
+        StatusCode::CREATED,
+    )
+    .await;
+    let app = eventually("the trap as the deployment's reason", || async {
+        let app = api
+            .admin("GET", "/api/v1/applications/broken", None, StatusCode::OK)
+            .await;
+        let reason = app["status"]["deployments"][0]["reason"].clone();
+        (reason == "the last run trapped: Unreachable", app)
+    })
+    .await;
+    assert_eq!(app["status"]["results"], 1, "{app:#}");
     fleet.shutdown(Duration::from_secs(5)).await;
 }
