@@ -55,23 +55,7 @@ fn spawn_controller(api: &TestApi) -> oneshot::Sender<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_reaches_the_selected_simulated_devices_and_leaves_on_delete() {
-    let gateway = start_gateway().await;
-    let client = reqwest::Client::new();
-    let pairing = client
-        .put(gateway.url("/v1/pairing"))
-        .json(&json!({ "open": true }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pairing.status(), 200);
-    let sim = SimConfig::new(gateway.devices)
-        .with_backoff(Duration::from_millis(100), Duration::from_millis(800));
-    let fleet = Fleet::start(Simulation::new(sim, installation()).unwrap(), 3, None).unwrap();
-    eventually("three connected devices", || async {
-        let connected = fleet.devices().iter().all(|d| d.snapshot().connected);
-        (connected, Value::Null)
-    })
-    .await;
+    let (gateway, fleet) = connected_fleet(3).await;
     let ids: Vec<String> = fleet
         .devices()
         .iter()
@@ -385,24 +369,8 @@ fn entry_of(app: &Value, device: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_or_deleted_device_loses_its_deployment_at_the_gateway_that_holds_it() {
-    let holding = start_gateway().await;
+    let (holding, fleet) = connected_fleet(2).await;
     let other = start_gateway().await;
-    let client = reqwest::Client::new();
-    let pairing = client
-        .put(holding.url("/v1/pairing"))
-        .json(&json!({ "open": true }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pairing.status(), 200);
-    let sim = SimConfig::new(holding.devices)
-        .with_backoff(Duration::from_millis(100), Duration::from_millis(800));
-    let fleet = Fleet::start(Simulation::new(sim, installation()).unwrap(), 2, None).unwrap();
-    eventually("two connected devices", || async {
-        let connected = fleet.devices().iter().all(|d| d.snapshot().connected);
-        (connected, Value::Null)
-    })
-    .await;
     let ids: Vec<String> = fleet
         .devices()
         .iter()
@@ -747,17 +715,16 @@ async fn a_new_module_replaces_the_old_one_on_every_device_and_a_new_selector_do
     fleet.shutdown(Duration::from_secs(5)).await;
 }
 
-/// A gateway with `n` connected simulated devices, an API with a running
-/// controller, the gateway registered as `gw` and the devices as `sim-i`
-/// labelled `site=lab`.
-async fn registered_fleet(n: usize) -> (TestGateway, Fleet, TestApi, oneshot::Sender<()>) {
+/// A gateway with pairing open and `n` simulated devices connected to it.
+async fn connected_fleet(n: usize) -> (TestGateway, Fleet) {
     let gateway = start_gateway().await;
-    reqwest::Client::new()
+    let pairing = reqwest::Client::new()
         .put(gateway.url("/v1/pairing"))
         .json(&json!({ "open": true }))
         .send()
         .await
         .unwrap();
+    assert_eq!(pairing.status(), 200);
     let sim = SimConfig::new(gateway.devices)
         .with_backoff(Duration::from_millis(100), Duration::from_millis(800));
     let fleet = Fleet::start(Simulation::new(sim, installation()).unwrap(), n, None).unwrap();
@@ -766,6 +733,14 @@ async fn registered_fleet(n: usize) -> (TestGateway, Fleet, TestApi, oneshot::Se
         (connected, Value::Null)
     })
     .await;
+    (gateway, fleet)
+}
+
+/// A gateway with `n` connected simulated devices, an API with a running
+/// controller, the gateway registered as `gw` and the devices as `sim-i`
+/// labelled `site=lab`.
+async fn registered_fleet(n: usize) -> (TestGateway, Fleet, TestApi, oneshot::Sender<()>) {
+    let (gateway, fleet) = connected_fleet(n).await;
     let api = TestApi::in_memory();
     let controller = spawn_controller(&api);
     api.admin(
