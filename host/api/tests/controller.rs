@@ -16,6 +16,20 @@ use wasmbed_sim::{Fleet, SimConfig, Simulation};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The devices, sorted and once each, with a result that returned `values`.
+fn devices_returning(results: &Value, values: Value) -> Vec<String> {
+    let mut devices: Vec<String> = results
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["returned"] == values)
+        .map(|r| r["device"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    devices.sort();
+    devices.dedup();
+    devices
+}
+
 /// Polls `check` until it holds; panics after `within`.
 async fn eventually<F, Fut>(what: &str, mut check: F) -> Value
 where
@@ -155,16 +169,7 @@ async fn an_application_reaches_the_selected_simulated_devices_and_leaves_on_del
                 StatusCode::OK,
             )
             .await;
-        let mut devices: Vec<String> = results
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r["returned"] == json!([{ "i32": 42 }]))
-            .map(|r| r["device"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        devices.sort();
-        devices.dedup();
+        let devices = devices_returning(&results, json!([{ "i32": 42 }]));
         (devices == ["sim-0", "sim-1", "sim-2"], results)
     })
     .await;
@@ -699,16 +704,7 @@ async fn a_new_module_replaces_the_old_one_on_every_device_and_a_new_selector_do
                 StatusCode::OK,
             )
             .await;
-        let mut devices: Vec<String> = results
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r["returned"] == json!([{ "i32": 63 }]))
-            .map(|r| r["device"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        devices.sort();
-        devices.dedup();
+        let devices = devices_returning(&results, json!([{ "i32": 63 }]));
         (devices == ["sim-0", "sim-1"], results)
     })
     .await;
