@@ -306,6 +306,9 @@ impl Driven for GatewaySession<Vec<u8>> {
                 (Seen::Other("ExecutionResult"), GatewayReaction::None)
             }
             GatewayEvent::PeerError(_) => (Seen::Other("PeerError"), GatewayReaction::None),
+            GatewayEvent::RateLimited { .. } => {
+                (Seen::Other("RateLimited"), GatewayReaction::None)
+            }
             GatewayEvent::Closed(reason) => (Seen::Closed(reason), GatewayReaction::None),
         };
         let before = self.poll_transmit().len();

@@ -422,7 +422,7 @@ fn edge_downlinks_match_the_schema() {
     for reason in EnrollRefusal::ALL
         .iter()
         .copied()
-        .chain([EnrollRefusal::Unknown(6), EnrollRefusal::Unknown(u16::MAX)])
+        .chain([EnrollRefusal::Unknown(7), EnrollRefusal::Unknown(u16::MAX)])
     {
         check_downlink(
             &format!("enroll refused {reason:?}"),

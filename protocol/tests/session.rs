@@ -356,6 +356,186 @@ fn garbage_is_answered_with_a_typed_error_and_a_close() {
     assert_eq!(gateway.poll_event(), None);
 }
 
+/// One uplink frame with the envelope id `id`, as a device would send it.
+fn uplink_frame(id: u32, body: Uplink<'_>) -> Vec<u8> {
+    let mut out = vec![0; frame::HEADER_LEN + frame::MAX_FRAME_LEN];
+    let len = frame::encode_frame(&Envelope::new(id, body), &mut out, frame::MAX_FRAME_LEN)
+        .expect("encodes");
+    out.truncate(len);
+    out
+}
+
+/// Feeds whole frames to the gateway and returns its events.
+fn feed(gateway: &mut Gateway, bytes: &[u8], now: Millis) -> Vec<GatewayEvent<'static>> {
+    let mut events = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let taken = gateway.handle_input(rest, now);
+        rest = &rest[taken..];
+        while let Some(event) = gateway.poll_event() {
+            events.push(owned(event));
+        }
+    }
+    events
+}
+
+#[test]
+fn a_repeated_or_smaller_message_id_is_a_violation() {
+    let (_device, mut gateway) = established(Millis(0));
+    // The device's SessionStart was message 1; 2 follows it, 2 again does not.
+    let heartbeat = || Uplink::Heartbeat(samples::heartbeat());
+    let events = feed(&mut gateway, &uplink_frame(2, heartbeat()), Millis(500));
+    assert_eq!(events, vec![GatewayEvent::Heartbeat(samples::heartbeat())]);
+    gateway.advance_transmit(gateway.poll_transmit().len());
+    let events = feed(&mut gateway, &uplink_frame(2, heartbeat()), Millis(1_000));
+    assert_eq!(
+        events,
+        vec![GatewayEvent::Closed(CloseReason::ProtocolViolation(
+            Violation::MessageId { id: 2, previous: 2 }
+        ))]
+    );
+    let sent = codec_frames(gateway.poll_transmit());
+    assert!(matches!(
+        &sent[0].body,
+        Downlink::Error(ErrorMessage {
+            code: ErrorCode::Malformed,
+            ..
+        })
+    ));
+    assert!(gateway.is_closed());
+}
+
+#[test]
+fn the_device_refuses_a_replayed_gateway_message() {
+    let (mut device, mut gateway) = established(Millis(0));
+    gateway
+        .send(Downlink::Stop(StopApp {
+            deployment: DeploymentId(7),
+        }))
+        .expect("established");
+    let frame = gateway.poll_transmit().to_vec();
+    gateway.advance_transmit(frame.len());
+    assert_eq!(device.handle_input(&frame, Millis(1)), frame.len());
+    assert_eq!(
+        device.poll_event(),
+        Some(DeviceEvent::Stop(DeploymentId(7)))
+    );
+    // The same frame again: a replay within the session.
+    assert_eq!(device.handle_input(&frame, Millis(2)), frame.len());
+    assert!(matches!(
+        device.poll_event(),
+        Some(DeviceEvent::Closed(CloseReason::ProtocolViolation(
+            Violation::MessageId { .. }
+        )))
+    ));
+}
+
+#[test]
+fn heartbeats_faster_than_allowed_are_refused_then_the_session_closes() {
+    let (_device, mut gateway) = established(Millis(0));
+    let config = gateway_config();
+    let heartbeat = || Uplink::Heartbeat(samples::heartbeat());
+    let mut id = 2;
+    let mut now = Millis(10);
+    // A burst of `heartbeat_burst` heartbeats is fine...
+    for _ in 0..config.heartbeat_burst {
+        let events = feed(&mut gateway, &uplink_frame(id, heartbeat()), now);
+        assert_eq!(events, vec![GatewayEvent::Heartbeat(samples::heartbeat())]);
+        id += 1;
+    }
+    gateway.advance_transmit(gateway.poll_transmit().len());
+    // ...the next one at once is refused with rate-limited and not acknowledged.
+    let events = feed(&mut gateway, &uplink_frame(id, heartbeat()), now);
+    assert_eq!(
+        events,
+        vec![GatewayEvent::RateLimited { kind: "heartbeat" }]
+    );
+    let sent = codec_frames(gateway.poll_transmit());
+    assert_eq!(sent.len(), 1, "an error, no acknowledgement: {sent:?}");
+    assert!(matches!(
+        &sent[0].body,
+        Downlink::Error(ErrorMessage {
+            code: ErrorCode::RateLimited,
+            ..
+        })
+    ));
+    gateway.advance_transmit(gateway.poll_transmit().len());
+    id += 1;
+    // Half an interval later, one more is allowed again.
+    now = now.plus(u64::from(config.heartbeat_interval_ms / 2));
+    let events = feed(&mut gateway, &uplink_frame(id, heartbeat()), now);
+    assert_eq!(events, vec![GatewayEvent::Heartbeat(samples::heartbeat())]);
+    id += 1;
+    // A device that keeps flooding is told `max_rate_limited` times, then dropped.
+    let mut refused = 1;
+    let closed = loop {
+        let events = feed(&mut gateway, &uplink_frame(id, heartbeat()), now);
+        id += 1;
+        match events.as_slice() {
+            [GatewayEvent::RateLimited { .. }] => refused += 1,
+            [GatewayEvent::Closed(reason)] => break *reason,
+            other => panic!("unexpected events {other:?}"),
+        }
+        assert!(refused <= config.max_rate_limited, "never closed");
+    };
+    assert_eq!(refused, config.max_rate_limited);
+    assert_eq!(
+        closed,
+        CloseReason::ProtocolViolation(Violation::RateLimited { kind: "heartbeat" })
+    );
+    assert!(gateway.is_closed());
+}
+
+#[test]
+fn heartbeats_at_the_interval_are_never_refused() {
+    let (_device, mut gateway) = established(Millis(0));
+    let interval = u64::from(gateway_config().heartbeat_interval_ms);
+    for i in 0..100u32 {
+        // Jitter of up to a tenth of the interval either way.
+        let jitter = u64::from(i % 3) * interval / 10;
+        let now = Millis(u64::from(i + 1) * interval - jitter);
+        let events = feed(
+            &mut gateway,
+            &uplink_frame(i + 2, Uplink::Heartbeat(samples::heartbeat())),
+            now,
+        );
+        assert_eq!(
+            events,
+            vec![GatewayEvent::Heartbeat(samples::heartbeat())],
+            "#{i}"
+        );
+        gateway.advance_transmit(gateway.poll_transmit().len());
+    }
+}
+
+#[test]
+fn server_time_is_wall_time_advanced_by_the_session_clock() {
+    let wall = Millis(1_764_253_000_000);
+    let mut device = Device::resume(DeviceConfig::default(), &hello(), Millis(0));
+    // The session clock is monotonic and starts anywhere, here at 5 s.
+    let mut gateway = Gateway::new(
+        PeerCredential::Device,
+        gateway_config(),
+        NONCE,
+        Millis(5_000),
+    )
+    .with_server_time(wall);
+    device_to_gateway(&mut device, &mut gateway, Millis(5_250));
+    gateway.accept_session(DEVICE_ID).expect("deciding");
+    let sent = codec_frames(gateway.poll_transmit());
+    let Downlink::SessionAccept(accept) = &sent[0].body else {
+        panic!("expected SessionAccept, got {sent:?}")
+    };
+    assert_eq!(accept.server_time, Millis(wall.0 + 250));
+    // Deadlines stay on the session clock.
+    assert_eq!(
+        gateway.poll_timeout(),
+        Some(Millis(
+            5_250 + 3 * u64::from(gateway_config().heartbeat_interval_ms)
+        ))
+    );
+}
+
 #[test]
 fn an_oversize_frame_is_refused_from_its_header_alone() {
     let (mut device, _gateway) = established(Millis(0));
@@ -453,6 +633,7 @@ fn an_idle_gateway_session_holds_no_buffer_memory() {
     );
 }
 
+#[derive(Debug)]
 struct Sent {
     body: Downlink<'static>,
 }
@@ -492,6 +673,7 @@ fn owned(event: GatewayEvent<'_>) -> GatewayEvent<'static> {
         GatewayEvent::Heartbeat(heartbeat) => GatewayEvent::Heartbeat(heartbeat),
         GatewayEvent::DeployStatus(status) => GatewayEvent::DeployStatus(status),
         GatewayEvent::PeerError(error) => GatewayEvent::PeerError(error),
+        GatewayEvent::RateLimited { kind } => GatewayEvent::RateLimited { kind },
         GatewayEvent::Closed(reason) => GatewayEvent::Closed(reason),
     }
 }

@@ -829,6 +829,7 @@ fn owned(event: GatewayEvent<'_>) -> GatewayEvent<'static> {
         GatewayEvent::Heartbeat(heartbeat) => GatewayEvent::Heartbeat(heartbeat),
         GatewayEvent::DeployStatus(status) => GatewayEvent::DeployStatus(status),
         GatewayEvent::PeerError(error) => GatewayEvent::PeerError(error),
+        GatewayEvent::RateLimited { kind } => GatewayEvent::RateLimited { kind },
         GatewayEvent::Closed(reason) => GatewayEvent::Closed(reason),
     }
 }

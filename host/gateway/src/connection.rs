@@ -167,6 +167,7 @@ impl From<GatewayEvent<'_>> for OwnedEvent {
             GatewayEvent::Heartbeat(heartbeat) => GatewayEvent::Heartbeat(heartbeat),
             GatewayEvent::DeployStatus(status) => GatewayEvent::DeployStatus(status),
             GatewayEvent::PeerError(error) => GatewayEvent::PeerError(error),
+            GatewayEvent::RateLimited { kind } => GatewayEvent::RateLimited { kind },
             GatewayEvent::Closed(reason) => GatewayEvent::Closed(reason),
         })
     }

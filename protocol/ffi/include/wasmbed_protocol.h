@@ -110,9 +110,9 @@
 
 /**
  * Bytes of storage a session needs, on every supported target: the size
- * on 64-bit hosts (`thumbv7m-none-eabi` needs 8296).
+ * on 64-bit hosts (`thumbv7m-none-eabi` needs 8304).
  */
-#define WB_DEVICE_SESSION_SIZE 8352
+#define WB_DEVICE_SESSION_SIZE 8360
 
 /**
  * Alignment the session's storage needs.
@@ -207,6 +207,15 @@ enum wb_status
      * The message nests arrays, maps or tags too deep.
      */
     WB_STATUS_TOO_DEEP = -17,
+    /**
+     * A message id that does not follow the peer's previous one (a
+     * replayed or reordered frame).
+     */
+    WB_STATUS_BAD_MESSAGE_ID = -18,
+    /**
+     * The peer kept sending a message faster than allowed.
+     */
+    WB_STATUS_RATE_LIMITED = -19,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -655,6 +664,10 @@ enum wb_enroll_refusal
      * The gateway failed; retry later.
      */
     WB_ENROLL_REFUSAL_INTERNAL = 5,
+    /**
+     * This public key was revoked; it is never accepted again.
+     */
+    WB_ENROLL_REFUSAL_KEY_REVOKED = 6,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -193,6 +193,8 @@ pub enum WbEnrollRefusal {
     RateLimited = 4,
     /// The gateway failed; retry later.
     Internal = 5,
+    /// This public key was revoked; it is never accepted again.
+    KeyRevoked = 6,
 }
 
 /// Checks at compile time that every variant of a header enum has the
@@ -296,6 +298,7 @@ same_codes!(
         InvalidKey,
         RateLimited,
         Internal,
+        KeyRevoked,
     }
 );
 

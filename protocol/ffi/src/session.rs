@@ -42,8 +42,8 @@ pub struct WbDeviceSession {
 }
 
 /// Bytes of storage a session needs, on every supported target: the size
-/// on 64-bit hosts (`thumbv7m-none-eabi` needs 8296).
-pub const WB_DEVICE_SESSION_SIZE: usize = 8352;
+/// on 64-bit hosts (`thumbv7m-none-eabi` needs 8304).
+pub const WB_DEVICE_SESSION_SIZE: usize = 8360;
 /// Alignment the session's storage needs.
 pub const WB_DEVICE_SESSION_ALIGN: usize = 8;
 

@@ -53,6 +53,11 @@ pub enum WbStatus {
     DuplicateKey = -16,
     /// The message nests arrays, maps or tags too deep.
     TooDeep = -17,
+    /// A message id that does not follow the peer's previous one (a
+    /// replayed or reordered frame).
+    BadMessageId = -18,
+    /// The peer kept sending a message faster than allowed.
+    RateLimited = -19,
 }
 
 impl WbStatus {
@@ -78,12 +83,14 @@ impl WbStatus {
             WbStatus::BadStorage => c"WB_STATUS_BAD_STORAGE",
             WbStatus::DuplicateKey => c"WB_STATUS_DUPLICATE_KEY",
             WbStatus::TooDeep => c"WB_STATUS_TOO_DEEP",
+            WbStatus::BadMessageId => c"WB_STATUS_BAD_MESSAGE_ID",
+            WbStatus::RateLimited => c"WB_STATUS_RATE_LIMITED",
         }
     }
 }
 
 /// Every status.
-const ALL: [WbStatus; 19] = [
+const ALL: [WbStatus; 21] = [
     WbStatus::Ok,
     WbStatus::NeedMore,
     WbStatus::NullPointer,
@@ -103,6 +110,8 @@ const ALL: [WbStatus; 19] = [
     WbStatus::BadStorage,
     WbStatus::DuplicateKey,
     WbStatus::TooDeep,
+    WbStatus::BadMessageId,
+    WbStatus::RateLimited,
 ];
 
 impl From<DecodeError> for WbStatus {

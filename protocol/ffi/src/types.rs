@@ -635,6 +635,8 @@ impl WbCloseReason {
                     Violation::Decode(e) => e.into(),
                     Violation::Frame(e) => e.into(),
                     Violation::Unexpected { .. } => WbStatus::UnexpectedMessage,
+                    Violation::MessageId { .. } => WbStatus::BadMessageId,
+                    Violation::RateLimited { .. } => WbStatus::RateLimited,
                 };
             }
             CloseReason::Timeout => {}

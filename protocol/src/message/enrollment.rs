@@ -90,7 +90,9 @@ wire_enum! {
     pub enum EnrollRefusal {
         /// Pairing is closed and the key was not pre-authorized.
         PairingClosed = 0,
-        /// This public key already belongs to an enrolled device.
+        /// This public key already belongs to an enrolled device. Not sent
+        /// by the reference gateway: an enrolled key that proves itself
+        /// gets its own id back with a fresh certificate.
         KeyAlreadyEnrolled = 1,
         /// The signature does not verify for this key and nonce.
         BadProof = 2,
@@ -100,5 +102,7 @@ wire_enum! {
         RateLimited = 4,
         /// The gateway failed; retry later.
         Internal = 5,
+        /// This public key was revoked: the gateway never accepts it again.
+        KeyRevoked = 6,
     }
 }

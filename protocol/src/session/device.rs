@@ -1,6 +1,6 @@
 //! The device's end of a session.
 
-use super::link::{Inbox, Outbox};
+use super::link::{Inbox, Outbox, PeerIds};
 use super::{ByteBuffer, CloseReason, FrameBuffer, SessionError, Violation};
 use crate::codec;
 use crate::frame::MAX_FRAME_LEN;
@@ -104,6 +104,7 @@ struct Core<B> {
     heartbeat_due: bool,
     heartbeat_event: bool,
     close_event: Option<CloseReason>,
+    peer_ids: PeerIds,
 }
 
 impl<B: ByteBuffer + Default> DeviceSession<B> {
@@ -142,6 +143,7 @@ impl<B: ByteBuffer + Default> DeviceSession<B> {
                 heartbeat_due: false,
                 heartbeat_event: false,
                 close_event: None,
+                peer_ids: PeerIds::default(),
             },
         }
     }
@@ -176,7 +178,10 @@ impl<B: ByteBuffer> DeviceSession<B> {
             Err(e) => return Some(self.core.violation(Violation::Frame(e))),
         };
         match codec::decode_downlink(self.inbox.body(range)) {
-            Ok(envelope) => Some(self.core.dispatch(envelope.body)),
+            Ok(envelope) => match self.core.peer_ids.check(envelope.id) {
+                Ok(()) => Some(self.core.dispatch(envelope.body)),
+                Err(violation) => Some(self.core.violation(violation)),
+            },
             Err(e) => Some(self.core.violation(Violation::Decode(e))),
         }
     }

@@ -1,6 +1,6 @@
 //! The gateway's end of a session.
 
-use super::link::{Inbox, Outbox};
+use super::link::{Inbox, Outbox, PeerIds};
 use super::{ByteBuffer, CloseReason, FrameBuffer, SessionError, Violation};
 use crate::codec;
 use crate::frame::MAX_FRAME_LEN;
@@ -19,6 +19,13 @@ pub struct GatewayConfig {
     pub heartbeat_interval_ms: u32,
     /// Intervals without any message before a device counts as lost.
     pub missed_heartbeats: u32,
+    /// Heartbeats accepted back to back; beyond them, one per half
+    /// interval. A heartbeat sooner than that is answered
+    /// `Error{rate-limited}` and not acknowledged.
+    pub heartbeat_burst: u32,
+    /// Rate-limited messages a session may send before it is closed as a
+    /// protocol violation (`rate-limited`).
+    pub max_rate_limited: u32,
 }
 
 impl Default for GatewayConfig {
@@ -29,6 +36,8 @@ impl Default for GatewayConfig {
             first_message_timeout_ms: 10_000,
             heartbeat_interval_ms: 10_000,
             missed_heartbeats: 3,
+            heartbeat_burst: 4,
+            max_rate_limited: 16,
         }
     }
 }
@@ -62,6 +71,12 @@ pub enum GatewayEvent<'a> {
     ExecutionResult(ExecutionResult<'a>),
     /// The device reported an error; the session goes on unless it closes.
     PeerError(ErrorMessage),
+    /// A message of `kind` came too soon and was refused with
+    /// `Error{rate-limited}`; the session goes on (until it has refused
+    /// [`GatewayConfig::max_rate_limited`] messages).
+    RateLimited {
+        kind: &'static str,
+    },
     /// The session is over. [`CloseReason::Timeout`] after establishment
     /// means the device missed its heartbeats.
     Closed(CloseReason),
@@ -104,15 +119,24 @@ struct Core<B> {
     credential: PeerCredential,
     nonce: [u8; NONCE_LEN],
     now: Millis,
+    /// Added to `now` to give the wall-clock time told to the device.
+    server_time_offset: u64,
     close_event: Option<CloseReason>,
+    peer_ids: PeerIds,
+    /// When the next heartbeat is due at the allowed rate (a generic cell
+    /// rate algorithm's theoretical arrival time).
+    heartbeat_due: Millis,
+    rate_limited: u32,
 }
 
 impl<B: ByteBuffer + Default> GatewaySession<B> {
     /// A session for a freshly authenticated TLS connection.
     ///
-    /// `now` is the gateway's wall clock (Unix milliseconds): it is sent to
-    /// devices as the server time. `nonce` must be fresh and random; it is
-    /// only used for a [`PeerCredential::Claim`] peer.
+    /// `now` is the session's clock, best a monotonic one: deadlines are
+    /// computed from it, so a step of the wall clock neither fires nor
+    /// stalls them. Without [`Self::with_server_time`] it is also the
+    /// server time told to the device. `nonce` must be fresh and random;
+    /// it is only used for a [`PeerCredential::Claim`] peer.
     pub fn new(
         credential: PeerCredential,
         config: GatewayConfig,
@@ -133,7 +157,11 @@ impl<B: ByteBuffer + Default> GatewaySession<B> {
                 credential,
                 nonce,
                 now,
+                server_time_offset: 0,
                 close_event: None,
+                peer_ids: PeerIds::default(),
+                heartbeat_due: now,
+                rate_limited: 0,
             },
         };
         if credential == PeerCredential::Claim {
@@ -149,6 +177,15 @@ impl<B: ByteBuffer + Default> GatewaySession<B> {
 }
 
 impl<B: ByteBuffer> GatewaySession<B> {
+    /// Tells the session the wall-clock time (Unix milliseconds) at the
+    /// `now` it was created with: the server time sent to the device is
+    /// that, advanced by the session's clock.
+    #[must_use]
+    pub fn with_server_time(mut self, wall_now: Millis) -> Self {
+        self.core.server_time_offset = wall_now.0.wrapping_sub(self.core.now.0);
+        self
+    }
+
     /// Feeds bytes received from the device. Returns how many were taken:
     /// when fewer than `data.len()`, drain [`Self::poll_event`] and call
     /// again with the rest.
@@ -174,7 +211,10 @@ impl<B: ByteBuffer> GatewaySession<B> {
             Err(e) => return Some(self.core.violation(Violation::Frame(e))),
         };
         match codec::decode_uplink(self.inbox.body(range)) {
-            Ok(envelope) => Some(self.core.dispatch(envelope)),
+            Ok(envelope) => match self.core.peer_ids.check(envelope.id) {
+                Ok(()) => Some(self.core.dispatch(envelope)),
+                Err(violation) => Some(self.core.violation(violation)),
+            },
             Err(e) => Some(self.core.violation(Violation::Decode(e))),
         }
     }
@@ -257,7 +297,7 @@ impl<B: ByteBuffer> GatewaySession<B> {
         };
         let accept = SessionAccept {
             device_id,
-            server_time: self.core.now,
+            server_time: self.core.server_time(),
             heartbeat_interval_ms: self.core.config.heartbeat_interval_ms,
         };
         self.core
@@ -334,6 +374,37 @@ impl<B: ByteBuffer> GatewaySession<B> {
 }
 
 impl<B: ByteBuffer> Core<B> {
+    fn server_time(&self) -> Millis {
+        Millis(self.now.0.wrapping_add(self.server_time_offset))
+    }
+
+    /// Whether a heartbeat now keeps to the allowed rate: bursts of
+    /// `heartbeat_burst`, then one per half interval.
+    fn heartbeat_allowed(&mut self) -> bool {
+        let spacing = u64::from(self.config.heartbeat_interval_ms / 2).max(1);
+        let tolerance = spacing.saturating_mul(u64::from(self.config.heartbeat_burst.max(1) - 1));
+        if self.now.0.saturating_add(tolerance) < self.heartbeat_due.0 {
+            return false;
+        }
+        self.heartbeat_due = Millis(self.heartbeat_due.0.max(self.now.0).saturating_add(spacing));
+        true
+    }
+
+    /// Refuses one message of `kind` with `Error{rate-limited}`, or ends
+    /// the session when it has been told too often.
+    fn rate_limited(&mut self, kind: &'static str, reply_to: u32) -> GatewayEvent<'static> {
+        self.rate_limited = self.rate_limited.saturating_add(1);
+        if self.rate_limited > self.config.max_rate_limited {
+            return self.violation(Violation::RateLimited { kind });
+        }
+        let error = ErrorMessage {
+            code: ErrorCode::RateLimited,
+            detail: None,
+        };
+        let _ = self.outbox.send(Downlink::Error(error), Some(reply_to));
+        GatewayEvent::RateLimited { kind }
+    }
+
     fn liveness_deadline(&self) -> Millis {
         let interval = u64::from(self.config.heartbeat_interval_ms);
         self.now
@@ -405,9 +476,12 @@ impl<B: ByteBuffer> Core<B> {
                     deadline: self.liveness_deadline(),
                 };
                 match message {
+                    Uplink::Heartbeat(_) if !self.heartbeat_allowed() => {
+                        self.rate_limited(kind, envelope.id)
+                    }
                     Uplink::Heartbeat(heartbeat) => {
                         let ack = HeartbeatAck {
-                            server_time: self.now,
+                            server_time: self.server_time(),
                             next_interval_ms: self.config.heartbeat_interval_ms,
                         };
                         // A full outbox means the device is not reading; its

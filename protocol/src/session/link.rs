@@ -4,7 +4,7 @@ use core::ops::Range;
 
 use minicbor::Encode;
 
-use super::{ByteBuffer, SessionError};
+use super::{ByteBuffer, SessionError, Violation};
 use crate::codec::EncodeError;
 use crate::frame::{self, FrameError, HEADER_LEN};
 use crate::message::Envelope;
@@ -164,5 +164,26 @@ impl<B: ByteBuffer> minicbor::encode::Write for Writer<'_, B> {
         } else {
             Err(Full)
         }
+    }
+}
+
+/// The id of the peer's last message: within a session each side numbers
+/// its messages increasingly, so a repeated or smaller id is a violation
+/// (a replayed or reordered frame).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PeerIds {
+    previous: Option<u32>,
+}
+
+impl PeerIds {
+    /// Accepts `id` if it follows every id seen before.
+    pub(crate) fn check(&mut self, id: u32) -> Result<(), Violation> {
+        if let Some(previous) = self.previous {
+            if id <= previous {
+                return Err(Violation::MessageId { id, previous });
+            }
+        }
+        self.previous = Some(id);
+        Ok(())
     }
 }

@@ -121,6 +121,12 @@ pub enum Violation {
     /// A valid message the peer may not send now (or, for a claim
     /// certificate, at all).
     Unexpected { code: ErrorCode, kind: &'static str },
+    /// A message id that does not follow the previous one: each side
+    /// numbers its messages increasingly within a session.
+    MessageId { id: u32, previous: u32 },
+    /// The peer kept sending `kind` faster than allowed after being told
+    /// `rate-limited`.
+    RateLimited { kind: &'static str },
 }
 
 impl Violation {
@@ -134,6 +140,8 @@ impl Violation {
             Violation::Frame(FrameError::TooLarge { .. }) => ErrorCode::FrameTooLarge,
             Violation::Frame(FrameError::Empty) => ErrorCode::Malformed,
             Violation::Unexpected { code, .. } => *code,
+            Violation::MessageId { .. } => ErrorCode::Malformed,
+            Violation::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }
 }
@@ -148,6 +156,13 @@ impl fmt::Display for CloseReason {
                 Violation::Frame(e) => write!(f, "protocol violation: {e}"),
                 Violation::Unexpected { code, kind } => {
                     write!(f, "protocol violation: {kind} refused ({code:?})")
+                }
+                Violation::MessageId { id, previous } => write!(
+                    f,
+                    "protocol violation: message id {id} does not follow {previous}"
+                ),
+                Violation::RateLimited { kind } => {
+                    write!(f, "protocol violation: {kind} sent too often")
                 }
             },
             CloseReason::Timeout => f.write_str("peer timed out"),

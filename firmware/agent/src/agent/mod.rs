@@ -634,11 +634,15 @@ impl<K: KeyStore, S: ModuleStore, R: Runtime> Agent<K, S, R> {
     }
 
     fn on_refused(&mut self, reason: EnrollRefusal) {
-        // A key the gateway will never accept is replaced next time; for
-        // other reasons (closed pairing, rate limits) it is kept and retried.
+        // A key the gateway will never accept (a revoked one among them) is
+        // replaced next time; for other reasons (closed pairing, rate
+        // limits) it is kept and retried.
         if matches!(
             reason,
-            EnrollRefusal::KeyAlreadyEnrolled | EnrollRefusal::BadProof | EnrollRefusal::InvalidKey
+            EnrollRefusal::KeyAlreadyEnrolled
+                | EnrollRefusal::BadProof
+                | EnrollRefusal::InvalidKey
+                | EnrollRefusal::KeyRevoked
         ) {
             self.key = None;
             if let Err(e) = self.keys.clear() {
