@@ -574,7 +574,12 @@ async fn deploy_once(
         run + 1
     ));
     let gateway = GatewayServer::new(
-        GatewayConfig::default(),
+        GatewayConfig {
+            // The simulated fleet enrolls from one address, all at once.
+            enroll_rate_per_source: wasmbed_gateway::rate::RateLimit::UNLIMITED,
+            enroll_rate_total: wasmbed_gateway::rate::RateLimit::UNLIMITED,
+            ..GatewayConfig::default()
+        },
         installation,
         GatewayStore::open(&dir.path().join("gateway.db"))?,
     )?;

@@ -72,10 +72,10 @@ impl Rig {
         let dir = tempfile::tempdir()?;
         let installation = Installation::create(&InstallationOptions::default())?;
         let store = Store::open(&dir.path().join("gateway.db"))?;
-        store.set_pairing_open(true)?;
         let mut config = GatewayConfig::default();
         config.session.heartbeat_interval_ms = 5_000;
         let gateway = Gateway::new(config, &installation, store)?;
+        gateway.pairing().open(None);
         let devices = TcpListener::bind("127.0.0.1:0").await?;
         let http = TcpListener::bind("127.0.0.1:0").await?;
         let addr = devices.local_addr()?;

@@ -129,7 +129,12 @@ impl GatewayProcess {
             .args(["--http", &http.to_string()])
             .args(["--heartbeat-interval", HEARTBEAT_INTERVAL]);
         if open_pairing {
-            command.arg("--open-pairing");
+            // The simulated fleet enrolls from one address, all at once.
+            command.args([
+                "--open-pairing=1h",
+                "--enroll-limit=1000000/s",
+                "--enroll-limit-total=1000000/s",
+            ]);
         }
         command.envs(env.gateway_env.iter().map(|(k, v)| (k, v)));
         let mut child = Child::spawn(name, &mut command, &env.path(&format!("{name}.log")))?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
+use wasmbed_gateway::rate::RateLimit;
 use wasmbed_gateway::store::Store;
 use wasmbed_gateway::{Gateway, GatewayConfig};
 use wasmbed_pki::Installation;
@@ -38,9 +39,20 @@ pub(crate) struct GatewayArgs {
     /// Most connections from one source address.
     #[arg(long, default_value_t = 20_000)]
     max_connections_per_ip: usize,
-    /// Open pairing at start, so new devices may enroll.
-    #[arg(long)]
-    open_pairing: bool,
+    /// Open a pairing window at start, so new devices may enroll: for 10
+    /// minutes, for DURATION (`--open-pairing=1h`), or until closed over
+    /// HTTP or the gateway stops (`--open-pairing=always`). Pairing never
+    /// survives a restart by itself.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true,
+          default_missing_value = "10m", value_parser = parse_pairing_window)]
+    open_pairing: Option<PairingWindow>,
+    /// Enrollments allowed from one source address: N a second, in bursts
+    /// of up to B (`N/s,B`); more are refused `rate-limited`.
+    #[arg(long, value_name = "N/s,B", default_value_t = GatewayConfig::default().enroll_rate_per_source)]
+    enroll_limit: RateLimit,
+    /// Enrollments allowed from all sources together (`N/s,B`).
+    #[arg(long, value_name = "N/s,B", default_value_t = GatewayConfig::default().enroll_rate_total)]
+    enroll_limit_total: RateLimit,
     /// Register this gateway with the API server at this URL, e.g.
     /// `http://127.0.0.1:8080`; retried until it succeeds, so the API
     /// server may start later or restart.
@@ -70,18 +82,30 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         )
     })?;
     let store = Store::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
-    if args.open_pairing {
-        store.set_pairing_open(true)?;
-    }
     let mut config = GatewayConfig {
         handshake_timeout: args.handshake_timeout,
         max_connections_per_ip: args.max_connections_per_ip,
+        enroll_rate_per_source: args.enroll_limit,
+        enroll_rate_total: args.enroll_limit_total,
         ..GatewayConfig::default()
     };
     config.session.heartbeat_interval_ms = u32::try_from(args.heartbeat_interval.as_millis())
         .context("--heartbeat-interval is too long")?;
     config.session.missed_heartbeats = args.missed_heartbeats;
     let gateway = Gateway::new(config, &installation, store)?;
+    match args.open_pairing {
+        Some(PairingWindow::For(duration)) => {
+            gateway.pairing().open(Some(duration));
+            tracing::info!(for_ = %humantime::format_duration(duration), "pairing open");
+        }
+        Some(PairingWindow::Always) => {
+            gateway.pairing().open(None);
+            tracing::warn!(
+                "pairing open until closed: any device with the claim certificate may enroll"
+            );
+        }
+        None => {}
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let devices = TcpListener::bind(args.listen)
@@ -112,4 +136,43 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
             .await?;
         anyhow::Ok(())
     })
+}
+
+/// How long `--open-pairing` opens pairing for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PairingWindow {
+    For(Duration),
+    Always,
+}
+
+fn parse_pairing_window(text: &str) -> Result<PairingWindow, String> {
+    if text == "always" {
+        return Ok(PairingWindow::Always);
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?}: {e} (write e.g. 10m, 2h, or always)"))?;
+    if duration.is_zero() || duration > wasmbed_gateway::pairing::MAX_WINDOW {
+        return Err(format!(
+            "a pairing window lasts from 1s to {}",
+            humantime::format_duration(wasmbed_gateway::pairing::MAX_WINDOW)
+        ));
+    }
+    Ok(PairingWindow::For(duration))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairing_windows_parse() {
+        assert_eq!(
+            parse_pairing_window("90s"),
+            Ok(PairingWindow::For(Duration::from_secs(90)))
+        );
+        assert_eq!(parse_pairing_window("always"), Ok(PairingWindow::Always));
+        assert!(parse_pairing_window("0s").is_err());
+        assert!(parse_pairing_window("30d").is_err());
+        assert!(parse_pairing_window("soon").is_err());
+    }
 }

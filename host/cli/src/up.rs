@@ -193,12 +193,14 @@ async fn up(
     // The gateway, pairing open.
     let gateway_store = wasmbed_gateway::store::Store::open(&args.dir.join("gateway.db"))
         .context("opening the gateway's database")?;
-    gateway_store.set_pairing_open(true)?;
     let gateway = wasmbed_gateway::Gateway::new(
         wasmbed_gateway::GatewayConfig::default(),
         &installation,
         gateway_store,
     )?;
+    // A local installation: devices created later must enroll too, so the
+    // window stays open while `up` runs (and closes with it).
+    gateway.pairing().open(None);
     let devices_listener = bind_or_free(args.device_listen).await?;
     let device_addr = devices_listener.local_addr()?;
     let gateway_http = TcpListener::bind("127.0.0.1:0").await?;

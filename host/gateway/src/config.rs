@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use wasmbed_protocol::session;
 
+pub use crate::rate::RateLimit;
+
 /// Everything a gateway can be tuned with.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -26,6 +28,18 @@ pub struct GatewayConfig {
     pub transfer_window: usize,
     /// Most unfinished deployments per device; more are refused.
     pub max_pending_deployments: usize,
+    /// Enrollments from one source address; more are refused
+    /// `rate-limited`.
+    pub enroll_rate_per_source: RateLimit,
+    /// Enrollments from all sources together.
+    pub enroll_rate_total: RateLimit,
+    /// Warning lines a source address can cause; the rest are counted
+    /// (`wasmbed_gateway_log_lines_suppressed`) and summed up in the next
+    /// line allowed.
+    pub log_rate_per_source: RateLimit,
+    /// Execution results kept per deployment; storing one more drops the
+    /// oldest (`wasmbed_gateway_results_dropped`).
+    pub max_results_per_deployment: usize,
 }
 
 impl Default for GatewayConfig {
@@ -40,6 +54,23 @@ impl Default for GatewayConfig {
             chunk_size: wasmbed_protocol::DEFAULT_CHUNK_LEN,
             transfer_window: 8 * 1024,
             max_pending_deployments: 16,
+            // A factory line or a NAT may put many devices behind one
+            // address: a burst of 20, then 5 a second, from each.
+            enroll_rate_per_source: RateLimit {
+                burst: 20,
+                per_second: 5,
+            },
+            // Enrollment verifies a signature, signs a certificate and
+            // writes the store: 50 a second keeps it a small part of a core.
+            enroll_rate_total: RateLimit {
+                burst: 100,
+                per_second: 50,
+            },
+            log_rate_per_source: RateLimit {
+                burst: 20,
+                per_second: 1,
+            },
+            max_results_per_deployment: 100,
         }
     }
 }

@@ -89,7 +89,9 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, stop: watc
     let identity = match identity {
         Ok(identity) => identity,
         Err(e) => {
-            warn!(%peer, error = %e, "client certificate not usable");
+            if let Some(suppressed) = shared.may_log(peer.ip()) {
+                warn!(%peer, error = %e, suppressed, "client certificate not usable");
+            }
             shared.metrics.handshake_failed("bad_client_certificate");
             return;
         }
@@ -101,8 +103,9 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, stop: watc
         identity.credential(),
         shared.config.session,
         nonce,
-        Millis(unix_ms()),
-    );
+        shared.clock.now(),
+    )
+    .with_server_time(Millis(unix_ms()));
     let (commands_tx, commands) = mpsc::channel(4);
     let mut connection = Connection {
         id: shared.next_connection.fetch_add(1, Ordering::Relaxed),
@@ -128,6 +131,7 @@ fn handshake_failure_reason(error: &std::io::Error) -> &'static str {
     };
     match tls {
         rustls::Error::NoCertificatesPresented => "no_client_certificate",
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked) => "revoked",
         rustls::Error::InvalidCertificate(_) => "bad_client_certificate",
         rustls::Error::PeerIncompatible(_) => "incompatible",
         _ => "tls",
@@ -225,7 +229,8 @@ impl Connection {
             if self.session.is_closed() {
                 break;
             }
-            let deadline = self.session.poll_timeout().map(deadline_instant);
+            let clock = self.shared.clock;
+            let deadline = self.session.poll_timeout().map(|at| clock.instant(at));
             let wake = tokio::select! {
                 // Waits for plaintext in rustls's own buffer: an idle session
                 // keeps no read buffer of ours.
@@ -261,7 +266,7 @@ impl Connection {
                     self.session.close(GoodbyeReason::Normal)
                 }
                 Wake::Timer => {
-                    self.session.handle_timeout(Millis(unix_ms()));
+                    self.session.handle_timeout(self.shared.clock.now());
                     self.drain_events();
                 }
                 Wake::Stop => self.session.close(GoodbyeReason::Restart),
@@ -293,12 +298,14 @@ impl Connection {
 
     fn on_bytes(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
-            let taken = self.session.handle_input(data, Millis(unix_ms()));
+            let taken = self.session.handle_input(data, self.shared.clock.now());
             data = &data[taken..];
             let handled = self.drain_events();
             if taken == 0 && handled == 0 {
                 // Cannot happen with a well-behaved session; avoid spinning.
-                warn!(peer = %self.peer, "session accepted no input");
+                if let Some(suppressed) = self.may_log() {
+                    warn!(peer = %self.peer, suppressed, "session accepted no input");
+                }
                 self.session.close(GoodbyeReason::ProtocolError);
                 break;
             }
@@ -332,19 +339,32 @@ impl Connection {
             GatewayEvent::Heartbeat(heartbeat) => {
                 self.shared.metrics.heartbeats.inc();
                 if let Some(id) = self.device {
-                    self.shared.fleet.heartbeat(
+                    let changed = self.shared.fleet.heartbeat(
                         id,
                         unix_ms(),
                         heartbeat.uptime.0,
                         heartbeat.free_memory,
                         &heartbeat.apps,
                     );
+                    // A state the device reports (an app that trapped, say)
+                    // reaches the store at once, not at the next session.
+                    for app in changed {
+                        self.record_app_state(app.deployment, app.state)?;
+                    }
                 }
             }
             GatewayEvent::DeployStatus(status) => self.on_deploy_status(status)?,
             GatewayEvent::ExecutionResult(_) => {} // taken out by `OwnedEvent`
             GatewayEvent::PeerError(error) => {
-                warn!(peer = %self.peer, device = ?self.device.map(|d| d.to_string()), code = ?error.code, detail = ?error.detail, "device reported an error");
+                if let Some(suppressed) = self.may_log() {
+                    warn!(peer = %self.peer, device = ?self.device.map(|d| d.to_string()), code = ?error.code, detail = ?error.detail, suppressed, "device reported an error");
+                }
+            }
+            GatewayEvent::RateLimited { kind } => {
+                crate::metrics::Metrics::count(&self.shared.metrics.rate_limited, kind);
+                if let Some(suppressed) = self.may_log() {
+                    warn!(peer = %self.peer, device = ?self.device.map(|d| d.to_string()), kind, suppressed, "device sends too often; refused rate-limited");
+                }
             }
             GatewayEvent::Closed(reason) => {
                 self.close_reason = Some(reason);
@@ -372,7 +392,9 @@ impl Connection {
                 let _ = self.session.accept_enrollment(id, &certificate);
             }
             Err(reason) => {
-                info!(peer = %self.peer, ?reason, "enrollment refused");
+                if let Some(suppressed) = self.may_log() {
+                    info!(peer = %self.peer, ?reason, suppressed, "enrollment refused");
+                }
                 crate::metrics::Metrics::count(
                     &self.shared.metrics.enrollments,
                     refusal_label(reason),
@@ -388,6 +410,17 @@ impl Connection {
         request: &EnrollRequest,
         nonce: &[u8; NONCE_LEN],
     ) -> Result<Enrollment, EnrollRefusal> {
+        // Refused before the signature is checked: a flood costs little.
+        if !self
+            .shared
+            .enroll_per_source
+            .take(&self.peer.ip())
+            .is_allowed()
+            || !self.shared.enroll_total.take().is_allowed()
+        {
+            crate::metrics::Metrics::count(&self.shared.metrics.rate_limited, "enrollment");
+            return Err(EnrollRefusal::RateLimited);
+        }
         let key = VerifyingKey::from_sec1_bytes(&request.public_key)
             .map_err(|_| EnrollRefusal::InvalidKey)?;
         let signature =
@@ -399,13 +432,18 @@ impl Connection {
             warn!(error = %e, "store failed during enrollment");
             EnrollRefusal::Internal
         };
+        if self.shared.revocations.contains(&request.public_key) {
+            return Err(EnrollRefusal::KeyRevoked);
+        }
         // The proof shows the peer holds the key of an enrolled device: it
         // lost our answer (power cut, dropped connection) and asks again.
         // It gets the same id and a fresh certificate, never a second record.
+        // Both certificates bind the same key and id, and a session needs
+        // the key: the older one grants nothing the newer does not.
         if let Some(device) = store.device_by_key(&request.public_key).map_err(internal)? {
             return Ok(Enrollment::Again(device.id));
         }
-        if !store.pairing_open().map_err(internal)?
+        if !self.shared.pairing.is_open()
             && !store
                 .is_preauthorized(&request.public_key)
                 .map_err(internal)?
@@ -462,7 +500,9 @@ impl Connection {
             return Ok(());
         };
         let Some(device) = self.shared.store.device_by_key(key.as_sec1())? else {
-            warn!(peer = %self.peer, key = %key, "certificate of an unknown device");
+            if let Some(suppressed) = self.may_log() {
+                warn!(peer = %self.peer, key = %key, suppressed, "certificate of an unknown device");
+            }
             let _ = self.session.refuse_session(ErrorCode::Unauthorized);
             return Ok(());
         };
@@ -593,15 +633,14 @@ impl Connection {
 
     fn on_deploy_status(&mut self, status: DeployStatus) -> Result<(), StoreError> {
         let Some(record) = self.owned_deployment(status.deployment)? else {
-            warn!(peer = %self.peer, deployment = status.deployment.0, "status for an unknown deployment");
-            let error = ErrorMessage {
-                code: ErrorCode::UnknownDeployment,
-                detail: None,
-            };
-            let _ = self.session.send(Downlink::Error(error));
+            self.unknown_deployment(status.deployment, "status");
             return Ok(());
         };
+        // Bytes the device acknowledged, for a deployment that fails after
+        // (or during) its transfer.
+        let mut acked = None;
         if let Some(transfer) = self.transfers.get_mut(&status.deployment) {
+            acked = u32::try_from(transfer.bytes_acked()).ok();
             if transfer.on_status(status.state) {
                 self.transfers.remove(&status.deployment);
             }
@@ -618,7 +657,7 @@ impl Connection {
             DeployState::Stopped => (DeploymentState::Stopped, None, None),
             DeployState::Removed => (DeploymentState::Removed, None, None),
             DeployState::Failed { reason } => {
-                (DeploymentState::Failed, Some(format!("{reason:?}")), None)
+                (DeploymentState::Failed, Some(format!("{reason:?}")), acked)
             }
         };
         if record.state != state || reason.is_some() {
@@ -638,18 +677,48 @@ impl Connection {
 
     fn on_result(&mut self, result: &ResultReport) -> Result<(), StoreError> {
         let Some(record) = self.owned_deployment(result.deployment)? else {
-            warn!(peer = %self.peer, deployment = result.deployment.0, "result for an unknown deployment");
+            self.unknown_deployment(result.deployment, "result");
             return Ok(());
         };
-        let stored = self.shared.store.insert_result(&ResultRecord {
-            deployment: record.id,
-            device: record.device,
-            invocation: result.invocation,
-            result_cbor: result.cbor.clone(),
-            received_at_ms: unix_ms(),
-        })?;
-        debug!(device = %record.device, deployment = record.id.0, invocation = result.invocation, new = stored, "execution result");
+        let stored = self.shared.store.insert_result(
+            &ResultRecord {
+                deployment: record.id,
+                device: record.device,
+                invocation: result.invocation,
+                result_cbor: result.cbor.clone(),
+                received_at_ms: unix_ms(),
+            },
+            self.shared.config.max_results_per_deployment,
+        )?;
+        if stored.dropped > 0 {
+            self.shared
+                .metrics
+                .results_dropped
+                .inc_by(stored.dropped as u64);
+            if let Some(suppressed) = self.may_log() {
+                warn!(device = %record.device, deployment = record.id.0, dropped = stored.dropped, keep = self.shared.config.max_results_per_deployment, suppressed, "deployment holds its most results; dropped the oldest");
+            }
+        }
+        debug!(device = %record.device, deployment = record.id.0, invocation = result.invocation, new = stored.inserted, "execution result");
         Ok(())
+    }
+
+    /// A status or result for a deployment this device does not hold: the
+    /// device is told `unknown-deployment`, and the session goes on.
+    fn unknown_deployment(&mut self, deployment: DeploymentId, what: &str) {
+        if let Some(suppressed) = self.may_log() {
+            warn!(peer = %self.peer, device = ?self.device.map(|d| d.to_string()), deployment = deployment.0, what, suppressed, "message for an unknown deployment");
+        }
+        let error = ErrorMessage {
+            code: ErrorCode::UnknownDeployment,
+            detail: None,
+        };
+        let _ = self.session.send(Downlink::Error(error));
+    }
+
+    /// See [`Shared::may_log`].
+    fn may_log(&self) -> Option<u64> {
+        self.shared.may_log(self.peer.ip())
     }
 
     fn finish(&mut self) {
@@ -687,14 +756,9 @@ fn refusal_label(reason: EnrollRefusal) -> &'static str {
         EnrollRefusal::BadProof => "bad_proof",
         EnrollRefusal::InvalidKey => "invalid_key",
         EnrollRefusal::RateLimited => "rate_limited",
+        EnrollRefusal::KeyRevoked => "key_revoked",
         EnrollRefusal::Internal | EnrollRefusal::Unknown(_) => "internal",
     }
-}
-
-/// Converts a session deadline (Unix ms) into a tokio instant.
-fn deadline_instant(deadline: Millis) -> Instant {
-    let now = unix_ms();
-    Instant::now() + Duration::from_millis(deadline.0.saturating_sub(now))
 }
 
 fn far_future() -> Instant {

@@ -93,6 +93,8 @@ impl Fleet {
         }
     }
 
+    /// Records a heartbeat; returns the apps whose state differs from the
+    /// previous heartbeat's (all of them for the first).
     pub fn heartbeat(
         &self,
         id: DeviceId,
@@ -100,13 +102,30 @@ impl Fleet {
         uptime_ms: u64,
         free: u32,
         apps: &[AppStatus],
-    ) {
-        if let Some(device) = self.lock().get_mut(&id) {
-            device.last_heartbeat_ms = Some(at_ms);
-            device.uptime_ms = Some(uptime_ms);
-            device.free_memory = Some(free);
-            device.apps.clear();
-            device.apps.extend_from_slice(apps);
+    ) -> Vec<AppStatus> {
+        let mut devices = self.lock();
+        let Some(device) = devices.get_mut(&id) else {
+            return Vec::new();
+        };
+        device.last_heartbeat_ms = Some(at_ms);
+        device.uptime_ms = Some(uptime_ms);
+        device.free_memory = Some(free);
+        let changed = apps
+            .iter()
+            .filter(|app| !device.apps.contains(app))
+            .cloned()
+            .collect();
+        device.apps.clear();
+        device.apps.extend_from_slice(apps);
+        changed
+    }
+
+    /// Forgets a device (it was revoked) and closes its session, if any.
+    pub fn remove(&self, id: DeviceId) {
+        if let Some(device) = self.lock().remove(&id) {
+            if let Some(commands) = device.commands {
+                let _ = commands.try_send(Command::Close);
+            }
         }
     }
 

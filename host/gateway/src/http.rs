@@ -5,7 +5,8 @@
 //! | `GET /healthz` | liveness |
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /v1/devices`, `GET /v1/devices/{id}` | enrolled devices and their live state |
-//! | `GET /v1/pairing`, `PUT /v1/pairing` | whether devices may enroll (`{"open": bool}`) |
+//! | `DELETE /v1/devices/{id}` | revoke: the key is refused from now on, the record and deployments go |
+//! | `GET /v1/pairing`, `PUT /v1/pairing` | whether devices may enroll: `{"open": true, "duration_s": 600}` opens a window that closes by itself |
 //! | `POST /v1/preauthorized` | allow one public key to enroll while pairing is closed |
 //! | `POST /v1/deployments` | deploy a module to devices |
 //! | `GET /v1/deployments[?device=ID]`, `GET /v1/deployments/{id}` | deployment status |
@@ -13,6 +14,7 @@
 //! | `GET /v1/results[?deployment=ID&limit=N]` | execution results, newest first |
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -27,6 +29,7 @@ use wasmbed_protocol::*;
 
 use crate::Shared;
 use crate::fleet::{Command, Presence};
+use crate::pairing::{self, PairingStatus};
 use crate::store::{DeploymentRecord, DeploymentState, Desired, DeviceRecord, StoreError};
 
 /// Largest module accepted, before base64.
@@ -37,7 +40,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/v1/devices", get(list_devices))
-        .route("/v1/devices/{id}", get(get_device))
+        .route("/v1/devices/{id}", get(get_device).delete(revoke_device))
         .route("/v1/pairing", get(get_pairing).put(set_pairing))
         .route("/v1/preauthorized", post(preauthorize))
         .route(
@@ -202,24 +205,65 @@ async fn get_device(
     Ok(Json(device_view(&shared, record)))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Pairing {
-    pub open: bool,
+/// Revokes a device: its certificate is refused at the TLS handshake and
+/// its key may not enroll again; its record, deployments and results go,
+/// and an open session is closed.
+async fn revoke_device(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = device_id_param(&id)?;
+    let record = shared
+        .store
+        .revoke_device(id)?
+        .ok_or_else(|| ApiError::not_found("device"))?;
+    shared.revocations.add(&record.public_key);
+    shared
+        .metrics
+        .revoked_devices
+        .set(i64::try_from(shared.revocations.len()).unwrap_or(i64::MAX));
+    shared.fleet.remove(id);
+    tracing::info!(device = %id, key = %hex::encode(&record.public_key), "device revoked");
+    Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_pairing(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Pairing>> {
-    Ok(Json(Pairing {
-        open: shared.store.pairing_open()?,
-    }))
+/// `PUT /v1/pairing`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SetPairing {
+    pub open: bool,
+    /// How long the window stays open, in seconds (default 600, at most
+    /// 604800); ignored when closing.
+    #[serde(default)]
+    pub duration_s: Option<u64>,
+}
+
+async fn get_pairing(State(shared): State<Arc<Shared>>) -> Json<PairingStatus> {
+    Json(shared.pairing.status())
 }
 
 async fn set_pairing(
     State(shared): State<Arc<Shared>>,
-    Json(pairing): Json<Pairing>,
-) -> ApiResult<Json<Pairing>> {
-    shared.store.set_pairing_open(pairing.open)?;
-    tracing::info!(open = pairing.open, "pairing changed");
-    Ok(Json(pairing))
+    Json(request): Json<SetPairing>,
+) -> ApiResult<Json<PairingStatus>> {
+    if request.open {
+        let duration = match request.duration_s {
+            None => pairing::DEFAULT_WINDOW,
+            Some(0) => return Err(ApiError::bad_request("duration_s must be at least 1")),
+            Some(s) if Duration::from_secs(s) > pairing::MAX_WINDOW => {
+                return Err(ApiError::bad_request(format!(
+                    "duration_s must be at most {}",
+                    pairing::MAX_WINDOW.as_secs()
+                )));
+            }
+            Some(s) => Duration::from_secs(s),
+        };
+        shared.pairing.open(Some(duration));
+        tracing::info!(for_s = duration.as_secs(), "pairing opened");
+    } else {
+        shared.pairing.close();
+        tracing::info!("pairing closed");
+    }
+    Ok(Json(shared.pairing.status()))
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -6,19 +6,26 @@
 //! - [`transfer`]: chunked module transfer with flow control and resume.
 //! - [`store`]: the SQLite records that survive a restart.
 //! - [`fleet`]: live, in-memory device state.
+//! - [`pairing`]: pairing windows; [`revocation`]: revoked device keys;
+//!   [`rate`]: the rate limits on enrollment and on what a peer can log.
 //! - [`http`]: the HTTP/JSON interface and `/metrics`.
 
+mod clock;
 pub mod config;
 mod connection;
 pub mod fleet;
 pub mod http;
 mod limits;
 pub mod metrics;
+pub mod pairing;
+pub mod rate;
+pub mod revocation;
 pub mod store;
 pub mod transfer;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -28,10 +35,14 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use wasmbed_pki::{ClientRoots, DeviceIssuer, Installation};
 
+use clock::Clock;
 pub use config::GatewayConfig;
 use fleet::Fleet;
 use limits::ConnectionLimits;
 use metrics::Metrics;
+use pairing::Pairing;
+use rate::{Decision, KeyedLimiter, Limiter};
+use revocation::Revocations;
 use store::{Store, StoreError};
 
 /// Why the gateway could not start or stopped.
@@ -59,7 +70,16 @@ pub(crate) struct Shared {
     limits: ConnectionLimits,
     modules: Mutex<HashMap<[u8; 32], Arc<[u8]>>>,
     next_connection: AtomicU64,
+    clock: Clock,
+    pairing: Pairing,
+    revocations: Arc<Revocations>,
+    enroll_per_source: KeyedLimiter<IpAddr>,
+    enroll_total: Limiter,
+    log_per_source: KeyedLimiter<IpAddr>,
 }
+
+/// Most source addresses a per-source rate limit tracks at once.
+const MAX_TRACKED_SOURCES: usize = 65_536;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,6 +88,18 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Whether a warning caused by `source` may be logged now, and how
+    /// many were suppressed before it. Suppressed lines are counted.
+    fn may_log(&self, source: IpAddr) -> Option<u64> {
+        match self.log_per_source.take(&source) {
+            Decision::Allowed { refused_before } => Some(refused_before),
+            Decision::Refused => {
+                self.metrics.log_lines_suppressed.inc();
+                None
+            }
+        }
+    }
+
     /// A module's bytes, from memory or the store.
     fn module(&self, sha256: &[u8; 32]) -> Result<Option<Arc<[u8]>>, StoreError> {
         let mut cache = self.modules.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,9 +127,14 @@ impl Gateway {
         installation: &Installation,
         store: Store,
     ) -> Result<Gateway, GatewayError> {
-        let tls = wasmbed_pki::server_config(installation, Some(config.max_fragment_size))?;
+        let revocations = Arc::new(Revocations::new(store.revoked_keys()?));
+        let tls = wasmbed_pki::server_config_revocable(
+            installation,
+            Some(config.max_fragment_size),
+            revocations.clone(),
+        )?;
         let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
-        Ok(Gateway {
+        let gateway = Gateway {
             shared: Arc::new(Shared {
                 issuer: installation.device_issuer()?,
                 roots: installation.client_roots(),
@@ -108,9 +145,24 @@ impl Gateway {
                 limits,
                 modules: Mutex::new(HashMap::new()),
                 next_connection: AtomicU64::new(1),
+                clock: Clock::new(),
+                pairing: Pairing::default(),
+                revocations,
+                enroll_per_source: KeyedLimiter::new(
+                    config.enroll_rate_per_source,
+                    MAX_TRACKED_SOURCES,
+                ),
+                enroll_total: Limiter::new(config.enroll_rate_total),
+                log_per_source: KeyedLimiter::new(config.log_rate_per_source, MAX_TRACKED_SOURCES),
                 config,
             }),
-        })
+        };
+        gateway
+            .shared
+            .metrics
+            .revoked_devices
+            .set(i64::try_from(gateway.shared.revocations.len()).unwrap_or(i64::MAX));
+        Ok(gateway)
     }
 
     /// The HTTP/JSON interface, to serve or to call in tests.
@@ -128,6 +180,11 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// Whether devices may enroll: closed at start.
+    pub fn pairing(&self) -> &Pairing {
+        &self.shared.pairing
     }
 
     /// Accepts device connections on `devices` and serves HTTP on `http`

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub deployments: Family<StateLabel, Counter>,
     pub bytes_sent: Counter,
     pub enrollments: Family<ReasonLabel, Counter>,
+    pub rate_limited: Family<ReasonLabel, Counter>,
+    pub results_dropped: Counter,
+    pub log_lines_suppressed: Counter,
+    pub revoked_devices: Gauge,
 }
 
 impl Default for Metrics {
@@ -42,6 +46,10 @@ impl Default for Metrics {
             deployments: Family::default(),
             bytes_sent: Counter::default(),
             enrollments: Family::default(),
+            rate_limited: Family::default(),
+            results_dropped: Counter::default(),
+            log_lines_suppressed: Counter::default(),
+            revoked_devices: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -83,6 +91,26 @@ impl Default for Metrics {
             "enrollments",
             "Enrollment requests, by outcome",
             metrics.enrollments.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Device messages refused as too frequent, by kind (enrollment, heartbeat)",
+            metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "results_dropped",
+            "Stored execution results dropped to keep a deployment within its cap",
+            metrics.results_dropped.clone(),
+        );
+        registry.register(
+            "log_lines_suppressed",
+            "Warning lines a device caused but the per-source log rate limit suppressed",
+            metrics.log_lines_suppressed.clone(),
+        );
+        registry.register(
+            "revoked_devices",
+            "Device keys revoked and refused at the handshake",
+            metrics.revoked_devices.clone(),
         );
         Metrics {
             registry,

@@ -126,6 +126,15 @@ pub struct ResultRecord {
     pub received_at_ms: u64,
 }
 
+/// What storing a result did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultInsert {
+    /// False for a repeat of a stored result.
+    pub inserted: bool,
+    /// Older results of the deployment dropped to keep within the cap.
+    pub dropped: usize,
+}
+
 /// The SQLite database behind a gateway.
 ///
 /// Calls are short and synchronous; the connection is shared behind a
@@ -172,6 +181,11 @@ CREATE TABLE IF NOT EXISTS deployments (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deployments_by_device ON deployments(device_id);
+CREATE TABLE IF NOT EXISTS revoked_keys (
+    public_key BLOB PRIMARY KEY,
+    device_id BLOB,
+    revoked_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS results (
     deployment_id INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
     device_id BLOB NOT NULL,
@@ -217,6 +231,9 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Pairing was once kept here and survived restarts; it is in memory
+        // now (`crate::pairing`), and an old row must not confuse anyone.
+        conn.execute("DELETE FROM settings WHERE key = 'pairing_open'", [])?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -226,27 +243,6 @@ impl Store {
         // A panic while holding the lock cannot leave SQLite inconsistent:
         // every multi-statement change runs in a transaction.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn pairing_open(&self) -> Result<bool, StoreError> {
-        let value: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT value FROM settings WHERE key = 'pairing_open'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(value.as_deref() == Some("true"))
-    }
-
-    pub fn set_pairing_open(&self, open: bool) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO settings (key, value) VALUES ('pairing_open', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![if open { "true" } else { "false" }],
-        )?;
-        Ok(())
     }
 
     pub fn preauthorize(&self, public_key: &[u8]) -> Result<(), StoreError> {
@@ -293,6 +289,37 @@ impl Store {
         Ok(())
     }
 
+    /// Revokes a device: its key is never accepted again (at the TLS
+    /// handshake or to enroll), and its record, deployments and results
+    /// go. Returns the record, or `None` for an unknown id.
+    pub fn revoke_device(&self, id: DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(device) = query_devices(&tx, "WHERE id = ?1", params![&id.0[..]])?.pop() else {
+            return Ok(None);
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO revoked_keys (public_key, device_id, revoked_at) VALUES (?1, ?2, ?3)",
+            params![device.public_key, &id.0[..], ms(unix_ms())],
+        )?;
+        tx.execute(
+            "DELETE FROM preauthorized_keys WHERE public_key = ?1",
+            params![device.public_key],
+        )?;
+        // Deployments and their results go with the device (ON DELETE CASCADE).
+        tx.execute("DELETE FROM devices WHERE id = ?1", params![&id.0[..]])?;
+        tx.commit()?;
+        Ok(Some(device))
+    }
+
+    /// Every revoked public key.
+    pub fn revoked_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT public_key FROM revoked_keys")?;
+        let keys = stmt.query_map([], |row| row.get(0))?;
+        Ok(keys.collect::<Result<_, _>>()?)
+    }
+
     pub fn device_by_key(&self, public_key: &[u8]) -> Result<Option<DeviceRecord>, StoreError> {
         self.query_devices("WHERE public_key = ?1", params![public_key])
             .map(|mut v| v.pop())
@@ -312,32 +339,7 @@ impl Store {
         clause: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, public_key, board, firmware_version, enrolled_at, last_seen FROM devices {clause}"
-        ))?;
-        let rows = stmt.query_map(params, |row| {
-            Ok((
-                row.get::<_, Vec<u8>>(0)?,
-                row.get::<_, Vec<u8>>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, Option<i64>>(5)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (id, public_key, board, firmware_version, enrolled, seen) = row?;
-            Ok(DeviceRecord {
-                id: device_id(id)?,
-                public_key,
-                board,
-                firmware_version,
-                enrolled_at_ms: u64::try_from(enrolled).unwrap_or(0),
-                last_seen_ms: seen.map(|s| u64::try_from(s).unwrap_or(0)),
-            })
-        })
-        .collect()
+        query_devices(&self.conn(), clause, params)
     }
 
     pub fn touch_device(&self, id: DeviceId, last_seen_ms: u64) -> Result<(), StoreError> {
@@ -510,9 +512,17 @@ impl Store {
     }
 
     /// Stores a result; a repeated (deployment, invocation) is ignored, so a
-    /// result re-sent after a reconnect is recorded once.
-    pub fn insert_result(&self, result: &ResultRecord) -> Result<bool, StoreError> {
-        let inserted = self.conn().execute(
+    /// result re-sent after a reconnect is recorded once. A deployment
+    /// keeps at most `keep` results: storing one more drops the oldest
+    /// received.
+    pub fn insert_result(
+        &self,
+        result: &ResultRecord,
+        keep: usize,
+    ) -> Result<ResultInsert, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let inserted = tx.execute(
             "INSERT OR IGNORE INTO results (deployment_id, device_id, invocation, result, received_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -522,8 +532,26 @@ impl Store {
                 result.result_cbor,
                 ms(result.received_at_ms)
             ],
-        )?;
-        Ok(inserted == 1)
+        )? == 1;
+        let mut dropped = 0;
+        if inserted {
+            let held: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM results WHERE deployment_id = ?1",
+                params![ms(result.deployment.0)],
+                |row| row.get(0),
+            )?;
+            let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+            if held > keep {
+                dropped = tx.execute(
+                    "DELETE FROM results WHERE rowid IN (
+                         SELECT rowid FROM results WHERE deployment_id = ?1
+                         ORDER BY rowid LIMIT ?2)",
+                    params![ms(result.deployment.0), held - keep],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(ResultInsert { inserted, dropped })
     }
 
     /// The newest results first, optionally of one deployment.
@@ -559,4 +587,37 @@ impl Store {
         })
         .collect()
     }
+}
+
+/// The devices a `WHERE` clause selects.
+fn query_devices(
+    conn: &Connection,
+    clause: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<DeviceRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, public_key, board, firmware_version, enrolled_at, last_seen FROM devices {clause}"
+    ))?;
+    let rows = stmt.query_map(params, |row| {
+        Ok((
+            row.get::<_, Vec<u8>>(0)?,
+            row.get::<_, Vec<u8>>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, i64>(4)?,
+            row.get::<_, Option<i64>>(5)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (id, public_key, board, firmware_version, enrolled, seen) = row?;
+        Ok(DeviceRecord {
+            id: device_id(id)?,
+            public_key,
+            board,
+            firmware_version,
+            enrolled_at_ms: u64::try_from(enrolled).unwrap_or(0),
+            last_seen_ms: seen.map(|s| u64::try_from(s).unwrap_or(0)),
+        })
+    })
+    .collect()
 }

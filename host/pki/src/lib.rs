@@ -52,8 +52,9 @@ pub use issue::{DEFAULT_DEVICE_VALIDITY, DeviceIssuer, IssueError};
 pub use keys::{KeyError, p256_public_key, p256_scalar_to_pkcs8, pkcs8_to_p256_scalar};
 pub use peer::{ClassifyError, ClientRoots, DevicePublicKey, PeerIdentity, classify_peer};
 pub use tls::{
-    ALPN_PROTOCOL, DEFAULT_MAX_FRAGMENT_SIZE, TLS13_RECORD_OVERHEAD, TlsConfigError,
-    client_config_claim, client_config_device, crypto_provider, server_config, server_config_with,
+    ALPN_PROTOCOL, DEFAULT_MAX_FRAGMENT_SIZE, RevocationList, TLS13_RECORD_OVERHEAD,
+    TlsConfigError, client_config_claim, client_config_device, crypto_provider, server_config,
+    server_config_revocable, server_config_with,
 };
 
 #[cfg(feature = "test-fixtures")]

@@ -118,6 +118,14 @@ impl ClientRoots {
     }
 }
 
+/// The P-256 public key of a certificate, if it has one.
+pub(crate) fn sec1_public_key(cert: &X509Certificate<'_>) -> Option<DevicePublicKey> {
+    let key = p256::PublicKey::from_public_key_der(cert.public_key().raw).ok()?;
+    let point = key.to_encoded_point(false);
+    let sec1: [u8; PUBLIC_KEY_LEN] = point.as_bytes().try_into().ok()?;
+    Some(DevicePublicKey(sec1))
+}
+
 /// Decides who a TLS client is from its end-entity certificate (the first
 /// of rustls's `peer_certificates()`).
 ///
@@ -147,14 +155,8 @@ pub fn classify_peer(
     }
 
     if signed_by(&cert, &device_ca) {
-        let key = p256::PublicKey::from_public_key_der(cert.public_key().raw)
-            .map_err(|_| ClassifyError::UnsupportedKey)?;
-        let point = key.to_encoded_point(false);
-        let sec1: [u8; PUBLIC_KEY_LEN] = point
-            .as_bytes()
-            .try_into()
-            .map_err(|_| ClassifyError::UnsupportedKey)?;
-        Ok(PeerIdentity::Device(DevicePublicKey(sec1)))
+        let key = sec1_public_key(&cert).ok_or(ClassifyError::UnsupportedKey)?;
+        Ok(PeerIdentity::Device(key))
     } else if signed_by(&cert, &claim_ca) {
         Ok(PeerIdentity::Claim)
     } else {

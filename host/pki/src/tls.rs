@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::version::TLS13;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::UnixTime;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::installation::Installation;
-use crate::peer::ClientRoots;
+use crate::peer::{ClientRoots, DevicePublicKey, sec1_public_key};
 
 /// The ALPN protocol of Wasmbed's device connections.
 pub const ALPN_PROTOCOL: &[u8] = b"wasmbed/1";
@@ -101,6 +104,29 @@ pub fn server_config(
     )
 }
 
+/// The set of revoked device keys a gateway refuses at the handshake.
+pub trait RevocationList: Send + Sync + std::fmt::Debug {
+    /// Whether the device key `key` was revoked.
+    fn is_revoked(&self, key: &DevicePublicKey) -> bool;
+}
+
+/// [`server_config`] that also refuses, during the handshake, a client
+/// certificate whose public key `revoked` lists: the client gets the TLS
+/// alert `certificate_revoked` and no session starts.
+pub fn server_config_revocable(
+    installation: &Installation,
+    max_fragment_size: Option<usize>,
+    revoked: Arc<dyn RevocationList>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    build_server_config(
+        vec![installation.gateway_cert().clone()],
+        PrivateKeyDer::Pkcs8(installation.gateway_key().clone_key()),
+        &installation.client_roots(),
+        max_fragment_size,
+        Some(revoked),
+    )
+}
+
 /// [`server_config`] from its parts: the gateway's certificate chain (its
 /// own certificate first; the gateway CA need not be sent) and key, and
 /// the client roots.
@@ -109,6 +135,16 @@ pub fn server_config_with(
     key: PrivateKeyDer<'static>,
     roots: &ClientRoots,
     max_fragment_size: Option<usize>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    build_server_config(cert_chain, key, roots, max_fragment_size, None)
+}
+
+fn build_server_config(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: &ClientRoots,
+    max_fragment_size: Option<usize>,
+    revoked: Option<Arc<dyn RevocationList>>,
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let max_fragment_size = max_fragment_size.unwrap_or(DEFAULT_MAX_FRAGMENT_SIZE);
     if !MAX_FRAGMENT_SIZE_RANGE.contains(&max_fragment_size) {
@@ -120,9 +156,16 @@ pub fn server_config_with(
     for root in [roots.claim_ca(), roots.device_ca()] {
         store.add(root.clone()).map_err(TlsConfigError::BadRoot)?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
-        .clear_root_hint_subjects()
-        .build()?;
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
+            .clear_root_hint_subjects()
+            .build()?;
+    if let Some(revoked) = revoked {
+        verifier = Arc::new(RevocationCheck {
+            inner: verifier,
+            revoked,
+        });
+    }
 
     let flight = server_flight_bound(&cert_chain, verifier.as_ref());
     if flight > max_fragment_size - RECORD_HEADER {
@@ -145,6 +188,68 @@ pub fn server_config_with(
     config.cert_compressors = Vec::new();
     config.cert_decompressors = Vec::new();
     Ok(Arc::new(config))
+}
+
+/// A client certificate verifier that refuses revoked device keys once the
+/// inner verifier has accepted the chain.
+#[derive(Debug)]
+struct RevocationCheck {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: Arc<dyn RevocationList>,
+}
+
+impl ClientCertVerifier for RevocationCheck {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let key = x509_parser::parse_x509_certificate(end_entity)
+            .ok()
+            .and_then(|(_, cert)| sec1_public_key(&cert));
+        if key.is_some_and(|key| self.revoked.is_revoked(&key)) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// An upper bound of the plaintext bytes of the server's encrypted TLS 1.3

@@ -111,10 +111,7 @@ impl RunningGateway {
                 })
                 .await;
         });
-        gateway
-            .store()
-            .set_pairing_open(true)
-            .expect("open pairing");
+        gateway.pairing().open(None);
         RunningGateway {
             gateway,
             addr,

@@ -268,6 +268,7 @@ impl TestDevice {
             events: Vec::new(),
             stop_after_bytes: None,
             heartbeats: true,
+            fail_commit: None,
             pending: Default::default(),
         };
         connected
@@ -333,6 +334,8 @@ pub struct Connected<'a> {
     pub stop_after_bytes: Option<usize>,
     /// Answer heartbeat deadlines (off to simulate a hung device).
     pub heartbeats: bool,
+    /// Report this failure for a committed module instead of installing it.
+    pub fail_commit: Option<DeployFailure>,
     /// Events seen after the one a `run_until` call returned.
     pending: std::collections::VecDeque<Seen>,
 }
@@ -341,6 +344,11 @@ pub struct Connected<'a> {
 pub struct Cut;
 
 impl Connected<'_> {
+    /// Writes what the session has to send.
+    pub async fn flush(&mut self) {
+        flush(&mut self.tls, &mut self.session).await;
+    }
+
     /// Drives the connection until `done` matches an event; `Err(Cut)` when
     /// `stop_after_bytes` was reached and the connection dropped.
     pub async fn run_until(&mut self, done: impl Fn(&Seen) -> bool) -> Result<Seen, Cut> {
@@ -448,6 +456,16 @@ impl Connected<'_> {
                             state: DeployState::Progress { bytes_held: held },
                         })
                         .unwrap();
+                }
+                DeviceEvent::DeployCommit(id) if self.fail_commit.is_some() => {
+                    let reason = self.fail_commit.unwrap();
+                    self.session
+                        .send_deploy_status(DeployStatus {
+                            deployment: id,
+                            state: DeployState::Failed { reason },
+                        })
+                        .unwrap();
+                    seen.push(Seen::Failed(id, reason));
                 }
                 DeviceEvent::DeployCommit(id) => {
                     let module = self.device.received.get(&id).cloned().unwrap_or_default();

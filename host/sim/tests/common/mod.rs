@@ -32,6 +32,9 @@ pub fn gateway_config() -> GatewayConfig {
         handshake_timeout: Duration::from_secs(5),
         chunk_size: 512,
         transfer_window: 2048,
+        // The simulated fleet enrolls from one address, all at once.
+        enroll_rate_per_source: wasmbed_gateway::rate::RateLimit::UNLIMITED,
+        enroll_rate_total: wasmbed_gateway::rate::RateLimit::UNLIMITED,
         ..GatewayConfig::default()
     };
     config.session.heartbeat_interval_ms = HEARTBEAT_MS;
