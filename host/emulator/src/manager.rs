@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +21,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::backend::qemu::LINK_CHARDEV;
+use crate::backend::qmp::Qmp;
 use crate::backend::{
-    Backend, BackendError, ConsoleSource, EmulatorBackend, GracefulStop, LinkMode, Ports, hmp,
+    Backend, BackendError, ConsoleSource, EmulatorBackend, GracefulStop, LinkMode, Ports, QmpError,
 };
 use crate::board::Board;
 use crate::bridge::{Bridge, BridgeConfig, BridgeCounters, BridgeMeter};
@@ -219,17 +221,17 @@ pub enum ManagerError {
         source: io::Error,
     },
     /// The device is not running, or its emulator cannot be reset from
-    /// outside (no monitor connection).
+    /// outside (no QMP connection).
     #[error("{0:?} is not running under a monitor that can reset it")]
     CannotReset(String),
-    /// The emulator's monitor failed.
+    /// Talking to the emulator's QMP monitor failed.
     #[error("the monitor of {device} failed")]
     Monitor {
         /// The device.
         device: String,
         /// What failed.
         #[source]
-        source: io::Error,
+        source: QmpError,
     },
     /// The bridge cannot be started.
     #[error("starting the bridge of {device}")]
@@ -305,8 +307,8 @@ struct Run {
     bridge: Bridge,
     /// Reads the console from a socket (Renode).
     console_reader: Option<AbortOnDrop>,
-    /// The emulator's monitor connection, open while it runs.
-    monitor: Option<hmp::Monitor>,
+    /// The emulator's QMP connection, open while it runs (QEMU).
+    qmp: Option<Qmp>,
 }
 
 impl Run {
@@ -626,16 +628,16 @@ impl EmulatorManager {
     /// processor and peripherals (QEMU's `system_reset`) and keeps running,
     /// its process, sockets and bridge untouched, as a watchdog reset
     /// would on a board. Unlike [`EmulatorManager::restart`], nothing
-    /// outside the device notices.
+    /// outside the device notices. Returns once QEMU has reset the machine
+    /// (its `RESET` event).
     pub async fn reset(&self, name: &str) -> Result<(), ManagerError> {
         let device = self.device(name)?;
         let mut run = device.run.lock().await;
-        let monitor = run
+        let qmp = run
             .as_mut()
-            .and_then(|run| run.monitor.as_mut())
+            .and_then(|run| run.qmp.as_mut())
             .ok_or_else(|| ManagerError::CannotReset(name.to_owned()))?;
-        monitor
-            .command("system_reset")
+        qmp.system_reset()
             .await
             .map_err(|source| ManagerError::Monitor {
                 device: name.to_owned(),
@@ -731,11 +733,15 @@ async fn launch(device: &Arc<Device>) -> Result<Run, ManagerError> {
         ConsoleSource::Stdout => None,
         ConsoleSource::Socket => Some(free_port().map_err(bridge_error)?),
     };
-    let monitor = if backend.starts_paused() {
+    // QMP goes over a socket pair, not a listening socket: no port to
+    // race for, nothing another local user could connect to, and the
+    // manager knows its peer is the QEMU it started.
+    let qmp_pair = if backend.starts_paused() {
         Some(
-            tokio::net::TcpListener::bind(localhost)
-                .await
-                .map_err(bridge_error)?,
+            std::os::unix::net::UnixStream::pair().map_err(|source| ManagerError::Monitor {
+                device: spec.name.clone(),
+                source: source.into(),
+            })?,
         )
     } else {
         None
@@ -743,12 +749,12 @@ async fn launch(device: &Arc<Device>) -> Result<Run, ManagerError> {
     let ports = Ports {
         link,
         console: console_port,
-        monitor: match &monitor {
-            Some(listener) => Some(listener.local_addr().map_err(bridge_error)?.port()),
-            None => None,
-        },
+        qmp_fd: qmp_pair.as_ref().map(|(_, qemu_end)| qemu_end.as_raw_fd()),
     };
     let mut command = backend.command(spec, &ports)?;
+    if let Some(fd) = ports.qmp_fd {
+        inherit_fd(&mut command, fd);
+    }
     let stop_method = backend.graceful_stop();
     command
         .stdin(match stop_method {
@@ -775,6 +781,9 @@ async fn launch(device: &Arc<Device>) -> Result<Run, ManagerError> {
             }
         }
     })?;
+    // QEMU has its own copy; closing ours lets the manager see the end of
+    // the connection when QEMU exits.
+    let qmp_end = qmp_pair.map(|(manager_end, _qemu_end)| manager_end);
     let pid = child.id().unwrap_or(0);
     let process = Arc::new(Process {
         pid,
@@ -826,13 +835,16 @@ async fn launch(device: &Arc<Device>) -> Result<Run, ManagerError> {
         };
     }
     device.console.set_ended(None);
-    let monitor = match monitor {
-        Some(listener) => resume(&mut child, listener, &spec.name).await,
+    let qmp = match qmp_end {
+        Some(stream) => resume(&mut child, stream, &spec.name).await,
         None => None,
     };
     device.set_state(DeviceState::Running);
+    let qemu_version = qmp
+        .as_ref()
+        .map(|qmp| tracing::field::display(qmp.version()));
     tracing::info!(device = %spec.name, backend = %spec.backend, pid, link_port = link,
-        state_dir = %spec.state_dir.display(), "device started");
+        state_dir = %spec.state_dir.display(), qemu = qemu_version, "device started");
     let (stop_sender, stop_receiver) = oneshot::channel();
     let stdin = child.stdin.take();
     let supervisor = tokio::spawn(supervise(
@@ -850,46 +862,41 @@ async fn launch(device: &Arc<Device>) -> Result<Run, ManagerError> {
         supervisor,
         bridge,
         console_reader,
-        monitor,
+        qmp,
     })
 }
 
-/// Longest wait for a paused emulator to connect its monitor.
-const MONITOR_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a paused emulator's QMP greeting.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the emulator to answer a QMP command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a paused emulator to connect its link UART.
 const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Lets a paused emulator (QEMU) run once its link UART is connected:
-/// accepts its monitor connection, polls `info chardev` until the link is
-/// up, sends `cont`. Returns the monitor connection (kept open for the
-/// run), or `None` if the emulator exited or never connected its monitor.
+/// negotiates QMP, asks until the link is up, sends `cont`. Returns the
+/// QMP connection (kept open for the run), or `None` if the emulator
+/// exited or QMP failed (then it stays paused, and the reason is logged).
 async fn resume(
     child: &mut Child,
-    listener: tokio::net::TcpListener,
+    stream: std::os::unix::net::UnixStream,
     name: &str,
-) -> Option<hmp::Monitor> {
+) -> Option<Qmp> {
     let resuming = async {
-        let (stream, _) = match tokio::time::timeout(MONITOR_TIMEOUT, listener.accept()).await {
-            Ok(accepted) => accepted?,
-            Err(_) => {
-                tracing::warn!(device = name, timeout = ?MONITOR_TIMEOUT,
-                    "the emulator did not connect its monitor; it stays paused");
-                return Ok(None);
-            }
-        };
-        let mut monitor = hmp::Monitor::new(stream).await?;
-        if !monitor.wait_connected(LINK_CHARDEV, LINK_TIMEOUT).await? {
+        stream.set_nonblocking(true)?;
+        let stream = tokio::net::UnixStream::from_std(stream)?;
+        let mut qmp = Qmp::handshake(stream, name, GREETING_TIMEOUT, COMMAND_TIMEOUT).await?;
+        if !qmp.cont_once_connected(LINK_CHARDEV, LINK_TIMEOUT).await? {
             tracing::warn!(device = name, timeout = ?LINK_TIMEOUT,
-                "the emulator did not connect its link UART to the bridge; resuming anyway (what the firmware sends before it connects is lost)");
+                "the emulator did not connect its link UART to the bridge; resumed anyway (what the firmware sends before it connects is lost)");
         }
-        monitor.command("cont").await?;
-        io::Result::Ok(Some(monitor))
+        Ok::<_, QmpError>(qmp)
     };
     tokio::select! {
         resumed = resuming => match resumed {
-            Ok(monitor) => monitor,
+            Ok(qmp) => Some(qmp),
             Err(e) => {
-                tracing::warn!(device = name, error = %e, "talking to the emulator's monitor failed");
+                tracing::warn!(device = name, error = %e, "the emulator's QMP monitor failed; it stays paused");
                 None
             }
         },
@@ -923,6 +930,22 @@ fn die_with_parent(command: &mut std::process::Command) {
 
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_command: &mut std::process::Command) {}
+
+/// Has the emulator inherit descriptor `fd` (open in the manager with
+/// close-on-exec, as Rust opens every descriptor, so that no other child
+/// gets it).
+fn inherit_fd(command: &mut std::process::Command, fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec; it makes
+    // one fcntl system call, which is async-signal-safe, on a descriptor
+    // the child inherited open from the manager, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).map_err(io::Error::from)
+        });
+    }
+}
 
 /// Connects to an emulator's console socket (retrying while the emulator
 /// starts) and captures it.

@@ -399,6 +399,42 @@ async fn the_link_uart_reaches_the_gateway_through_the_bridge() {
 }
 
 #[tokio::test]
+async fn the_reset_button_reboots_the_program_in_the_same_process() {
+    if !qemu_or_skip("the_reset_button_reboots_the_program_in_the_same_process") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let firmware = write_firmware(dir.path(), "printer", printer("booted\n"));
+    let state = dir.path().join("qemu-0");
+    let manager = EmulatorManager::new();
+    let device = manager
+        .start(spec("qemu-0", &firmware, &state, NO_GATEWAY))
+        .await
+        .expect("start");
+    device.wait_for("booted", PATIENCE).await.expect("boots");
+    let pid = device.pid().expect("a pid");
+    let link_port = device.link_port();
+
+    for _ in 0..2 {
+        let mark = device.console().mark();
+        manager.reset("qemu-0").await.expect("reset");
+        device
+            .wait_for_after(mark, "booted", PATIENCE)
+            .await
+            .expect("the program starts again");
+        assert_eq!(device.pid(), Some(pid), "the same QEMU process");
+        assert_eq!(device.link_port(), link_port);
+        assert_eq!(device.state(), DeviceState::Running);
+    }
+
+    manager.stop("qemu-0").await.expect("stop");
+    let err = manager.reset("qemu-0").await.expect_err("stopped");
+    assert!(matches!(err, ManagerError::CannotReset(_)), "{err}");
+    let err = manager.reset("qemu-9").await.expect_err("unknown");
+    assert!(matches!(err, ManagerError::UnknownDevice(_)), "{err}");
+}
+
+#[tokio::test]
 async fn semihosting_files_land_in_the_state_directory_with_icount() {
     if !qemu_or_skip("semihosting_files_land_in_the_state_directory_with_icount") {
         return;

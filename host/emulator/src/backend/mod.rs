@@ -4,17 +4,19 @@
 //! says how its sockets and console are wired; the manager does the rest
 //! (bridge, process, console capture) the same way for both.
 
-pub(crate) mod hmp;
 pub(crate) mod qemu;
+pub(crate) mod qmp;
 mod renode;
 
 use std::ffi::OsStr;
 use std::fmt;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 
 pub use qemu::{QEMU_ENV, QemuBackend};
+pub use qmp::QmpError;
 pub use renode::{RENODE_ENV, RenodeBackend};
 
 use crate::manager::DeviceSpec;
@@ -103,7 +105,8 @@ pub enum GracefulStop {
     Stdin(&'static str),
 }
 
-/// The TCP ports the manager chose for a device.
+/// The sockets the manager chose for a device: TCP ports on 127.0.0.1 and
+/// the descriptor of a QMP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
     /// The link UART's port: the bridge's with
@@ -111,9 +114,10 @@ pub struct Ports {
     pub link: u16,
     /// The console's port, with [`ConsoleSource::Socket`].
     pub console: Option<u16>,
-    /// The manager's port the emulator's monitor connects to, when it
-    /// [starts paused](EmulatorBackend::starts_paused).
-    pub monitor: Option<u16>,
+    /// When the emulator [starts paused](EmulatorBackend::starts_paused):
+    /// the file descriptor, open in the emulator's process, of its end of
+    /// a socket pair whose other end the manager keeps to talk QMP.
+    pub qmp_fd: Option<RawFd>,
 }
 
 /// Why a backend cannot build a command for a device.
@@ -165,11 +169,11 @@ pub trait EmulatorBackend: Send + Sync + fmt::Debug {
     /// How to stop the emulator cleanly.
     fn graceful_stop(&self) -> GracefulStop;
 
-    /// Whether the emulator starts with its CPU stopped and its QEMU human
-    /// monitor connected to [`Ports::monitor`], waiting for `cont`. The
-    /// manager resumes it once `info chardev` shows the link UART (chardev
-    /// `link`) connected, so that nothing the firmware sends at boot is
-    /// lost.
+    /// Whether the emulator starts with its CPU stopped and a QMP monitor
+    /// on [`Ports::qmp_fd`], waiting for `cont`. The manager resumes it
+    /// once the link UART (chardev `link`) is connected, so that nothing
+    /// the firmware sends at boot is lost, and keeps the connection to
+    /// press the reset button ([`crate::EmulatorManager::reset`]).
     fn starts_paused(&self) -> bool {
         false
     }

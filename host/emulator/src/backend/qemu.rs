@@ -16,6 +16,9 @@ pub const QEMU_ENV: &str = "WASMBED_QEMU";
 /// The id of the link UART's chardev.
 pub(crate) const LINK_CHARDEV: &str = "link";
 
+/// The id of the QMP monitor's chardev.
+const QMP_CHARDEV: &str = "qmp";
+
 /// QEMU's `-serial` value for a UART that is not wired.
 const NULL_SERIAL: &str = "null";
 
@@ -107,15 +110,17 @@ impl EmulatorBackend for QemuBackend {
     /// QEMU 7.2 connects a `reconnect` socket chardev asynchronously: the
     /// CPU may run, and the firmware write to the link UART, before the
     /// connection is up, and QEMU drops what is written to an unconnected
-    /// socket chardev. So QEMU starts with `-S` and its human monitor
-    /// connected to the manager, which sends `cont` once the link is up.
+    /// socket chardev. So QEMU starts with `-S` and a QMP monitor on a
+    /// socket pair shared with the manager, which sends `cont` once the
+    /// link is up.
     fn starts_paused(&self) -> bool {
         true
     }
 
     /// ```text
     /// qemu-system-arm -machine M -cpu C -nodefaults -display none
-    ///   -S -monitor tcp:127.0.0.1:MONITOR      (-monitor none without a monitor port)
+    ///   -S -chardev socket,id=qmp,fd=N -mon chardev=qmp,mode=control
+    ///                                          (-monitor none without a QMP descriptor)
     ///   -chardev stdio,id=console,signal=off
     ///   -chardev socket,id=link,host=127.0.0.1,port=P,reconnect=1
     ///   -serial … (one per UART index: chardev:console, chardev:link or null)
@@ -131,12 +136,16 @@ impl EmulatorBackend for QemuBackend {
             .args(["-machine", &board.qemu.machine])
             .args(["-cpu", &board.qemu.cpu])
             .args(["-nodefaults", "-display", "none"]);
-        match ports.monitor {
-            Some(port) => {
+        match ports.qmp_fd {
+            // The descriptor is a connected socket (a client chardev, no
+            // `server`): nothing listens, so nothing else can connect.
+            Some(fd) => {
                 command
                     .arg("-S")
-                    .arg("-monitor")
-                    .arg(format!("tcp:127.0.0.1:{port}"));
+                    .arg("-chardev")
+                    .arg(format!("socket,id={QMP_CHARDEV},fd={fd}"))
+                    .arg("-mon")
+                    .arg(format!("chardev={QMP_CHARDEV},mode=control"));
             }
             None => {
                 command.args(["-monitor", "none"]);
@@ -222,21 +231,29 @@ mod tests {
     const PORTS: Ports = Ports {
         link: 40123,
         console: None,
-        monitor: None,
+        qmp_fd: None,
     };
 
     #[test]
-    fn a_monitor_port_starts_qemu_paused_with_its_monitor_connected() {
+    fn a_qmp_descriptor_starts_qemu_paused_with_qmp_on_it() {
         let backend = QemuBackend::with_version("qemu-system-arm", Some((7, 2)));
         assert!(backend.starts_paused());
         let ports = Ports {
-            monitor: Some(40124),
+            qmp_fd: Some(7),
             ..PORTS
         };
         let command = backend.command(&spec(None), &ports).expect("command");
         let args = args(&command);
         assert!(args.contains(&"-S".to_owned()), "{args:?}");
-        assert_eq!(value_of(&args, "-monitor"), ["tcp:127.0.0.1:40124"]);
+        assert_eq!(
+            value_of(&args, "-chardev")[0],
+            "socket,id=qmp,fd=7",
+            "{args:?}"
+        );
+        assert_eq!(value_of(&args, "-mon"), ["chardev=qmp,mode=control"]);
+        // No other monitor, and none on a TCP port.
+        assert!(value_of(&args, "-monitor").is_empty(), "{args:?}");
+        assert!(value_of(&args, "-qmp").is_empty(), "{args:?}");
     }
 
     #[test]

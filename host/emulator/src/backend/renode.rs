@@ -143,7 +143,7 @@ mod tests {
         let ports = Ports {
             link: 4000,
             console: Some(4001),
-            monitor: None,
+            qmp_fd: None,
         };
         let command = backend.command(&spec(), &ports).expect("command");
         let args: Vec<String> = command
@@ -178,7 +178,7 @@ mod tests {
         let ports = Ports {
             link: 4000,
             console: None,
-            monitor: None,
+            qmp_fd: None,
         };
         assert!(matches!(
             backend.command(&spec(), &ports),
@@ -189,7 +189,7 @@ mod tests {
         let ports = Ports {
             link: 4000,
             console: Some(4001),
-            monitor: None,
+            qmp_fd: None,
         };
         assert!(matches!(
             backend.command(&spaced, &ports),
