@@ -15,6 +15,7 @@ use rcgen::{Issuer, KeyPair, SanType};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use wasmbed_protocol::PUBLIC_KEY_LEN;
 
+use crate::control::{Credential, control_file_names as control, ensure_control_pki};
 use crate::installation::{
     Installation, InstallationError, InstallationOptions, check_certificate, pem_blocks,
     read_certificate, read_key, to_pem,
@@ -96,6 +97,12 @@ pub struct TestFixtures {
     pub leaf_signed_gateway: FixtureServerCert,
     /// Attack: a gateway certificate signed by the device CA.
     pub device_ca_signed_gateway: FixtureServerCert,
+    /// The control CA's certificate.
+    pub control_ca: CertificateDer<'static>,
+    /// The API server's client certificate, from the control CA.
+    pub api_client: Credential,
+    /// The API server's TLS server certificate, from the control CA.
+    pub api_server: Credential,
 }
 
 macro_rules! fixture_files {
@@ -106,7 +113,7 @@ macro_rules! fixture_files {
 
 /// The fixture files, compiled in so that no test depends on the working
 /// directory.
-const FILES: [(&str, &[u8]); 14] = fixture_files![
+const FILES: [(&str, &[u8]); 20] = fixture_files![
     "gateway-ca.pem",
     "gateway.pem",
     "gateway-key.pem",
@@ -121,6 +128,12 @@ const FILES: [(&str, &[u8]); 14] = fixture_files![
     "attack-leaf-signed-gateway-key.pem",
     "attack-device-ca-signed-gateway.pem",
     "attack-device-ca-signed-gateway-key.pem",
+    "control-ca.pem",
+    "control-ca-key.pem",
+    "api-client.pem",
+    "api-client-key.pem",
+    "api-server.pem",
+    "api-server-key.pem",
 ];
 
 /// TEST ONLY: the checked-in fixture installation, parsed once.
@@ -182,6 +195,15 @@ fn load_fixtures() -> Result<TestFixtures, InstallationError> {
         device_ca_signed_gateway: FixtureServerCert {
             chain: chain(extra::DEVICE_CA_SIGNED_GATEWAY)?,
             key: key(extra::DEVICE_CA_SIGNED_GATEWAY_KEY)?,
+        },
+        control_ca: cert(control::CONTROL_CA)?,
+        api_client: Credential {
+            cert: cert(control::API_CLIENT)?,
+            key: key(control::API_CLIENT_KEY)?,
+        },
+        api_server: Credential {
+            cert: cert(control::API_SERVER)?,
+            key: key(control::API_SERVER_KEY)?,
         },
     })
 }
@@ -265,5 +287,35 @@ pub fn generate_test_fixtures(dir: &Path) -> Result<(), InstallationError> {
         let path = dir.join(name);
         fs::write(&path, contents).map_err(|source| InstallationError::Io { path, source })?;
     }
+    generate_control_fixtures(dir)
+}
+
+/// TEST ONLY: (re)generates only the control PKI's fixture files in `dir`,
+/// leaving the installation's alone.
+pub fn generate_control_fixtures(dir: &Path) -> Result<(), InstallationError> {
+    for name in [
+        control::CONTROL_CA,
+        control::CONTROL_CA_KEY,
+        control::API_CLIENT,
+        control::API_CLIENT_KEY,
+        control::API_SERVER,
+        control::API_SERVER_KEY,
+    ] {
+        let path = dir.join(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(InstallationError::Io { path, source: e });
+            }
+            _ => {}
+        }
+    }
+    ensure_control_pki(
+        dir,
+        &InstallationOptions {
+            not_before: Some(SystemTime::UNIX_EPOCH + FIXTURE_NOT_BEFORE),
+            validity: FIXTURE_VALIDITY,
+            ..InstallationOptions::default()
+        },
+    )?;
     Ok(())
 }

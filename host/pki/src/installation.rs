@@ -107,6 +107,8 @@ impl Default for InstallationOptions {
 pub enum InstallationError {
     #[error("invalid gateway DNS name {0:?}")]
     InvalidDnsName(String),
+    #[error("invalid client name {0:?}: 1 to 64 of A-Z a-z 0-9 . _ -")]
+    InvalidClientName(String),
     #[error("the gateway certificate needs at least one DNS name or IP address")]
     NoGatewayNames,
     #[error("generating a key or certificate failed: {0}")]
@@ -272,6 +274,11 @@ impl Installation {
     /// The gateway's private key.
     pub fn gateway_key(&self) -> &PrivatePkcs8KeyDer<'static> {
         &self.gateway_key
+    }
+
+    /// The gateway's private key, as rustls takes it.
+    pub fn gateway_private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.gateway_key.clone_key())
     }
 
     /// The device CA, which signs enrolled devices' certificates.
@@ -610,7 +617,7 @@ pub(crate) fn read_key(
 }
 
 /// Writes `dir/name` through a temporary file, with mode 0600 if `secret`.
-fn write_file(
+pub(crate) fn write_file(
     dir: &Path,
     name: &str,
     contents: &[u8],

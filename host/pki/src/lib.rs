@@ -35,6 +35,7 @@
 //!
 //! All cryptography (rcgen, rustls, x509-parser) uses the *ring* provider.
 
+mod control;
 mod installation;
 mod issue;
 mod keys;
@@ -45,6 +46,11 @@ mod tls;
 #[cfg(feature = "test-fixtures")]
 mod fixtures;
 
+pub use control::{
+    ControlCa, Credential, anonymous_client_config, certificate_common_name, control_client_config,
+    control_file_names, ensure_control_pki, gateway_http_server_config, load_certificate,
+    plain_server_config,
+};
 pub use installation::{
     DEFAULT_INSTALLATION_VALIDITY, Installation, InstallationError, InstallationOptions, file_names,
 };
@@ -60,7 +66,7 @@ pub use tls::{
 #[cfg(feature = "test-fixtures")]
 pub use fixtures::{
     FIXTURE_DEVICE_ID, FixtureDevice, FixtureServerCert, TestFixtures, fixture_file_names,
-    generate_test_fixtures, test_fixtures,
+    generate_control_fixtures, generate_test_fixtures, test_fixtures,
 };
 
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
