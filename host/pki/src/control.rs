@@ -310,13 +310,12 @@ pub fn ensure_control_pki(
 /// The common name of a certificate's subject, for logs.
 pub fn certificate_common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
-    let name = parsed
+    parsed
         .subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned);
-    name
+        .map(str::to_owned)
 }
 
 /// The TLS configuration of a gateway's HTTP interface: its gateway
