@@ -27,7 +27,8 @@ pub(crate) struct ApiArgs {
     /// Base URL of the API server.
     #[arg(long, global = true, env = "WASMBED_API", default_value = DEFAULT_API)]
     api: String,
-    /// Bearer token (printed by `wasmbed api` or `wasmbed up` at first start).
+    /// Bearer token: the admin token `wasmbed api` or `wasmbed up` prints at
+    /// first start, or one made with `wasmbed token create`.
     #[arg(long, global = true, env = "WASMBED_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Output format.
