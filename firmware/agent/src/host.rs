@@ -19,12 +19,23 @@ fn io<E>(_: E) -> StoreError {
     StoreError::Io
 }
 
-/// Replaces `path` with `bytes` atomically and durably.
+/// Replaces `path` with `bytes` atomically and durably. The file is
+/// readable by its owner only (mode 0600 on Unix): a device's stored state
+/// holds its private key.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp).map_err(io)?;
+    // A temporary file left by a crash would keep its mode: start anew.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(StoreError::Io),
+        _ => {}
+    }
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);
@@ -48,7 +59,7 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     }
 }
 
-/// A [`KeyStore`] in one file, replaced atomically.
+/// A [`KeyStore`] in one file, replaced atomically, mode 0600.
 #[derive(Debug, Clone)]
 pub struct FileKeyStore {
     path: PathBuf,

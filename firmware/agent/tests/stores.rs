@@ -358,3 +358,30 @@ fn file_key_store() {
     std::fs::write(&path, b"garbage").expect("writable");
     assert_eq!(FileKeyStore::new(&path).load(), Err(StoreError::Corrupt));
 }
+
+/// The stored key is the device's private key: only its owner may read it.
+#[cfg(unix)]
+#[test]
+fn file_key_store_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("key.cbor");
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("stored")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let mut store = FileKeyStore::new(&path);
+    let key = identity(7);
+    store.save(&key).expect("saved");
+    assert_eq!(mode(&path), 0o600);
+    // A temporary file left by a crash, readable by all, is not reused.
+    let tmp = dir.path().join("key.cbor.tmp");
+    std::fs::write(&tmp, b"left over").expect("writable");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    store.save(&key).expect("saved again");
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(store.load(), Ok(Some(key)));
+}

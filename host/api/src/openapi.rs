@@ -1,6 +1,8 @@
 //! The OpenAPI 3 document, generated from the handlers and types.
 
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::{applications, auth, devices, gateways, problem};
@@ -10,7 +12,7 @@ use crate::model;
 #[openapi(
     info(title = "Wasmbed API", description = "Devices, applications and gateways of a Wasmbed installation."),
     paths(
-        auth::create_token,
+        auth::create_token, auth::list_tokens, auth::revoke_token,
         devices::create, devices::list, devices::get_one, devices::update, devices::delete,
         applications::create, applications::list, applications::get_one, applications::update, applications::delete,
         applications::results,
@@ -18,12 +20,13 @@ use crate::model;
     ),
     components(schemas(
         problem::Problem,
+        auth::CreateToken, auth::TokenInfo, auth::CreatedToken, crate::store::Role,
         model::ObjectMeta, model::Device, model::DeviceSpec, model::DeviceStatus,
         model::Application, model::ApplicationSpec, model::ApplicationStatus,
         model::ExecutionResult, model::WasmValue,
         model::Gateway, model::GatewaySpec, model::GatewayStatus,
     )),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &RoleRefusals),
     security(("bearer" = [])),
 )]
 struct ApiDoc;
@@ -38,6 +41,48 @@ impl Modify for BearerScheme {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// Documents the 403 of every operation that needs a token and does not
+/// say it already: any route refuses some role (a gateway token may only
+/// touch its own gateway).
+struct RoleRefusals;
+
+impl Modify for RoleRefusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_forbidden(operation);
+            }
+        }
+    }
+}
+
+fn add_forbidden(operation: &mut Operation) {
+    let responses = &mut operation.responses.responses;
+    if !responses.contains_key("401") || responses.contains_key("403") {
+        return;
+    }
+    let problem = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
+        .build();
+    responses.insert(
+        "403".to_owned(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description("the token's role does not allow it")
+                .content("application/problem+json", problem)
+                .build(),
+        ),
+    );
 }
 
 /// The document served at `/openapi.json`.

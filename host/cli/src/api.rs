@@ -30,7 +30,7 @@ pub(crate) fn announce_admin_token(token: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
-        "admin token: {token}\n  save this token now: it is shown only once (only its hash is stored).\n  use it with `--token` or `export WASMBED_TOKEN={token}`"
+        "admin token: {token}\n  save this token now: it is shown only once (only its hash is stored).\n  use it with `--token` or `export WASMBED_TOKEN={token}`;\n  make narrower tokens (gateway, operator, read-only) with `wasmbed token create`"
     );
     let _ = stdout.flush();
 }

@@ -58,7 +58,10 @@ pub(crate) struct GatewayArgs {
     /// server may start later or restart.
     #[arg(long, env = "WASMBED_API")]
     api: Option<String>,
-    /// A token of the API server allowed to write (the admin token).
+    /// A gateway token of the API server for this gateway's --name, made
+    /// with `wasmbed token create --role gateway --gateway NAME --name NAME`:
+    /// it may only register and update this gateway. (An admin token also
+    /// works, but gives the gateway far more than it needs.)
     #[arg(long, env = "WASMBED_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
     /// This gateway's name in the API server.

@@ -12,6 +12,7 @@ mod logging;
 mod register;
 mod resources;
 mod sim;
+mod tokens;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,9 @@ enum Command {
     Device(resources::DeviceArgs),
     /// Applications of the API server (deploy, list, get, delete, results).
     App(resources::AppArgs),
+    /// Bearer tokens of the API server (create, list, revoke); needs an
+    /// admin token.
+    Token(tokens::TokenArgs),
     /// Run a local installation in one process: gateway, API server, emulated devices.
     Up(up::UpArgs),
 }
@@ -65,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Api(args) => api::run(args),
         Command::Device(args) => resources::run_device(args),
         Command::App(args) => resources::run_app(args),
+        Command::Token(args) => tokens::run(args),
         Command::Up(args) => up::run(args),
     };
     match result {

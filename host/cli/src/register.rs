@@ -4,6 +4,10 @@
 //! restart. A gateway already registered under its name with other
 //! endpoints (it came back on other ports) has them updated. The API
 //! server's controller then probes the gateway and keeps its status.
+//!
+//! The token it needs is a gateway token bound to its name (`wasmbed token
+//! create --role gateway --gateway NAME`): `POST /api/v1/gateways` with
+//! that name, `GET` and `PUT /api/v1/gateways/NAME` are all it may do.
 
 use std::time::Duration;
 
@@ -49,7 +53,7 @@ impl Registration {
                     Some(409) => match self.update_endpoints(&client).await {
                         Ok(()) => return,
                         Err(e) if refused_for_good(&e) => {
-                            warn!(api = %self.api, error = %format!("{e:#}"), "the API server refused to update the registration; not retrying (check --api-token)");
+                            warn!(api = %self.api, error = %format!("{e:#}"), "the API server refused to update the registration; not retrying (--api-token must be a gateway token for --name, or an admin token)");
                             return;
                         }
                         Err(e) => {
@@ -59,7 +63,7 @@ impl Registration {
                         }
                     },
                     Some(status @ (400 | 401 | 403)) => {
-                        warn!(api = %self.api, status, error = %format!("{e:#}"), "the API server refused the registration; not retrying (check --api-token and --name)");
+                        warn!(api = %self.api, status, error = %format!("{e:#}"), "the API server refused the registration; not retrying (--api-token must be a gateway token for --name, or an admin token; --name must be a valid name)");
                         return;
                     }
                     _ => {

@@ -27,7 +27,8 @@ pub(crate) struct ApiArgs {
     /// Base URL of the API server.
     #[arg(long, global = true, env = "WASMBED_API", default_value = DEFAULT_API)]
     api: String,
-    /// Bearer token (printed by `wasmbed api` or `wasmbed up` at first start).
+    /// Bearer token: the admin token `wasmbed api` or `wasmbed up` prints at
+    /// first start, or one made with `wasmbed token create`.
     #[arg(long, global = true, env = "WASMBED_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Output format.
@@ -238,24 +239,33 @@ pub(crate) fn device_body(
     })
 }
 
-fn client(args: &ApiArgs) -> anyhow::Result<ApiClient> {
+pub(crate) fn client(args: &ApiArgs) -> anyhow::Result<ApiClient> {
     ApiClient::new(&args.api, args.token.clone())
 }
 
-fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+impl ApiArgs {
+    /// The output format asked for.
+    pub(crate) fn output(&self) -> Output {
+        self.output
+    }
+}
+
+pub(crate) fn block_on<T>(
+    future: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(future)
 }
 
-fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{text}");
     let _ = stdout.flush();
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &Value) -> anyhow::Result<()> {
     say(&serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -465,11 +475,11 @@ pub(crate) fn run_app(args: AppArgs) -> anyhow::Result<()> {
     })
 }
 
-fn list(value: &Value) -> &[Value] {
+pub(crate) fn list(value: &Value) -> &[Value] {
     value.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::Null => "-".to_owned(),
         Value::String(s) if s.is_empty() => "-".to_owned(),

@@ -26,7 +26,7 @@ use wasmbed_emulator::{
     Backend, Board, ClaimMaterial, DeviceHandle, DeviceSpec, EmulatorManager, ProvisionOptions,
     provision,
 };
-use wasmbed_pki::{Installation, InstallationOptions};
+use wasmbed_pki::{Installation, InstallationOptions, private_file};
 
 use crate::client::ApiClient;
 
@@ -154,18 +154,23 @@ async fn bind_or_free(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Makes DIR/admin-token hold the admin token: the new one, or the one
-/// saved when the database was made.
+/// saved when the database was made. The file is readable by its owner
+/// only (0600); one that others could read is tightened, with a warning.
 fn admin_token(dir: &Path, new: Option<&str>) -> anyhow::Result<String> {
     let path = dir.join(TOKEN_FILE);
+    let warn_if_loose = |loose: Option<u32>| {
+        if let Some(mode) = loose {
+            tracing::warn!(
+                path = %path.display(),
+                was = format_args!("{mode:o}"),
+                "the admin token file could be read by other users; its mode is now 0600"
+            );
+        }
+    };
     if let Some(token) = new {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&path)
+        let loose = private_file::write(&path, token.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
-        file.write_all(token.as_bytes())?;
+        warn_if_loose(loose);
         return Ok(token.to_owned());
     }
     let token = std::fs::read_to_string(&path).with_context(|| {
@@ -176,6 +181,9 @@ fn admin_token(dir: &Path, new: Option<&str>) -> anyhow::Result<String> {
             dir.join("api.db").display()
         )
     })?;
+    let loose = private_file::tighten(&path)
+        .with_context(|| format!("making {} private", path.display()))?;
+    warn_if_loose(loose);
     Ok(token.trim().to_owned())
 }
 
@@ -572,6 +580,27 @@ mod tests {
         assert!(admin_token(dir.path(), None).is_err());
         assert_eq!(admin_token(dir.path(), Some("wbd_1"))?, "wbd_1");
         assert_eq!(admin_token(dir.path(), None)?, "wbd_1");
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_admin_token_file_is_readable_by_its_owner_only() -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(TOKEN_FILE);
+        let mode = || -> anyhow::Result<u32> {
+            Ok(std::fs::metadata(&path)?.permissions().mode() & 0o777)
+        };
+        admin_token(dir.path(), Some("wbd_1"))?;
+        assert_eq!(mode()?, 0o600);
+        // A file others could read is tightened, when written or read.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        admin_token(dir.path(), Some("wbd_2"))?;
+        assert_eq!(mode()?, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        assert_eq!(admin_token(dir.path(), None)?, "wbd_2");
+        assert_eq!(mode()?, 0o600);
         Ok(())
     }
 }

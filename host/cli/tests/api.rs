@@ -27,6 +27,14 @@ struct Api {
 }
 
 impl Api {
+    /// The same server, with another token.
+    fn with_token(&self, token: &str) -> Api {
+        Api {
+            url: self.url.clone(),
+            token: token.to_owned(),
+        }
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         Command::new(WASMBED)
             .args(args)
@@ -78,12 +86,12 @@ fn post(api: &Api, path: &str, body: &str) -> u16 {
         .unwrap_or(0)
 }
 
-#[test]
-fn client_commands_manage_devices_and_applications() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// Starts `wasmbed api` on a free port with a database in `dir`; the
+/// process, the client of its admin token and the lines it printed.
+fn start_api(dir: &std::path::Path) -> (Running, Api, Vec<String>) {
     let child = Command::new(WASMBED)
         .args(["api", "--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.path().join("api.db"))
+        .arg(dir.join("api.db"))
         .env("WASMBED_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -116,14 +124,21 @@ fn client_commands_manage_devices_and_applications() {
         }
         lines.push(line);
     }
-    assert!(
-        lines.iter().any(|l| l.contains("save this token")),
-        "{lines:?}"
-    );
     let api = Api {
         url: url.expect("url"),
         token: token.expect("an admin token before the address"),
     };
+    (child, api, lines)
+}
+
+#[test]
+fn client_commands_manage_devices_and_applications() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut child, api, lines) = start_api(dir.path());
+    assert!(
+        lines.iter().any(|l| l.contains("save this token")),
+        "{lines:?}"
+    );
 
     // No token: 401 with the problem's title and a hint.
     let out = Command::new(WASMBED)
@@ -343,4 +358,87 @@ fn client_commands_manage_devices_and_applications() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn token_commands_create_list_and_revoke() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_child, api, _) = start_api(dir.path());
+
+    // The token alone on stdout; what it is, and a warning, on stderr.
+    let out = api.run(&["token", "create", "--name", "ci", "--role", "read-only"]);
+    assert!(out.status.success(), "{out:?}");
+    let reader = String::from_utf8(out.stdout).expect("UTF-8");
+    let reader = reader.trim();
+    assert!(
+        reader.starts_with("wbd_") && !reader.contains(' '),
+        "{reader}"
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("never expires"), "{said}");
+    assert!(said.contains("shown only once"), "{said}");
+    let reader_api = api.with_token(reader);
+    reader_api.ok(&["device", "list"]);
+    let err = reader_api.fails(&["device", "create", "d", "--board", "b", "--gateway", "gw"]);
+    assert!(err.contains("Forbidden (403)"), "{err}");
+    let err = reader_api.fails(&["token", "list"]);
+    assert!(err.contains("Forbidden (403)"), "{err}");
+
+    let out = api.run(&[
+        "token",
+        "create",
+        "--name",
+        "edge-1",
+        "--role",
+        "gateway",
+        "--gateway",
+        "edge-1",
+        "--expires-in",
+        "30d",
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let gateway: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(gateway["role"], "gateway");
+    assert_eq!(gateway["gateway"], "edge-1");
+    assert!(
+        gateway["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("wbd_"))
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("never expires"));
+    // --role gateway needs --gateway.
+    let err = api.fails(&["token", "create", "--name", "x", "--role", "gateway"]);
+    assert!(err.contains("--gateway"), "{err}");
+
+    let list = api.ok(&["token", "list"]);
+    let rows: Vec<&str> = list.lines().collect();
+    assert_eq!(rows.len(), 4, "{list}");
+    assert!(rows[0].starts_with("ID"), "{list}");
+    assert!(
+        rows[1].contains("admin") && rows[1].ends_with("never"),
+        "{list}"
+    );
+    let edge: Vec<&str> = rows[3].split_whitespace().collect();
+    assert_eq!(edge[1..4], ["edge-1", "gateway", "edge-1"], "{list}");
+    assert!(!list.contains("wbd_"), "no token in a list: {list}");
+    let tokens: serde_json::Value =
+        serde_json::from_str(&api.ok(&["token", "list", "--output", "json"])).expect("JSON");
+    let id_of = |name: &str| {
+        tokens
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == name))
+            .and_then(|t| t["id"].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no token {name}: {tokens}"))
+    };
+
+    let out = api.ok(&["token", "revoke", &id_of("ci")]);
+    assert!(out.contains("revoked"), "{out}");
+    let err = reader_api.fails(&["device", "list"]);
+    assert!(err.contains("Unauthorized (401)"), "{err}");
+    let err = api.fails(&["token", "revoke", &id_of("admin")]);
+    assert!(err.contains("Conflict (409)"), "{err}");
+    assert!(err.contains("last admin token"), "{err}");
 }

@@ -1,7 +1,8 @@
 //! `wasmbed gateway --api`: a gateway registers itself with the API server,
 //! even when the API server is down when the gateway starts and comes up
 //! later; the API server's controller then finds it reachable. A gateway
-//! that comes back on another port has its registration updated.
+//! that comes back on another port has its registration updated. The
+//! gateway holds a gateway token for its own name, not the admin token.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -97,9 +98,20 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let api_port = free_port();
     let db = dir.path().join("api.db");
-    // First start: learn the admin token, then stop the API server.
+    // First start: learn the admin token, make the gateway's token, then
+    // stop the API server.
     let (mut first, token) = api(api_port, &db);
     let token = token.expect("an admin token on first start");
+    let made = Command::new(WASMBED)
+        .args(["token", "create", "--name", "edge-1", "--role", "gateway"])
+        .args(["--gateway", "edge-1", "--api"])
+        .arg(format!("http://127.0.0.1:{api_port}"))
+        .env("WASMBED_TOKEN", &token)
+        .output()
+        .expect("token create");
+    assert!(made.status.success(), "{made:?}");
+    let gateway_token = String::from_utf8(made.stdout).expect("UTF-8");
+    let gateway_token = gateway_token.trim().to_owned();
     first.interrupt();
 
     let pki = dir.path().join("pki");
@@ -124,7 +136,8 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
                 "--name",
                 "edge-1",
             ])
-            .env("WASMBED_TOKEN", &token)
+            .args(["--api-token", &gateway_token])
+            .env_remove("WASMBED_TOKEN")
             .env("WASMBED_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

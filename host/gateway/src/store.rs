@@ -215,8 +215,39 @@ fn device_id(bytes: Vec<u8>) -> Result<DeviceId, StoreError> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. It is created
+    /// with mode 0600 before SQLite opens it (SQLite gives its `-wal` and
+    /// `-shm` files the same mode); an existing database, `-wal` or `-shm`
+    /// file that others may read is tightened, with a warning.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        use wasmbed_pki::private_file;
+        let wal_file = |suffix: &str| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        };
+        let files = [path.to_path_buf(), wal_file("-wal"), wal_file("-shm")];
+        for (i, file) in files.iter().enumerate() {
+            let made_private = if i == 0 {
+                private_file::ensure(file)
+            } else {
+                private_file::tighten(file)
+            };
+            match made_private {
+                Ok(Some(mode)) => tracing::warn!(
+                    path = %file.display(),
+                    was = format_args!("{mode:o}"),
+                    "the gateway database could be read by other users; its mode is now 0600"
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                        Some(format!("making {} private (0600): {e}", file.display())),
+                    )));
+                }
+            }
+        }
         Self::init(Connection::open(path)?)
     }
 

@@ -633,13 +633,16 @@ pub(crate) fn write_file(
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&tmp)(e)),
         _ => {}
     }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, if secret { 0o600 } else { 0o644 });
-    #[cfg(not(unix))]
-    let _ = secret;
-    let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
+    let mut file = if secret {
+        crate::private_file::create_new(&tmp)
+    } else {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+        options.open(&tmp)
+    }
+    .map_err(io_err(&tmp))?;
     file.write_all(contents).map_err(io_err(&tmp))?;
     file.sync_all().map_err(io_err(&tmp))?;
     drop(file);

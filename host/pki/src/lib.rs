@@ -34,6 +34,12 @@
 //! the gateway CA only.
 //!
 //! All cryptography (rcgen, rustls, x509-parser) uses the *ring* provider.
+//!
+//! # Secret files
+//!
+//! [`private_file`] creates files only their owner may read (0600): the
+//! installation's private keys here, and the other host crates' files that
+//! hold keys or tokens.
 
 mod control;
 mod installation;
@@ -41,6 +47,7 @@ mod issue;
 mod keys;
 mod params;
 mod peer;
+pub mod private_file;
 mod tls;
 
 #[cfg(feature = "test-fixtures")]

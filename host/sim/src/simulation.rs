@@ -233,12 +233,24 @@ impl Simulation {
     }
 
     /// Stores in `dir` (created if missing) that outlive the process: the
-    /// identity in `dir/key.cbor` and the modules in `dir/modules/`.
+    /// identity in `dir/key.cbor` (mode 0600: it holds the device's private
+    /// key; one that others may read is tightened, with a warning) and the
+    /// modules in `dir/modules/`.
     pub fn file_stores(&self, dir: &Path) -> Result<(SimKeys, SimModules), SimError> {
         std::fs::create_dir_all(dir).map_err(|source| SimError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
+        let key = dir.join("key.cbor");
+        match wasmbed_pki::private_file::tighten(&key) {
+            Ok(Some(mode)) => tracing::warn!(
+                path = %key.display(),
+                was = format_args!("{mode:o}"),
+                "the device key could be read by other users; its mode is now 0600"
+            ),
+            Ok(None) => {}
+            Err(source) => return Err(SimError::Io { path: key, source }),
+        }
         let config = &self.shared.config;
         let modules = FileModuleStore::open(
             dir.join("modules"),
@@ -246,7 +258,7 @@ impl Simulation {
             config.max_module_size,
         )?;
         Ok((
-            SimKeys::File(FileKeyStore::new(dir.join("key.cbor"))),
+            SimKeys::File(FileKeyStore::new(key)),
             SimModules::File(modules),
         ))
     }

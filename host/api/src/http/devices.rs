@@ -74,7 +74,7 @@ fn validate_spec(spec: &DeviceSpec) -> ApiResult<()> {
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it", body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -101,6 +101,7 @@ pub(crate) async fn create(
         (status = 200, body = Vec<Device>, headers(("X-Continue" = String, description = "The `continue` token of the next page; only when `limit` was given and more items remain"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -117,6 +118,7 @@ pub(crate) async fn list(
     responses(
         (status = 200, body = Device),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -135,7 +137,7 @@ pub(crate) async fn get_one(
     responses(
         (status = 204),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -161,7 +163,7 @@ pub(crate) async fn delete(
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ),

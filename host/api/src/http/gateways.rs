@@ -1,11 +1,14 @@
-//! `/api/v1/gateways`.
+//! `/api/v1/gateways`. A gateway token may register, read and update
+//! only the gateway it is bound to ([`Caller::check_gateway`]).
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::devices::UpdateMetadata;
 use super::{
     ApiJson, ApiQuery, ApiResult, AppState, ListQuery, NewMetadata, Page, Problem, object_meta,
@@ -59,15 +62,17 @@ fn validate_spec(spec: &GatewaySpec) -> ApiResult<()> {
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it, or a gateway token names another gateway", body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateGateway>,
 ) -> ApiResult<(StatusCode, Json<Gateway>)> {
+    caller.check_gateway(&body.metadata.name)?;
     validate_metadata(&body.metadata)?;
     validate_spec(&body.spec)?;
     let gateway = Gateway {
@@ -85,6 +90,7 @@ pub(crate) async fn create(
         (status = 200, body = Vec<Gateway>, headers(("X-Continue" = String, description = "The `continue` token of the next page; only when `limit` was given and more items remain"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it, or a gateway token names another gateway", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -101,14 +107,17 @@ pub(crate) async fn list(
     responses(
         (status = 200, body = Gateway),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it, or a gateway token names another gateway", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn get_one(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Gateway>> {
+    caller.check_gateway(&name)?;
     path_name(&name)?;
     Ok(Json(state.store.fetch::<Gateway>(&name)?))
 }
@@ -125,7 +134,7 @@ pub(crate) async fn get_one(
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it, or a gateway token names another gateway", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ),
@@ -133,9 +142,11 @@ pub(crate) async fn get_one(
 )]
 pub(crate) async fn update(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<UpdateGateway>,
 ) -> ApiResult<Json<Gateway>> {
+    caller.check_gateway(&name)?;
     path_name(&name)?;
     validate_metadata(&NewMetadata {
         name: name.clone(),
@@ -157,7 +168,7 @@ pub(crate) async fn update(
     responses(
         (status = 204),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it, or a gateway token names another gateway", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

@@ -6,7 +6,8 @@
 //! | `GET /`, `/dashboard/app.js`, `/dashboard/style.css` | the [`dashboard`] (static, no token) |
 //! | `GET /api/v1/events` | resource changes as Server-Sent Events ([`events`]) |
 //! | `GET /openapi.json` | the OpenAPI 3 document |
-//! | `POST /api/v1/tokens` | a new read-only token (admin) |
+//! | `POST, GET /api/v1/tokens` | make a token (shown once), list them (admin) |
+//! | `DELETE /api/v1/tokens/{id}` | revoke a token (admin) |
 //! | `POST, GET /api/v1/devices[?labelSelector=k=v,...]` | create, list |
 //! | `GET, PUT, DELETE /api/v1/devices/{name}` | read, replace labels and spec (at a `resource_version`), delete |
 //! | `POST, GET /api/v1/applications[?labelSelector=...]` | create (module in base64), list |
@@ -17,8 +18,9 @@
 //!
 //! Every route but `/healthz` and the dashboard's static files needs
 //! `Authorization: Bearer <token>` (`/api/v1/events` also takes it as
-//! `?access_token=`, for browsers' `EventSource`);
-//! read-only tokens may only `GET`. Errors are RFC 7807 problem documents.
+//! `?access_token=`, for browsers' `EventSource`); what each token may do
+//! depends on its role ([`auth`]: admin, operator, read-only, or one
+//! gateway's own registration). Errors are RFC 7807 problem documents.
 //!
 //! Lists are ordered by name and may be read in pages, Kubernetes style:
 //! `?limit=N` (1 to 1000) gives at most N items, still a plain JSON array;
@@ -38,7 +40,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
-use axum::routing::{get, post};
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -64,7 +66,13 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let protected = Router::new()
         .route("/openapi.json", get(openapi_json))
-        .route("/api/v1/tokens", post(auth::create_token))
+        .route(
+            "/api/v1/tokens",
+            get(auth::list_tokens).post(auth::create_token),
+        )
+        .route("/api/v1/tokens/{id}", delete(auth::revoke_token))
+        // Its handler checks the token too; the role is checked here.
+        .route(auth::EVENTS_ROUTE, get(events::events))
         .route("/api/v1/devices", get(devices::list).post(devices::create))
         .route(
             "/api/v1/devices/{name}",
@@ -102,8 +110,6 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        // Checks its token itself: it also takes one in the query.
-        .route("/api/v1/events", get(events::events))
         .merge(dashboard::router())
         .merge(protected)
         .fallback(|| async { Problem::not_found("no such route") })

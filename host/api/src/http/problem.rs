@@ -57,6 +57,20 @@ impl Problem {
         )
     }
 
+    /// 403 with `detail` saying what the token may do instead.
+    pub fn forbidden_because(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 401 for a token that has expired.
+    pub fn token_expired(id: &str) -> Problem {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+            format!("token {id} has expired; ask an admin for a new one"),
+        )
+    }
+
     pub fn internal() -> Problem {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -160,6 +160,19 @@ impl ResourceStore for MemoryStore {
         Ok(self.lock().tokens.clone())
     }
 
+    fn delete_token(&self, id: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let before = inner.tokens.len();
+        inner.tokens.retain(|t| t.id != id);
+        if inner.tokens.len() == before {
+            return Err(StoreError::NotFound {
+                kind: "Token",
+                name: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     fn put_results(&self, application_uid: &str, json: &str) -> Result<(), StoreError> {
         self.lock()
             .results

@@ -34,6 +34,13 @@ pub enum StoreError {
     Database(#[from] rusqlite::Error),
     #[error("stored object does not decode: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// The database file could not be made private (mode 0600).
+    #[error("{path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A resource with its kind-specific part (`spec`, `status`) as JSON.
@@ -44,21 +51,64 @@ pub struct StoredObject {
     pub data: serde_json::Value,
 }
 
-/// Who a bearer token belongs to and what it may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a bearer token may do (see [`crate::http::auth`] for the rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Everything, tokens included.
     Admin,
+    /// Devices and applications (read and write); reads gateways; no tokens.
+    Operator,
+    /// Reads everything but tokens.
     ReadOnly,
+    /// Registers and updates one Gateway resource, its own; nothing else.
+    Gateway,
 }
 
-/// A token as stored: only its SHA-256.
+impl Role {
+    /// The role's name, as the API and the store spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::ReadOnly => "read_only",
+            Role::Gateway => "gateway",
+        }
+    }
+
+    /// The role named `name` (as [`as_str`](Role::as_str) spells it).
+    pub fn parse(name: &str) -> Option<Role> {
+        [Role::Admin, Role::Operator, Role::ReadOnly, Role::Gateway]
+            .into_iter()
+            .find(|role| role.as_str() == name)
+    }
+}
+
+/// A token as stored: its SHA-256, never the token itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
+    /// Public name of the token in lists and revocations: random, not
+    /// derived from the token.
+    pub id: String,
     pub sha256: [u8; 32],
+    /// What it is for, as its creator said.
     pub name: String,
     pub role: Role,
+    /// For [`Role::Gateway`], the name of the one Gateway resource it may
+    /// register and update.
+    pub gateway: Option<String>,
+    /// Milliseconds since the Unix epoch.
     pub created_at: u64,
+    /// Refused from then on (milliseconds since the Unix epoch); `None`:
+    /// never expires.
+    pub expires_at: Option<u64>,
+}
+
+impl TokenRecord {
+    /// Whether the token has expired at `now` (milliseconds since the epoch).
+    pub fn expired_at(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
 }
 
 /// A backend. Writes are durable once they return.
@@ -91,7 +141,10 @@ pub trait ResourceStore: Send + Sync + std::fmt::Debug {
     fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Every token, oldest first.
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Forgets the token with public id `id`.
+    fn delete_token(&self, id: &str) -> Result<(), StoreError>;
     /// Replaces the execution results kept for an application (by `uid`),
     /// a JSON array.
     fn put_results(&self, application_uid: &str, json: &str) -> Result<(), StoreError>;
@@ -114,6 +167,11 @@ pub(crate) fn new_uid() -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// A token's public id: 16 random hex digits, unrelated to the token.
+pub(crate) fn new_token_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
 }
 
 fn to_stored<T: Object>(object: &T) -> Result<StoredObject, StoreError> {
@@ -363,13 +421,36 @@ pub(crate) mod tests {
         assert_eq!(store.backend().blob("cd")?, None);
 
         let token = TokenRecord {
+            id: "0123456789abcdef".into(),
             sha256: [7; 32],
             name: "ci".into(),
             role: Role::ReadOnly,
+            gateway: None,
             created_at: 5,
+            expires_at: None,
+        };
+        let gateway_token = TokenRecord {
+            id: "fedcba9876543210".into(),
+            sha256: [8; 32],
+            name: "edge".into(),
+            role: Role::Gateway,
+            gateway: Some("edge-1".into()),
+            created_at: 6,
+            expires_at: Some(60_000),
         };
         store.backend().put_token(&token)?;
-        assert_eq!(store.backend().tokens()?, vec![token]);
+        store.backend().put_token(&gateway_token)?;
+        assert_eq!(
+            store.backend().tokens()?,
+            vec![token.clone(), gateway_token.clone()]
+        );
+        store.backend().delete_token(&token.id)?;
+        assert_eq!(store.backend().tokens()?, vec![gateway_token.clone()]);
+        assert!(matches!(
+            store.backend().delete_token(&token.id),
+            Err(StoreError::NotFound { .. })
+        ));
+        store.backend().put_token(&token)?;
 
         assert!(store.results("u1")?.is_empty());
         let result = crate::model::ExecutionResult {

@@ -1,13 +1,19 @@
 //! The embedded backend: one SQLite file in WAL mode with
 //! `synchronous=FULL`, so that a write that returned survives a crash of
 //! the process or the machine.
+//!
+//! The file holds the tokens' hashes, so it is created with mode 0600
+//! before SQLite opens it (SQLite gives the `-wal` and `-shm` files the
+//! database file's mode); an existing file that others may read is
+//! tightened, with a warning.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use wasmbed_pki::private_file;
 
-use super::{ResourceStore, Role, StoreError, StoredObject, TokenRecord, new_uid};
+use super::{ResourceStore, Role, StoreError, StoredObject, TokenRecord, new_token_id, new_uid};
 use crate::model::{Kind, ObjectMeta, now_ms};
 
 const SCHEMA: &str = "
@@ -30,7 +36,10 @@ CREATE TABLE IF NOT EXISTS tokens (
     sha256 BLOB PRIMARY KEY,
     name TEXT NOT NULL,
     role TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    id TEXT,
+    gateway TEXT,
+    expires_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS results (
     application_uid TEXT PRIMARY KEY,
@@ -50,8 +59,9 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed, mode 0600) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        make_private(path)?;
         Self::setup(Connection::open(path)?)
     }
 
@@ -60,19 +70,83 @@ impl SqliteStore {
         Self::setup(Connection::open_in_memory()?)
     }
 
-    fn setup(db: Connection) -> Result<SqliteStore, StoreError> {
+    fn setup(mut db: Connection) -> Result<SqliteStore, StoreError> {
         db.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: in WAL mode, NORMAL may lose the last commits on power loss.
         db.pragma_update(None, "synchronous", "FULL")?;
         db.pragma_update(None, "foreign_keys", "ON")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
+        migrate_tokens(&mut db)?;
         Ok(SqliteStore { db: Mutex::new(db) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Creates the database file with mode 0600 if missing, and tightens it
+/// and its `-wal` and `-shm` files when others may read them.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::File { path, source }
+    };
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for (i, file) in files.iter().enumerate() {
+        let tightened = if i == 0 {
+            private_file::ensure(file)
+        } else {
+            private_file::tighten(file)
+        }
+        .map_err(failed(file))?;
+        if let Some(mode) = tightened {
+            tracing::warn!(
+                path = %file.display(),
+                was = format_args!("{mode:o}"),
+                "the API database could be read by other users; its mode is now 0600"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Brings a tokens table from before token ids, gateway tokens and expiry
+/// up to date: adds the columns and gives every token an id.
+fn migrate_tokens(db: &mut Connection) -> Result<(), StoreError> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let columns = tx
+        .prepare("SELECT name FROM pragma_table_info('tokens')")?
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (column, kind) in [
+        ("id", "TEXT"),
+        ("gateway", "TEXT"),
+        ("expires_at", "INTEGER"),
+    ] {
+        if !columns.iter().any(|c| c == column) {
+            tx.execute_batch(&format!("ALTER TABLE tokens ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    let without_id = tx
+        .prepare("SELECT rowid FROM tokens WHERE id IS NULL")?
+        .query_map([], |row| row.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for rowid in without_id {
+        tx.execute(
+            "UPDATE tokens SET id = ?1 WHERE rowid = ?2",
+            params![new_token_id(), rowid],
+        )?;
+    }
+    tx.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_id ON tokens (id)")?;
+    tx.commit()?;
+    Ok(())
 }
 
 fn next_version(tx: &rusqlite::Transaction<'_>) -> Result<u64, StoreError> {
@@ -303,12 +377,16 @@ impl ResourceStore for SqliteStore {
 
     fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         self.lock().execute(
-            "INSERT INTO tokens (sha256, name, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO tokens (sha256, name, role, created_at, id, gateway, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 &token.sha256[..],
                 token.name,
-                role_name(token.role),
-                to_i64(token.created_at)
+                token.role.as_str(),
+                to_i64(token.created_at),
+                token.id,
+                token.gateway,
+                token.expires_at.map(to_i64),
             ],
         )?;
         Ok(())
@@ -316,24 +394,45 @@ impl ResourceStore for SqliteStore {
 
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let db = self.lock();
-        let mut statement =
-            db.prepare_cached("SELECT sha256, name, role, created_at FROM tokens ORDER BY rowid")?;
+        let mut statement = db.prepare_cached(
+            "SELECT sha256, name, role, created_at, id, gateway, expires_at
+             FROM tokens ORDER BY rowid",
+        )?;
         let rows = statement.query_map([], |row| {
             let hash: Vec<u8> = row.get(0)?;
             let role: String = row.get(2)?;
             let created_at: i64 = row.get(3)?;
+            let expires_at: Option<i64> = row.get(6)?;
             Ok(TokenRecord {
                 sha256: hash.try_into().unwrap_or([0; 32]),
                 name: row.get(1)?,
-                role: if role == "admin" {
-                    Role::Admin
-                } else {
-                    Role::ReadOnly
-                },
+                role: Role::parse(&role).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        format!("unknown token role {role:?}").into(),
+                    )
+                })?,
                 created_at: u64::try_from(created_at).unwrap_or(0),
+                id: row.get(4)?,
+                gateway: row.get(5)?,
+                expires_at: expires_at.map(|at| u64::try_from(at).unwrap_or(0)),
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn delete_token(&self, id: &str) -> Result<(), StoreError> {
+        let deleted = self
+            .lock()
+            .execute("DELETE FROM tokens WHERE id = ?1", params![id])?;
+        if deleted == 0 {
+            return Err(StoreError::NotFound {
+                kind: "Token",
+                name: id.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     fn put_results(&self, application_uid: &str, json: &str) -> Result<(), StoreError> {
@@ -362,13 +461,6 @@ impl ResourceStore for SqliteStore {
             params![application_uid],
         )?;
         Ok(())
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Admin => "admin",
-        Role::ReadOnly => "read_only",
     }
 }
 
@@ -457,10 +549,93 @@ mod tests {
         assert_eq!(after, before);
         assert_eq!(store.list::<Device>()?.len(), 2);
         assert!(store.backend().blob("ab")?.is_some());
-        assert_eq!(store.backend().tokens()?.len(), 1);
+        assert_eq!(store.backend().tokens()?.len(), 2);
         // Versions keep growing across restarts: a stale version never matches.
         let next = store.create(&device("d"))?;
         assert!(next.metadata.resource_version > before.metadata.resource_version);
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_and_its_wal_files_are_readable_by_their_owner_only() -> Result<(), StoreError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e_to_sql(e)))?;
+        let path = dir.path().join("api.db");
+        let files = [
+            path.clone(),
+            dir.path().join("api.db-wal"),
+            dir.path().join("api.db-shm"),
+        ];
+        let first = Store::new(Arc::new(SqliteStore::open(&path)?));
+        first.create(&device("a"))?;
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        // Files made readable by others (an older version, a copy) are
+        // tightened at the next open.
+        for file in &files {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| StoreError::Database(e_to_sql(e)))?;
+        }
+        let second = Store::new(Arc::new(SqliteStore::open(&path)?));
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        assert_eq!(second.list::<Device>()?.len(), 1);
+        drop(first);
+        Ok(())
+    }
+
+    #[test]
+    fn tokens_of_an_older_database_get_ids_and_keep_their_role() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e_to_sql(e)))?;
+        let path = dir.path().join("api.db");
+        {
+            // The tokens table as it was before ids, gateways and expiry.
+            let db = Connection::open(&path)?;
+            db.execute_batch(
+                "CREATE TABLE tokens (sha256 BLOB PRIMARY KEY, name TEXT NOT NULL,
+                     role TEXT NOT NULL, created_at INTEGER NOT NULL);
+                 INSERT INTO tokens VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', 'admin', 'admin', 1);
+                 INSERT INTO tokens VALUES (x'0202020202020202020202020202020202020202020202020202020202020202', 'ci', 'read_only', 2);",
+            )?;
+        }
+        let tokens = SqliteStore::open(&path)?.tokens()?;
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(
+            (tokens[0].role, tokens[1].role),
+            (Role::Admin, Role::ReadOnly)
+        );
+        assert_eq!(tokens[0].sha256, [1; 32]);
+        assert_eq!(tokens[1].name, "ci");
+        for token in &tokens {
+            assert_eq!(token.id.len(), 16, "{token:?}");
+            assert!(token.id.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!((token.gateway.as_deref(), token.expires_at), (None, None));
+        }
+        assert_ne!(tokens[0].id, tokens[1].id);
+        // Ids are given once: the next open keeps them.
+        let again = SqliteStore::open(&path)?.tokens()?;
+        assert_eq!(again, tokens);
+        Ok(())
+    }
+
+    #[test]
+    fn a_token_with_an_unknown_role_is_an_error_not_a_reader() -> Result<(), StoreError> {
+        let store = SqliteStore::in_memory()?;
+        store.lock().execute_batch(
+            "INSERT INTO tokens (sha256, name, role, created_at, id) VALUES (x'03', 'x', 'root', 1, 'abc')",
+        )?;
+        assert!(store.tokens().is_err());
         Ok(())
     }
 
