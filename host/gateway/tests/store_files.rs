@@ -25,7 +25,7 @@ fn the_database_and_its_wal_files_are_readable_by_their_owner_only() {
         .map(|name| dir.path().join(name))
         .collect();
     let first = Store::open(&path).unwrap();
-    first.set_pairing_open(true).unwrap();
+    first.preauthorize(&[4; 65]).unwrap();
     for file in &files {
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }
@@ -38,6 +38,6 @@ fn the_database_and_its_wal_files_are_readable_by_their_owner_only() {
     for file in &files {
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }
-    assert!(second.pairing_open().unwrap());
+    assert!(second.is_preauthorized(&[4; 65]).unwrap());
     drop(first);
 }
