@@ -246,11 +246,6 @@ async fn invalid_input_is_refused_with_a_stable_code() {
     let mut not_base64 = app_body("a1", &doubler(), json!({}));
     not_base64["spec"]["module"] = json!("%%%");
     let cases = [
-        (
-            "/api/v1/applications",
-            app_body("a1", b"\x7fELF not wasm", json!({ "names": ["d1"] })),
-            "invalid_module",
-        ),
         ("/api/v1/applications", not_base64, "invalid_module"),
         ("/api/v1/applications", bad_limits, "invalid_limits"),
         ("/api/v1/applications", bad_entry, "invalid_limits"),
@@ -404,6 +399,18 @@ async fn openapi_documents_every_route_and_the_bearer_scheme() {
         ok["content"]["application/json"]["schema"]["items"]["$ref"],
         "#/components/schemas/ExecutionResult"
     );
+    // A module devices would refuse: 422, on creation and on replacement.
+    for (path, method) in [
+        ("/api/v1/applications", "post"),
+        ("/api/v1/applications/{name}", "put"),
+    ] {
+        let refused = &doc["paths"][path][method]["responses"]["422"];
+        assert_eq!(
+            refused["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem",
+            "{method} {path}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -675,8 +682,104 @@ async fn a_gateway_registration_is_updated_at_its_version_and_forgotten() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// A module devices would refuse to install is refused when it is
+/// uploaded, with 422 and the reason, and nothing is stored.
+#[tokio::test]
+async fn modules_devices_would_refuse_are_refused_with_the_reason() {
+    let api = TestApi::in_memory();
+    let token = api.admin.clone();
+    let wasm = |wat: &str| wat::parse_str(wat).unwrap();
+    // Modules and args; every case runs with entry `main`, one memory page.
+    let cases: [(&str, Vec<u8>, Value, &str); 7] = [
+        (
+            "not WebAssembly",
+            b"\x7fELF not wasm".to_vec(),
+            json!([]),
+            "not valid WebAssembly: it does not start with \\0asm",
+        ),
+        (
+            "truncated",
+            b"\0asm\x01\0\0\0\x01".to_vec(),
+            json!([]),
+            "not valid WebAssembly: ",
+        ),
+        (
+            "an import outside the host API",
+            wasm(r#"(module (import "env" "sleep" (func (param i32))) (func (export "main")))"#),
+            json!([]),
+            "imports env.sleep, which is not in the host API (docs/host-api.md)",
+        ),
+        (
+            "a host API import with a wrong signature",
+            wasm(r#"(module (import "wasmbed" "log" (func (param i32))) (func (export "main")))"#),
+            json!([]),
+            "imports wasmbed.log as (i32) -> (), but the host API's is (i32, i32) -> ()",
+        ),
+        (
+            "no entry point",
+            wasm(r#"(module (func (export "run")))"#),
+            json!([]),
+            "entry function `main` not exported",
+        ),
+        (
+            "an entry point taking other args",
+            wasm(r#"(module (func (export "main") (param i32)))"#),
+            json!([{ "i32": 1 }, { "i64": 2 }]),
+            "`main` takes (i32) but 2 args were given",
+        ),
+        (
+            "a memory larger than memory_pages",
+            wasm(r#"(module (memory (export "memory") 2) (func (export "main")))"#),
+            json!([]),
+            "its memory starts at 2 pages of 64 KiB, more than limits.memory_pages (1)",
+        ),
+    ];
+    for (what, module, args, reason) in cases {
+        let mut body = app_body("a1", &module, json!({ "names": ["d1"] }));
+        body["spec"]["limits"]["args"] = args;
+        let (status, content_type, json) = api
+            .call("POST", "/api/v1/applications", Some(&token), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {json}");
+        assert_problem(status, &content_type, &json, "invalid_module");
+        let detail = json["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("devices would refuse this module: ") && detail.contains(reason),
+            "{what}: {detail}"
+        );
+        use sha2::Digest as _;
+        let sha256 = hex::encode(sha2::Sha256::digest(&module));
+        assert_eq!(
+            api.state.store.backend().blob(&sha256).unwrap(),
+            None,
+            "{what}"
+        );
+    }
+    assert!(
+        api.state
+            .store
+            .list::<wasmbed_api::model::Application>()
+            .unwrap()
+            .is_empty()
+    );
+    // The example of docs/host-api.md is accepted.
+    let doc = include_str!("../../../docs/host-api.md");
+    let start = doc.find("```wat\n").unwrap() + "```wat\n".len();
+    let example = wasm(&doc[start..start + doc[start..].find("```").unwrap()]);
+    let created = api
+        .admin(
+            "POST",
+            "/api/v1/applications",
+            Some(app_body("a1", &example, json!({ "names": ["d1"] }))),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(created["spec"]["module"]["size"], example.len());
+}
+
 #[tokio::test]
 async fn an_application_is_replaced_at_its_version_with_a_valid_module() {
+    use base64::Engine as _;
     let api = TestApi::in_memory();
     let token = api.admin.clone();
     let created = api
@@ -709,13 +812,44 @@ async fn an_application_is_replaced_at_its_version_with_a_valid_module() {
             )),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_problem(status, &content_type, &json, "invalid_module");
+    // A module devices would refuse: refused with the reason.
+    let sleeps = wat::parse_str(
+        r#"(module (import "wasmbed" "sleep" (func (param i32)))
+           (func (export "main") (param i32) (result i32) (local.get 0)))"#,
+    )
+    .unwrap();
+    let (status, content_type, json) = api
+        .call(
+            "PUT",
+            "/api/v1/applications/a1",
+            Some(&token),
+            Some(replace(
+                version,
+                json!(base64::engine::general_purpose::STANDARD.encode(&sleeps)),
+                json!({ "names": ["d1"] }),
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_problem(status, &content_type, &json, "invalid_module");
+    assert!(
+        json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("imports wasmbed.sleep, which is not in the host API"),
+        "{json}"
+    );
+    let unchanged = api
+        .admin("GET", "/api/v1/applications/a1", None, StatusCode::OK)
+        .await;
+    assert_eq!(unchanged["spec"], created["spec"]);
+    assert_eq!(unchanged["metadata"]["resource_version"], *version);
 
     let other =
         wat::parse_str(r#"(module (func (export "main") (param i32) (result i32) (local.get 0)))"#)
             .unwrap();
-    use base64::Engine as _;
     let other_b64 = json!(base64::engine::general_purpose::STANDARD.encode(&other));
     let updated = api
         .admin(

@@ -293,13 +293,15 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
         true
     );
 
-    // Deploy through the form, the module from a file.
+    // Deploy through the form, the module from a file; first with an entry
+    // point the module does not export, which the form shows refused with
+    // the reason.
     browser
         .eval(
             "document.getElementById('deploy-name').value = 'doubler'; \
              document.getElementById('deploy-selector').value = 'site=lab'; \
              document.getElementById('deploy-fuel').value = '100000'; \
-             document.getElementById('deploy-entry').value = 'main'; \
+             document.getElementById('deploy-entry').value = 'start'; \
              document.getElementById('deploy-args').value = '21'; true",
         )
         .await;
@@ -320,6 +322,21 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
         .await;
     browser
         .eval("document.getElementById('deploy-submit').click(); true")
+        .await;
+    browser
+        .wait_for(
+            "the refusal and its reason",
+            "!document.getElementById('error').hidden && \
+             document.getElementById('error-title').innerText === 'Unprocessable Entity' && \
+             document.getElementById('error-detail').innerText.includes('entry function `start` not exported') && \
+             document.getElementById('deploy-status').innerText === 'Not deployed.'",
+        )
+        .await;
+    browser
+        .eval(
+            "document.getElementById('deploy-entry').value = 'main'; \
+             document.getElementById('deploy-submit').click(); true",
+        )
         .await;
     let deployed = browser
         .wait_for(
@@ -416,8 +433,16 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
         .unwrap()
         .iter()
         .filter(|l| {
-            // Expected: the wrong token's 401s and the second deploy's 409.
-            let expected = ["401", "409", "Unauthorized", "Conflict"];
+            // Expected: the wrong token's 401s, the refused module's 422
+            // and the second deploy's 409.
+            let expected = [
+                "401",
+                "409",
+                "422",
+                "Unauthorized",
+                "Conflict",
+                "Unprocessable Entity",
+            ];
             !expected.iter().any(|e| l.contains(e))
         })
         .cloned()

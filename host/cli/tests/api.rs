@@ -215,8 +215,29 @@ fn client_commands_manage_devices_and_applications() {
     ]);
     assert!(err.contains("Conflict (409)"), "{err}");
 
+    // A module devices would refuse (it exports no `run`) is refused with
+    // the reason.
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x01\0\0\0").expect("write module");
+    let err = api.fails(&[
+        "app",
+        "deploy",
+        empty.to_str().expect("UTF-8 path"),
+        "--name",
+        "demo",
+        "--selector",
+        "demo=true",
+    ]);
+    assert!(
+        err.contains(
+            "Unprocessable Entity (422): devices would refuse this module: \
+             entry function `run` not exported"
+        ),
+        "{err}"
+    );
     let module = dir.path().join("m.wasm");
-    std::fs::write(&module, b"\0asm\x01\0\0\0").expect("write module");
+    let wasm = wat::parse_str(r#"(module (func (export "run") (param i32)))"#).expect("WAT");
+    std::fs::write(&module, &wasm).expect("write module");
     let module = module.to_str().expect("UTF-8 path");
     let out = api.ok(&[
         "app",
@@ -231,7 +252,8 @@ fn client_commands_manage_devices_and_applications() {
         "--fuel",
         "1000",
     ]);
-    assert!(out.contains("application demo created (8 bytes)"), "{out}");
+    let created = format!("application demo created ({} bytes)", wasm.len());
+    assert!(out.contains(&created), "{out}");
     let err = api.fails(&["app", "deploy", module, "--name", "none"]);
     assert!(err.contains("--selector"), "{err}");
     // Deploying under a taken name needs --replace, which keeps the
@@ -262,7 +284,8 @@ fn client_commands_manage_devices_and_applications() {
         "1000",
         "--replace",
     ]);
-    assert!(out.contains("application demo replaced (8 bytes)"), "{out}");
+    let replaced = format!("application demo replaced ({} bytes)", wasm.len());
+    assert!(out.contains(&replaced), "{out}");
     let after: serde_json::Value =
         serde_json::from_str(&api.ok(&["app", "get", "demo", "--output", "json"])).expect("JSON");
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);

@@ -4,8 +4,12 @@
 //! The host API (module `wasmbed`) is documented in `docs/host-api.md`.
 
 #[cfg(feature = "wasmi")]
+mod check;
+#[cfg(feature = "wasmi")]
 mod wasmi;
 
+#[cfg(feature = "wasmi")]
+pub use self::check::{EntryName, ExternKind, ModuleInfo, ModuleRejection, check_module};
 #[cfg(feature = "wasmi")]
 pub use self::wasmi::{WasmiConfig, WasmiRuntime};
 

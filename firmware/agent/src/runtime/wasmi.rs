@@ -5,15 +5,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use wasmbed_protocol::{DeployFailure, Limits, MAX_RESULTS, Outcome, RuntimeKind, TrapCode, Value};
-use wasmi::{
-    Caller, CompilationMode, Config, Engine, Error, ExternType, FuncType, Linker, Module,
-    ResourceLimiter, Store, Val, ValType,
-};
+use wasmi::{Caller, Config, Engine, Error, Linker, Module, ResourceLimiter, Store, Val};
 use wasmi_core::LimiterError;
 
-use super::{
-    Clock, HOST_MODULE, Invocation, LOG_READ_LEN, LogBuffer, Runtime, ValueKind, host_function,
-};
+use super::check::{check_compiled, entry_type, validation_config};
+use super::{Clock, HOST_MODULE, Invocation, LOG_READ_LEN, LogBuffer, Runtime};
 
 /// Bytes in a WebAssembly page.
 const PAGE: usize = 65_536;
@@ -118,20 +114,14 @@ impl ResourceLimiter for Limiter {
 
 impl<C: Clock + Clone + 'static> WasmiRuntime<C> {
     pub fn new(config: WasmiConfig, clock: C) -> Self {
-        let mut engine_config = Config::default();
+        // What a module may be is `check_module`'s; what it may cost, ours.
+        let mut engine_config = validation_config();
         engine_config
             .consume_fuel(true)
-            // Validate everything at install; translate functions on first
-            // call, so code that never runs costs no memory.
-            .compilation_mode(CompilationMode::LazyTranslation)
             .set_max_recursion_depth(config.max_recursion_depth)
             .set_min_stack_height(config.min_stack_height)
             .set_max_stack_height(config.max_stack_height)
-            .set_max_cached_stacks(1)
-            // Names and debug sections are not needed to run, and a copy of
-            // them can be larger than a device's free heap.
-            .ignore_custom_sections(true)
-            .wasm_multi_memory(false);
+            .set_max_cached_stacks(1);
         WasmiRuntime {
             engine_config,
             config,
@@ -139,9 +129,9 @@ impl<C: Clock + Clone + 'static> WasmiRuntime<C> {
         }
     }
 
-    fn compile(&self, module: &[u8]) -> Result<(Engine, Module), DeployFailure> {
+    fn compile(&self, module: &[u8]) -> Result<(Engine, Module), Error> {
         let engine = Engine::new(&self.engine_config);
-        let module = Module::new(&engine, module).map_err(|_| DeployFailure::InvalidModule)?;
+        let module = Module::new(&engine, module)?;
         Ok((engine, module))
     }
 }
@@ -207,39 +197,6 @@ fn report<C>(mut caller: Caller<'_, HostState<C>>, value: Value) -> Result<(), E
     Ok(())
 }
 
-fn kind_of(ty: &ValType) -> Option<ValueKind> {
-    match ty {
-        ValType::I32 => Some(ValueKind::I32),
-        ValType::I64 => Some(ValueKind::I64),
-        ValType::F32 => Some(ValueKind::F32),
-        ValType::F64 => Some(ValueKind::F64),
-        _ => None,
-    }
-}
-
-fn kinds_match(types: &[ValType], kinds: &[ValueKind]) -> bool {
-    types.len() == kinds.len()
-        && types
-            .iter()
-            .zip(kinds)
-            .all(|(ty, kind)| kind_of(ty) == Some(*kind))
-}
-
-/// The entry point's type, if it fits the arguments and result bounds.
-fn entry_type(module: &Module, limits: &Limits) -> Result<FuncType, DeployFailure> {
-    let Some(ExternType::Func(ty)) = module.get_export(&limits.entry) else {
-        return Err(DeployFailure::BadEntryPoint);
-    };
-    let args: heapless::Vec<ValueKind, { wasmbed_protocol::MAX_ARGS }> =
-        limits.args.iter().map(ValueKind::of).collect();
-    let results_ok =
-        ty.results().len() <= MAX_RESULTS && ty.results().iter().all(|t| kind_of(t).is_some());
-    if !kinds_match(ty.params(), &args) || !results_ok {
-        return Err(DeployFailure::BadEntryPoint);
-    }
-    Ok(ty)
-}
-
 fn to_val(value: &Value) -> Val {
     match *value {
         Value::I32(v) => Val::I32(v),
@@ -289,32 +246,12 @@ impl<C: Clock + Clone + 'static> Runtime for WasmiRuntime<C> {
     }
 
     fn validate(&mut self, bytes: &[u8], limits: &Limits) -> Result<(), DeployFailure> {
-        let (_engine, module) = self.compile(bytes)?;
-        let mut imports_log = false;
-        for import in module.imports() {
-            let allowed = match (host_function(import.module(), import.name()), import.ty()) {
-                (Some(host), ExternType::Func(ty)) => {
-                    kinds_match(ty.params(), host.params) && kinds_match(ty.results(), host.results)
-                }
-                _ => false,
-            };
-            if !allowed {
-                return Err(DeployFailure::ImportNotAllowed);
-            }
-            imports_log |= import.name() == "log";
-        }
-        match module.get_export("memory") {
-            Some(ExternType::Memory(memory))
-                if memory.minimum() > u64::from(limits.memory_pages) =>
-            {
-                return Err(DeployFailure::OutOfMemory);
-            }
-            Some(ExternType::Memory(_)) => {}
-            // `log` reads the line from the exported memory.
-            _ if imports_log => return Err(DeployFailure::ImportNotAllowed),
-            _ => {}
-        }
-        entry_type(&module, limits).map(|_| ())
+        // Compiled by the engine that runs it: made from the same
+        // `validation_config` as `check_module`'s.
+        let (_engine, module) = self
+            .compile(bytes)
+            .map_err(|_| DeployFailure::InvalidModule)?;
+        check_compiled::<DeployFailure>(&module, limits).map(|_| ())
     }
 
     fn invoke(&mut self, bytes: Vec<u8>, limits: &Limits) -> Invocation {
@@ -324,7 +261,7 @@ impl<C: Clock + Clone + 'static> Runtime for WasmiRuntime<C> {
         // The module keeps what it needs: free the bytes before the linear
         // memory is allocated.
         drop(bytes);
-        let Ok(ty) = entry_type(&module, limits) else {
+        let Ok(ty) = entry_type::<DeployFailure>(&module, limits) else {
             return Invocation::trapped(TrapCode::BadSignature);
         };
         let state = HostState {

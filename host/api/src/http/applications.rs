@@ -8,6 +8,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
+use wasmbed_protocol::Value;
 
 use super::devices::UpdateMetadata;
 use super::{
@@ -16,6 +17,7 @@ use super::{
 };
 use crate::model::{
     Application, ApplicationSpec, ApplicationStatus, ExecutionResult, Limits, ModuleRef, Selector,
+    WasmValue,
 };
 
 /// Most fuel an invocation may be given.
@@ -59,13 +61,56 @@ fn decode_module(text: &str) -> ApiResult<Vec<u8>> {
             format!("module is larger than {MAX_MODULE_SIZE} bytes"),
         ));
     }
-    if module.len() < 8 || !module.starts_with(b"\0asm") {
-        return Err(Problem::bad_request(
-            "invalid_module",
-            "module is not WebAssembly (no \\0asm header)",
-        ));
-    }
     Ok(module)
+}
+
+/// `limits` as devices get them; `validate_limits` has bounded the entry
+/// point's name and the number of arguments to what they hold.
+fn device_limits(limits: &Limits) -> ApiResult<wasmbed_protocol::Limits> {
+    let too_long = || Problem::bad_request("invalid_limits", "entry or args too long");
+    let mut args = heapless::Vec::new();
+    for arg in &limits.args {
+        args.push(match *arg {
+            WasmValue::I32(v) => Value::I32(v),
+            WasmValue::I64(v) => Value::I64(v),
+            WasmValue::F32(v) => Value::F32(v),
+            WasmValue::F64(v) => Value::F64(v),
+        })
+        .map_err(|_| too_long())?;
+    }
+    Ok(wasmbed_protocol::Limits {
+        fuel: limits.fuel,
+        memory_pages: limits.memory_pages,
+        entry: heapless::String::try_from(limits.entry.as_str()).map_err(|_| too_long())?,
+        args,
+    })
+}
+
+/// Refuses with 422 a module that devices would refuse to install under
+/// `limits` (`docs/host-api.md`, "Install-time checks"), with the reason.
+/// Runs on a blocking thread: a large module takes a while to validate.
+async fn check_module(module: Vec<u8>, limits: &Limits) -> ApiResult<Vec<u8>> {
+    let limits = device_limits(limits)?;
+    let (module, checked) = tokio::task::spawn_blocking(move || {
+        let checked = wasmbed_agent::runtime::check_module(&module, &limits).map(|_| ());
+        (module, checked.map_err(|rejection| rejection.to_string()))
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "the module check did not finish");
+        Problem::internal()
+    })?;
+    match checked {
+        Ok(()) => Ok(module),
+        Err(reason) => {
+            tracing::info!(%reason, "module refused");
+            Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_module",
+                format!("devices would refuse this module: {reason}"),
+            ))
+        }
+    }
 }
 
 fn validate_limits(limits: &Limits) -> ApiResult<()> {
@@ -107,10 +152,11 @@ fn validate_selector(selector: &Selector) -> ApiResult<()> {
 }
 
 /// Checks a spec and stores its module; returns the spec to keep.
-fn accept_spec(state: &AppState, spec: NewApplicationSpec) -> ApiResult<ApplicationSpec> {
+async fn accept_spec(state: &AppState, spec: NewApplicationSpec) -> ApiResult<ApplicationSpec> {
     let module = decode_module(&spec.module)?;
     validate_limits(&spec.limits)?;
     validate_selector(&spec.selector)?;
+    let module = check_module(module, &spec.limits).await?;
     let sha256 = hex::encode(Sha256::digest(&module));
     let size = u32::try_from(module.len())
         .map_err(|_| Problem::bad_request("invalid_module", "module too large"))?;
@@ -122,6 +168,10 @@ fn accept_spec(state: &AppState, spec: NewApplicationSpec) -> ApiResult<Applicat
     })
 }
 
+/// Creates an application. Its module is checked as devices check one
+/// before they install it (`docs/host-api.md`, "Install-time checks"): a
+/// module they would refuse is answered 422 `invalid_module` with the
+/// reason, and nothing is stored.
 #[utoipa::path(
     post, path = "/api/v1/applications", tag = "applications",
     request_body = CreateApplication,
@@ -133,6 +183,7 @@ fn accept_spec(state: &AppState, spec: NewApplicationSpec) -> ApiResult<Applicat
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "devices would refuse the module (`invalid_module`; `docs/host-api.md`, \"Install-time checks\"); the detail says why", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -152,7 +203,7 @@ pub(crate) async fn create(
             format!("Application {} already exists", body.metadata.name),
         ));
     }
-    let spec = accept_spec(&state, body.spec)?;
+    let spec = accept_spec(&state, body.spec).await?;
     let size = spec.module.size;
     let application = Application {
         metadata: object_meta(body.metadata),
@@ -168,7 +219,8 @@ pub(crate) async fn create(
 /// limits make a new revision, which the controller deploys in place of
 /// the old one on every device; a new selector only moves the application
 /// between devices. Refused with 409 when the application changed since
-/// `metadata.resource_version` or is being deleted.
+/// `metadata.resource_version` or is being deleted, and with 422 when
+/// devices would refuse the module, as for a new application.
 #[utoipa::path(
     put, path = "/api/v1/applications/{name}", tag = "applications",
     params(("name" = String, Path)),
@@ -182,6 +234,7 @@ pub(crate) async fn create(
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "devices would refuse the module (`invalid_module`; `docs/host-api.md`, \"Install-time checks\"); the detail says why", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -203,7 +256,7 @@ pub(crate) async fn update(
             format!("Application {name} is being deleted"),
         ));
     }
-    let spec = accept_spec(&state, body.spec)?;
+    let spec = accept_spec(&state, body.spec).await?;
     let before = application.spec.revision();
     application.metadata.labels = body.metadata.labels;
     application.metadata.resource_version = body.metadata.resource_version;
