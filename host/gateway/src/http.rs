@@ -402,6 +402,7 @@ async fn create_deployments(
         return Err(ApiError::bad_request("devices is empty"));
     }
     let limits = limits_from_json(&request.limits)?;
+    let (module, limits) = check_module(module, limits).await?;
     let mut devices = Vec::with_capacity(request.devices.len());
     for text in &request.devices {
         let id = device_id_param(text)?;
@@ -450,6 +451,35 @@ async fn create_deployments(
         "deployment created"
     );
     Ok((StatusCode::CREATED, Json(views)))
+}
+
+/// Refuses with 422 a module every device would refuse to install under
+/// `limits` (the agent's own checks, `docs/host-api.md`), with the reason;
+/// on a blocking thread, as a large module takes a while to validate.
+async fn check_module(module: Vec<u8>, limits: Limits) -> ApiResult<(Vec<u8>, Limits)> {
+    let (module, limits, checked) = tokio::task::spawn_blocking(move || {
+        let checked = wasmbed_agent::runtime::check_module(&module, &limits)
+            .map(drop)
+            .map_err(|rejection| rejection.to_string());
+        (module, limits, checked)
+    })
+    .await
+    .map_err(|e| {
+        warn!(error = %e, "the module check did not finish");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the gateway log",
+        )
+    })?;
+    match checked {
+        Ok(()) => Ok((module, limits)),
+        Err(reason) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_module",
+            format!("devices would refuse this module: {reason}"),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -534,9 +534,44 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A valid module of exactly `len` bytes (at least 38) that exports
+/// `run: (i32) -> ()`, padded with a custom section (which devices ignore)
+/// so that transfers of any size can be tested.
 pub fn module_bytes(len: usize) -> Vec<u8> {
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    module.extend((0..len.saturating_sub(8)).map(|i| u8::try_from(i % 253).unwrap()));
+    // Type (i32) -> (), one function of it, exported as "run", empty body.
+    let code: &[u8] = b"\0asm\x01\0\0\0\
+        \x01\x05\x01\x60\x01\x7f\x00\
+        \x03\x02\x01\x00\
+        \x07\x07\x01\x03run\x00\x00\
+        \x0a\x04\x01\x02\x00\x0b";
+    let uleb = |mut n: usize| {
+        let mut out = Vec::new();
+        loop {
+            let byte = u8::try_from(n & 0x7f).unwrap();
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    };
+    let name = b"\x03pad";
+    // Section id, its size (LEB128), the name, the padding: find the
+    // padding that makes the whole exactly `len`.
+    let room = len
+        .checked_sub(code.len() + 1 + name.len())
+        .expect("module_bytes needs at least 38 bytes");
+    let mut padding = room.saturating_sub(1);
+    while padding > 0 && uleb(name.len() + padding).len() + padding > room {
+        padding -= 1;
+    }
+    let mut module = code.to_vec();
+    module.push(0);
+    module.extend(uleb(name.len() + padding));
+    module.extend_from_slice(name);
+    module.extend((0..padding).map(|i| u8::try_from(i % 253).unwrap()));
+    assert_eq!(module.len(), len, "no padding makes {len} bytes");
     module
 }
 
