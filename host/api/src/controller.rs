@@ -14,7 +14,9 @@
 //!    deleted, or moved to another gateway; a deployment of an older
 //!    revision (module and limits) is removed and the current one placed;
 //! 3. for an application marked `deleting`, removes its gateway
-//!    deployments and then the application.
+//!    deployments and then the application;
+//! 4. has the gateway of a device whose `spec.revoked` is set revoke it
+//!    (`DELETE /v1/devices/{id}`); a revoked device gets no application.
 //!
 //! A gateway that cannot be reached is left alone for a while, doubling
 //! the wait at each failure; the reason is written in the statuses.
@@ -223,7 +225,10 @@ impl Controller {
         if status.is_server_error() {
             return Err(CallError::Unreachable(format!("status {status}")));
         }
-        let body = read_capped(response).await?;
+        let mut body = read_capped(response).await?;
+        if status == reqwest::StatusCode::NO_CONTENT {
+            body = b"null".to_vec();
+        }
         if !status.is_success() {
             let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let message = body["message"].as_str().unwrap_or("").to_owned();
@@ -278,6 +283,12 @@ impl Controller {
             .filter(|(name, _)| seen_devices.contains_key(*name))
             .map(|(name, g)| (name.clone(), base(g)))
             .collect();
+        for device in devices
+            .iter()
+            .filter(|d| d.spec.revoked && !d.status.revoked)
+        {
+            self.revoke(device, &usable).await?;
+        }
 
         let by_name: HashMap<&str, &Device> = devices
             .iter()
@@ -380,6 +391,54 @@ impl Controller {
         })
     }
 
+    /// Has the device's gateway revoke it, and records the outcome.
+    async fn revoke(
+        &mut self,
+        device: &Device,
+        usable: &HashMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let name = &device.metadata.name;
+        let gateway = &device.spec.gateway;
+        let outcome = match device
+            .spec
+            .device_id
+            .as_deref()
+            .and_then(normalize_device_id)
+        {
+            // Revoked once it enrolls (the pass that sees its id).
+            None => Err("not enrolled yet: revoked at its gateway once it enrolls".to_owned()),
+            Some(id) => match usable.get(gateway) {
+                None => Err(format!("revocation waits for gateway {gateway}")),
+                Some(url) => {
+                    let request = self.client.delete(format!("{url}/v1/devices/{id}"));
+                    match self.call::<serde_json::Value>(request).await {
+                        // 404: revoked before (the answer was lost).
+                        Ok(_) | Err(CallError::Refused(404, _)) => {
+                            info!(device = %name, %gateway, id, "device revoked at its gateway");
+                            Ok(())
+                        }
+                        Err(e) => {
+                            if matches!(e, CallError::Unreachable(_)) {
+                                self.failed(gateway);
+                            }
+                            Err(e.to_string())
+                        }
+                    }
+                }
+            },
+        };
+        let (revoked, reason) = match outcome {
+            Ok(()) => (true, None),
+            Err(reason) => (false, Some(reason)),
+        };
+        self.modify_ignoring_gone::<Device>(name, |d| {
+            let change = d.status.revoked != revoked || d.status.reason != reason;
+            d.status.revoked = revoked;
+            d.status.reason = reason.clone();
+            change
+        })
+    }
+
     /// Returns the application's deployments after this pass, `None` when
     /// the application is gone.
     async fn reconcile_application(
@@ -406,7 +465,9 @@ impl Controller {
             let device = by_name.get(entry.device.as_str()).copied();
             let keep = !application.metadata.deleting
                 && device.is_some_and(|d| {
-                    selector.matches(&d.metadata) && placed_as_now(entry, d, &revision)
+                    !d.spec.revoked
+                        && selector.matches(&d.metadata)
+                        && placed_as_now(entry, d, &revision)
                 });
             if keep {
                 continue;
@@ -453,7 +514,7 @@ impl Controller {
             let mut matching: Vec<&Device> = by_name
                 .values()
                 .copied()
-                .filter(|d| selector.matches(&d.metadata))
+                .filter(|d| !d.spec.revoked && selector.matches(&d.metadata))
                 .collect();
             matching.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
             for device in matching {

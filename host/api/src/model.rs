@@ -104,6 +104,13 @@ pub struct DeviceSpec {
     /// Whether the device runs in an emulator.
     #[serde(default)]
     pub emulated: bool,
+    /// Revoke the device: the controller has its gateway refuse its
+    /// certificate and key from now on (at the TLS handshake and to
+    /// enroll) and delete its records and deployments there; no
+    /// application is placed on it. Cannot be undone: a device with a new
+    /// key is a new device.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 /// Whether the gateway currently has a session with the device.
@@ -126,6 +133,13 @@ pub struct DeviceStatus {
     /// Applications deployed to the device, as the controller placed them.
     #[serde(default)]
     pub deployments: Vec<DeviceDeployment>,
+    /// The gateway confirmed the revocation `spec.revoked` asked for.
+    #[serde(default)]
+    pub revoked: bool,
+    /// Why the last change the controller tried for this device failed
+    /// (a revocation waiting for its gateway, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -167,8 +181,10 @@ pub struct Limits {
 
 /// Which devices an application runs on: those with all of `match_labels`
 /// and, when `names` is not empty, one of `names`. An empty selector
-/// selects no device.
+/// selects no device. Other keys are refused: a misspelt key would
+/// otherwise make an empty selector that silently selects nothing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Selector {
     #[serde(default)]
     pub match_labels: BTreeMap<String, String>,

@@ -13,7 +13,7 @@ use crate::model;
     info(title = "Wasmbed API", description = "Devices, applications and gateways of a Wasmbed installation."),
     paths(
         auth::create_token, auth::list_tokens, auth::revoke_token,
-        devices::create, devices::list, devices::get_one, devices::update, devices::delete,
+        devices::create, devices::list, devices::get_one, devices::update, devices::delete, devices::revoke,
         applications::create, applications::list, applications::get_one, applications::update, applications::delete,
         applications::results,
         gateways::create, gateways::list, gateways::get_one, gateways::update, gateways::delete,

@@ -790,3 +790,89 @@ async fn a_trapped_run_is_the_reason_shown_for_its_deployment() {
     assert_eq!(app["status"]["results"], 1, "{app:#}");
     fleet.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_is_refused_by_its_gateway_and_gets_no_application() {
+    let (gateway, fleet, api, _controller) = registered_fleet(2).await;
+    api.admin(
+        "POST",
+        "/api/v1/applications",
+        Some(app_body(
+            "doubler",
+            &doubler(),
+            json!({ "match_labels": { "site": "lab" } }),
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+    eventually("results from both devices", || async {
+        let results = api
+            .admin(
+                "GET",
+                "/api/v1/applications/doubler/results",
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        let devices = devices_returning(&results, json!([{ "i32": 42 }]));
+        (devices == ["sim-0", "sim-1"], results)
+    })
+    .await;
+    let revoked_id = fleet.devices()[0].device_id().unwrap().to_string();
+
+    let device = api
+        .admin(
+            "POST",
+            "/api/v1/devices/sim-0/revoke",
+            None,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    assert_eq!(device["spec"]["revoked"], true, "{device:#}");
+    eventually("the revocation confirmed", || async {
+        let device = api
+            .admin("GET", "/api/v1/devices/sim-0", None, StatusCode::OK)
+            .await;
+        (device["status"]["revoked"] == true, device)
+    })
+    .await;
+    // The gateway forgot it, and refuses its certificate.
+    let (status, _) = gateway.get(&format!("/v1/devices/{revoked_id}")).await;
+    assert_eq!(status, 404);
+    eventually("the revoked device refused at the handshake", || async {
+        let (_, metrics) = gateway.get_text("/metrics").await;
+        let refused = metrics.contains(r#"handshake_failures_total{reason="revoked"}"#);
+        (refused, Value::Null)
+    })
+    .await;
+    // It holds no application any more; the other device keeps its own.
+    let app = eventually("the revoked device out of the application", || async {
+        let app = api
+            .admin("GET", "/api/v1/applications/doubler", None, StatusCode::OK)
+            .await;
+        (
+            entry_of(&app, "sim-0").is_empty() && entry_of(&app, "sim-1").len() == 1,
+            app,
+        )
+    })
+    .await;
+    assert_eq!(entry_of(&app, "sim-1")[0]["results"], 1, "{app:#}");
+    // Revocation cannot be undone with a PUT.
+    let device = api
+        .admin("GET", "/api/v1/devices/sim-0", None, StatusCode::OK)
+        .await;
+    let mut spec = device["spec"].clone();
+    spec["revoked"] = json!(false);
+    let body = json!({
+        "metadata": { "labels": device["metadata"]["labels"], "resource_version": device["metadata"]["resource_version"] },
+        "spec": spec,
+    });
+    api.admin(
+        "PUT",
+        "/api/v1/devices/sim-0",
+        Some(body),
+        StatusCode::CONFLICT,
+    )
+    .await;
+    fleet.shutdown(Duration::from_secs(5)).await;
+}

@@ -23,6 +23,7 @@ fn device(i: u32) -> Device {
             gateway: "gw".into(),
             device_id: None,
             emulated: false,
+            revoked: false,
         },
         status: DeviceStatus::default(),
     }

@@ -144,6 +144,7 @@ fn device(name: String, device_id: Option<String>) -> Device {
             gateway: "gw".into(),
             device_id,
             emulated: true,
+            revoked: false,
         },
         status: DeviceStatus::default(),
     }

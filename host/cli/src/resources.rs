@@ -75,6 +75,16 @@ pub(crate) enum DeviceCommand {
     },
     /// Delete a device resource.
     Delete { name: String },
+    /// Revoke a device: its gateway refuses its certificate and key from
+    /// now on and deletes its records and deployments; no application is
+    /// placed on it. Cannot be undone. Waits (up to --wait) until the
+    /// gateway confirmed.
+    Revoke {
+        name: String,
+        /// How long to wait for the gateway's confirmation (0s: do not wait).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -323,6 +333,37 @@ pub(crate) fn run_device(args: DeviceArgs) -> anyhow::Result<()> {
                     Output::Json => print_json(&created),
                     Output::Text => {
                         say(&format!("device {name} created"));
+                        Ok(())
+                    }
+                }
+            }
+            DeviceCommand::Revoke { name, wait } => {
+                let path = format!("/api/v1/devices/{}", segment(&name));
+                let mut device = api
+                    .request(reqwest::Method::POST, &format!("{path}/revoke"), None)
+                    .await?;
+                let deadline = tokio::time::Instant::now() + wait;
+                while device["status"]["revoked"] != true && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    device = api.get(&path).await?;
+                }
+                let confirmed = device["status"]["revoked"] == true;
+                match output {
+                    Output::Json => print_json(&device),
+                    Output::Text if confirmed => {
+                        say(&format!(
+                            "device {name} revoked: its gateway refuses it from now on"
+                        ));
+                        Ok(())
+                    }
+                    Output::Text => {
+                        let reason = device["status"]["reason"]
+                            .as_str()
+                            .unwrap_or("no answer yet");
+                        say(&format!(
+                            "device {name} marked revoked; its gateway has not confirmed yet ({reason}); the API server keeps trying"
+                        ));
                         Ok(())
                     }
                 }

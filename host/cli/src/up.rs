@@ -467,6 +467,7 @@ fn register_device(
         gateway: GATEWAY_NAME.into(),
         device_id: Some(device_id.to_owned()),
         emulated: true,
+        revoked: false,
     };
     if store.get::<Device>(name)?.is_some() {
         store.modify::<Device>(name, |d| {

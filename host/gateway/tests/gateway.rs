@@ -499,14 +499,20 @@ async fn http_errors_are_typed_and_hide_internals() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
     assert_eq!(json["code"], "invalid_module");
     assert!(
-        json["message"].as_str().unwrap().contains("not valid WebAssembly"),
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid WebAssembly"),
         "{json}"
     );
     let mut body = deploy_body(&[DeviceId([9; 16])], &module_bytes(100));
     body["limits"]["entry"] = "start".into();
     let (status, json) = gateway.http("POST", "/v1/deployments", Some(body)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
-    assert!(json["message"].as_str().unwrap().contains("start"), "{json}");
+    assert!(
+        json["message"].as_str().unwrap().contains("start"),
+        "{json}"
+    );
     let (status, _) = gateway.http("GET", "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
 }

@@ -181,8 +181,45 @@ pub(crate) async fn update(
     })?;
     validate_spec(&body.spec)?;
     let mut device: Device = state.store.fetch(&name)?;
+    if device.spec.revoked && !body.spec.revoked {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "revoked",
+            "a revoked device stays revoked; delete it and create it again",
+        ));
+    }
     device.metadata.labels = body.metadata.labels;
     device.metadata.resource_version = body.metadata.resource_version;
     device.spec = body.spec;
     Ok(Json(state.store.update(&device)?))
+}
+
+/// Revokes a device (sets `spec.revoked`): the controller has its gateway
+/// refuse the device's certificate and key from now on and delete its
+/// records there, and places no application on it. Answered at once;
+/// `status.revoked` turns true when the gateway confirmed. Revoking a
+/// revoked device changes nothing.
+#[utoipa::path(
+    post, path = "/api/v1/devices/{name}/revoke", tag = "devices",
+    params(("name" = String, Path)),
+    responses(
+        (status = 202, body = Device),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token's role does not allow it", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Device>)> {
+    path_name(&name)?;
+    let device = state.store.modify::<Device>(&name, |device| {
+        let change = !device.spec.revoked;
+        device.spec.revoked = true;
+        change
+    })?;
+    tracing::info!(device = %name, "device revocation requested");
+    Ok((StatusCode::ACCEPTED, Json(device)))
 }

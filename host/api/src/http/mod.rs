@@ -10,6 +10,7 @@
 //! | `DELETE /api/v1/tokens/{id}` | revoke a token (admin) |
 //! | `POST, GET /api/v1/devices[?labelSelector=k=v,...]` | create, list |
 //! | `GET, PUT, DELETE /api/v1/devices/{name}` | read, replace labels and spec (at a `resource_version`), delete |
+//! | `POST /api/v1/devices/{name}/revoke` | revoke: its gateway refuses it from now on and forgets it |
 //! | `POST, GET /api/v1/applications[?labelSelector=...]` | create (module in base64), list |
 //! | `GET, PUT, DELETE /api/v1/applications/{name}` | read, replace (a new module or limits is redeployed), delete (the controller removes its deployments first) |
 //! | `GET /api/v1/applications/{name}/results` | its latest execution results (ten per device), newest first |
@@ -40,7 +41,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,7 @@ pub fn app(state: AppState) -> Router {
                 .put(devices::update)
                 .delete(devices::delete),
         )
+        .route("/api/v1/devices/{name}/revoke", post(devices::revoke))
         .route(
             "/api/v1/applications",
             get(applications::list).post(applications::create),

@@ -354,6 +354,7 @@ pub(crate) mod tests {
                 gateway: "gw".into(),
                 device_id: None,
                 emulated: true,
+                revoked: false,
             },
             status: DeviceStatus::default(),
         }

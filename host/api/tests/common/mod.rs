@@ -207,4 +207,10 @@ impl TestGateway {
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(self.url(path)).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
 }
