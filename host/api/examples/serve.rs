@@ -68,6 +68,6 @@ async fn main() -> Result<(), Error> {
         let controller = Controller::new(&store, config);
         tokio::spawn(controller.run(std::future::pending()));
     }
-    axum::serve(listener, app(AppState { store, auth })).await?;
+    axum::serve(listener, app(AppState::new(store, auth))).await?;
     Ok(())
 }

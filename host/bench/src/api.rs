@@ -109,7 +109,7 @@ impl System {
                 let listener = TcpListener::bind("127.0.0.1:0").await?;
                 let addr = listener.local_addr()?;
                 tokio::spawn(async move {
-                    let _ = axum::serve(listener, app(AppState { store, auth })).await;
+                    let _ = axum::serve(listener, app(AppState::new(store, auth))).await;
                 });
                 anyhow::Ok(addr)
             })
