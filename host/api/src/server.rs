@@ -111,11 +111,7 @@ impl ApiServer {
             path: config.db.clone(),
             source,
         })?;
-        let mut server =
-            ApiServer::with_store(Store::new(Arc::new(backend)), config.controller.clone())?;
-        server.state.streams = http::events::EventStreams::new(config.events);
-        server.http = config.http.clone();
-        Ok(server)
+        ApiServer::build(Store::new(Arc::new(backend)), config)
     }
 
     /// A server over an already opened store, with the default HTTP limits
@@ -124,12 +120,20 @@ impl ApiServer {
         store: Store,
         controller: ControllerConfig,
     ) -> Result<ApiServer, ServerError> {
+        let config = ApiServerConfig {
+            controller,
+            ..ApiServerConfig::default()
+        };
+        ApiServer::build(store, &config)
+    }
+
+    fn build(store: Store, config: &ApiServerConfig) -> Result<ApiServer, ServerError> {
         let (auth, admin_token) = Auth::bootstrap(&store)?;
         Ok(ApiServer {
-            state: AppState::new(store, auth),
+            state: AppState::with_stream_limits(store, auth, config.events),
             admin_token,
-            controller,
-            http: ApiServerConfig::default().http,
+            controller: config.controller.clone(),
+            http: config.http.clone(),
         })
     }
 

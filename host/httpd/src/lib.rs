@@ -240,10 +240,15 @@ fn is_per_connection(error: &io::Error) -> bool {
 /// Answers a connection beyond the cap `503` (plain HTTP only) and closes
 /// it, without waiting for anything.
 fn refuse_over_capacity(tcp: TcpStream, plain_http: bool) {
-    // Take whatever request bytes already arrived: closing a socket with
-    // unread data sends a reset, which may destroy the answer in flight.
+    // Take the request bytes that already arrived (a bounded amount: this
+    // runs on the accept loop): closing a socket with unread data sends a
+    // reset, which may destroy the answer in flight.
     let mut scratch = [0u8; 4096];
-    while matches!(tcp.try_read(&mut scratch), Ok(n) if n > 0) {}
+    for _ in 0..4 {
+        if !matches!(tcp.try_read(&mut scratch), Ok(n) if n > 0) {
+            break;
+        }
+    }
     if plain_http {
         // A new socket's send buffer is empty: this does not block, and a
         // partial write only shortens the answer.
