@@ -1,5 +1,5 @@
 //! A bare API server for tests and benchmarks: serves `http::app` on a
-//! loopback port with a SQLite store, optionally with the controller.
+//! loopback port (through `wasmbed-httpd`, as the API server does) with a SQLite store, optionally with the controller.
 //!
 //! ```text
 //! cargo run -p wasmbed-api --example serve -- [--db PATH] [--listen ADDR] [--controller]
@@ -68,6 +68,8 @@ async fn main() -> Result<(), Error> {
         let controller = Controller::new(&store, config);
         tokio::spawn(controller.run(std::future::pending()));
     }
-    axum::serve(listener, app(AppState { store, auth })).await?;
+    let router = app(AppState::new(store, auth));
+    let config = wasmbed_httpd::HttpServerConfig::default();
+    wasmbed_httpd::serve(listener, router, None, config, std::future::pending()).await?;
     Ok(())
 }

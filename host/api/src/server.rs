@@ -24,13 +24,28 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
+use wasmbed_httpd::HttpServerConfig;
 
 use crate::controller::{Controller, ControllerConfig};
+use crate::http::events::EventStreamLimits;
 use crate::http::{self, AppState, Auth};
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// The default address of the REST API.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// File descriptors the API server keeps for itself beyond its HTTP
+/// connections: standard streams, the runtime, the listener, the SQLite
+/// database and its journal, and the controller's connections to gateways.
+pub const FD_RESERVE: u64 = 128;
+
+/// The default HTTP connection cap for a process that may have
+/// `open_files` files open: [`wasmbed_httpd::DEFAULT_MAX_CONNECTIONS`], but
+/// no more than the files left after [`FD_RESERVE`] (at least one).
+pub fn http_max_connections_for(open_files: u64) -> usize {
+    let room = usize::try_from(open_files.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+    wasmbed_httpd::DEFAULT_MAX_CONNECTIONS.min(room).max(1)
+}
 
 /// Where the server listens, where it keeps its data, how the controller runs.
 #[derive(Debug, Clone)]
@@ -40,14 +55,26 @@ pub struct ApiServerConfig {
     /// SQLite database file; created if missing.
     pub db: PathBuf,
     pub controller: ControllerConfig,
+    /// Connection cap, timeouts and allowed `Host` names of the REST API;
+    /// by default the cap is fitted to the open-files limit
+    /// ([`http_max_connections_for`]).
+    pub http: HttpServerConfig,
+    /// How many event streams may be open.
+    pub events: EventStreamLimits,
 }
 
 impl Default for ApiServerConfig {
     fn default() -> Self {
+        let open_files = wasmbed_httpd::open_files::soft_limit().unwrap_or(u64::MAX);
         ApiServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             db: PathBuf::from("wasmbed-api.db"),
             controller: ControllerConfig::default(),
+            http: HttpServerConfig {
+                max_connections: http_max_connections_for(open_files),
+                ..HttpServerConfig::default()
+            },
+            events: EventStreamLimits::default(),
         }
     }
 }
@@ -73,6 +100,7 @@ pub struct ApiServer {
     state: AppState,
     admin_token: Option<String>,
     controller: ControllerConfig,
+    http: HttpServerConfig,
 }
 
 impl ApiServer {
@@ -83,19 +111,29 @@ impl ApiServer {
             path: config.db.clone(),
             source,
         })?;
-        ApiServer::with_store(Store::new(Arc::new(backend)), config.controller.clone())
+        ApiServer::build(Store::new(Arc::new(backend)), config)
     }
 
-    /// A server over an already opened store.
+    /// A server over an already opened store, with the default HTTP limits
+    /// and event stream bounds.
     pub fn with_store(
         store: Store,
         controller: ControllerConfig,
     ) -> Result<ApiServer, ServerError> {
+        let config = ApiServerConfig {
+            controller,
+            ..ApiServerConfig::default()
+        };
+        ApiServer::build(store, &config)
+    }
+
+    fn build(store: Store, config: &ApiServerConfig) -> Result<ApiServer, ServerError> {
         let (auth, admin_token) = Auth::bootstrap(&store)?;
         Ok(ApiServer {
-            state: AppState { store, auth },
+            state: AppState::with_stream_limits(store, auth, config.events),
             admin_token,
-            controller,
+            controller: config.controller.clone(),
+            http: config.http.clone(),
         })
     }
 
@@ -111,8 +149,9 @@ impl ApiServer {
     }
 
     /// Runs the controller and serves the REST API on `listener` until
-    /// `shutdown` completes; then lets requests in flight finish and stops
-    /// the controller.
+    /// `shutdown` completes; then stops the controller and lets requests in
+    /// flight finish within the HTTP shutdown grace (event streams, which
+    /// never finish on their own, are closed after it).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -127,12 +166,12 @@ impl ApiServer {
         info!(listen = %listener.local_addr()?, "API server listening");
         let router = http::app(self.state);
         let mut http_stop = stop_rx;
-        let mut http_task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|stop| *stop).await;
-                })
-                .await
+        let http_config = self.http;
+        let http_task = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            };
+            wasmbed_httpd::serve(listener, router, None, http_config, stopped).await
         });
         shutdown.await;
         info!("API server shutting down");
@@ -140,23 +179,13 @@ impl ApiServer {
         if let Err(e) = controller_task.await {
             warn!(error = %e, "controller task failed");
         }
-        // Graceful shutdown waits for every connection to close, and a
-        // dashboard's event stream never does on its own: give open
-        // requests a moment, then close what is left.
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut http_task).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(e)) => warn!(error = %e, "HTTP task failed"),
-            Err(_) => {
-                info!(grace = ?SHUTDOWN_GRACE, "closing the connections still open (event streams)");
-                http_task.abort();
-            }
+        match http_task.await {
+            Ok(result) => result?,
+            Err(e) => warn!(error = %e, "HTTP task failed"),
         }
         Ok(())
     }
 }
-
-/// How long shutdown waits for open connections before closing them.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Opens the server of `config`, hands a newly made admin token to
 /// `on_admin_token` (once, before serving), and serves on `listener` until
@@ -178,6 +207,14 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_http_cap_fits_inside_the_open_files_limit() {
+        assert_eq!(http_max_connections_for(1_048_576), 512);
+        assert_eq!(http_max_connections_for(1024), 512);
+        assert_eq!(http_max_connections_for(256), 128);
+        assert_eq!(http_max_connections_for(100), 1);
+    }
+
     async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> reqwest::StatusCode {
         let mut request = reqwest::Client::new().get(format!("http://{addr}{path}"));
         if let Some(token) = token {
@@ -192,7 +229,7 @@ mod tests {
         let config = ApiServerConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             db: dir.path().join("api.db"),
-            controller: ControllerConfig::default(),
+            ..ApiServerConfig::default()
         };
         let listener = TcpListener::bind(config.listen).await.expect("bind");
         let addr = listener.local_addr().expect("address");

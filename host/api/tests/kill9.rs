@@ -57,7 +57,7 @@ fn server(path: &str) {
             request_timeout: Duration::from_secs(5),
         };
         tokio::spawn(Controller::new(&store, config).run(std::future::pending()));
-        axum::serve(listener, app(AppState { store, auth }))
+        axum::serve(listener, app(AppState::new(store, auth)))
             .await
             .unwrap();
     });

@@ -291,10 +291,7 @@ async fn expired_admin_tokens_do_not_count_and_a_start_makes_a_new_one() {
     assert_eq!(auth.role_of("wbd_old_admin"), None);
     // The expired one may be revoked; the new one is the last.
     let api = TestApi {
-        state: AppState {
-            store,
-            auth: auth.clone(),
-        },
+        state: AppState::new(store, auth.clone()),
         admin: new_admin,
         reader: String::new(),
     };

@@ -31,6 +31,7 @@ use wasmbed_api::model::{Device, DeviceSpec, DeviceStatus, Gateway, GatewaySpec,
 use wasmbed_api::store::{SqliteStore, Store};
 use wasmbed_gateway::store::Store as GatewayStore;
 use wasmbed_gateway::{Gateway as GatewayServer, GatewayConfig};
+use wasmbed_httpd::HttpServerConfig;
 use wasmbed_pki::{Installation, InstallationOptions};
 use wasmbed_sim::{Fleet, SimConfig, Simulation};
 
@@ -109,7 +110,16 @@ impl System {
                 let listener = TcpListener::bind("127.0.0.1:0").await?;
                 let addr = listener.local_addr()?;
                 tokio::spawn(async move {
-                    let _ = axum::serve(listener, app(AppState { store, auth })).await;
+                    let router = app(AppState::new(store, auth));
+                    let config = HttpServerConfig::default();
+                    let _ = wasmbed_httpd::serve(
+                        listener,
+                        router,
+                        None,
+                        config,
+                        std::future::pending(),
+                    )
+                    .await;
                 });
                 anyhow::Ok(addr)
             })

@@ -10,11 +10,19 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio::net::TcpListener;
 use wasmbed_api::controller::ControllerConfig;
-use wasmbed_api::server::{ApiServer, ApiServerConfig};
+use wasmbed_api::http::events::{
+    DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_TOKEN, EventStreamLimits,
+};
+use wasmbed_api::server::{ApiServer, ApiServerConfig, FD_RESERVE, http_max_connections_for};
+use wasmbed_httpd::HttpServerConfig;
+
+use crate::open_files;
 
 #[derive(Debug, Args)]
 pub(crate) struct ApiServerArgs {
-    /// Address of the REST API.
+    /// Address of the REST API. On a loopback address it answers only
+    /// requests whose Host is a loopback name (or an --allowed-host);
+    /// elsewhere it warns that it serves plain HTTP.
     #[arg(long, default_value = wasmbed_api::server::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// SQLite database file; created if missing.
@@ -23,6 +31,68 @@ pub(crate) struct ApiServerArgs {
     /// Longest time between two passes of the controller.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     reconcile_interval: Duration,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// The REST API's connection limits and timeouts (also used by `wasmbed up`).
+#[derive(Debug, Args)]
+pub(crate) struct HttpArgs {
+    /// Most open connections; more are answered 503 [default: 512, fewer
+    /// when the open-files limit is low].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Time a client has to send a request's line and headers (and, on a
+    /// new connection, its first request); slower ones are disconnected.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long
+    /// without a byte (an open event stream is a request in flight).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Time a client has to send a request's body (a module upload);
+    /// slower ones get 408.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    request_body_timeout: Duration,
+    /// A Host name answered besides loopback names when listening on
+    /// loopback, e.g. the one a port forward reaches the API by: `name`
+    /// (any port) or `name:port`. Repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// Most event streams (GET /api/v1/events, one per dashboard tab) open
+    /// with one token; more get 429.
+    #[arg(long, default_value_t = DEFAULT_MAX_STREAMS_PER_TOKEN)]
+    max_event_streams_per_token: usize,
+    /// Most event streams open in all; more get 429.
+    #[arg(long, default_value_t = DEFAULT_MAX_STREAMS)]
+    max_event_streams: usize,
+}
+
+impl HttpArgs {
+    /// The HTTP settings for a process that may have `open_files` files
+    /// open (less what else shares the process).
+    pub(crate) fn http_config(&self, open_files: Option<u64>) -> HttpServerConfig {
+        let default_cap = http_max_connections_for(open_files.unwrap_or(u64::MAX));
+        if let Some(open_files) = open_files {
+            let room = usize::try_from(open_files.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+            open_files::warn_if_above("--max-connections", self.max_connections, room, open_files);
+        }
+        HttpServerConfig {
+            max_connections: self.max_connections.unwrap_or(default_cap),
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            request_body_timeout: self.request_body_timeout,
+            extra_allowed_hosts: self.allowed_hosts.clone(),
+            ..HttpServerConfig::default()
+        }
+    }
+
+    pub(crate) fn event_limits(&self) -> EventStreamLimits {
+        EventStreamLimits {
+            per_token: self.max_event_streams_per_token,
+            total: self.max_event_streams,
+        }
+    }
 }
 
 /// Prints the admin token of a new database, the only time it is shown.
@@ -36,6 +106,7 @@ pub(crate) fn announce_admin_token(token: &str) {
 }
 
 pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
+    let open_files = open_files::raise();
     let config = ApiServerConfig {
         listen: args.listen,
         db: args.db,
@@ -43,6 +114,8 @@ pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
             interval: args.reconcile_interval,
             ..ControllerConfig::default()
         },
+        http: args.http.http_config(open_files),
+        events: args.http.event_limits(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -64,4 +137,52 @@ pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
             .await?;
         anyhow::Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: ApiServerArgs,
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_servers_defaults() {
+        let command = Command::try_parse_from(["api"]).expect("parse");
+        let http = command.args.http.http_config(Some(1024));
+        assert_eq!(
+            http,
+            HttpServerConfig {
+                max_connections: 512,
+                ..HttpServerConfig::default()
+            }
+        );
+        assert_eq!(
+            command.args.http.event_limits(),
+            EventStreamLimits::default()
+        );
+        // A low open-files limit lowers the default cap, not a given one.
+        assert_eq!(
+            command.args.http.http_config(Some(256)).max_connections,
+            128
+        );
+        let command = Command::try_parse_from([
+            "api",
+            "--max-connections",
+            "1000",
+            "--allowed-host",
+            "api.lan",
+            "--idle-timeout",
+            "5s",
+        ])
+        .expect("parse");
+        let http = command.args.http.http_config(Some(256));
+        assert_eq!(http.max_connections, 1000);
+        assert_eq!(http.extra_allowed_hosts, ["api.lan"]);
+        assert_eq!(http.idle_timeout, Duration::from_secs(5));
+    }
 }

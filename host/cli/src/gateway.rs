@@ -7,10 +7,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
+use tracing::{info, warn};
+use wasmbed_gateway::limits::{AdmissionLimits, MAX_DEVICE_CONNECTIONS_PER_IP, admission_limits};
 use wasmbed_gateway::rate::RateLimit;
 use wasmbed_gateway::store::Store;
 use wasmbed_gateway::{Gateway, GatewayConfig};
 use wasmbed_pki::Installation;
+
+use crate::open_files;
 
 #[derive(Debug, Args)]
 pub(crate) struct GatewayArgs {
@@ -24,7 +28,9 @@ pub(crate) struct GatewayArgs {
     #[arg(long, default_value = "0.0.0.0:40029")]
     listen: SocketAddr,
     /// Address of the HTTP/JSON interface and /metrics (the API server
-    /// has 8080).
+    /// has 8080). On a loopback address it answers only requests whose
+    /// Host is a loopback name (or an --http-allowed-host); elsewhere it
+    /// warns that it serves plain HTTP.
     #[arg(long, default_value = "127.0.0.1:8081")]
     http: SocketAddr,
     /// Interval devices are told to send heartbeats at.
@@ -36,9 +42,6 @@ pub(crate) struct GatewayArgs {
     /// A TLS handshake slower than this is dropped.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
-    /// Most connections from one source address.
-    #[arg(long, default_value_t = 20_000)]
-    max_connections_per_ip: usize,
     /// Open a pairing window at start, so new devices may enroll: for 10
     /// minutes, for DURATION (`--open-pairing=1h`), or until closed over
     /// HTTP or the gateway stops (`--open-pairing=always`). Pairing never
@@ -53,6 +56,24 @@ pub(crate) struct GatewayArgs {
     /// Enrollments allowed from all sources together (`N/s,B`).
     #[arg(long, value_name = "N/s,B", default_value_t = GatewayConfig::default().enroll_rate_total)]
     enroll_limit_total: RateLimit,
+    /// Most open device connections; more are closed at once [default:
+    /// what the open-files limit leaves after a reserve for the process and
+    /// the HTTP port, at most 50000].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Most device connections from one source address [default:
+    /// --max-connections, at most 20000].
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
+    /// Most open connections to the HTTP port; more are answered 503
+    /// [default: 512, at most a quarter of the open-files limit].
+    #[arg(long)]
+    http_max_connections: Option<usize>,
+    /// A Host name the HTTP port also answers to when bound to loopback,
+    /// e.g. the one a port forward reaches it by: `name` (any port) or
+    /// `name:port`. Repeatable.
+    #[arg(long = "http-allowed-host", value_name = "HOST")]
+    http_allowed_hosts: Vec<String>,
     /// Register this gateway with the API server at this URL, e.g.
     /// `http://127.0.0.1:8080`; retried until it succeeds, so the API
     /// server may start later or restart.
@@ -76,6 +97,46 @@ pub(crate) struct GatewayArgs {
     advertise_devices: Option<String>,
 }
 
+/// The connection limits: the flags given, the rest derived from the
+/// open-files limit ([`admission_limits`]); warns about flags above what
+/// the limit allows.
+fn connection_limits(open_files: Option<u64>, args: &GatewayArgs) -> AdmissionLimits {
+    let derived = admission_limits(open_files.unwrap_or(u64::MAX), args.http_max_connections);
+    let max_connections = args.max_connections.unwrap_or(derived.max_connections);
+    let limits = AdmissionLimits {
+        max_connections,
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .unwrap_or(max_connections.min(MAX_DEVICE_CONNECTIONS_PER_IP)),
+        ..derived
+    };
+    if let Some(open_files) = open_files {
+        if derived.device_fd_budget == 0 {
+            warn!(
+                "--http-max-connections {} leaves no file descriptors for device connections \
+                 under the open-files limit of {open_files}",
+                derived.http_max_connections
+            );
+        }
+        let room = derived.device_fd_budget;
+        open_files::warn_if_above("--max-connections", args.max_connections, room, open_files);
+        open_files::warn_if_above(
+            "--max-connections-per-ip",
+            args.max_connections_per_ip,
+            room,
+            open_files,
+        );
+    }
+    info!(
+        open_files,
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        http_max_connections = limits.http_max_connections,
+        "connection limits"
+    );
+    limits
+}
+
 pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let installation = Installation::load(&args.pki).with_context(|| {
         format!(
@@ -85,13 +146,17 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         )
     })?;
     let store = Store::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
+    let limits = connection_limits(open_files::raise(), &args);
     let mut config = GatewayConfig {
         handshake_timeout: args.handshake_timeout,
-        max_connections_per_ip: args.max_connections_per_ip,
+        max_connections: limits.max_connections,
+        max_connections_per_ip: limits.max_connections_per_ip,
         enroll_rate_per_source: args.enroll_limit,
         enroll_rate_total: args.enroll_limit_total,
         ..GatewayConfig::default()
     };
+    config.http.max_connections = limits.http_max_connections;
+    config.http.extra_allowed_hosts = args.http_allowed_hosts.clone();
     config.session.heartbeat_interval_ms = u32::try_from(args.heartbeat_interval.as_millis())
         .context("--heartbeat-interval is too long")?;
     config.session.missed_heartbeats = args.missed_heartbeats;
@@ -166,6 +231,7 @@ fn parse_pairing_window(text: &str) -> Result<PairingWindow, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn pairing_windows_parse() {
@@ -177,5 +243,64 @@ mod tests {
         assert!(parse_pairing_window("0s").is_err());
         assert!(parse_pairing_window("30d").is_err());
         assert!(parse_pairing_window("soon").is_err());
+    }
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: GatewayArgs,
+    }
+
+    fn limits(open_files: Option<u64>, flags: &[&str]) -> AdmissionLimits {
+        let command =
+            Command::try_parse_from(std::iter::once("gateway").chain(flags.iter().copied()))
+                .expect("flags parse");
+        connection_limits(open_files, &command.args)
+    }
+
+    #[test]
+    fn without_flags_the_limits_come_from_the_open_files_limit() {
+        let derived = limits(Some(1024), &[]);
+        assert_eq!(
+            (
+                derived.max_connections,
+                derived.max_connections_per_ip,
+                derived.http_max_connections
+            ),
+            (720, 720, 240)
+        );
+        let unknown = limits(None, &[]);
+        assert_eq!(
+            (unknown.max_connections, unknown.max_connections_per_ip),
+            (50_000, 20_000)
+        );
+    }
+
+    #[test]
+    fn flags_override_the_derived_limits() {
+        let given = limits(Some(1024), &["--max-connections", "100"]);
+        assert_eq!(
+            (given.max_connections, given.max_connections_per_ip),
+            (100, 100)
+        );
+        // Above what the descriptors allow: kept (with a warning).
+        let given = limits(
+            Some(1024),
+            &[
+                "--max-connections",
+                "5000",
+                "--max-connections-per-ip",
+                "10",
+            ],
+        );
+        assert_eq!(
+            (given.max_connections, given.max_connections_per_ip),
+            (5000, 10)
+        );
+        let given = limits(Some(1024), &["--http-max-connections", "100"]);
+        assert_eq!(
+            (given.http_max_connections, given.max_connections),
+            (100, 860)
+        );
     }
 }

@@ -9,6 +9,7 @@ mod emulated;
 mod emulator;
 mod gateway;
 mod logging;
+mod open_files;
 mod register;
 mod resources;
 mod sim;

@@ -26,6 +26,7 @@ use wasmbed_emulator::{
     Backend, Board, ClaimMaterial, DeviceHandle, DeviceSpec, EmulatorManager, ProvisionOptions,
     provision,
 };
+use wasmbed_httpd::HttpServerConfig;
 use wasmbed_pki::{Installation, InstallationOptions, private_file};
 
 use crate::client::ApiClient;
@@ -77,6 +78,11 @@ pub(crate) struct UpArgs {
     /// Address of the API server (and its dashboard).
     #[arg(long, default_value = wasmbed_api::server::DEFAULT_LISTEN)]
     api_listen: SocketAddr,
+    /// A Host name the API server and dashboard also answer to (beside
+    /// loopback names), e.g. the one a port forward reaches them by:
+    /// `name` (any port) or `name:port`. Repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
     /// Address devices connect to; a free loopback port when it is taken.
     #[arg(long, default_value = "127.0.0.1:40029")]
     device_listen: SocketAddr,
@@ -198,14 +204,22 @@ async fn up(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    // Connection limits: the API server's HTTP cap first, the gateway's
+    // limits from the descriptors it leaves.
+    let open_files = crate::open_files::raise().unwrap_or(u64::MAX);
+    let api_http = HttpServerConfig {
+        max_connections: wasmbed_api::server::http_max_connections_for(open_files),
+        extra_allowed_hosts: args.allowed_hosts.clone(),
+        ..HttpServerConfig::default()
+    };
+    let api_share = u64::try_from(api_http.max_connections).unwrap_or(u64::MAX);
+    let gateway_config =
+        wasmbed_gateway::GatewayConfig::for_open_files(open_files.saturating_sub(api_share));
+
     // The gateway, pairing open.
     let gateway_store = wasmbed_gateway::store::Store::open(&args.dir.join("gateway.db"))
         .context("opening the gateway's database")?;
-    let gateway = wasmbed_gateway::Gateway::new(
-        wasmbed_gateway::GatewayConfig::default(),
-        &installation,
-        gateway_store,
-    )?;
+    let gateway = wasmbed_gateway::Gateway::new(gateway_config, &installation, gateway_store)?;
     // A local installation: devices created later must enroll too, so the
     // window stays open while `up` runs (and closes with it).
     gateway.pairing().open(None);
@@ -227,6 +241,8 @@ async fn up(
             interval: Duration::from_secs(1),
             ..ControllerConfig::default()
         },
+        http: api_http,
+        ..ApiServerConfig::default()
     };
     let server = ApiServer::open(&config)?;
     let store = server.store().clone();

@@ -1,9 +1,12 @@
 //! Gateway settings and their defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use wasmbed_httpd::HttpServerConfig;
 use wasmbed_protocol::session;
 
+use crate::limits::admission_limits;
 pub use crate::rate::RateLimit;
 
 /// Everything a gateway can be tuned with.
@@ -13,10 +16,19 @@ pub struct GatewayConfig {
     pub handshake_timeout: Duration,
     /// A write to a device that takes longer ends its session.
     pub write_timeout: Duration,
-    /// Most open device connections.
+    /// Most open device connections; by default derived from the
+    /// open-files limit ([`admission_limits`]).
     pub max_connections: usize,
-    /// Most open connections from one source address.
+    /// Most open connections from one source address; by default derived
+    /// from the open-files limit ([`admission_limits`]).
     pub max_connections_per_ip: usize,
+    /// The HTTP/JSON interface's connection cap, timeouts and allowed
+    /// `Host` names; its cap by default derived from the open-files limit.
+    pub http: HttpServerConfig,
+    /// TLS for the HTTP/JSON interface (with a client verifier, the
+    /// clients' certificates reach the routes as
+    /// [`wasmbed_httpd::PeerCertificates`]); `None`: plain HTTP.
+    pub http_tls: Option<Arc<rustls::ServerConfig>>,
     /// Largest TLS record plaintext sent; small enough for a device's
     /// 2 KiB receive buffer.
     pub max_fragment_size: usize,
@@ -43,12 +55,28 @@ pub struct GatewayConfig {
 }
 
 impl Default for GatewayConfig {
+    /// The defaults, with connection limits fitted to the process's
+    /// open-files limit in force now.
     fn default() -> Self {
+        GatewayConfig::for_open_files(wasmbed_httpd::open_files::soft_limit().unwrap_or(u64::MAX))
+    }
+}
+
+impl GatewayConfig {
+    /// The defaults, with connection limits fitted to a process that may
+    /// have `open_files` files open.
+    pub fn for_open_files(open_files: u64) -> GatewayConfig {
+        let limits = admission_limits(open_files, None);
         GatewayConfig {
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
-            max_connections: 50_000,
-            max_connections_per_ip: 20_000,
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            http: HttpServerConfig {
+                max_connections: limits.http_max_connections,
+                ..HttpServerConfig::default()
+            },
+            http_tls: None,
             max_fragment_size: wasmbed_pki::DEFAULT_MAX_FRAGMENT_SIZE,
             session: session::GatewayConfig::default(),
             chunk_size: wasmbed_protocol::DEFAULT_CHUNK_LEN,

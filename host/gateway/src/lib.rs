@@ -15,7 +15,7 @@ pub mod config;
 mod connection;
 pub mod fleet;
 pub mod http;
-mod limits;
+pub mod limits;
 pub mod metrics;
 pub mod pairing;
 pub mod rate;
@@ -188,7 +188,9 @@ impl Gateway {
     }
 
     /// Accepts device connections on `devices` and serves HTTP on `http`
-    /// until `shutdown` completes; then says goodbye to every device.
+    /// (with the limits, and TLS if any, of [`GatewayConfig::http`] and
+    /// [`GatewayConfig::http_tls`]) until `shutdown` completes; then says
+    /// goodbye to every device.
     pub async fn serve(
         self,
         devices: TcpListener,
@@ -203,13 +205,13 @@ impl Gateway {
         );
         let router = self.router();
         let mut http_stop = stop_rx.clone();
+        let http_config = self.shared.config.http.clone();
+        let http_tls = self.shared.config.http_tls.clone();
         let http_task = tokio::spawn(async move {
             let stopped = async move {
                 let _ = http_stop.wait_for(|stop| *stop).await;
             };
-            axum::serve(http, router)
-                .with_graceful_shutdown(stopped)
-                .await
+            wasmbed_httpd::serve(http, router, http_tls, http_config, stopped).await
         });
         let accept_task = tokio::spawn(connection::accept_loop(
             self.shared.clone(),

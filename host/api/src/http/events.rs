@@ -19,17 +19,28 @@
 //! allows. Query strings are more likely than headers to end up in logs and
 //! histories, which is why no other route accepts it; prefer the header
 //! wherever the client can send one.
+//!
+//! ## How many
+//!
+//! Every stream reads the whole store at least every [`POLL`], so their
+//! number is bounded ([`EventStreamLimits`]): per token (8 by default; a
+//! browser opens one per dashboard tab) and in all (64 by default). A
+//! stream beyond either bound is answered `429` with a problem document
+//! (`too_many_streams`); a stream's place is freed when its client goes
+//! away. Tokens are counted by their SHA-256, never kept in the clear.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::{ApiQuery, AppState, Problem};
@@ -42,6 +53,113 @@ pub const POLL: Duration = Duration::from_millis(500);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 const KINDS: [Kind; 3] = [Kind::Device, Kind::Application, Kind::Gateway];
+
+/// Most event streams open with one token, by default.
+pub const DEFAULT_MAX_STREAMS_PER_TOKEN: usize = 8;
+/// Most event streams open in all, by default.
+pub const DEFAULT_MAX_STREAMS: usize = 64;
+/// `Retry-After` of a `429`, in seconds.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// How many event streams may be open at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventStreamLimits {
+    /// With one token.
+    pub per_token: usize,
+    /// In all.
+    pub total: usize,
+}
+
+impl Default for EventStreamLimits {
+    fn default() -> Self {
+        EventStreamLimits {
+            per_token: DEFAULT_MAX_STREAMS_PER_TOKEN,
+            total: DEFAULT_MAX_STREAMS,
+        }
+    }
+}
+
+/// The event streams open now, counted per token (by its SHA-256) and in
+/// all.
+#[derive(Debug)]
+pub struct EventStreams {
+    limits: EventStreamLimits,
+    open: Mutex<OpenStreams>,
+}
+
+#[derive(Debug, Default)]
+struct OpenStreams {
+    total: usize,
+    per_token: HashMap<[u8; 32], usize>,
+}
+
+impl EventStreams {
+    pub fn new(limits: EventStreamLimits) -> Arc<EventStreams> {
+        Arc::new(EventStreams {
+            limits,
+            open: Mutex::new(OpenStreams::default()),
+        })
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    /// A place for one more stream of `token`, or the `429` that refuses it.
+    fn reserve(self: &Arc<Self>, token: &str) -> Result<StreamSlot, Problem> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let of_token = open.per_token.get(&key).copied().unwrap_or(0);
+        if of_token >= self.limits.per_token {
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "this token already has {of_token} event streams open, the most allowed; \
+                     close one (a dashboard tab, say) and retry"
+                ),
+            ));
+        }
+        if open.total >= self.limits.total {
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "the server has {} event streams open, the most it serves; retry later",
+                    open.total
+                ),
+            ));
+        }
+        open.total += 1;
+        *open.per_token.entry(key).or_insert(0) += 1;
+        Ok(StreamSlot {
+            streams: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One open stream's place; dropping it (the stream ended: its client went
+/// away) frees it.
+#[derive(Debug)]
+struct StreamSlot {
+    streams: Arc<EventStreams>,
+    key: [u8; 32],
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.per_token.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_token.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// `?access_token=`, for clients that cannot send headers.
 #[derive(Debug, Deserialize)]
@@ -123,6 +241,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 struct Watch {
+    _slot: StreamSlot,
     store: Store,
     changes: watch::Receiver<u64>,
     seen: Option<Versions>,
@@ -162,8 +281,9 @@ impl Watch {
     }
 }
 
-fn stream(store: Store) -> impl Stream<Item = Result<Event, Infallible>> {
+fn stream(store: Store, slot: StreamSlot) -> impl Stream<Item = Result<Event, Infallible>> {
     let watch = Watch {
+        _slot: slot,
         changes: store.subscribe(),
         store,
         seen: None,
@@ -182,11 +302,25 @@ pub(crate) async fn events(
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Response {
     let from_query = query.access_token.as_deref();
-    let token = bearer(&headers).or(from_query);
-    if token.and_then(|t| state.auth.role_of(t)).is_none() {
+    let Some(token) = bearer(&headers).or(from_query) else {
+        return Problem::unauthorized().into_response();
+    };
+    if state.auth.role_of(token).is_none() {
         return Problem::unauthorized().into_response();
     }
-    Sse::new(stream(state.store.clone()))
+    let slot = match state.streams.reserve(token) {
+        Ok(slot) => slot,
+        Err(problem) => {
+            tracing::debug!(detail = %problem.detail, "event stream refused");
+            let mut response = problem.into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+            return response;
+        }
+    };
+    Sse::new(stream(state.store.clone(), slot))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response()
 }
@@ -230,5 +364,37 @@ mod tests {
             }))
         );
         assert!(diff(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn streams_are_bounded_per_token_and_in_all_and_freed_when_dropped() {
+        let streams = EventStreams::new(EventStreamLimits {
+            per_token: 2,
+            total: 3,
+        });
+        let a1 = streams.reserve("wbd_a").expect("room");
+        let _a2 = streams.reserve("wbd_a").expect("room");
+        let refused = streams.reserve("wbd_a").expect_err("a third for one token");
+        assert_eq!(
+            (refused.status, refused.code.as_str()),
+            (429, "too_many_streams")
+        );
+        let _b1 = streams.reserve("wbd_b").expect("room");
+        let refused = streams.reserve("wbd_c").expect_err("a fourth in all");
+        assert!(
+            refused.detail.contains("server has 3"),
+            "{}",
+            refused.detail
+        );
+        assert_eq!(streams.open_streams(), 3);
+        drop(a1);
+        assert_eq!(streams.open_streams(), 2);
+        let _c1 = streams.reserve("wbd_c").expect("room again");
+        // Kept by hash only.
+        let open = streams.open.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            open.per_token
+                .contains_key(&<[u8; 32]>::from(Sha256::digest(b"wbd_a")))
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /healthz` | liveness (no token) |
 //! | `GET /`, `/dashboard/app.js`, `/dashboard/style.css` | the [`dashboard`] (static, no token) |
-//! | `GET /api/v1/events` | resource changes as Server-Sent Events ([`events`]) |
+//! | `GET /api/v1/events` | resource changes as Server-Sent Events ([`events`]); `429` beyond the open streams allowed |
 //! | `GET /openapi.json` | the OpenAPI 3 document |
 //! | `POST, GET /api/v1/tokens` | make a token (shown once), list them (admin) |
 //! | `DELETE /api/v1/tokens/{id}` | revoke a token (admin) |
@@ -61,6 +61,28 @@ pub const MAX_BODY_SIZE: usize = MAX_MODULE_SIZE * 4 / 3 + 64 * 1024;
 pub struct AppState {
     pub store: Store,
     pub auth: Arc<Auth>,
+    /// The open event streams and their bounds.
+    pub streams: Arc<events::EventStreams>,
+}
+
+impl AppState {
+    /// The state of a server with the default event stream bounds.
+    pub fn new(store: Store, auth: Arc<Auth>) -> AppState {
+        AppState::with_stream_limits(store, auth, events::EventStreamLimits::default())
+    }
+
+    /// The state of a server with these event stream bounds.
+    pub fn with_stream_limits(
+        store: Store,
+        auth: Arc<Auth>,
+        limits: events::EventStreamLimits,
+    ) -> AppState {
+        AppState {
+            store,
+            auth,
+            streams: events::EventStreams::new(limits),
+        }
+    }
 }
 
 /// The whole API as a router, to serve or to call in tests.

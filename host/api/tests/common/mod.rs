@@ -27,7 +27,7 @@ impl TestApi {
         let (auth, admin) = Auth::bootstrap(&store).unwrap();
         let reader = auth.issue("reader", Role::ReadOnly).unwrap();
         TestApi {
-            state: AppState { store, auth },
+            state: AppState::new(store, auth),
             admin: admin.unwrap(),
             reader,
         }
@@ -106,12 +106,22 @@ impl TestApi {
         json
     }
 
-    /// Serves the API on a loopback socket.
+    /// Serves the API on a loopback socket, as the API server does.
     pub async fn serve(&self) -> SocketAddr {
+        self.serve_with(wasmbed_httpd::HttpServerConfig::default())
+            .await
+    }
+
+    /// Serves the API on a loopback socket with these HTTP limits.
+    pub async fn serve_with(&self, config: wasmbed_httpd::HttpServerConfig) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = app(self.state.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        tokio::spawn(async move {
+            wasmbed_httpd::serve(listener, router, None, config, std::future::pending())
+                .await
+                .unwrap()
+        });
         addr
     }
 }
