@@ -16,7 +16,9 @@
 //!   before all of it is there, and refuses a header as soon as it is
 //!   complete;
 //! - the sessions of both ends, fed any bytes split anywhere, keep the
-//!   promises listed in [`session`].
+//!   promises listed in [`session`];
+//! - the device's check of a gateway's certificate keeps those listed in
+//!   [`x509`].
 
 use std::fmt::Debug;
 
@@ -25,8 +27,10 @@ use wasmbed_protocol::frame::{self, HEADER_LEN, MAX_FRAME_LEN};
 use wasmbed_protocol::{Downlink, Envelope, PROTOCOL_VERSION, Uplink};
 
 pub mod session;
+pub mod x509;
 
 pub use session::check_session;
+pub use x509::check_gateway_certificate;
 
 /// `decode_uplink` target: `data` as the body of a frame from a device.
 /// Returns the message, if it is one.
@@ -296,6 +300,7 @@ pub fn seeds() -> Vec<(&'static str, SeedFiles)> {
     };
     vec![
         ("session", session::session_seeds()),
+        ("gateway_certificate", x509::seeds()),
         ("decode_uplink", with_ext(uplinks)),
         ("decode_downlink", with_ext(downlinks)),
         (
@@ -372,6 +377,10 @@ mod tests {
                     "decode_downlink" => assert!(check_downlink(bytes).is_some(), "{name}"),
                     "frame_stream" => assert!(check_stream(bytes) > 0, "{name}"),
                     "session" => assert!(check_session(bytes).events > 0, "{name}"),
+                    // What each comes to is checked in `x509`'s tests.
+                    "gateway_certificate" => {
+                        assert!(check_gateway_certificate(bytes).is_some(), "{name}")
+                    }
                     other => panic!("no check for target {other}"),
                 }
             }
@@ -392,6 +401,7 @@ mod tests {
             assert!(check_downlink(data).is_none());
             check_stream(data);
             check_session(data);
+            check_gateway_certificate(data);
         }
     }
 

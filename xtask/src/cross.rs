@@ -7,12 +7,11 @@
 //! directory (never `--manifest-path` from the root).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
 
 use anyhow::Context as _;
 
 use crate::cmd;
+use crate::rustup::ensure_target;
 
 /// A separate cargo workspace, relative to the repository root, and the one
 /// target its `.cargo/config.toml` builds for.
@@ -55,58 +54,5 @@ impl Project {
         Ok(cmd::target_dir(&self.path(root))?
             .join(self.target)
             .join("release"))
-    }
-}
-
-/// Targets found installed (or installed) in this run.
-static INSTALLED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-
-/// Makes sure rustup has `target` for the toolchain that cargo uses in
-/// `dir`, adding it when missing. Without rustup, says that it cannot
-/// check and carries on: the build then fails if the target is missing.
-pub(crate) fn ensure_target(dir: &Path, target: &'static str) -> anyhow::Result<()> {
-    let mut installed = INSTALLED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if installed.contains(&target) {
-        return Ok(());
-    }
-    if !cmd::on_path("rustup") {
-        println!(
-            "xtask: rustup not found: cannot check that the Rust target {target} is installed; \
-             assuming it is (without it the build fails with \"can't find crate for `core`\")"
-        );
-        installed.push(target);
-        return Ok(());
-    }
-    let mut list = Command::new("rustup");
-    list.current_dir(dir)
-        .args(["target", "list", "--installed"]);
-    let list = cmd::output(&mut list)?;
-    if !lists_target(&list, target) {
-        println!("xtask: the Rust target {target} is missing; adding it");
-        let mut add = Command::new("rustup");
-        add.current_dir(dir).args(["target", "add", target]);
-        cmd::run(&mut add).with_context(|| format!("could not add the Rust target {target}"))?;
-    }
-    installed.push(target);
-    Ok(())
-}
-
-/// Whether `rustup target list --installed` output names `target`.
-fn lists_target(list: &str, target: &str) -> bool {
-    list.lines().any(|line| line.trim() == target)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_installed_targets_by_whole_name() {
-        let list = "thumbv7em-none-eabihf\nwasm32-unknown-unknown\nx86_64-unknown-linux-gnu\n";
-        assert!(lists_target(list, "wasm32-unknown-unknown"));
-        assert!(!lists_target(list, "thumbv7m-none-eabi"));
-        assert!(!lists_target("", "thumbv7m-none-eabi"));
     }
 }

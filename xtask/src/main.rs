@@ -16,10 +16,13 @@ mod ffi_header;
 mod firmware;
 mod fuzz;
 mod robot;
+mod rustup;
 mod schemathesis;
+mod setup;
 mod size;
 mod test;
 mod up;
+mod venv;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +44,10 @@ enum Command {
     /// Run everything CI runs, stopping at the first failing step.
     ///
     /// Steps, in order:
+    ///   setup             as `cargo xtask setup`: the Rust targets and components,
+    ///                     cargo-nextest, cargo-fuzz and the Python tools, installed
+    ///                     when missing; stops when Debian packages are missing,
+    ///                     naming the `sudo apt-get install` command
     ///   fmt               cargo fmt --all -- --check
     ///   clippy            cargo clippy --workspace --all-targets --all-features -- -D warnings
     ///   firmware fmt      in firmware/mps2: cargo fmt --check
@@ -54,10 +61,9 @@ enum Command {
     ///                     --skip-firmware: the tests that boot the firmware on QEMU
     ///                     then use what was built before)
     ///   nextest           cargo nextest run --workspace --all-features
-    ///                     (or `test`: cargo test --workspace --all-features, without cargo-nextest)
+    ///                     (with WASMBED_REQUIRE_BROWSER: the Chromium tests must run)
     ///   schemathesis      the API server fuzzed against its OpenAPI document (as
-    ///                     `cargo xtask schemathesis`; skipped when Schemathesis is not
-    ///                     installed, unless CI is set)
+    ///                     `cargo xtask schemathesis`)
     ///   robot             the Robot Framework suite in tests/robot on QEMU (as `cargo xtask robot`;
     ///                     skipped with --skip-firmware)
     ///   doctest           cargo test --workspace --doc --all-features
@@ -81,7 +87,31 @@ enum Command {
         #[arg(long, value_name = "SECS", env = fuzz::SECONDS_ENV, default_value_t = fuzz::DEFAULT_SECONDS)]
         fuzz_seconds: u64,
         /// Skip the firmware and application builds, the size check and the
-        /// Robot tests, for quick local runs.
+        /// Robot tests, for quick local runs (and on a machine without QEMU).
+        #[arg(long, env = test::SKIP_FIRMWARE_ENV, value_parser = FalseyValueParser::new())]
+        skip_firmware: bool,
+    },
+    /// Install what `cargo xtask test` needs, as far as it can without root.
+    ///
+    /// Adds the Rust targets (thumbv7m-none-eabi, thumbv7em-none-eabihf,
+    /// wasm32-unknown-unknown) and components (rustfmt, clippy) with rustup;
+    /// installs cargo-nextest and cargo-fuzz with `cargo install --locked`;
+    /// makes a Python virtual environment (target/venv, or $WASMBED_VENV)
+    /// with `python3 -m venv` and installs the pinned tools of
+    /// tests/requirements.txt into it (Robot Framework, Schemathesis). Only
+    /// what is missing is installed. Debian packages (gcc, g++,
+    /// qemu-system-arm, chromium, python3-venv) need root: setup checks them,
+    /// and when some are missing it fails, after everything else, with the
+    /// `sudo apt-get install -y ...` command that installs them.
+    #[command(about = "Install what `cargo xtask test` needs, as far as it can without root")]
+    Setup {
+        /// Only print the names of the missing Debian packages, on one
+        /// line (empty when none), and install nothing: `.ci/run` installs
+        /// them as root.
+        #[arg(long)]
+        print_debian_packages: bool,
+        /// Leave out what only the firmware steps need (qemu-system-arm),
+        /// as `cargo xtask test --skip-firmware` does.
         #[arg(long, env = test::SKIP_FIRMWARE_ENV, value_parser = FalseyValueParser::new())]
         skip_firmware: bool,
     },
@@ -130,9 +160,10 @@ enum Command {
     /// Run the Robot Framework suite in tests/robot.
     ///
     /// Builds `wasmbed-cli`, and the firmware and target/apps/*.wasm when
-    /// they are missing; checks that python3 has Robot Framework (`pip
-    /// install robotframework`); then runs `python3 -m robot --outputdir
-    /// target/robot --variable BACKEND:<BACKEND> tests/robot`, which boots
+    /// they are missing; installs Robot Framework into the project's Python
+    /// environment when missing (as `cargo xtask setup` does); then runs
+    /// `target/venv/bin/python -m robot --outputdir target/robot --variable
+    /// BACKEND:<BACKEND> tests/robot`, which boots
     /// the firmware against a gateway through the `wasmbed` command. Fails
     /// when a test fails; the report is target/robot/log.html.
     #[command(about = "Run the Robot Framework suite in tests/robot")]
@@ -182,8 +213,9 @@ enum Command {
     /// fresh SQLite database on a free loopback port), then runs
     /// `schemathesis run URL/openapi.json --header "Authorization: Bearer
     /// TOKEN" --checks all --max-examples N`, leaving out the checks that
-    /// only report documentation gaps unless --all-checks. Fails on any
-    /// failed check; needs `pip install schemathesis`.
+    /// only report documentation gaps unless --all-checks, with Schemathesis
+    /// from the project's Python environment (installed when missing, as
+    /// `cargo xtask setup` does). Fails on any failed check.
     #[command(about = "Fuzz the API server against its OpenAPI document with Schemathesis")]
     Schemathesis {
         /// Test cases per API operation and phase.
@@ -240,6 +272,10 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
             fuzz_seconds,
             skip_firmware,
         } => test::run(root, fuzz_seconds, skip_firmware),
+        Command::Setup {
+            print_debian_packages,
+            skip_firmware,
+        } => setup::run(root, skip_firmware, print_debian_packages),
         Command::Firmware { check } => firmware::run(root, check),
         Command::Apps { check } => apps::run(root, check),
         Command::Size { elf } => size::run(root, elf.as_deref()),
@@ -332,6 +368,32 @@ mod tests {
             skip.get_env(),
             Some(std::ffi::OsStr::new(test::SKIP_FIRMWARE_ENV))
         );
+    }
+
+    #[test]
+    fn setup_can_only_print_the_debian_packages() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["xtask", "setup"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Setup {
+                print_debian_packages: false,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "setup",
+            "--print-debian-packages",
+            "--skip-firmware",
+        ])?;
+        assert!(matches!(
+            cli.command,
+            Command::Setup {
+                print_debian_packages: true,
+                skip_firmware: true
+            }
+        ));
+        Ok(())
     }
 
     #[test]

@@ -3,12 +3,12 @@
 //! the real firmware) as an operator would.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::ValueEnum;
 
-use crate::{apps, cmd, firmware};
+use crate::{apps, cmd, firmware, venv};
 
 /// The suite, relative to the repository root.
 const SUITE: &str = "tests/robot";
@@ -38,8 +38,9 @@ impl Backend {
 }
 
 /// Builds what the suite needs (the `wasmbed` command; the firmware and the
-/// modules when missing), checks that Robot Framework is installed, and
-/// runs the suite, writing its report to `target/robot`.
+/// modules when missing), makes sure Robot Framework is installed in the
+/// project's virtual environment, and runs the suite with it, writing its
+/// report to `target/robot`.
 pub(crate) fn run(root: &Path, backend: Backend) -> anyhow::Result<()> {
     cmd::run(cmd::cargo(root).args(["build", "-p", "wasmbed-cli"]))?;
     let target = cmd::target_dir(root)?;
@@ -77,11 +78,11 @@ pub(crate) fn run(root: &Path, backend: Backend) -> anyhow::Result<()> {
         );
     }
 
-    check_robot_framework()?;
+    let venv = venv::ensure(root)?;
 
     let out = target.join("robot");
     cmd::run(
-        Command::new("python3")
+        Command::new(venv.python())
             .current_dir(root)
             .env("WASMBED_BIN", &wasmbed)
             .env("WASMBED_FIRMWARE", &elf)
@@ -97,7 +98,7 @@ pub(crate) fn run(root: &Path, backend: Backend) -> anyhow::Result<()> {
     })
 }
 
-/// The arguments of `python3` that run the suite, but for the suite itself.
+/// The arguments of Python that run the suite, but for the suite itself.
 fn robot_args(out: &Path, backend: Backend) -> Vec<std::ffi::OsString> {
     vec![
         "-m".into(),
@@ -119,24 +120,6 @@ fn missing_modules(dir: &Path) -> Vec<&'static str> {
 
 fn module_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.wasm"))
-}
-
-/// Fails, saying how to install it, unless `python3` can import `robot`.
-fn check_robot_framework() -> anyhow::Result<()> {
-    let status = Command::new("python3")
-        .args(["-c", "import robot"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match status {
-        Ok(status) if status.success() => Ok(()),
-        Ok(_) => bail!(
-            "Robot Framework is not installed for python3: pip install robotframework \
-             (`.ci/run` installs it)"
-        ),
-        Err(err) => bail!("could not run python3, which runs the Robot tests: {err}"),
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `cargo xtask schemathesis`: fuzzes the API server against its own
-//! OpenAPI document with Schemathesis (`pip install schemathesis`).
+//! OpenAPI document with Schemathesis, from the project's virtual
+//! environment ([`crate::venv`]).
 //!
 //! Builds and starts `host/api/examples/serve.rs` (the API on a free
 //! loopback port with a fresh SQLite database), then runs
@@ -15,10 +16,10 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
-use crate::cmd;
+use crate::{cmd, venv};
 
-/// The Schemathesis command (installed by `pip install schemathesis`).
-pub(crate) const PROGRAM: &str = "schemathesis";
+/// The Schemathesis command, in the project's virtual environment.
+const PROGRAM: &str = "schemathesis";
 
 /// Test cases per API operation and phase; about 25 s in all.
 pub(crate) const DEFAULT_MAX_EXAMPLES: u32 = 100;
@@ -30,21 +31,8 @@ pub(crate) const DEFAULT_MAX_EXAMPLES: u32 = 100;
 /// are also checked more strictly than the schema says.)
 pub(crate) const LENIENT_CHECKS: [&str; 1] = ["positive_data_acceptance"];
 
-/// Whether the Schemathesis command is installed.
-pub(crate) fn installed() -> bool {
-    cmd::on_path(PROGRAM)
-}
-
-/// Whether a missing Schemathesis fails the run: on CI (`CI` set, and not
-/// to `false` or `0`) it must be there.
-pub(crate) fn required(ci: Option<&str>) -> bool {
-    ci.is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 pub(crate) fn run(root: &Path, max_examples: u32, all_checks: bool) -> anyhow::Result<()> {
-    if !installed() {
-        bail!("`{PROGRAM}` is not on PATH: pip install schemathesis");
-    }
+    let venv = venv::ensure(root)?;
     cmd::run(cmd::cargo(root).args(["build", "-p", "wasmbed-api", "--example", "serve"]))?;
     let target = cmd::target_dir(root)?;
     let serve = target.join("debug").join("examples").join("serve");
@@ -70,7 +58,7 @@ pub(crate) fn run(root: &Path, max_examples: u32, all_checks: bool) -> anyhow::R
     let report = target.join("schemathesis");
     // Its caches (.schemathesis/) go there too, not into the work tree.
     std::fs::create_dir_all(&report).with_context(|| format!("creating {}", report.display()))?;
-    let mut st = Command::new(PROGRAM);
+    let mut st = Command::new(venv.program(PROGRAM));
     st.current_dir(&report)
         .args(arguments(&url, &token, max_examples, all_checks))
         .arg("--report-dir")
@@ -182,15 +170,5 @@ mod tests {
         assert!(joined.contains("--max-examples 7"));
         let all = arguments("http://h:1", "wbd_t", 7, true);
         assert!(!all.iter().any(|a| a == "--exclude-checks"));
-    }
-
-    #[test]
-    fn only_ci_requires_schemathesis() {
-        assert!(!required(None));
-        assert!(!required(Some("")));
-        assert!(!required(Some("false")));
-        assert!(!required(Some("0")));
-        assert!(required(Some("true")));
-        assert!(required(Some("1")));
     }
 }

@@ -1,12 +1,12 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first
-//! failure.
+//! failure, after `cargo xtask setup` has installed what they need.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
-use crate::{apps, cmd, firmware, fuzz, robot, schemathesis, size};
+use crate::{apps, cmd, firmware, fuzz, robot, schemathesis, setup, size};
 
 /// The environment variable that skips the firmware and application
 /// builds, the size check and the Robot tests, like `--skip-firmware`.
@@ -16,7 +16,7 @@ pub(crate) const SKIP_FIRMWARE_ENV: &str = "WASMBED_SKIP_FIRMWARE";
 const FFI_PACKAGE: &str = "wasmbed-protocol-ffi";
 
 /// The no_std targets the protocol crate must keep building for.
-const NO_STD_TARGETS: [&str; 2] = ["thumbv7m-none-eabi", "thumbv7em-none-eabihf"];
+pub(crate) const NO_STD_TARGETS: [&str; 2] = ["thumbv7m-none-eabi", "thumbv7em-none-eabihf"];
 
 /// A step that needs only the repository root.
 type Step = fn(&Path) -> anyhow::Result<()>;
@@ -33,6 +33,10 @@ const FIRMWARE_STEPS: [(&str, Step); 7] = [
 ];
 
 pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow::Result<()> {
+    // Not a step: when only Debian packages are missing, its error is the
+    // one line to read.
+    println!("xtask: ==> setup");
+    setup::run(root, skip_firmware, false)?;
     let mut steps = Steps::default();
     let cargo = || cmd::cargo(root);
 
@@ -75,10 +79,9 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
     let tests = |args: &[&str]| {
         let mut command = cargo();
         command.args(args);
-        // CI installs Chromium: there the dashboard's browser test must run.
-        if std::env::var_os("CI").is_some() {
-            command.env("WASMBED_REQUIRE_BROWSER", "1");
-        }
+        // Setup made sure Chromium is there: the dashboard's browser tests
+        // must run, not skip.
+        command.env("WASMBED_REQUIRE_BROWSER", "1");
         if let Some((elf, apps)) = &built {
             command
                 .env("WASMBED_REQUIRE_FIRMWARE", "1")
@@ -87,26 +90,12 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
         }
         cmd::run(&mut command)
     };
-    if cmd::on_path("cargo-nextest") {
-        steps.run("nextest", || {
-            tests(&["nextest", "run", "--workspace", "--all-features"])
-        })?;
-    } else {
-        steps.run("test", || tests(&["test", "--workspace", "--all-features"]))?;
-    }
-    if schemathesis::installed() || schemathesis::required(std::env::var("CI").ok().as_deref()) {
-        steps.run("schemathesis", || {
-            schemathesis::run(root, schemathesis::DEFAULT_MAX_EXAMPLES, false)
-        })?;
-    } else {
-        steps.skip(
-            "schemathesis",
-            &format!(
-                "`{}` is not installed (pip install schemathesis; CI requires it)",
-                schemathesis::PROGRAM
-            ),
-        );
-    }
+    steps.run("nextest", || {
+        tests(&["nextest", "run", "--workspace", "--all-features"])
+    })?;
+    steps.run("schemathesis", || {
+        schemathesis::run(root, schemathesis::DEFAULT_MAX_EXAMPLES, false)
+    })?;
     // The Robot suite boots the firmware built above, like the tests.
     if skip_firmware {
         steps.skip(
@@ -286,6 +275,9 @@ mod tests {
             .expect("a test subcommand")
             .render_long_help()
             .to_string();
+        let setup = help.find("  setup  ").expect("a setup step");
+        let fmt = help.find("  fmt  ").expect("a fmt step");
+        assert!(setup < fmt, "setup comes first");
         let mut from = 0;
         for (name, _) in FIRMWARE_STEPS {
             let at = help[from..]

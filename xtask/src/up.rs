@@ -8,22 +8,22 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use crate::{apps, cmd, cross, firmware};
+use crate::{apps, cmd, firmware, rustup, setup};
 
 /// The emulator the devices run on.
 const QEMU: &str = "qemu-system-arm";
-
-/// What to install when [`QEMU`] is missing.
-pub(crate) const QEMU_HINT: &str = "sudo apt-get install qemu-system-arm";
 
 /// Checks the prerequisites, builds, then runs `wasmbed up ARGS` with
 /// the firmware and the primes module, its stdio inherited. On Unix the
 /// xtask process becomes `wasmbed up`, so that Ctrl-C reaches it alone.
 pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    cross::ensure_target(&firmware::PROJECT.path(root), firmware::PROJECT.target)?;
-    cross::ensure_target(&apps::PRIMES.path(root), apps::PRIMES.target)?;
+    rustup::ensure_target(&firmware::PROJECT.path(root), firmware::PROJECT.target)?;
+    rustup::ensure_target(&apps::PRIMES.path(root), apps::PRIMES.target)?;
     if !cmd::on_path(QEMU) {
-        bail!("{QEMU} not found: install it with `{QEMU_HINT}`");
+        bail!(
+            "{QEMU} not found: install it with `{}`",
+            setup::apt_install_line(&[setup::QEMU_PACKAGE])
+        );
     }
     let elf = firmware::build(root)?;
     apps::build(root)?;

@@ -9,8 +9,9 @@
 //! skipped: a certificate signed by any other key, such as a device's, is
 //! refused by the signature check alone.
 //!
-//! The parser reads DER strictly enough for these checks: definite lengths
-//! only, every length inside its parent, no trailing bytes.
+//! The parser reads DER strictly enough for these checks: version 3
+//! certificates, definite lengths only, every length inside its parent, no
+//! trailing bytes.
 
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -173,8 +174,9 @@ fn parse(cert: &[u8]) -> Result<Parsed<'_>, CertError> {
     certificate.expect_end()?;
 
     let mut fields = Der::new(tbs_content);
-    if fields.peek_tag() == Some(VERSION) {
-        fields.next()?;
+    // Version 3: the only one with extensions, and the checks need them.
+    if fields.expect(VERSION)? != [INTEGER, 1, 2] {
+        return Err(CertError::Malformed);
     }
     fields.expect(INTEGER)?;
     expect_ecdsa_sha256(fields.expect(SEQUENCE)?)?;
@@ -207,16 +209,48 @@ fn parse(cert: &[u8]) -> Result<Parsed<'_>, CertError> {
     };
     for_each_extension(extensions, |oid, critical, value| {
         if oid == BASIC_CONSTRAINTS {
-            let mut constraints = Der::new(Der::new(value).expect(SEQUENCE)?);
+            let mut constraints = Der::new(single(value, SEQUENCE)?);
             if constraints.peek_tag() == Some(BOOLEAN) {
                 parsed.is_ca = constraints.expect(BOOLEAN)? != [0];
             }
+            if constraints.peek_tag() == Some(INTEGER) {
+                constraints.next()?; // pathLenConstraint
+            }
+            constraints.expect_end()?;
         } else if critical && oid != SUBJECT_ALT_NAME && !KNOWN_EXTENSIONS.contains(&oid) {
             return Err(CertError::UnknownCriticalExtension);
         }
         Ok(())
     })?;
+    refuse_repeated_extensions(extensions)?;
     Ok(parsed)
+}
+
+/// The content of `bytes`, which must be one element with `tag` and
+/// nothing after it.
+fn single(bytes: &[u8], tag: u8) -> Result<&[u8], CertError> {
+    let mut der = Der::new(bytes);
+    let content = der.expect(tag)?;
+    der.expect_end()?;
+    Ok(content)
+}
+
+/// RFC 5280 allows each extension once: with two basicConstraints or two
+/// subjectAltNames, two verifiers could each read a different one.
+fn refuse_repeated_extensions(extensions: &[u8]) -> Result<(), CertError> {
+    let mut seen = 0;
+    for_each_extension(extensions, |oid, _, _| {
+        let mut before = 0;
+        for_each_extension(extensions, |earlier, _, _| {
+            if before < seen && earlier == oid {
+                return Err(CertError::Malformed);
+            }
+            before += 1;
+            Ok(())
+        })?;
+        seen += 1;
+        Ok(())
+    })
 }
 
 fn expect_ecdsa_sha256(algorithm: &[u8]) -> Result<(), CertError> {
@@ -326,7 +360,7 @@ fn dns_names_contain(extensions: &[u8], name: &str) -> Result<bool, CertError> {
     let mut found = false;
     for_each_extension(extensions, |oid, _, value| {
         if oid == SUBJECT_ALT_NAME {
-            let mut names = Der::new(Der::new(value).expect(SEQUENCE)?);
+            let mut names = Der::new(single(value, SEQUENCE)?);
             while !names.is_empty() {
                 let (tag, content, _) = names.next()?;
                 found |= tag == DNS_NAME && content.eq_ignore_ascii_case(name.as_bytes());

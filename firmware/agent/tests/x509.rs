@@ -161,3 +161,224 @@ fn certificate_verify_signatures_are_checked() {
         Err(CertError::Malformed)
     );
 }
+
+/// A CA of the test's own, whose key it has.
+fn own_ca() -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).expect("self-signed");
+    (ca, key)
+}
+
+/// The first DER element of `bytes` (definite lengths only) and the
+/// length of its header.
+fn first_element(bytes: &[u8]) -> (&[u8], usize) {
+    let (len, header) = match bytes[1] {
+        short @ 0..0x80 => (usize::from(short), 2),
+        long => {
+            let count = usize::from(long & 0x7f);
+            let len = bytes[2..2 + count]
+                .iter()
+                .fold(0, |n, &b| (n << 8) | usize::from(b));
+            (len, 2 + count)
+        }
+    };
+    (&bytes[..header + len], header)
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = u16::try_from(content.len()).expect("a certificate is small");
+    match len {
+        0..0x80 => out.push(len.to_be_bytes()[1]),
+        0x80..0x100 => out.extend([0x81, len.to_be_bytes()[1]]),
+        _ => out.extend([0x82].into_iter().chain(len.to_be_bytes())),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// `cert` with `edit` applied to its signed part, signed again by `ca_key`.
+fn edited_and_signed_again(
+    cert: &[u8],
+    ca_key: &rcgen::KeyPair,
+    edit: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    let (certificate, header) = first_element(cert);
+    let (tbs, _) = first_element(&certificate[header..]);
+    let mut tbs = tbs.to_vec();
+    edit(&mut tbs);
+    let key = SigningKey::from_pkcs8_der(&ca_key.serialize_der()).expect("a P-256 key");
+    let signature: DerSignature = key.sign(&tbs);
+    let ecdsa_with_sha256 = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
+    let mut body = tbs;
+    body.extend(der(0x30, &ecdsa_with_sha256));
+    body.extend(der(0x03, &[&[0][..], signature.as_bytes()].concat()));
+    der(0x30, &body)
+}
+
+/// Found by the `gateway_certificate` fuzz target: the version field was
+/// skipped unread, so a certificate signed by the trusted CA with a
+/// malformed version, or claiming version 1 while carrying extensions,
+/// was accepted. Only version 3 has extensions, and the device needs two.
+#[test]
+fn only_version_3_certificates_are_accepted() {
+    const V3: [u8; 5] = [0xA0, 0x03, 0x02, 0x01, 0x02];
+    let (ca, ca_key) = own_ca();
+    let anchor = GatewayAnchor::new(ca.der()).expect("a CA");
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), &ca_key).expect("issuer");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let leaf = params.signed_by(&leaf_key, &issuer).expect("signed");
+    let with_version = |version: [u8; 5]| {
+        edited_and_signed_again(leaf.der(), &ca_key, |tbs| {
+            let at = tbs
+                .windows(V3.len())
+                .position(|w| w == V3)
+                .expect("rcgen writes version 3");
+            tbs[at..at + V3.len()].copy_from_slice(&version);
+        })
+    };
+
+    // Signed again unchanged, it passes: the edits below are what fails.
+    assert!(
+        anchor
+            .verify_server(&with_version(V3), "localhost", None)
+            .is_ok()
+    );
+    for version in [
+        [0xA0, 0x03, 0x02, 0x01, 0x00], // v1
+        [0xA0, 0x03, 0x02, 0x01, 0x01], // v2
+        [0xA0, 0x03, 0x02, 0x01, 0x03], // no such version
+        [0xA0, 0x03, 0x02, 0x00, 0x02], // an empty INTEGER, then a stray byte
+        [0xA0, 0x03, 0x04, 0x01, 0x02], // not an INTEGER
+    ] {
+        assert_eq!(
+            anchor
+                .verify_server(&with_version(version), "localhost", None)
+                .err(),
+            Some(CertError::Malformed),
+            "version field {version:02x?}"
+        );
+    }
+}
+
+/// A leaf from [`own_ca`] with the DNS `names` rcgen writes into its
+/// subjectAltName (none: no subjectAltName), and `extensions` added after
+/// those rcgen writes, as (OID, DER content) pairs.
+fn leaf_with_extensions(
+    ca: &rcgen::Certificate,
+    ca_key: &rcgen::KeyPair,
+    names: &[&str],
+    extensions: &[(&[u64], &[u8])],
+) -> Vec<u8> {
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), ca_key).expect("issuer");
+    let names = names
+        .iter()
+        .map(|name| (*name).to_owned())
+        .collect::<Vec<_>>();
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    params.custom_extensions = extensions
+        .iter()
+        .map(|(oid, content)| rcgen::CustomExtension::from_oid_content(oid, content.to_vec()))
+        .collect();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    params
+        .signed_by(&key, &issuer)
+        .expect("signed")
+        .der()
+        .to_vec()
+}
+
+const BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
+const SUBJECT_ALT_NAME: &[u64] = &[2, 5, 29, 17];
+const CA_TRUE: &[u8] = &[0x30, 0x03, 0x01, 0x01, 0xFF];
+const CA_FALSE: &[u8] = &[0x30, 0x00];
+/// Not DER (FALSE is the default, left out), but what a careless CA writes.
+const CA_FALSE_EXPLICIT: &[u8] = &[0x30, 0x03, 0x01, 0x01, 0x00];
+
+/// Found by the `gateway_certificate` fuzz target: with two
+/// basicConstraints the last one was read, so a certificate that also
+/// says "CA" passed as the gateway's. Any repeated extension is refused.
+#[test]
+fn a_repeated_extension_is_refused() {
+    let (ca, ca_key) = own_ca();
+    let anchor = GatewayAnchor::new(ca.der()).expect("a CA");
+    let once = leaf_with_extensions(
+        &ca,
+        &ca_key,
+        &["localhost"],
+        &[(BASIC_CONSTRAINTS, CA_FALSE)],
+    );
+    assert!(anchor.verify_server(&once, "localhost", None).is_ok());
+    for extensions in [
+        [
+            (BASIC_CONSTRAINTS, CA_TRUE),
+            (BASIC_CONSTRAINTS, CA_FALSE_EXPLICIT),
+        ],
+        [(BASIC_CONSTRAINTS, CA_FALSE), (BASIC_CONSTRAINTS, CA_FALSE)],
+        // A second subjectAltName, after rcgen's.
+        [
+            (BASIC_CONSTRAINTS, CA_FALSE),
+            (
+                SUBJECT_ALT_NAME,
+                &[0x30, 0x06, 0x82, 0x04, b'e', b'v', b'i', b'l'],
+            ),
+        ],
+    ] {
+        let cert = leaf_with_extensions(&ca, &ca_key, &["localhost"], &extensions);
+        assert_eq!(
+            anchor.verify_server(&cert, "localhost", None).err(),
+            Some(CertError::Malformed),
+            "{extensions:02x?}"
+        );
+    }
+}
+
+/// Found by the `gateway_certificate` fuzz target: a basicConstraints
+/// whose content was not `SEQUENCE { [cA BOOLEAN] [pathLen INTEGER] }`
+/// was read as "not a CA". A subjectAltName with bytes after its
+/// SEQUENCE was read too. Both are refused as malformed.
+#[test]
+fn malformed_constraints_and_names_are_refused() {
+    let (ca, ca_key) = own_ca();
+    let anchor = GatewayAnchor::new(ca.der()).expect("a CA");
+    let with_path_len: &[u8] = &[0x30, 0x03, 0x02, 0x01, 0x00];
+    let cert = leaf_with_extensions(
+        &ca,
+        &ca_key,
+        &["localhost"],
+        &[(BASIC_CONSTRAINTS, with_path_len)],
+    );
+    assert!(anchor.verify_server(&cert, "localhost", None).is_ok());
+    for constraints in [
+        &[0x30, 0x03, 0x80, 0x01, 0x00][..], // an unknown element
+        &[0x30, 0x00, 0x00][..],             // a byte after the SEQUENCE
+        &[0x30, 0x06, 0x01, 0x01, 0x00, 0x04, 0x01, 0x00][..], // cA, then not an INTEGER
+    ] {
+        let cert = leaf_with_extensions(
+            &ca,
+            &ca_key,
+            &["localhost"],
+            &[(BASIC_CONSTRAINTS, constraints)],
+        );
+        assert_eq!(
+            anchor.verify_server(&cert, "localhost", None).err(),
+            Some(CertError::Malformed),
+            "basicConstraints {constraints:02x?}"
+        );
+    }
+    let localhost = [
+        0x30, 0x0b, 0x82, 0x09, b'l', b'o', b'c', b'a', b'l', b'h', b'o', b's', b't',
+    ];
+    let names = |trailing: &[u8]| [&localhost[..], trailing].concat();
+    let cert = leaf_with_extensions(&ca, &ca_key, &[], &[(SUBJECT_ALT_NAME, &names(&[]))]);
+    assert!(anchor.verify_server(&cert, "localhost", None).is_ok());
+    let cert = leaf_with_extensions(&ca, &ca_key, &[], &[(SUBJECT_ALT_NAME, &names(&[0]))]);
+    assert_eq!(
+        anchor.verify_server(&cert, "localhost", None).err(),
+        Some(CertError::Malformed),
+        "a byte after the subjectAltName's SEQUENCE"
+    );
+}
