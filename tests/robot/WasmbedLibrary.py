@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -129,6 +130,7 @@ class WasmbedLibrary:
         self.apps = _repo_path("WASMBED_APPS", "target/apps")
         self.workdir: Path | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
+        self.tls: ssl.SSLContext | None = None
         self.gateway_log: Path | None = None
         self.device_port = 0
         self.http_port = 0
@@ -173,6 +175,20 @@ class WasmbedLibrary:
         )
         if certs.returncode != 0:
             raise Failure(f"`wasmbed certs init` failed ({certs.returncode}):\n{certs.stderr}")
+        # The gateway's HTTP interface takes mutual TLS: an operator's
+        # certificate of the installation's control CA.
+        client = subprocess.run(
+            [str(self.wasmbed), "certs", "issue-client", "--dir", str(self.workdir / "pki"),
+             "--name", "robot"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if client.returncode != 0:
+            raise Failure(f"`wasmbed certs issue-client` failed ({client.returncode}):\n{client.stderr}")
+        pki = self.workdir / "pki"
+        self.tls = ssl.create_default_context(cafile=str(pki / "gateway-ca.pem"))
+        self.tls.load_cert_chain(str(pki / "robot.pem"), str(pki / "robot-key.pem"))
 
         self.device_port, self.http_port = _free_ports(2)
         self.gateway_log = self.workdir / "gateway.log"
@@ -511,13 +527,13 @@ class WasmbedLibrary:
         answer (the text with `raw`). A status other than 2xx fails."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}{path}",
+            f"https://127.0.0.1:{self.http_port}{path}",
             data=data,
             method=method,
             headers={"Content-Type": "application/json"} if data is not None else {},
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=self.tls) as response:
                 text = response.read().decode("utf-8")
         except urllib.error.HTTPError as error:
             detail = error.read().decode("utf-8", errors="replace")

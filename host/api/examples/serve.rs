@@ -64,6 +64,7 @@ async fn main() -> Result<(), Error> {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
+            ..ControllerConfig::default()
         };
         let controller = Controller::new(&store, config);
         tokio::spawn(controller.run(std::future::pending()));

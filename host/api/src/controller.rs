@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -48,6 +49,11 @@ pub struct ControllerConfig {
     pub backoff_max: Duration,
     /// Timeout of one request to a gateway.
     pub request_timeout: Duration,
+    /// The TLS client of gateways' HTTP interfaces: trusts the gateway CA
+    /// and presents the API server's control certificate
+    /// ([`wasmbed_pki::control_client_config`]). Without it gateways refuse
+    /// every call (401), and their statuses say so.
+    pub gateway_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ControllerConfig {
@@ -57,6 +63,7 @@ impl Default for ControllerConfig {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
+            gateway_tls: None,
         }
     }
 }
@@ -156,10 +163,14 @@ pub fn gateway_application_id(uid: &str, revision: &str) -> u64 {
 
 impl Controller {
     pub fn new(store: &Store, config: ControllerConfig) -> Controller {
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .build()
-            .unwrap_or_default();
+        let mut client = reqwest::Client::builder().timeout(config.request_timeout);
+        match &config.gateway_tls {
+            Some(tls) => client = client.use_preconfigured_tls((**tls).clone()),
+            None => warn!(
+                "no client certificate for gateways: they will refuse the controller (start the API server with --pki)"
+            ),
+        }
+        let client = client.build().unwrap_or_default();
         Controller {
             // Its own writes must not wake it up again.
             store: store.quiet(),

@@ -61,6 +61,9 @@ pub struct ApiServerConfig {
     pub http: HttpServerConfig,
     /// How many event streams may be open.
     pub events: EventStreamLimits,
+    /// TLS for the REST API (`wasmbed api --tls-cert`); `None`: plain HTTP,
+    /// which is fine on loopback only.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ApiServerConfig {
@@ -75,6 +78,7 @@ impl Default for ApiServerConfig {
                 ..HttpServerConfig::default()
             },
             events: EventStreamLimits::default(),
+            tls: None,
         }
     }
 }
@@ -101,6 +105,7 @@ pub struct ApiServer {
     admin_token: Option<String>,
     controller: ControllerConfig,
     http: HttpServerConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ApiServer {
@@ -134,6 +139,7 @@ impl ApiServer {
             admin_token,
             controller: config.controller.clone(),
             http: config.http.clone(),
+            tls: config.tls.clone(),
         })
     }
 
@@ -167,11 +173,12 @@ impl ApiServer {
         let router = http::app(self.state);
         let mut http_stop = stop_rx;
         let http_config = self.http;
+        let tls = self.tls;
         let http_task = tokio::spawn(async move {
             let stopped = async move {
                 let _ = http_stop.wait_for(|stop| *stop).await;
             };
-            wasmbed_httpd::serve(listener, router, None, http_config, stopped).await
+            wasmbed_httpd::serve(listener, router, tls, http_config, stopped).await
         });
         shutdown.await;
         info!("API server shutting down");

@@ -53,7 +53,7 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         (
             "POST",
             "/api/v1/gateways",
-            Some(gateway_body("gw", "http://127.0.0.1:1", "127.0.0.1:2")),
+            Some(gateway_body("gw", "https://127.0.0.1:1", "127.0.0.1:2")),
         ),
         ("GET", "/api/v1/gateways/gw", None),
         (
@@ -61,7 +61,7 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
             "/api/v1/gateways/gw",
             Some(json!({
                 "metadata": { "labels": {}, "resource_version": 1 },
-                "spec": { "http_endpoint": "http://127.0.0.1:3", "device_endpoint": "127.0.0.1:4" }
+                "spec": { "http_endpoint": "https://127.0.0.1:3", "device_endpoint": "127.0.0.1:4" }
             })),
         ),
         ("DELETE", "/api/v1/gateways/gw", None),
@@ -224,7 +224,7 @@ async fn duplicates_conflict() {
         ),
         (
             "/api/v1/gateways",
-            gateway_body("gw", "http://127.0.0.1:8080", "127.0.0.1:40029"),
+            gateway_body("gw", "https://127.0.0.1:8080", "127.0.0.1:40029"),
         ),
     ] {
         api.admin("POST", uri, Some(body.clone()), StatusCode::CREATED)
@@ -281,7 +281,7 @@ async fn invalid_input_is_refused_with_a_stable_code() {
         ),
         (
             "/api/v1/gateways",
-            gateway_body("gw", "http://127.0.0.1:8080", "nowhere"),
+            gateway_body("gw", "https://127.0.0.1:8080", "nowhere"),
             "invalid_spec",
         ),
     ];
@@ -501,7 +501,7 @@ async fn the_api_answers_over_a_real_socket() {
         .bearer_auth(&api.admin)
         .json(&gateway_body(
             "gw",
-            "http://127.0.0.1:8080",
+            "https://127.0.0.1:8080",
             "127.0.0.1:40029",
         ))
         .send()
@@ -612,7 +612,7 @@ async fn a_gateway_registration_is_updated_at_its_version_and_forgotten() {
             "/api/v1/gateways",
             Some(gateway_body(
                 "gw",
-                "http://127.0.0.1:8081",
+                "https://127.0.0.1:8081",
                 "127.0.0.1:40029",
             )),
             StatusCode::CREATED,
@@ -629,11 +629,11 @@ async fn a_gateway_registration_is_updated_at_its_version_and_forgotten() {
         .admin(
             "PUT",
             "/api/v1/gateways/gw",
-            Some(update(version.clone(), "http://127.0.0.1:9000")),
+            Some(update(version.clone(), "https://127.0.0.1:9000")),
             StatusCode::OK,
         )
         .await;
-    assert_eq!(updated["spec"]["http_endpoint"], "http://127.0.0.1:9000");
+    assert_eq!(updated["spec"]["http_endpoint"], "https://127.0.0.1:9000");
     assert_eq!(updated["spec"]["device_endpoint"], "127.0.0.1:40030");
     assert_eq!(updated["metadata"]["labels"]["site"], "lab");
     assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"]);
@@ -645,7 +645,7 @@ async fn a_gateway_registration_is_updated_at_its_version_and_forgotten() {
             "PUT",
             "/api/v1/gateways/gw",
             Some(&token),
-            Some(update(version, "http://127.0.0.1:9001")),
+            Some(update(version, "https://127.0.0.1:9001")),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
@@ -667,7 +667,7 @@ async fn a_gateway_registration_is_updated_at_its_version_and_forgotten() {
     let now = api
         .admin("GET", "/api/v1/gateways/gw", None, StatusCode::OK)
         .await;
-    assert_eq!(now["spec"]["http_endpoint"], "http://127.0.0.1:9000");
+    assert_eq!(now["spec"]["http_endpoint"], "https://127.0.0.1:9000");
 
     api.admin(
         "DELETE",
@@ -1151,7 +1151,7 @@ async fn read_only_tokens_page_applications_and_gateways_too() {
         api.admin(
             "POST",
             "/api/v1/gateways",
-            Some(gateway_body(name, "http://127.0.0.1:1", "127.0.0.1:2")),
+            Some(gateway_body(name, "https://127.0.0.1:1", "127.0.0.1:2")),
             StatusCode::CREATED,
         )
         .await;

@@ -55,6 +55,7 @@ fn fast_controller() -> ControllerConfig {
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_millis(400),
         request_timeout: Duration::from_secs(5),
+        gateway_tls: Some(gateway_tls()),
     }
 }
 
@@ -83,7 +84,7 @@ async fn an_application_reaches_the_selected_simulated_devices_and_leaves_on_del
         "/api/v1/gateways",
         Some(gateway_body(
             "gw",
-            &format!("http://{}", gateway.http),
+            &gateway.base(),
             &gateway.devices.to_string(),
         )),
         StatusCode::CREATED,
@@ -300,7 +301,7 @@ async fn an_unreachable_gateway_is_reported_and_retried() {
         "/api/v1/gateways",
         Some(gateway_body(
             "gw",
-            &format!("http://{addr}"),
+            &format!("https://{addr}"),
             "127.0.0.1:40029",
         )),
         StatusCode::CREATED,
@@ -390,7 +391,7 @@ async fn a_moved_or_deleted_device_loses_its_deployment_at_the_gateway_that_hold
             "/api/v1/gateways",
             Some(gateway_body(
                 name,
-                &format!("http://{}", gateway.http),
+                &gateway.base(),
                 &gateway.devices.to_string(),
             )),
             StatusCode::CREATED,
@@ -514,17 +515,26 @@ async fn a_moved_or_deleted_device_loses_its_deployment_at_the_gateway_that_hold
     fleet.shutdown(Duration::from_secs(5)).await;
 }
 
-/// A broken gateway answering every request with an endless chunked body.
+/// A broken gateway (with the gateway's certificate) answering every
+/// request with an endless chunked body.
 async fn endless_gateway() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let fixtures = wasmbed_pki::test_fixtures();
+    let tls = wasmbed_pki::gateway_http_server_config(&fixtures.installation, &fixtures.control_ca)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let mut request = [0u8; 4096];
                 let _ = stream.read(&mut request).await;
                 let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -549,7 +559,7 @@ async fn an_endless_gateway_answer_is_cut_off_and_reported() {
         "/api/v1/gateways",
         Some(gateway_body(
             "gw",
-            &format!("http://{addr}"),
+            &format!("https://{addr}"),
             "127.0.0.1:40029",
         )),
         StatusCode::CREATED,
@@ -714,7 +724,7 @@ async fn a_new_module_replaces_the_old_one_on_every_device_and_a_new_selector_do
 /// A gateway with pairing open and `n` simulated devices connected to it.
 async fn connected_fleet(n: usize) -> (TestGateway, Fleet) {
     let gateway = start_gateway().await;
-    let pairing = reqwest::Client::new()
+    let pairing = gateway_client()
         .put(gateway.url("/v1/pairing"))
         .json(&json!({ "open": true }))
         .send()
@@ -744,7 +754,7 @@ async fn registered_fleet(n: usize) -> (TestGateway, Fleet, TestApi, oneshot::Se
         "/api/v1/gateways",
         Some(gateway_body(
             "gw",
-            &format!("http://{}", gateway.http),
+            &gateway.base(),
             &gateway.devices.to_string(),
         )),
         StatusCode::CREATED,

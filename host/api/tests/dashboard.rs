@@ -153,8 +153,8 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
     let started = Instant::now();
 
     let gateway = start_gateway().await;
-    reqwest::Client::new()
-        .put(format!("http://{}/v1/pairing", gateway.http))
+    gateway_client()
+        .put(gateway.url("/v1/pairing"))
         .json(&json!({ "open": true }))
         .send()
         .await
@@ -182,6 +182,7 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_millis(400),
             request_timeout: Duration::from_secs(5),
+            gateway_tls: Some(gateway_tls()),
         },
     );
     tokio::spawn(controller.run(async {
@@ -193,7 +194,7 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
         "/api/v1/gateways",
         Some(gateway_body(
             "gw",
-            &format!("http://{}", gateway.http),
+            &gateway.base(),
             &gateway.devices.to_string(),
         )),
         StatusCode::CREATED,

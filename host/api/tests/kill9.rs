@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{app_body, device_body, doubler, gateway_body};
+use common::{app_body, device_body, doubler, gateway_body, gateway_client, gateway_tls};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use wasmbed_api::controller::{Controller, ControllerConfig};
@@ -55,6 +55,7 @@ fn server(path: &str) {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_millis(400),
             request_timeout: Duration::from_secs(5),
+            gateway_tls: Some(gateway_tls()),
         };
         tokio::spawn(Controller::new(&store, config).run(std::future::pending()));
         axum::serve(listener, app(AppState::new(store, auth)))
@@ -161,18 +162,21 @@ async fn parent() {
     };
     config.session.heartbeat_interval_ms = 250;
     config.session.missed_heartbeats = 12;
+    let config = config
+        .with_control_ca(installation(), &wasmbed_pki::test_fixtures().control_ca)
+        .unwrap();
     let gateway = Gateway::new(config, installation(), GatewayStore::in_memory().unwrap()).unwrap();
     let devices_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let devices_addr = devices_listener.local_addr().unwrap();
-    let gw = format!("http://{}", http_listener.local_addr().unwrap());
+    let gw = format!("https://{}", http_listener.local_addr().unwrap());
     tokio::spawn(async move {
         gateway
             .serve(devices_listener, http_listener, std::future::pending())
             .await
             .unwrap();
     });
-    let client = reqwest::Client::new();
+    let client = gateway_client();
     let pairing = client
         .put(format!("{gw}/v1/pairing"))
         .json(&json!({ "open": true }))

@@ -392,7 +392,7 @@ async fn gateway_tokens_register_and_update_only_their_own_gateway() {
     let (status, _, registered) = call(
         "POST",
         "/api/v1/gateways".into(),
-        Some(gateway_body("edge-1", "http://127.0.0.1:1", "127.0.0.1:2")),
+        Some(gateway_body("edge-1", "https://127.0.0.1:1", "127.0.0.1:2")),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{registered}");
@@ -404,17 +404,17 @@ async fn gateway_tokens_register_and_update_only_their_own_gateway() {
         "/api/v1/gateways/edge-1".into(),
         Some(json!({
             "metadata": { "labels": {}, "resource_version": read["metadata"]["resource_version"] },
-            "spec": { "http_endpoint": "http://127.0.0.1:3", "device_endpoint": "127.0.0.1:4" }
+            "spec": { "http_endpoint": "https://127.0.0.1:3", "device_endpoint": "127.0.0.1:4" }
         })),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{updated}");
-    assert_eq!(updated["spec"]["http_endpoint"], "http://127.0.0.1:3");
+    assert_eq!(updated["spec"]["http_endpoint"], "https://127.0.0.1:3");
     // Registering again is a conflict, as for anyone (then it updates).
     let (status, _, _) = call(
         "POST",
         "/api/v1/gateways".into(),
-        Some(gateway_body("edge-1", "http://127.0.0.1:1", "127.0.0.1:2")),
+        Some(gateway_body("edge-1", "https://127.0.0.1:1", "127.0.0.1:2")),
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
@@ -423,7 +423,7 @@ async fn gateway_tokens_register_and_update_only_their_own_gateway() {
     api.admin(
         "POST",
         "/api/v1/gateways",
-        Some(gateway_body("edge-2", "http://127.0.0.1:5", "127.0.0.1:6")),
+        Some(gateway_body("edge-2", "https://127.0.0.1:5", "127.0.0.1:6")),
         StatusCode::CREATED,
     )
     .await;
@@ -432,13 +432,13 @@ async fn gateway_tokens_register_and_update_only_their_own_gateway() {
         .await;
     let other_update = json!({
         "metadata": { "labels": {}, "resource_version": edge_2["metadata"]["resource_version"] },
-        "spec": { "http_endpoint": "http://10.0.0.1:1", "device_endpoint": "10.0.0.1:2" }
+        "spec": { "http_endpoint": "https://10.0.0.1:1", "device_endpoint": "10.0.0.1:2" }
     });
     let mut refused: Vec<(&'static str, String, Option<Value>)> = vec![
         (
             "POST",
             "/api/v1/gateways".into(),
-            Some(gateway_body("edge-3", "http://127.0.0.1:1", "127.0.0.1:2")),
+            Some(gateway_body("edge-3", "https://127.0.0.1:1", "127.0.0.1:2")),
         ),
         ("GET", "/api/v1/gateways/edge-2".into(), None),
         ("GET", "/api/v1/gateways/nope".into(), None),
@@ -556,7 +556,7 @@ async fn operator_tokens_change_devices_and_applications_only() {
         call(
             "POST",
             "/api/v1/gateways",
-            Some(gateway_body("gw", "http://127.0.0.1:1", "127.0.0.1:2"))
+            Some(gateway_body("gw", "https://127.0.0.1:1", "127.0.0.1:2"))
         )
         .await,
         StatusCode::FORBIDDEN

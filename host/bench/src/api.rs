@@ -532,11 +532,18 @@ async fn load(
 
 async fn deploy(args: &ApiArgs) -> anyhow::Result<Vec<Row>> {
     let n = args.deploy_devices;
-    let installation = Installation::create(&InstallationOptions::default())?;
+    let options = InstallationOptions::default();
+    let installation = Installation::create(&options)?;
+    let control = wasmbed_pki::ControlCa::create(&options)?;
+    let pki = Pki {
+        api_client: control.issue_client("api-server", &options)?,
+        control,
+        installation,
+    };
     let mut to_gateway = Vec::new();
     let mut to_status = Vec::new();
     for run in 0..args.deploy_runs {
-        let (gateway, status) = deploy_once(args, &installation, run).await?;
+        let (gateway, status) = deploy_once(args, &pki, run).await?;
         to_gateway.push(gateway);
         to_status.push(status);
     }
@@ -568,13 +575,37 @@ async fn deploy(args: &ApiArgs) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
+/// An installation with its control PKI, in memory.
+struct Pki {
+    installation: Installation,
+    control: wasmbed_pki::ControlCa,
+    /// The API server's certificate for calling the gateway.
+    api_client: wasmbed_pki::Credential,
+}
+
+impl Pki {
+    fn gateway_tls(&self) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+        Ok(wasmbed_pki::control_client_config(
+            self.installation.gateway_ca(),
+            &self.api_client,
+        )?)
+    }
+}
+
+/// The in-process gateway of one deployment run.
+struct BenchGateway {
+    /// Its HTTP port.
+    http: SocketAddr,
+    /// A client of that port.
+    client: http::GatewayClient,
+    /// The controller's TLS configuration for it.
+    controller_tls: std::sync::Arc<rustls::ClientConfig>,
+}
+
 /// One deployment through the controller; the seconds until the gateway
 /// stored every result, and until the application's status counted them.
-async fn deploy_once(
-    args: &ApiArgs,
-    installation: &Installation,
-    run: usize,
-) -> anyhow::Result<(f64, f64)> {
+async fn deploy_once(args: &ApiArgs, pki: &Pki, run: usize) -> anyhow::Result<(f64, f64)> {
+    let installation = &pki.installation;
     let n = args.deploy_devices;
     let dir = tempfile::Builder::new()
         .prefix("wasmbed-bench-api-deploy-")
@@ -590,7 +621,8 @@ async fn deploy_once(
             enroll_rate_per_source: wasmbed_gateway::rate::RateLimit::UNLIMITED,
             enroll_rate_total: wasmbed_gateway::rate::RateLimit::UNLIMITED,
             ..GatewayConfig::default()
-        },
+        }
+        .with_control_ca(installation, pki.control.cert())?,
         installation,
         GatewayStore::open(&dir.path().join("gateway.db"))?,
     )?;
@@ -606,13 +638,15 @@ async fn deploy_once(
             anyhow::Ok(addrs)
         })
         .await??;
-    let pairing = http::call(
-        gateway_http,
-        "PUT",
-        "/v1/pairing",
-        Some(br#"{"open":true}"#),
-    )
-    .await?;
+    let client = http::GatewayClient::new(installation.gateway_ca(), &pki.api_client)?;
+    let pairing = client
+        .call(
+            gateway_http,
+            "PUT",
+            "/v1/pairing",
+            Some(br#"{"open":true}"#),
+        )
+        .await?;
     if pairing.status != 200 {
         bail!("PUT /v1/pairing: status {}", pairing.status);
     }
@@ -628,7 +662,11 @@ async fn deploy_once(
         &system,
         &fleet,
         dir.path(),
-        gateway_http,
+        &BenchGateway {
+            http: gateway_http,
+            client: client.clone(),
+            controller_tls: pki.gateway_tls()?,
+        },
         devices_addr,
     )
     .await;
@@ -645,9 +683,10 @@ async fn deploy_fleet(
     system: &System,
     fleet: &Fleet,
     dir: &std::path::Path,
-    gateway_http: SocketAddr,
+    gateway: &BenchGateway,
     devices_addr: SocketAddr,
 ) -> anyhow::Result<(f64, f64)> {
+    let (gateway_http, client) = (gateway.http, &gateway.client);
     let n = args.deploy_devices;
     let deadline = Instant::now() + PATIENCE;
     while fleet.stats().connected < n as u64 {
@@ -671,7 +710,7 @@ async fn deploy_fleet(
             ..ObjectMeta::default()
         },
         spec: GatewaySpec {
-            http_endpoint: format!("http://{gateway_http}"),
+            http_endpoint: format!("https://{gateway_http}"),
             device_endpoint: devices_addr.to_string(),
         },
         status: Default::default(),
@@ -680,7 +719,13 @@ async fn deploy_fleet(
         store.create(&device(format!("sim-{i:04}"), Some(id)))?;
     }
     let (addr, token) = system.serve_api(store.clone()).await?;
-    let controller = Controller::new(&store, ControllerConfig::default());
+    let controller = Controller::new(
+        &store,
+        ControllerConfig {
+            gateway_tls: Some(gateway.controller_tls.clone()),
+            ..ControllerConfig::default()
+        },
+    );
     let controller = system
         .handle()
         .spawn(controller.run(std::future::pending()));
@@ -708,7 +753,8 @@ async fn deploy_fleet(
     let mut api = Connection::open(addr, "/api/v1/applications/bench", &token).await?;
     while at_gateway.is_none() || in_status.is_none() {
         let stored = if n <= 1000 {
-            http::get_json(gateway_http, &format!("/v1/results?limit={n}"))
+            client
+                .get_json(gateway_http, &format!("/v1/results?limit={n}"))
                 .await?
                 .as_array()
                 .map_or(0, Vec::len)

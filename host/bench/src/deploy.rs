@@ -11,7 +11,7 @@ use wasmbed_gateway::store::unix_ms;
 use wasmbed_sim::{Fleet, SimConfig, Simulation};
 
 use crate::GatewayArgs;
-use crate::http::{self, Metrics};
+use crate::http::Metrics;
 use crate::report::{Row, progress, thousands};
 use crate::sut::{Env, GatewayProcess};
 use crate::wasm;
@@ -95,13 +95,15 @@ async fn deploy(
 
     let t0 = Instant::now();
     let t0_ms = unix_ms();
-    let response = http::call(
-        gateway.http,
-        "POST",
-        "/v1/deployments",
-        Some(body.as_bytes()),
-    )
-    .await?;
+    let response = gateway
+        .client
+        .call(
+            gateway.http,
+            "POST",
+            "/v1/deployments",
+            Some(body.as_bytes()),
+        )
+        .await?;
     let answered = t0.elapsed();
     if response.status != 201 {
         bail!(
@@ -126,7 +128,7 @@ async fn deploy(
     let deadline = t0 + PATIENCE;
     let mut next_report = Instant::now() + Duration::from_secs(2);
     while installed.is_none() || devices_ran.is_none() {
-        let metrics = Metrics::fetch(gateway.http).await?;
+        let metrics = Metrics::fetch(&gateway.client, gateway.http).await?;
         let stats = fleet.stats();
         if installed.is_none() && metrics.get(installed_series) >= n as f64 {
             installed = Some(t0.elapsed());
@@ -165,7 +167,10 @@ async fn deploy(
     let last_result = if n <= RESULTS_PAGE {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let results = http::get_json(gateway.http, &format!("/v1/results?limit={n}")).await?;
+            let results = gateway
+                .client
+                .get_json(gateway.http, &format!("/v1/results?limit={n}"))
+                .await?;
             let results = results.as_array().cloned().unwrap_or_default();
             if results.len() >= n {
                 let last_ms = results
@@ -183,7 +188,10 @@ async fn deploy(
     } else {
         None
     };
-    let deployments = http::get_json(gateway.http, "/v1/deployments").await?;
+    let deployments = gateway
+        .client
+        .get_json(gateway.http, "/v1/deployments")
+        .await?;
     let failed = deployments.as_array().map_or(0, |all| {
         all.iter().filter(|d| d["state"] == "failed").count()
     });

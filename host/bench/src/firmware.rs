@@ -123,11 +123,14 @@ impl Rig {
     }
 
     async fn http(&self, method: &str, uri: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(uri)
             .header("content-type", "application/json")
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))?;
+        request
+            .extensions_mut()
+            .insert(wasmbed_gateway::http::InProcessCaller("firmware benchmark"));
         let response = self.gateway.router().oneshot(request).await?;
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();

@@ -93,7 +93,7 @@ pub(crate) async fn run(env: &Env, args: &GatewayArgs) -> anyhow::Result<Vec<Row
             }
         }
     }
-    let metrics = Metrics::fetch(gateway.http).await?;
+    let metrics = Metrics::fetch(&gateway.client, gateway.http).await?;
     progress(&format!(
         "handshakes: the gateway counted {} handshakes, {} failed before a session",
         thousands(metrics.get("wasmbed_gateway_handshakes_total")),

@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 client for the gateway's HTTP/JSON interface: one
-//! request per connection (`Connection: close`), JSON in and out.
+//! A minimal HTTPS client for the gateway's HTTP/JSON interface: one
+//! request per connection (`Connection: close`), JSON in and out, over
+//! TLS with a client certificate of the installation's control CA.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +13,102 @@ use tokio::net::TcpStream;
 /// How long one request may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A TLS client of gateways: trusts the gateway CA and presents a control
+/// certificate.
+#[derive(Clone)]
+pub(crate) struct GatewayClient {
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for GatewayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayClient").finish_non_exhaustive()
+    }
+}
+
+impl GatewayClient {
+    pub(crate) fn new(
+        gateway_ca: &rustls::pki_types::CertificateDer<'_>,
+        credential: &wasmbed_pki::Credential,
+    ) -> anyhow::Result<GatewayClient> {
+        let config = wasmbed_pki::control_client_config(gateway_ca, credential)?;
+        Ok(GatewayClient {
+            tls: tokio_rustls::TlsConnector::from(config),
+        })
+    }
+
+    /// The API server's client of the installation in `pki`.
+    pub(crate) fn from_pki(pki: &std::path::Path) -> anyhow::Result<GatewayClient> {
+        use wasmbed_pki::control_file_names as names;
+        let gateway_ca = wasmbed_pki::load_certificate(&pki.join("gateway-ca.pem"))?;
+        let credential = wasmbed_pki::Credential::load(
+            &pki.join(names::API_CLIENT),
+            &pki.join(names::API_CLIENT_KEY),
+        )?;
+        GatewayClient::new(&gateway_ca, &credential)
+    }
+
+    /// `method path` with an optional JSON body.
+    pub(crate) async fn call(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<Response> {
+        tokio::time::timeout(TIMEOUT, self.call_inner(addr, method, path, body))
+            .await
+            .with_context(|| format!("{method} {path} took more than {TIMEOUT:?}"))?
+            .with_context(|| format!("{method} https://{addr}{path}"))
+    }
+
+    async fn call_inner(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<Response> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut tls = self.tls.connect(name, tcp).await?;
+        let body = body.unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).await?;
+        tls.write_all(body).await?;
+        tls.flush().await?;
+        let mut raw = Vec::new();
+        // A server may close without close_notify once it has answered.
+        if let Err(e) = tls.read_to_end(&mut raw).await {
+            if raw.is_empty() {
+                return Err(e.into());
+            }
+        }
+        parse(&raw)
+    }
+
+    /// `GET path`, expecting 200 and JSON.
+    pub(crate) async fn get_json(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let response = self.call(addr, "GET", path, None).await?;
+        if response.status != 200 {
+            bail!(
+                "GET {path}: status {}: {}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            );
+        }
+        response.json()
+    }
+}
+
 /// A response: status and body.
 #[derive(Debug)]
 pub(crate) struct Response {
@@ -23,40 +120,6 @@ impl Response {
     pub(crate) fn json(&self) -> anyhow::Result<serde_json::Value> {
         serde_json::from_slice(&self.body).context("response is not JSON")
     }
-}
-
-/// `method path` with an optional JSON body.
-pub(crate) async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-) -> anyhow::Result<Response> {
-    tokio::time::timeout(TIMEOUT, call_inner(addr, method, path, body))
-        .await
-        .with_context(|| format!("{method} {path} took more than {TIMEOUT:?}"))?
-        .with_context(|| format!("{method} http://{addr}{path}"))
-}
-
-async fn call_inner(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-) -> anyhow::Result<Response> {
-    let mut tcp = TcpStream::connect(addr).await?;
-    let body = body.unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    tcp.write_all(head.as_bytes()).await?;
-    tcp.write_all(body).await?;
-    tcp.flush().await?;
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).await?;
-    parse(&raw)
 }
 
 /// Parses a whole `Connection: close` response.
@@ -120,26 +183,13 @@ fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// `GET path`, expecting 200 and JSON.
-pub(crate) async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
-    let response = call(addr, "GET", path, None).await?;
-    if response.status != 200 {
-        bail!(
-            "GET {path}: status {}: {}",
-            response.status,
-            String::from_utf8_lossy(&response.body)
-        );
-    }
-    response.json()
-}
-
 /// The gateway's `/metrics`, by series (`name{labels}`).
 #[derive(Debug, Default)]
 pub(crate) struct Metrics(HashMap<String, f64>);
 
 impl Metrics {
-    pub(crate) async fn fetch(addr: SocketAddr) -> anyhow::Result<Metrics> {
-        let response = call(addr, "GET", "/metrics", None).await?;
+    pub(crate) async fn fetch(client: &GatewayClient, addr: SocketAddr) -> anyhow::Result<Metrics> {
+        let response = client.call(addr, "GET", "/metrics", None).await?;
         if response.status != 200 {
             bail!("GET /metrics: status {}", response.status);
         }

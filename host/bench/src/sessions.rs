@@ -528,7 +528,7 @@ pub(crate) async fn run(env: &Env, args: &GatewayArgs) -> anyhow::Result<Vec<Row
 async fn settle(gateway: &GatewayProcess, n: usize) -> anyhow::Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let connected = Metrics::fetch(gateway.http)
+        let connected = Metrics::fetch(&gateway.client, gateway.http)
             .await?
             .get("wasmbed_gateway_connected_devices");
         if connected >= n as f64 {
@@ -719,11 +719,15 @@ async fn heartbeat_window(
     window: Duration,
 ) -> anyhow::Result<HeartbeatSample> {
     const SERIES: &str = "wasmbed_gateway_heartbeats_total";
-    let beats0 = Metrics::fetch(gateway.http).await?.get(SERIES);
+    let beats0 = Metrics::fetch(&gateway.client, gateway.http)
+        .await?
+        .get(SERIES);
     let cpu0 = gateway.child.cpu_times()?;
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let beats1 = Metrics::fetch(gateway.http).await?.get(SERIES);
+    let beats1 = Metrics::fetch(&gateway.client, gateway.http)
+        .await?
+        .get(SERIES);
     let cpu1 = gateway.child.cpu_times()?;
     sample(beats1 - beats0, cpu0, cpu1, t0.elapsed())
 }

@@ -104,8 +104,11 @@ pub(crate) struct GatewayProcess {
     pub(crate) child: Child,
     /// The device (TLS) port.
     pub(crate) devices: SocketAddr,
-    /// The HTTP/JSON port.
+    /// The HTTP/JSON port (mutual TLS).
     pub(crate) http: SocketAddr,
+    /// A client of that port, with the installation's API server
+    /// certificate.
+    pub(crate) client: http::GatewayClient,
 }
 
 impl GatewayProcess {
@@ -138,10 +141,11 @@ impl GatewayProcess {
         }
         command.envs(env.gateway_env.iter().map(|(k, v)| (k, v)));
         let mut child = Child::spawn(name, &mut command, &env.path(&format!("{name}.log")))?;
+        let client = http::GatewayClient::from_pki(&env.pki)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             child.check_alive()?;
-            if let Ok(response) = http::call(http, "GET", "/healthz", None).await {
+            if let Ok(response) = client.call(http, "GET", "/healthz", None).await {
                 if response.status == 200 {
                     break;
                 }
@@ -159,6 +163,7 @@ impl GatewayProcess {
             child,
             devices,
             http,
+            client,
         })
     }
 

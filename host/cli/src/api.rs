@@ -31,8 +31,43 @@ pub(crate) struct ApiServerArgs {
     /// Longest time between two passes of the controller.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     reconcile_interval: Duration,
+    /// The installation (`wasmbed certs init`) whose gateways this server
+    /// manages: it trusts their certificates by gateway-ca.pem and calls
+    /// them with api-client.pem. Without it, gateways refuse the controller.
+    #[arg(long, env = "WASMBED_PKI")]
+    pki: Option<PathBuf>,
+    /// Serve the REST API over TLS with this certificate (PEM), e.g. the
+    /// installation's api-server.pem (clients then trust control-ca.pem:
+    /// `wasmbed ... --api-ca`). Needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM, PKCS#8) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     http: HttpArgs,
+}
+
+/// The controller's TLS client of gateways, from an installation: trusts
+/// its gateway CA, presents its api-client.pem.
+pub(crate) fn gateway_client_tls(
+    pki: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    use wasmbed_pki::control_file_names as names;
+    let gateway_ca = wasmbed_pki::load_certificate(&pki.join(wasmbed_pki::file_names::GATEWAY_CA))
+        .with_context(|| format!("loading the gateway CA of {}", pki.display()))?;
+    let client = wasmbed_pki::Credential::load(
+        &pki.join(names::API_CLIENT),
+        &pki.join(names::API_CLIENT_KEY),
+    )
+    .with_context(|| {
+        format!(
+            "loading the API server's client certificate in {} (add it with `wasmbed certs control --dir {}`)",
+            pki.display(),
+            pki.display()
+        )
+    })?;
+    Ok(wasmbed_pki::control_client_config(&gateway_ca, &client)?)
 }
 
 /// The REST API's connection limits and timeouts (also used by `wasmbed up`).
@@ -107,15 +142,27 @@ pub(crate) fn announce_admin_token(token: &str) {
 
 pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
     let open_files = open_files::raise();
+    let gateway_tls = args.pki.as_deref().map(gateway_client_tls).transpose()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let credential = wasmbed_pki::Credential::load(cert, key)
+                .with_context(|| format!("loading the TLS certificate {}", cert.display()))?;
+            Some(wasmbed_pki::plain_server_config(&credential)?)
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let config = ApiServerConfig {
         listen: args.listen,
         db: args.db,
         controller: ControllerConfig {
             interval: args.reconcile_interval,
+            gateway_tls,
             ..ControllerConfig::default()
         },
         http: args.http.http_config(open_files),
         events: args.http.event_limits(),
+        tls,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -127,7 +174,11 @@ pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
             announce_admin_token(token);
         }
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "API server on http://{}/", listener.local_addr()?);
+        let _ = writeln!(
+            stdout,
+            "API server on {scheme}://{}/",
+            listener.local_addr()?
+        );
         let _ = stdout.flush();
         drop(stdout);
         server

@@ -72,17 +72,29 @@ pub(crate) struct ApiClient {
 }
 
 impl ApiClient {
-    pub(crate) fn new(base: &str, token: Option<String>) -> anyhow::Result<ApiClient> {
+    /// A client of the API server at `base`; over https it trusts the
+    /// public roots, and `api_ca` (a PEM CA certificate, such as the
+    /// installation's control-ca.pem) when given.
+    pub(crate) fn new(
+        base: &str,
+        token: Option<String>,
+        api_ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<ApiClient> {
         let url =
             reqwest::Url::parse(base).with_context(|| format!("--api {base:?} is not a URL"))?;
         anyhow::ensure!(
             matches!(url.scheme(), "http" | "https"),
             "--api {base:?} must be an http:// or https:// URL"
         );
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("making the HTTP client")?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(path) = api_ca {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --api-ca {}", path.display()))?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("--api-ca {} is not a PEM certificate", path.display()))?;
+            http = http.add_root_certificate(ca);
+        }
+        let http = http.build().context("making the HTTP client")?;
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
@@ -227,8 +239,16 @@ mod tests {
 
     #[test]
     fn only_http_urls_are_taken() {
-        assert!(ApiClient::new("http://127.0.0.1:8080/", None).is_ok());
-        assert!(ApiClient::new("ftp://x", None).is_err());
-        assert!(ApiClient::new("not a url", None).is_err());
+        assert!(ApiClient::new("http://127.0.0.1:8080/", None, None).is_ok());
+        assert!(ApiClient::new("ftp://x", None, None).is_err());
+        assert!(ApiClient::new("not a url", None, None).is_err());
+        assert!(
+            ApiClient::new(
+                "https://h:1",
+                None,
+                Some(std::path::Path::new("/nonexistent.pem"))
+            )
+            .is_err()
+        );
     }
 }

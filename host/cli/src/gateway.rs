@@ -28,9 +28,12 @@ pub(crate) struct GatewayArgs {
     #[arg(long, default_value = "0.0.0.0:40029")]
     listen: SocketAddr,
     /// Address of the HTTP/JSON interface and /metrics (the API server
-    /// has 8080). On a loopback address it answers only requests whose
-    /// Host is a loopback name (or an --http-allowed-host); elsewhere it
-    /// warns that it serves plain HTTP.
+    /// has 8080), served over TLS with the gateway certificate: every route
+    /// but /healthz and /openapi.json needs a client certificate of the
+    /// installation's control CA (control-ca.pem; the API server has
+    /// api-client.pem, `wasmbed certs issue-client` makes more). On a
+    /// loopback address it also answers only requests whose Host is a
+    /// loopback name (or an --http-allowed-host).
     #[arg(long, default_value = "127.0.0.1:8081")]
     http: SocketAddr,
     /// Interval devices are told to send heartbeats at.
@@ -83,8 +86,12 @@ pub(crate) struct GatewayArgs {
     /// with `wasmbed token create --role gateway --gateway NAME --name NAME`:
     /// it may only register and update this gateway. (An admin token also
     /// works, but gives the gateway far more than it needs.)
-    #[arg(long, env = "WASMBED_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "WASMBED_GATEWAY_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// --api, e.g. the
+    /// installation's control-ca.pem.
+    #[arg(long, env = "WASMBED_API_CA")]
+    api_ca: Option<PathBuf>,
     /// This gateway's name in the API server.
     #[arg(long, default_value = "gateway")]
     name: String,
@@ -145,6 +152,16 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
             args.pki.display()
         )
     })?;
+    let control_ca = wasmbed_pki::load_certificate(
+        &args.pki.join(wasmbed_pki::control_file_names::CONTROL_CA),
+    )
+    .with_context(|| {
+        format!(
+            "loading the control CA, which says who may call this gateway's HTTP interface \
+             (an installation made before it existed gets one with `wasmbed certs control --dir {}`)",
+            args.pki.display()
+        )
+    })?;
     let store = Store::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
     let limits = connection_limits(open_files::raise(), &args);
     let mut config = GatewayConfig {
@@ -154,7 +171,8 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         enroll_rate_per_source: args.enroll_limit,
         enroll_rate_total: args.enroll_limit_total,
         ..GatewayConfig::default()
-    };
+    }
+    .with_control_ca(&installation, &control_ca)?;
     config.http.max_connections = limits.http_max_connections;
     config.http.extra_allowed_hosts = args.http_allowed_hosts.clone();
     config.session.heartbeat_interval_ms = u32::try_from(args.heartbeat_interval.as_millis())
@@ -187,8 +205,9 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
                 api: api.clone(),
                 token: args.api_token.clone(),
                 name: args.name.clone(),
+                api_ca: args.api_ca.clone(),
                 http_endpoint: args.advertise_http.clone().unwrap_or_else(|| {
-                    format!("http://{}", http.local_addr().unwrap_or(args.http))
+                    format!("https://{}", http.local_addr().unwrap_or(args.http))
                 }),
                 device_endpoint: args
                     .advertise_devices

@@ -20,6 +20,8 @@ use crate::client::{ApiClient, ApiError, segment};
 pub(crate) struct Registration {
     pub(crate) api: String,
     pub(crate) token: Option<String>,
+    /// A CA to trust for an https:// API server.
+    pub(crate) api_ca: Option<std::path::PathBuf>,
     pub(crate) name: String,
     pub(crate) http_endpoint: String,
     pub(crate) device_endpoint: String,
@@ -31,7 +33,7 @@ const LAST_RETRY: Duration = Duration::from_secs(30);
 impl Registration {
     /// Registers, retrying until it succeeds or is refused for good.
     pub(crate) async fn run(self) {
-        let client = match ApiClient::new(&self.api, self.token.clone()) {
+        let client = match ApiClient::new(&self.api, self.token.clone(), self.api_ca.as_deref()) {
             Ok(client) => client,
             Err(e) => {
                 warn!(api = %self.api, error = %format!("{e:#}"), "cannot register with the API server");

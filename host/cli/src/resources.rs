@@ -31,6 +31,10 @@ pub(crate) struct ApiArgs {
     /// first start, or one made with `wasmbed token create`.
     #[arg(long, global = true, env = "WASMBED_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// API server, e.g. the
+    /// installation's control-ca.pem when it serves api-server.pem.
+    #[arg(long, global = true, env = "WASMBED_API_CA")]
+    api_ca: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -250,7 +254,7 @@ pub(crate) fn device_body(
 }
 
 pub(crate) fn client(args: &ApiArgs) -> anyhow::Result<ApiClient> {
-    ApiClient::new(&args.api, args.token.clone())
+    ApiClient::new(&args.api, args.token.clone(), args.api_ca.as_deref())
 }
 
 impl ApiArgs {

@@ -132,20 +132,26 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     runtime.block_on(up(args, installation, board, module))
 }
 
-/// Loads DIR/pki, or creates it when there is none.
+/// Loads DIR/pki, or creates it when there is none; adds the control PKI
+/// (who may call the gateway's HTTP interface) to one made before it
+/// existed.
 fn installation(dir: &Path) -> anyhow::Result<Installation> {
-    if dir.exists() {
-        return Installation::load(dir).with_context(|| format!("loading {}", dir.display()));
-    }
-    let installation =
-        Installation::create(&InstallationOptions::default()).context("creating certificates")?;
-    installation
-        .save(dir, false)
-        .with_context(|| format!("writing {}", dir.display()))?;
-    say(&format!(
-        "created the installation's certificates in {}",
-        dir.display()
-    ));
+    let installation = if dir.exists() {
+        Installation::load(dir).with_context(|| format!("loading {}", dir.display()))?
+    } else {
+        let installation = Installation::create(&InstallationOptions::default())
+            .context("creating certificates")?;
+        installation
+            .save(dir, false)
+            .with_context(|| format!("writing {}", dir.display()))?;
+        say(&format!(
+            "created the installation's certificates in {}",
+            dir.display()
+        ));
+        installation
+    };
+    wasmbed_pki::ensure_control_pki(dir, &InstallationOptions::default())
+        .with_context(|| format!("writing the control PKI to {}", dir.display()))?;
     Ok(installation)
 }
 
@@ -213,8 +219,12 @@ async fn up(
         ..HttpServerConfig::default()
     };
     let api_share = u64::try_from(api_http.max_connections).unwrap_or(u64::MAX);
+    let pki = args.dir.join("pki");
+    let control_ca =
+        wasmbed_pki::load_certificate(&pki.join(wasmbed_pki::control_file_names::CONTROL_CA))?;
     let gateway_config =
-        wasmbed_gateway::GatewayConfig::for_open_files(open_files.saturating_sub(api_share));
+        wasmbed_gateway::GatewayConfig::for_open_files(open_files.saturating_sub(api_share))
+            .with_control_ca(&installation, &control_ca)?;
 
     // The gateway, pairing open.
     let gateway_store = wasmbed_gateway::store::Store::open(&args.dir.join("gateway.db"))
@@ -230,7 +240,7 @@ async fn up(
     let gateway_task =
         tokio::spawn(gateway.serve(devices_listener, gateway_http, stopped(stop_rx.clone())));
     say(&format!(
-        "gateway: devices on {device_addr}, HTTP on http://{gateway_http_addr}/, pairing open"
+        "gateway: devices on {device_addr}, HTTP on https://{gateway_http_addr}/ (mutual TLS), pairing open"
     ));
 
     // The API server.
@@ -239,6 +249,7 @@ async fn up(
         db: args.dir.join("api.db"),
         controller: ControllerConfig {
             interval: Duration::from_secs(1),
+            gateway_tls: Some(crate::api::gateway_client_tls(&pki)?),
             ..ControllerConfig::default()
         },
         http: api_http,
@@ -327,7 +338,7 @@ async fn start(
 ) -> anyhow::Result<bool> {
     register_gateway(store, device_addr, gateway_http)?;
     say(&format!(
-        "registered gateway {GATEWAY_NAME} (http://{gateway_http})"
+        "registered gateway {GATEWAY_NAME} (https://{gateway_http})"
     ));
 
     let claim = ClaimMaterial::from_installation(installation)?;
@@ -383,7 +394,7 @@ async fn start(
         ids.len()
     ));
 
-    let client = ApiClient::new(api_url, Some(token.to_owned()))?;
+    let client = ApiClient::new(api_url, Some(token.to_owned()), None)?;
     let app_name = args
         .app
         .file_stem()
@@ -448,7 +459,7 @@ fn register_gateway(
     http: SocketAddr,
 ) -> anyhow::Result<()> {
     let spec = GatewaySpec {
-        http_endpoint: format!("http://{http}"),
+        http_endpoint: format!("https://{http}"),
         device_endpoint: device_addr.to_string(),
     };
     if store.get::<Gateway>(GATEWAY_NAME)?.is_some() {

@@ -91,21 +91,38 @@ fn free_port() -> u16 {
     listener.local_addr().expect("address").port()
 }
 
-/// `GET /healthz` on a new connection; the status line, or why not.
-fn healthz(port: u16) -> Result<String, String> {
+/// `GET /healthz` on a new connection, over TLS trusting the installation
+/// `pki`'s gateway CA when given (a gateway's HTTP port); the status line,
+/// or why not.
+fn healthz(port: u16, pki: Option<&Path>) -> Result<String, String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
+    let request = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| e.to_string())?;
+    let read = match pki {
+        None => {
+            write!(stream, "{request}").map_err(|e| e.to_string())?;
+            stream.read_to_string(&mut answer)
+        }
+        Some(pki) => {
+            let ca = wasmbed_pki::load_certificate(&pki.join("gateway-ca.pem"))
+                .map_err(|e| e.to_string())?;
+            let config = wasmbed_pki::anonymous_client_config(&ca).map_err(|e| e.to_string())?;
+            let name =
+                rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+            let connection =
+                rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            write!(tls, "{request}").map_err(|e| e.to_string())?;
+            tls.read_to_string(&mut answer)
+        }
+    };
+    // A server that closes without close_notify still sent its answer.
+    if answer.is_empty() {
+        read.map_err(|e| e.to_string())?;
+    }
     answer
         .lines()
         .next()
@@ -113,10 +130,10 @@ fn healthz(port: u16) -> Result<String, String> {
         .ok_or_else(|| "empty answer".to_owned())
 }
 
-fn wait_healthy(port: u16) {
+fn wait_healthy(port: u16, pki: Option<&Path>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match healthz(port) {
+        match healthz(port, pki) {
             Ok(status) if status.contains(" 200 ") => return,
             other => assert!(Instant::now() < deadline, "/healthz: {other:?}"),
         }
@@ -176,7 +193,7 @@ fn under_256_open_files_surplus_devices_are_refused_and_healthz_still_answers() 
         limits["max_connections"], expected.max_connections,
         "{limits}"
     );
-    wait_healthy(http_port);
+    wait_healthy(http_port, Some(&pki));
 
     // More idle device connections than the limit admits.
     let surplus = 100;
@@ -203,7 +220,7 @@ fn under_256_open_files_surplus_devices_are_refused_and_healthz_still_answers() 
     );
     // While they are held, the HTTP port answers ...
     for _ in 0..5 {
-        let status = healthz(http_port).expect("/healthz answers");
+        let status = healthz(http_port, Some(&pki)).expect("/healthz answers");
         assert!(status.contains(" 200 "), "{status}");
     }
     // ... and the device port still accepts (and refuses) new ones.
@@ -254,7 +271,7 @@ fn a_soft_open_files_limit_below_the_hard_one_is_raised_at_start() {
         admission_limits(2048, None).max_connections,
         "{limits}"
     );
-    wait_healthy(http_port);
+    wait_healthy(http_port, Some(&pki));
     assert_eq!(gateway.open_files_limits(), (2048, 2048));
 
     let api_port = free_port();
@@ -270,6 +287,6 @@ fn a_soft_open_files_limit_below_the_hard_one_is_raised_at_start() {
     );
     let raised = api.wait_for_log("open-files limit raised");
     assert_eq!(raised["to"], 2048, "{raised}");
-    wait_healthy(api_port);
+    wait_healthy(api_port, None);
     assert_eq!(api.open_files_limits(), (2048, 2048));
 }

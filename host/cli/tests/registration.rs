@@ -38,8 +38,9 @@ fn free_port() -> u16 {
     listener.local_addr().expect("address").port()
 }
 
-/// Starts `wasmbed api` and returns it with the admin token, if printed.
-fn api(port: u16, db: &Path) -> (Running, Option<String>) {
+/// Starts `wasmbed api` managing the gateways of the installation `pki`,
+/// and returns it with the admin token, if printed.
+fn api(port: u16, db: &Path, pki: &Path) -> (Running, Option<String>) {
     let child = Command::new(WASMBED)
         .args([
             "api",
@@ -50,6 +51,8 @@ fn api(port: u16, db: &Path) -> (Running, Option<String>) {
             "--db",
         ])
         .arg(db)
+        .arg("--pki")
+        .arg(pki)
         .env("WASMBED_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -98,9 +101,16 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let api_port = free_port();
     let db = dir.path().join("api.db");
+    let pki = dir.path().join("pki");
+    let init = Command::new(WASMBED)
+        .args(["certs", "init", "--dir"])
+        .arg(&pki)
+        .output()
+        .expect("certs init");
+    assert!(init.status.success());
     // First start: learn the admin token, make the gateway's token, then
     // stop the API server.
-    let (mut first, token) = api(api_port, &db);
+    let (mut first, token) = api(api_port, &db, &pki);
     let token = token.expect("an admin token on first start");
     let made = Command::new(WASMBED)
         .args(["token", "create", "--name", "edge-1", "--role", "gateway"])
@@ -114,13 +124,6 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
     let gateway_token = gateway_token.trim().to_owned();
     first.interrupt();
 
-    let pki = dir.path().join("pki");
-    let init = Command::new(WASMBED)
-        .args(["certs", "init", "--dir"])
-        .arg(&pki)
-        .output()
-        .expect("certs init");
-    assert!(init.status.success());
     let start_gateway = |http_port: u16| {
         let gateway = Command::new(WASMBED)
             .arg("gateway")
@@ -137,7 +140,8 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
                 "edge-1",
             ])
             .args(["--api-token", &gateway_token])
-            .env_remove("WASMBED_TOKEN")
+            // The admin token an operator's shell may hold is not used.
+            .env("WASMBED_TOKEN", "wbd_admin_must_not_be_used")
             .env("WASMBED_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -150,7 +154,7 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
     // The API server is down: the gateway retries.
     std::thread::sleep(Duration::from_millis(1500));
 
-    let (_api, again) = api(api_port, &db);
+    let (_api, again) = api(api_port, &db, &pki);
     assert_eq!(
         again, None,
         "the admin token is printed once, on first start"
@@ -171,7 +175,7 @@ fn wait_registered(api_port: u16, token: &str, http_port: u16) {
         let found = get(api_port, "/api/v1/gateways/edge-1", token);
         if let Some((status, body)) = &found {
             let registered =
-                status.contains("200") && body.contains(&format!("http://127.0.0.1:{http_port}"));
+                status.contains("200") && body.contains(&format!("https://127.0.0.1:{http_port}"));
             if registered && body.contains("\"reachable\":true") {
                 return;
             }

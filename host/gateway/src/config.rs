@@ -25,9 +25,11 @@ pub struct GatewayConfig {
     /// The HTTP/JSON interface's connection cap, timeouts and allowed
     /// `Host` names; its cap by default derived from the open-files limit.
     pub http: HttpServerConfig,
-    /// TLS for the HTTP/JSON interface (with a client verifier, the
-    /// clients' certificates reach the routes as
-    /// [`wasmbed_httpd::PeerCertificates`]); `None`: plain HTTP.
+    /// TLS for the HTTP/JSON interface, best from
+    /// [`GatewayConfig::with_control_ca`]. Its clients' certificates reach
+    /// the routes as [`wasmbed_httpd::PeerCertificates`]; every route but
+    /// `/healthz` and `/openapi.json` refuses a request without one, so
+    /// with `None` (plain HTTP) only those two answer.
     pub http_tls: Option<Arc<rustls::ServerConfig>>,
     /// Largest TLS record plaintext sent; small enough for a device's
     /// 2 KiB receive buffer.
@@ -63,6 +65,21 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// Serves the HTTP interface over mutual TLS: the installation's
+    /// gateway certificate, and clients with a certificate of `control_ca`
+    /// (`control-ca.pem`).
+    pub fn with_control_ca(
+        mut self,
+        installation: &wasmbed_pki::Installation,
+        control_ca: &rustls::pki_types::CertificateDer<'static>,
+    ) -> Result<GatewayConfig, wasmbed_pki::TlsConfigError> {
+        self.http_tls = Some(wasmbed_pki::gateway_http_server_config(
+            installation,
+            control_ca,
+        )?);
+        Ok(self)
+    }
+
     /// The defaults, with connection limits fitted to a process that may
     /// have `open_files` files open.
     pub fn for_open_files(open_files: u64) -> GatewayConfig {

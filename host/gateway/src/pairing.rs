@@ -32,7 +32,7 @@ pub struct Pairing {
 }
 
 /// The pairing state as the HTTP interface shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PairingStatus {
     pub open: bool,
     /// When the window closes by itself (Unix ms); absent when closed, or

@@ -40,7 +40,9 @@ pub enum Desired {
 }
 
 /// Where a deployment stands, as the gateway last learned it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentState {
     Pending,

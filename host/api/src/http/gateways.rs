@@ -33,12 +33,13 @@ pub struct UpdateGateway {
 fn validate_spec(spec: &GatewaySpec) -> ApiResult<()> {
     let url = reqwest::Url::parse(&spec.http_endpoint).ok();
     let http_ok = url.is_some_and(|u| {
-        u.scheme() == "http" && u.host().is_some() && u.query().is_none() && u.fragment().is_none()
+        u.scheme() == "https" && u.host().is_some() && u.query().is_none() && u.fragment().is_none()
     });
     if !http_ok {
         return Err(Problem::bad_request(
             "invalid_spec",
-            "http_endpoint must be an http:// URL without query or fragment",
+            "http_endpoint must be an https:// URL without query or fragment \
+             (gateways serve their HTTP interface over mutual TLS)",
         ));
     }
     let device_ok = spec

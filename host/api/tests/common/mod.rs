@@ -165,6 +165,21 @@ pub fn installation() -> &'static wasmbed_pki::Installation {
     &wasmbed_pki::test_fixtures().installation
 }
 
+/// The API server's TLS client of gateways, from the test fixtures.
+pub fn gateway_tls() -> std::sync::Arc<rustls::ClientConfig> {
+    let fixtures = wasmbed_pki::test_fixtures();
+    wasmbed_pki::control_client_config(fixtures.installation.gateway_ca(), &fixtures.api_client)
+        .unwrap()
+}
+
+/// An HTTPS client of the test gateways, with the API server's certificate.
+pub fn gateway_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls((*gateway_tls()).clone())
+        .build()
+        .unwrap()
+}
+
 /// A real gateway on loopback, pairing closed until a test opens it.
 pub struct TestGateway {
     pub devices: SocketAddr,
@@ -187,6 +202,9 @@ pub async fn start_gateway() -> TestGateway {
     };
     config.session.heartbeat_interval_ms = 250;
     config.session.missed_heartbeats = 12;
+    let config = config
+        .with_control_ca(installation(), &wasmbed_pki::test_fixtures().control_ca)
+        .unwrap();
     let gateway = Gateway::new(config, installation(), GatewayStore::in_memory().unwrap()).unwrap();
     let devices = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -208,18 +226,23 @@ pub async fn start_gateway() -> TestGateway {
 }
 
 impl TestGateway {
+    /// The gateway's base URL, as registered with the API server.
+    pub fn base(&self) -> String {
+        format!("https://{}", self.http)
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        format!("https://{}{path}", self.http)
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = reqwest::get(self.url(path)).await.unwrap();
+        let response = gateway_client().get(self.url(path)).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let response = reqwest::get(self.url(path)).await.unwrap();
+        let response = gateway_client().get(self.url(path)).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.text().await.unwrap_or_default())
     }

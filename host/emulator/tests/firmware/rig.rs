@@ -135,12 +135,15 @@ impl RunningGateway {
         uri: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(uri)
             .header("content-type", "application/json")
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
             .expect("request");
+        request
+            .extensions_mut()
+            .insert(wasmbed_gateway::http::InProcessCaller("firmware tests"));
         let response = self
             .gateway
             .router()

@@ -34,10 +34,26 @@ pub fn installation() -> &'static Installation {
     &wasmbed_pki::test_fixtures().installation
 }
 
-/// A gateway serving on loopback until dropped.
+/// An HTTPS client of gateways: trusts the gateway CA and presents
+/// `certificate` (the API server's control certificate, say), or none.
+pub fn https_client(certificate: Option<&wasmbed_pki::Credential>) -> reqwest::Client {
+    let gateway_ca = installation().gateway_ca();
+    let tls = match certificate {
+        Some(credential) => wasmbed_pki::control_client_config(gateway_ca, credential).unwrap(),
+        None => wasmbed_pki::anonymous_client_config(gateway_ca).unwrap(),
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        .build()
+        .unwrap()
+}
+
+/// A gateway serving on loopback until dropped: devices on `addr`, its
+/// HTTP interface over mutual TLS on `http_addr`.
 pub struct TestGateway {
     pub gateway: Gateway,
     pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -61,10 +77,14 @@ impl TestGateway {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
+        let config = config
+            .with_control_ca(installation(), &wasmbed_pki::test_fixtures().control_ca)
+            .unwrap();
         let gateway = Gateway::new(config, installation(), store).unwrap();
         let devices = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = devices.local_addr().unwrap();
+        let http_addr = http.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
         let server = gateway.clone();
         let task = tokio::spawn(async move {
@@ -78,6 +98,7 @@ impl TestGateway {
         TestGateway {
             gateway,
             addr,
+            http_addr,
             stop: Some(stop),
             task: Some(task),
         }
@@ -108,12 +129,18 @@ impl TestGateway {
         uri: &str,
         body: Option<serde_json::Value>,
     ) -> (StatusCode, serde_json::Value) {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(uri)
             .header("content-type", "application/json")
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
             .unwrap();
+        // As the TLS layer hands it over for the API server's certificate.
+        request
+            .extensions_mut()
+            .insert(wasmbed_httpd::PeerCertificates(Arc::new(vec![
+                wasmbed_pki::test_fixtures().api_client.cert.clone(),
+            ])));
         let response = self.gateway.router().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();

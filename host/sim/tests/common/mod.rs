@@ -113,12 +113,18 @@ impl TestGateway {
     }
 
     pub async fn http(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(uri)
             .header("content-type", "application/json")
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
             .unwrap();
+        // As the TLS layer hands it over for the API server's certificate.
+        request
+            .extensions_mut()
+            .insert(wasmbed_httpd::PeerCertificates(std::sync::Arc::new(vec![
+                wasmbed_pki::test_fixtures().api_client.cert.clone(),
+            ])));
         let response = self.gateway.router().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();

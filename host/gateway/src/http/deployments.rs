@@ -1,0 +1,422 @@
+//! Deployments of modules to devices, and their execution results.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::warn;
+use utoipa::{IntoParams, ToSchema};
+use wasmbed_protocol::*;
+
+use super::MAX_MODULE_SIZE;
+use super::devices::device_id_param;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
+use crate::Shared;
+use crate::fleet::Command;
+use crate::store::{DeploymentRecord, DeploymentState, Desired};
+
+/// A WebAssembly value in JSON: `{"i32": 5}`, `{"f64": 1.5}`, ...
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueJson {
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+}
+
+impl From<ValueJson> for Value {
+    fn from(v: ValueJson) -> Value {
+        match v {
+            ValueJson::I32(x) => Value::I32(x),
+            ValueJson::I64(x) => Value::I64(x),
+            ValueJson::F32(x) => Value::F32(x),
+            ValueJson::F64(x) => Value::F64(x),
+        }
+    }
+}
+
+impl From<Value> for ValueJson {
+    fn from(v: Value) -> ValueJson {
+        match v {
+            Value::I32(x) => ValueJson::I32(x),
+            Value::I64(x) => ValueJson::I64(x),
+            Value::F32(x) => ValueJson::F32(x),
+            Value::F64(x) => ValueJson::F64(x),
+        }
+    }
+}
+
+/// What a module may consume and how it starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct LimitsJson {
+    /// Fuel (roughly, instructions) per invocation.
+    pub fuel: u64,
+    /// Largest linear memory, in 64 KiB pages.
+    pub memory_pages: u16,
+    /// The exported function to call (1 to 32 bytes).
+    #[schema(min_length = 1, max_length = 32)]
+    pub entry: String,
+    /// Its arguments (at most 8).
+    #[serde(default)]
+    #[schema(max_items = 8)]
+    pub args: Vec<ValueJson>,
+}
+
+/// `POST /v1/deployments`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeployRequest {
+    pub application_id: u64,
+    /// The module, base64 (standard alphabet), at most 1 MiB decoded.
+    pub module: String,
+    /// The ids of the devices to deploy it to (at least one).
+    #[schema(min_items = 1)]
+    pub devices: Vec<String>,
+    pub limits: LimitsJson,
+}
+
+/// One module deployed to one device.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct DeploymentView {
+    pub id: u64,
+    pub device: String,
+    pub application_id: u64,
+    pub module_sha256: String,
+    pub module_size: u32,
+    pub desired: String,
+    pub state: DeploymentState,
+    pub reason: Option<String>,
+    pub bytes_acked: u32,
+    pub updated_at_ms: u64,
+}
+
+fn deployment_view(record: DeploymentRecord) -> DeploymentView {
+    DeploymentView {
+        id: record.id.0,
+        device: record.device.to_string(),
+        application_id: record.application.0,
+        module_sha256: hex::encode(record.module_sha256),
+        module_size: record.module_size,
+        desired: format!("{:?}", record.desired).to_lowercase(),
+        state: record.state,
+        reason: record.reason,
+        bytes_acked: record.bytes_acked,
+        updated_at_ms: record.updated_at_ms,
+    }
+}
+
+fn limits_from_json(json: &LimitsJson) -> ApiResult<Limits> {
+    let entry = heapless::String::try_from(json.entry.as_str())
+        .map_err(|_| ApiError::bad_request(format!("entry longer than {ENTRY_LEN} bytes")))?;
+    if json.entry.is_empty() {
+        return Err(ApiError::bad_request("entry is empty"));
+    }
+    let mut args = heapless::Vec::new();
+    for arg in &json.args {
+        args.push(Value::from(*arg))
+            .map_err(|_| ApiError::bad_request(format!("more than {MAX_ARGS} args")))?;
+    }
+    Ok(Limits {
+        fuel: json.fuel,
+        memory_pages: json.memory_pages,
+        entry,
+        args,
+    })
+}
+
+/// Deploys a module to devices: one deployment per device. A module every
+/// device would refuse (not WebAssembly, imports outside the host API, no
+/// entry point taking the args) is refused with 422 and the reason.
+#[utoipa::path(
+    post, path = "/v1/deployments", tag = "deployments",
+    request_body = DeployRequest,
+    responses(
+        (status = 201, body = Vec<DeploymentView>),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "a device is not enrolled", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, description = "devices would refuse the module", body = ErrorBody),
+        (status = 429, description = "a device has too many unfinished deployments", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create_deployments(
+    State(shared): State<Arc<Shared>>,
+    ApiJson(request): ApiJson<DeployRequest>,
+) -> ApiResult<(StatusCode, Json<Vec<DeploymentView>>)> {
+    let module = base64::engine::general_purpose::STANDARD
+        .decode(request.module.trim())
+        .map_err(|_| ApiError::bad_request("module is not base64"))?;
+    if module.is_empty() || module.len() > MAX_MODULE_SIZE {
+        return Err(ApiError::bad_request(format!(
+            "module must be 1..={MAX_MODULE_SIZE} bytes"
+        )));
+    }
+    if request.devices.is_empty() {
+        return Err(ApiError::bad_request("devices is empty"));
+    }
+    let limits = limits_from_json(&request.limits)?;
+    let (module, limits) = check_module(module, limits).await?;
+    let mut devices = Vec::with_capacity(request.devices.len());
+    for text in &request.devices {
+        let id = device_id_param(text)?;
+        if shared.store.device(id)?.is_none() {
+            return Err(ApiError::not_found(&format!("device {text}")));
+        }
+        // Removals still to confirm are not new work for the device: they
+        // do not count, so a device that stays away cannot block deployments.
+        let pending = shared
+            .store
+            .unfinished_deployments(id)?
+            .iter()
+            .filter(|record| record.desired != Desired::Removed)
+            .count();
+        if pending >= shared.config.max_pending_deployments {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_pending",
+                format!("device {text} already has {pending} unfinished deployments"),
+            ));
+        }
+        devices.push(id);
+    }
+    let sha256: [u8; 32] = Sha256::digest(&module).into();
+    let size =
+        u32::try_from(module.len()).map_err(|_| ApiError::bad_request("module too large"))?;
+    shared.store.put_module(&sha256, &module)?;
+    let ids = shared.store.create_deployments(
+        &devices,
+        ApplicationId(request.application_id),
+        &sha256,
+        size,
+        &limits,
+    )?;
+    let mut views = Vec::with_capacity(ids.len());
+    for (id, device) in ids.into_iter().zip(&devices) {
+        shared.fleet.notify(*device, Command::Sync);
+        if let Some(record) = shared.store.deployment(id)? {
+            views.push(deployment_view(record));
+        }
+    }
+    tracing::info!(
+        application = request.application_id,
+        devices = views.len(),
+        size,
+        "deployment created"
+    );
+    Ok((StatusCode::CREATED, Json(views)))
+}
+
+/// Refuses with 422 a module every device would refuse to install under
+/// `limits` (the agent's own checks, `docs/host-api.md`), with the reason;
+/// on a blocking thread, as a large module takes a while to validate.
+async fn check_module(module: Vec<u8>, limits: Limits) -> ApiResult<(Vec<u8>, Limits)> {
+    let (module, limits, checked) = tokio::task::spawn_blocking(move || {
+        let checked = wasmbed_agent::runtime::check_module(&module, &limits)
+            .map(drop)
+            .map_err(|rejection| rejection.to_string());
+        (module, limits, checked)
+    })
+    .await
+    .map_err(|e| {
+        warn!(error = %e, "the module check did not finish");
+        ApiError::internal()
+    })?;
+    match checked {
+        Ok(()) => Ok((module, limits)),
+        Err(reason) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_module",
+            format!("devices would refuse this module: {reason}"),
+        )),
+    }
+}
+
+/// `?device=ID`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeploymentFilter {
+    /// Only the deployments of this device.
+    device: Option<String>,
+}
+
+/// Deployments, of one device or all.
+#[utoipa::path(
+    get, path = "/v1/deployments", tag = "deployments",
+    params(DeploymentFilter),
+    responses(
+        (status = 200, body = Vec<DeploymentView>),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_deployments(
+    State(shared): State<Arc<Shared>>,
+    ApiQuery(filter): ApiQuery<DeploymentFilter>,
+) -> ApiResult<Json<Vec<DeploymentView>>> {
+    let records = match filter.device {
+        Some(device) => shared.store.deployments_of(device_id_param(&device)?)?,
+        None => shared.store.deployments()?,
+    };
+    Ok(Json(records.into_iter().map(deployment_view).collect()))
+}
+
+/// One deployment.
+#[utoipa::path(
+    get, path = "/v1/deployments/{id}", tag = "deployments",
+    params(("id" = u64, Path)),
+    responses(
+        (status = 200, body = DeploymentView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get_deployment(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<Json<DeploymentView>> {
+    let record = shared
+        .store
+        .deployment(DeploymentId(id))?
+        .ok_or_else(|| ApiError::not_found("deployment"))?;
+    Ok(Json(deployment_view(record)))
+}
+
+async fn change_desired(
+    shared: &Shared,
+    id: u64,
+    desired: Desired,
+) -> ApiResult<Json<DeploymentView>> {
+    let id = DeploymentId(id);
+    let record = shared
+        .store
+        .deployment(id)?
+        .ok_or_else(|| ApiError::not_found("deployment"))?;
+    shared.store.set_desired(id, desired)?;
+    let connected = shared.fleet.notify(record.device, Command::Sync);
+    tracing::info!(deployment = id.0, ?desired, connected, "deployment changed");
+    let record = shared
+        .store
+        .deployment(id)?
+        .ok_or_else(|| ApiError::not_found("deployment"))?;
+    Ok(Json(deployment_view(record)))
+}
+
+/// Stops a deployment on its device (it stays installed).
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/stop", tag = "deployments",
+    params(("id" = u64, Path)),
+    responses(
+        (status = 200, body = DeploymentView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn stop_deployment(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<Json<DeploymentView>> {
+    change_desired(&shared, id, Desired::Stopped).await
+}
+
+/// Removes a deployment from its device (frees its slot).
+#[utoipa::path(
+    delete, path = "/v1/deployments/{id}", tag = "deployments",
+    params(("id" = u64, Path)),
+    responses(
+        (status = 200, body = DeploymentView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn remove_deployment(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<Json<DeploymentView>> {
+    change_desired(&shared, id, Desired::Removed).await
+}
+
+/// `?deployment=ID&limit=N`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ResultFilter {
+    /// Only the results of this deployment.
+    deployment: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// An execution result as JSON.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ResultView {
+    pub deployment: u64,
+    pub device: String,
+    pub invocation: u32,
+    /// Returned values, when the invocation returned.
+    pub returned: Option<Vec<ValueJson>>,
+    /// The trap, when it trapped (e.g. `OutOfFuel`).
+    pub trap: Option<String>,
+    pub fuel_used: u64,
+    pub duration_us: u64,
+    pub logs: Vec<String>,
+    pub logs_truncated: bool,
+    pub received_at_ms: u64,
+}
+
+/// Execution results, newest first.
+#[utoipa::path(
+    get, path = "/v1/results", tag = "deployments",
+    params(ResultFilter),
+    responses(
+        (status = 200, body = Vec<ResultView>),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_results(
+    State(shared): State<Arc<Shared>>,
+    ApiQuery(filter): ApiQuery<ResultFilter>,
+) -> ApiResult<Json<Vec<ResultView>>> {
+    let limit = filter.limit.unwrap_or(100).min(1000);
+    let records = shared
+        .store
+        .results(filter.deployment.map(DeploymentId), limit)?;
+    let mut views = Vec::with_capacity(records.len());
+    for record in records {
+        let Ok(result) = minicbor::decode::<ExecutionResult<'_>>(&record.result_cbor) else {
+            warn!(
+                deployment = record.deployment.0,
+                "stored result does not decode"
+            );
+            continue;
+        };
+        let (returned, trap) = match &result.outcome {
+            Outcome::Returned(values) => (
+                Some(values.iter().copied().map(ValueJson::from).collect()),
+                None,
+            ),
+            Outcome::Trapped(code) => (None, Some(format!("{code:?}"))),
+        };
+        views.push(ResultView {
+            deployment: record.deployment.0,
+            device: record.device.to_string(),
+            invocation: record.invocation,
+            returned,
+            trap,
+            fuel_used: result.fuel_used,
+            duration_us: result.duration_us,
+            logs: result.logs.iter().map(|l| l.as_str().to_owned()).collect(),
+            logs_truncated: result.logs_truncated,
+            received_at_ms: record.received_at_ms,
+        });
+    }
+    Ok(Json(views))
+}

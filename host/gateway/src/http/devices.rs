@@ -1,0 +1,255 @@
+//! Devices, pairing and pre-authorized keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use wasmbed_protocol::{DeviceId, PUBLIC_KEY_LEN};
+
+use super::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
+use crate::Shared;
+use crate::fleet::Presence;
+use crate::pairing::{self, PairingStatus};
+use crate::store::DeviceRecord;
+
+/// A device as the HTTP interface shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct DeviceView {
+    /// The id the gateway gave the device (`8-4-4-4-12` hex).
+    pub id: String,
+    /// Its P-256 public key, uncompressed SEC1, hex: its identity.
+    pub public_key: String,
+    pub board: String,
+    pub firmware_version: String,
+    pub enrolled_at_ms: u64,
+    pub last_seen_ms: Option<u64>,
+    /// `connected`, `unreachable` (missed its heartbeats) or `disconnected`.
+    pub presence: String,
+    pub last_heartbeat_ms: Option<u64>,
+    pub uptime_ms: Option<u64>,
+    pub free_memory: Option<u32>,
+    /// The applications its last heartbeat reported.
+    pub apps: Vec<AppView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct AppView {
+    pub deployment: u64,
+    pub application: u64,
+    /// `installed`, `running`, `stopped` or `failed`.
+    pub state: String,
+}
+
+fn device_view(shared: &Shared, record: DeviceRecord) -> DeviceView {
+    let live = shared.fleet.get(record.id);
+    let presence = live.as_ref().map_or(Presence::Disconnected, |l| l.presence);
+    DeviceView {
+        id: record.id.to_string(),
+        public_key: hex::encode(&record.public_key),
+        board: record.board,
+        firmware_version: record.firmware_version,
+        enrolled_at_ms: record.enrolled_at_ms,
+        last_seen_ms: record.last_seen_ms,
+        presence: serde_json::to_value(presence)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        last_heartbeat_ms: live.as_ref().and_then(|l| l.last_heartbeat_ms),
+        uptime_ms: live.as_ref().and_then(|l| l.uptime_ms),
+        free_memory: live.as_ref().and_then(|l| l.free_memory),
+        apps: live
+            .map(|l| {
+                l.apps
+                    .iter()
+                    .map(|a| AppView {
+                        deployment: a.deployment.0,
+                        application: a.application.0,
+                        state: format!("{:?}", a.state).to_lowercase(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Parses a device id as printed by the gateway (hex, dashes optional).
+pub fn parse_device_id(text: &str) -> Option<DeviceId> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    let bytes = hex::decode(hex).ok()?;
+    <[u8; 16]>::try_from(bytes).ok().map(DeviceId)
+}
+
+pub(crate) fn device_id_param(text: &str) -> ApiResult<DeviceId> {
+    parse_device_id(text).ok_or_else(|| ApiError::bad_request(format!("not a device id: {text}")))
+}
+
+/// Every enrolled device with its live state.
+#[utoipa::path(
+    get, path = "/v1/devices", tag = "devices",
+    responses(
+        (status = 200, body = Vec<DeviceView>),
+        (status = 401, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_devices(
+    State(shared): State<Arc<Shared>>,
+) -> ApiResult<Json<Vec<DeviceView>>> {
+    let records = shared.store.devices()?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| device_view(&shared, r))
+            .collect(),
+    ))
+}
+
+/// One device.
+#[utoipa::path(
+    get, path = "/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "the device id, 32 hex digits (dashes allowed)")),
+    responses(
+        (status = 200, body = DeviceView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get_device(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<DeviceView>> {
+    let id = device_id_param(&id)?;
+    let record = shared
+        .store
+        .device(id)?
+        .ok_or_else(|| ApiError::not_found("device"))?;
+    Ok(Json(device_view(&shared, record)))
+}
+
+/// Revokes a device: its certificate is refused at the TLS handshake and
+/// its key may not enroll again; its record, deployments and results go,
+/// and an open session is closed. Cannot be undone.
+#[utoipa::path(
+    delete, path = "/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "the device id, 32 hex digits (dashes allowed)")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn revoke_device(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let id = device_id_param(&id)?;
+    let record = shared
+        .store
+        .revoke_device(id)?
+        .ok_or_else(|| ApiError::not_found("device"))?;
+    shared.revocations.add(&record.public_key);
+    shared
+        .metrics
+        .revoked_devices
+        .set(i64::try_from(shared.revocations.len()).unwrap_or(i64::MAX));
+    shared.fleet.remove(id);
+    tracing::info!(device = %id, key = %hex::encode(&record.public_key), "device revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/pairing`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SetPairing {
+    pub open: bool,
+    /// How long the window stays open, in seconds (default 600, at most
+    /// 604800); ignored when closing.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub duration_s: Option<u64>,
+}
+
+/// Whether devices may enroll now.
+#[utoipa::path(
+    get, path = "/v1/pairing", tag = "pairing",
+    responses(
+        (status = 200, body = PairingStatus),
+        (status = 401, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get_pairing(State(shared): State<Arc<Shared>>) -> Json<PairingStatus> {
+    Json(shared.pairing.status())
+}
+
+/// Opens a pairing window that closes by itself, or closes pairing.
+#[utoipa::path(
+    put, path = "/v1/pairing", tag = "pairing",
+    request_body = SetPairing,
+    responses(
+        (status = 200, body = PairingStatus),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn set_pairing(
+    State(shared): State<Arc<Shared>>,
+    ApiJson(request): ApiJson<SetPairing>,
+) -> ApiResult<Json<PairingStatus>> {
+    if request.open {
+        let duration = match request.duration_s {
+            None => pairing::DEFAULT_WINDOW,
+            Some(0) => return Err(ApiError::bad_request("duration_s must be at least 1")),
+            Some(s) if s > pairing::MAX_WINDOW.as_secs() => {
+                return Err(ApiError::bad_request(format!(
+                    "duration_s must be at most {}",
+                    pairing::MAX_WINDOW.as_secs()
+                )));
+            }
+            Some(s) => Duration::from_secs(s),
+        };
+        shared.pairing.open(Some(duration));
+        tracing::info!(for_s = duration.as_secs(), "pairing opened");
+    } else {
+        shared.pairing.close();
+        tracing::info!("pairing closed");
+    }
+    Ok(Json(shared.pairing.status()))
+}
+
+/// `POST /v1/preauthorized`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Preauthorize {
+    /// SEC1 uncompressed P-256 public key, hex (130 digits).
+    pub public_key: String,
+}
+
+/// Lets one public key enroll while pairing is closed.
+#[utoipa::path(
+    post, path = "/v1/preauthorized", tag = "pairing",
+    request_body = Preauthorize,
+    responses(
+        (status = 201, description = "the key may enroll"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn preauthorize(
+    State(shared): State<Arc<Shared>>,
+    ApiJson(body): ApiJson<Preauthorize>,
+) -> ApiResult<StatusCode> {
+    let key = hex::decode(body.public_key.trim())
+        .map_err(|_| ApiError::bad_request("public_key is not hex"))?;
+    if p256::PublicKey::from_sec1_bytes(&key).is_err() || key.len() != PUBLIC_KEY_LEN {
+        return Err(ApiError::bad_request(
+            "public_key is not an uncompressed P-256 point (65 bytes, 04 || x || y)",
+        ));
+    }
+    shared.store.preauthorize(&key)?;
+    Ok(StatusCode::CREATED)
+}
