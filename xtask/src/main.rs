@@ -62,8 +62,8 @@ enum Command {
     ///                     then use what was built before)
     ///   nextest           cargo nextest run --workspace --all-features
     ///                     (with WASMBED_REQUIRE_BROWSER: the Chromium tests must run)
-    ///   schemathesis      the API server fuzzed against its OpenAPI document (as
-    ///                     `cargo xtask schemathesis`)
+    ///   schemathesis      the API server and a gateway fuzzed against their OpenAPI
+    ///                     documents (as `cargo xtask schemathesis`)
     ///   robot             the Robot Framework suite in tests/robot on QEMU (as `cargo xtask robot`;
     ///                     skipped with --skip-firmware)
     ///   doctest           cargo test --workspace --doc --all-features
@@ -207,16 +207,22 @@ enum Command {
         )]
         args: Vec<String>,
     },
-    /// Fuzz the API server against its OpenAPI document with Schemathesis.
+    /// Fuzz the API server and a gateway against their OpenAPI documents
+    /// with Schemathesis.
     ///
     /// Builds and starts the API server (`host/api/examples/serve.rs`, a
     /// fresh SQLite database on a free loopback port), then runs
     /// `schemathesis run URL/openapi.json --header "Authorization: Bearer
-    /// TOKEN" --checks all --max-examples N`, leaving out the checks that
-    /// only report documentation gaps unless --all-checks, with Schemathesis
-    /// from the project's Python environment (installed when missing, as
-    /// `cargo xtask setup` does). Fails on any failed check.
-    #[command(about = "Fuzz the API server against its OpenAPI document with Schemathesis")]
+    /// TOKEN" --checks all --max-examples N`; then the real `wasmbed
+    /// gateway` of a new installation, called over mutual TLS with the API
+    /// server's control certificate (`--tls-verify gateway-ca.pem
+    /// --request-cert api-client.pem`). Leaves out the checks that only
+    /// report documentation gaps unless --all-checks; Schemathesis comes from
+    /// the project's Python environment (installed when missing, as `cargo
+    /// xtask setup` does). Fails on any failed check.
+    #[command(
+        about = "Fuzz the API server and a gateway against their OpenAPI documents with Schemathesis"
+    )]
     Schemathesis {
         /// Test cases per API operation and phase.
         #[arg(long, value_name = "N", default_value_t = schemathesis::DEFAULT_MAX_EXAMPLES)]

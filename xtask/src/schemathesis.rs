@@ -1,14 +1,20 @@
-//! `cargo xtask schemathesis`: fuzzes the API server against its own
-//! OpenAPI document with Schemathesis, from the project's virtual
-//! environment ([`crate::venv`]).
+//! `cargo xtask schemathesis`: fuzzes the API server and a gateway against
+//! their own OpenAPI documents with Schemathesis, from the project's
+//! virtual environment ([`crate::venv`]).
 //!
-//! Builds and starts `host/api/examples/serve.rs` (the API on a free
-//! loopback port with a fresh SQLite database), then runs
-//! `schemathesis run http://ADDR/openapi.json -H "Authorization: Bearer
-//! TOKEN" --checks all ...` with a bounded number of examples per
-//! operation. Fails on any failed check: a server error, a response that
-//! does not match the schema, a request the API should have refused, and
-//! so on. The JUnit report goes to `target/schemathesis`.
+//! - The API server: builds and starts `host/api/examples/serve.rs` (the
+//!   API on a free loopback port with a fresh SQLite database), then runs
+//!   `schemathesis run http://ADDR/openapi.json -H "Authorization: Bearer
+//!   TOKEN" --checks all ...`.
+//! - A gateway: the real `wasmbed gateway` of a fresh installation
+//!   (`wasmbed certs init`), called over mutual TLS with the API server's
+//!   control certificate: `schemathesis run https://localhost:PORT/openapi.json
+//!   --tls-verify gateway-ca.pem --request-cert api-client.pem ...`.
+//!
+//! Each with a bounded number of examples per operation. Fails on any
+//! failed check: a server error, a response that does not match the
+//! schema, a request the server should have refused, and so on. The JUnit
+//! reports go to `target/schemathesis/{api,gateway}`.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -31,7 +37,13 @@ pub(crate) const DEFAULT_MAX_EXAMPLES: u32 = 100;
 /// are also checked more strictly than the schema says.)
 pub(crate) const LENIENT_CHECKS: [&str; 1] = ["positive_data_acceptance"];
 
+/// Fuzzes the API server, then a gateway.
 pub(crate) fn run(root: &Path, max_examples: u32, all_checks: bool) -> anyhow::Result<()> {
+    run_api(root, max_examples, all_checks)?;
+    run_gateway(root, max_examples, all_checks)
+}
+
+fn run_api(root: &Path, max_examples: u32, all_checks: bool) -> anyhow::Result<()> {
     let venv = venv::ensure(root)?;
     cmd::run(cmd::cargo(root).args(["build", "-p", "wasmbed-api", "--example", "serve"]))?;
     let target = cmd::target_dir(root)?;
@@ -55,12 +67,27 @@ pub(crate) fn run(root: &Path, max_examples: u32, all_checks: bool) -> anyhow::R
     }
     let (url, token) = parse_ready(&lines)?;
     println!("xtask: API server at {url}");
-    let report = target.join("schemathesis");
+    let mut args = vec![
+        "run".to_owned(),
+        format!("{url}/openapi.json"),
+        "--header".to_owned(),
+        format!("Authorization: Bearer {token}"),
+    ];
+    args.extend(common_arguments(max_examples, all_checks));
+    let result = schemathesis(root, &venv, "api", &args);
+    drop(server);
+    result
+}
+
+/// Runs Schemathesis with `args` and its report in
+/// `target/schemathesis/NAME`.
+fn schemathesis(root: &Path, venv: &venv::Venv, name: &str, args: &[String]) -> anyhow::Result<()> {
+    let report = cmd::target_dir(root)?.join("schemathesis").join(name);
     // Its caches (.schemathesis/) go there too, not into the work tree.
     std::fs::create_dir_all(&report).with_context(|| format!("creating {}", report.display()))?;
     let mut st = Command::new(venv.program(PROGRAM));
     st.current_dir(&report)
-        .args(arguments(&url, &token, max_examples, all_checks))
+        .args(args)
         .arg("--report-dir")
         .arg(&report);
     let result = cmd::run(&mut st);
@@ -68,8 +95,78 @@ pub(crate) fn run(root: &Path, max_examples: u32, all_checks: bool) -> anyhow::R
         "xtask: Schemathesis JUnit report in {}",
         cmd::show(root, &report)
     );
-    drop(server);
     Ok(result?)
+}
+
+/// Starts the real `wasmbed gateway` of a new installation on free loopback
+/// ports and fuzzes its HTTP interface over mutual TLS.
+fn run_gateway(root: &Path, max_examples: u32, all_checks: bool) -> anyhow::Result<()> {
+    let venv = venv::ensure(root)?;
+    cmd::run(cmd::cargo(root).args(["build", "-p", "wasmbed-cli"]))?;
+    let target = cmd::target_dir(root)?;
+    let wasmbed = target.join("debug").join("wasmbed");
+    // The gateway's installation and database, new for each run and kept
+    // afterwards for a look.
+    let state = target.join("schemathesis").join("gateway-state");
+    match std::fs::remove_dir_all(&state) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", state.display()));
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let pki = state.join("pki");
+    cmd::run(
+        Command::new(&wasmbed)
+            .args(["certs", "init", "--dir"])
+            .arg(&pki),
+    )?;
+    let (devices, http) = (free_port()?, free_port()?);
+    let server = Server(
+        Command::new(&wasmbed)
+            .args(["--log-level", "warn", "gateway", "--pki"])
+            .arg(&pki)
+            .arg("--db")
+            .arg(state.join("gateway.db"))
+            .args(["--listen", &format!("127.0.0.1:{devices}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", wasmbed.display()))?,
+    );
+    println!("xtask: gateway at https://localhost:{http}");
+    let file = |name: &str| pki.join(name).display().to_string();
+    let mut args = gateway_arguments(
+        http,
+        &file("gateway-ca.pem"),
+        &file("api-client.pem"),
+        &file("api-client-key.pem"),
+    );
+    args.extend(common_arguments(max_examples, all_checks));
+    let result = schemathesis(root, &venv, "gateway", &args);
+    drop(server);
+    result
+}
+
+/// The start of `schemathesis` arguments for a gateway's HTTP interface.
+fn gateway_arguments(port: u16, ca: &str, cert: &str, key: &str) -> Vec<String> {
+    [
+        "run",
+        &format!("https://localhost:{port}/openapi.json"),
+        "--tls-verify",
+        ca,
+        "--request-cert",
+        cert,
+        "--request-cert-key",
+        key,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
 }
 
 /// Kills the server when dropped, whatever happened.
@@ -102,16 +199,10 @@ fn parse_ready(lines: &[String]) -> anyhow::Result<(String, String)> {
     Ok((url, token))
 }
 
-/// `schemathesis` arguments, but for the report directory.
-fn arguments(url: &str, token: &str, max_examples: u32, all_checks: bool) -> Vec<String> {
-    let mut args = vec![
-        "run".to_owned(),
-        format!("{url}/openapi.json"),
-        "--header".to_owned(),
-        format!("Authorization: Bearer {token}"),
-        "--checks".to_owned(),
-        "all".to_owned(),
-    ];
+/// The `schemathesis run` arguments after the target's: checks, examples,
+/// no state left in the work tree, JUnit report.
+fn common_arguments(max_examples: u32, all_checks: bool) -> Vec<String> {
+    let mut args = vec!["--checks".to_owned(), "all".to_owned()];
     if !all_checks {
         args.push("--exclude-checks".to_owned());
         args.push(LENIENT_CHECKS.join(","));
@@ -160,15 +251,21 @@ mod tests {
 
     #[test]
     fn runs_every_check_but_the_lenient_ones_unless_asked() {
-        let args = arguments("http://h:1", "wbd_t", 7, false);
-        let joined = args.join(" ");
-        assert!(
-            joined.starts_with("run http://h:1/openapi.json --header Authorization: Bearer wbd_t")
-        );
-        assert!(joined.contains("--checks all"));
+        let joined = common_arguments(7, false).join(" ");
+        assert!(joined.starts_with("--checks all"));
         assert!(joined.contains("--exclude-checks positive_data_acceptance"));
         assert!(joined.contains("--max-examples 7"));
-        let all = arguments("http://h:1", "wbd_t", 7, true);
+        let all = common_arguments(7, true);
         assert!(!all.iter().any(|a| a == "--exclude-checks"));
+    }
+
+    #[test]
+    fn calls_a_gateway_over_mutual_tls() {
+        let joined = gateway_arguments(4001, "ca.pem", "c.pem", "k.pem").join(" ");
+        assert_eq!(
+            joined,
+            "run https://localhost:4001/openapi.json --tls-verify ca.pem \
+             --request-cert c.pem --request-cert-key k.pem"
+        );
     }
 }

@@ -349,8 +349,10 @@ pub(crate) async fn remove_deployment(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ResultFilter {
     /// Only the results of this deployment.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     deployment: Option<u64>,
-    /// At most this many (default 100, at most 1000).
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -385,7 +387,18 @@ pub(crate) async fn list_results(
     State(shared): State<Arc<Shared>>,
     ApiQuery(filter): ApiQuery<ResultFilter>,
 ) -> ApiResult<Json<Vec<ResultView>>> {
-    let limit = filter.limit.unwrap_or(100).min(1000);
+    // Ids are stored as SQLite integers: none is above i64::MAX.
+    if filter
+        .deployment
+        .is_some_and(|id| i64::try_from(id).is_err())
+    {
+        return Err(ApiError::bad_request("not a deployment id"));
+    }
+    let limit = match filter.limit {
+        None => 100,
+        Some(n @ 1..=1000) => n,
+        Some(_) => return Err(ApiError::bad_request("limit must be 1 to 1000")),
+    };
     let records = shared
         .store
         .results(filter.deployment.map(DeploymentId), limit)?;

@@ -167,7 +167,7 @@ pub(crate) async fn revoke_device(
 pub struct SetPairing {
     pub open: bool,
     /// How long the window stays open, in seconds (default 600, at most
-    /// 604800); ignored when closing.
+    /// 604800); checked but unused when closing.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 604800)]
     pub duration_s: Option<u64>,
@@ -200,18 +200,17 @@ pub(crate) async fn set_pairing(
     State(shared): State<Arc<Shared>>,
     ApiJson(request): ApiJson<SetPairing>,
 ) -> ApiResult<Json<PairingStatus>> {
+    let duration = match request.duration_s {
+        None => pairing::DEFAULT_WINDOW,
+        Some(s) if (1..=pairing::MAX_WINDOW.as_secs()).contains(&s) => Duration::from_secs(s),
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "duration_s must be 1 to {}",
+                pairing::MAX_WINDOW.as_secs()
+            )));
+        }
+    };
     if request.open {
-        let duration = match request.duration_s {
-            None => pairing::DEFAULT_WINDOW,
-            Some(0) => return Err(ApiError::bad_request("duration_s must be at least 1")),
-            Some(s) if s > pairing::MAX_WINDOW.as_secs() => {
-                return Err(ApiError::bad_request(format!(
-                    "duration_s must be at most {}",
-                    pairing::MAX_WINDOW.as_secs()
-                )));
-            }
-            Some(s) => Duration::from_secs(s),
-        };
         shared.pairing.open(Some(duration));
         tracing::info!(for_s = duration.as_secs(), "pairing opened");
     } else {
