@@ -766,6 +766,7 @@ async fn launch(device: &Arc<Device>) -> Result<Run, ManagerError> {
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     die_with_parent(&mut command);
+    private_files(&mut command);
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
     let program = backend.program().to_string_lossy().into_owned();
@@ -930,6 +931,21 @@ fn die_with_parent(command: &mut std::process::Command) {
 
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_command: &mut std::process::Command) {}
+
+/// Has the emulator create its files readable by their owner only: the
+/// device's flash (`flash.bin`) holds its private key.
+fn private_files(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec; it makes
+    // one umask system call, which is async-signal-safe, and allocates
+    // nothing.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+            Ok(())
+        });
+    }
+}
 
 /// Has the emulator inherit descriptor `fd` (open in the manager with
 /// close-on-exec, as Rust opens every descriptor, so that no other child

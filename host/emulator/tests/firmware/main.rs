@@ -67,6 +67,16 @@ async fn enrolls_with_the_claim_certificate_then_reconnects_with_its_own() {
         .http("GET", &format!("/v1/devices/{id}"), None)
         .await;
     assert_eq!(view["board"], "mps2-an385");
+    // Its flash holds its private key: only its owner may read it.
+    use std::os::unix::fs::PermissionsExt as _;
+    for file in ["flash.bin", "provision.bin"] {
+        let path = device.spec().state_dir.join(file);
+        let mode = std::fs::metadata(&path)
+            .expect("state file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
