@@ -165,19 +165,6 @@ async fn handshakes_without_a_good_client_certificate_are_refused() {
     assert!(metrics.contains("handshake_failures_total"), "{metrics}");
 }
 
-/// True when the gateway refuses the connection (TLS 1.3 reports a refused
-/// client certificate only on the first read).
-async fn handshake_fails(config: rustls::ClientConfig, addr: std::net::SocketAddr) -> bool {
-    let Ok(mut tls) = connect_with(std::sync::Arc::new(config), addr).await else {
-        return true;
-    };
-    let mut buf = [0u8; 64];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
-}
-
 #[tokio::test]
 async fn a_stalled_handshake_is_dropped_while_other_devices_keep_working() {
     let gateway = TestGateway::in_memory().await;

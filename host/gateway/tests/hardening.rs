@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::*;
-use tokio::io::AsyncReadExt;
 use wasmbed_gateway::rate::RateLimit;
 use wasmbed_gateway::store::Store;
 use wasmbed_protocol::session::CloseReason;
@@ -153,19 +152,6 @@ async fn pairing_does_not_survive_a_restart() {
     );
 }
 
-/// Whether the gateway refuses `device`'s certificate: the handshake fails
-/// or the connection ends before anything is read.
-async fn handshake_refused(device: &TestDevice, gateway: &TestGateway) -> bool {
-    let Ok(mut tls) = device.connect(gateway.addr).await else {
-        return true;
-    };
-    let mut buf = [0u8; 64];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
-}
-
 #[tokio::test]
 async fn a_revoked_device_is_refused_at_the_handshake_and_loses_its_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -174,14 +160,7 @@ async fn a_revoked_device_is_refused_at_the_handshake_and_loses_its_records() {
     gateway.open_pairing(true).await;
     let mut device = enrolled_device(&gateway).await;
     let id = device.identity.as_ref().unwrap().0;
-    let (status, _) = gateway
-        .http(
-            "POST",
-            "/v1/deployments",
-            Some(deploy_body(&[id], &module_bytes(600))),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    installed(&gateway, &mut device).await;
     let mut connected = device.session(gateway.addr).await;
     connected
         .run_until(|e| matches!(e, Seen::Installed(_)))
@@ -211,7 +190,7 @@ async fn a_revoked_device_is_refused_at_the_handshake_and_loses_its_records() {
         StatusCode::NOT_FOUND
     );
     // ...and its certificate is refused at the handshake.
-    assert!(handshake_refused(&device, &gateway).await);
+    assert!(handshake_fails((*device.client_config()).clone(), gateway.addr).await);
     assert_eq!(
         metric(
             &gateway,
@@ -235,7 +214,7 @@ async fn a_revoked_device_is_refused_at_the_handshake_and_loses_its_records() {
         Err(EnrollRefusal::KeyRevoked)
     );
     device.identity = certificate;
-    assert!(handshake_refused(&device, &gateway).await);
+    assert!(handshake_fails((*device.client_config()).clone(), gateway.addr).await);
     assert_eq!(metric(&gateway, "wasmbed_gateway_revoked_devices "), 1);
 }
 

@@ -315,6 +315,19 @@ pub async fn connect_with(
     TlsConnector::from(config).connect(name, tcp).await
 }
 
+/// True when the gateway refuses the connection (TLS 1.3 reports a refused
+/// client certificate only on the first read).
+pub async fn handshake_fails(config: rustls::ClientConfig, addr: SocketAddr) -> bool {
+    let Ok(mut tls) = connect_with(Arc::new(config), addr).await else {
+        return true;
+    };
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
 pub fn now() -> Millis {
     Millis(
         u64::try_from(
