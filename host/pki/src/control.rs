@@ -318,6 +318,15 @@ pub fn certificate_common_name(cert: &CertificateDer<'_>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A root store holding `ca` alone.
+fn trusting(ca: &CertificateDer<'_>) -> Result<RootCertStore, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca.clone().into_owned())
+        .map_err(TlsConfigError::BadRoot)?;
+    Ok(roots)
+}
+
 /// The TLS configuration of a gateway's HTTP interface: its gateway
 /// certificate, TLS 1.3 only, and client certificates of the control CA
 /// verified when presented. A client without one still completes the
@@ -328,10 +337,7 @@ pub fn gateway_http_server_config(
     control_ca: &CertificateDer<'static>,
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = crypto_provider();
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(control_ca.clone())
-        .map_err(TlsConfigError::BadRoot)?;
+    let roots = trusting(control_ca)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
@@ -364,10 +370,7 @@ pub fn control_client_config(
     server_ca: &CertificateDer<'_>,
     client: &Credential,
 ) -> Result<Arc<ClientConfig>, TlsConfigError> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(server_ca.clone().into_owned())
-        .map_err(TlsConfigError::BadRoot)?;
+    let roots = trusting(server_ca)?;
     let config = ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&TLS13])?
         .with_root_certificates(roots)
@@ -380,10 +383,7 @@ pub fn control_client_config(
 pub fn anonymous_client_config(
     server_ca: &CertificateDer<'_>,
 ) -> Result<Arc<ClientConfig>, TlsConfigError> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(server_ca.clone().into_owned())
-        .map_err(TlsConfigError::BadRoot)?;
+    let roots = trusting(server_ca)?;
     let config = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
