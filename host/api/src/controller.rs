@@ -31,7 +31,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::http::devices::normalize_device_id;
 use crate::model::{
@@ -170,7 +170,12 @@ impl Controller {
                 "no client certificate for gateways: they will refuse the controller (start the API server with --pki)"
             ),
         }
-        let client = client.build().unwrap_or_default();
+        let client = client.build().unwrap_or_else(|e| {
+            // Not expected (the TLS configuration is built already); without
+            // it gateways refuse every call, and their statuses say so.
+            error!(error = %e, "the HTTP client of gateways could not be built; gateways will refuse the controller");
+            reqwest::Client::default()
+        });
         Controller {
             // Its own writes must not wake it up again.
             store: store.quiet(),
@@ -423,11 +428,15 @@ impl Controller {
                 Some(url) => {
                     let request = self.client.delete(format!("{url}/v1/devices/{id}"));
                     match self.call::<serde_json::Value>(request).await {
-                        // 404: revoked before (the answer was lost).
-                        Ok(_) | Err(CallError::Refused(404, _)) => {
+                        // Also when revoked before (an answer was lost).
+                        Ok(_) => {
                             info!(device = %name, %gateway, id, "device revoked at its gateway");
                             Ok(())
                         }
+                        Err(CallError::Refused(404, _)) => Err(format!(
+                            "gateway {gateway} does not know device {id}: check spec.device_id \
+                             and spec.gateway"
+                        )),
                         Err(e) => {
                             if matches!(e, CallError::Unreachable(_)) {
                                 self.failed(gateway);

@@ -611,3 +611,45 @@ async fn openapi_documents_the_token_routes_and_every_refusal() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_ends_its_open_event_streams() {
+    let api = TestApi::in_memory();
+    let created = api
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({ "name": "dashboard", "role": "read_only" })),
+            StatusCode::CREATED,
+        )
+        .await;
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let addr = api.serve().await;
+    let mut stream = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).contains("ready"),
+        "{first:?}"
+    );
+
+    api.admin(
+        "DELETE",
+        &format!("/api/v1/tokens/{id}"),
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    // The stream ends at its next look at the store (every 500 ms).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while stream.chunk().await.unwrap_or(None).is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a revoked token stayed open");
+}

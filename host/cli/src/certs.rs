@@ -55,6 +55,10 @@ pub(crate) enum CertsCommand {
         /// Where to write NAME.pem and NAME-key.pem (default: DIR).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// How long the certificate is valid: a lost one works until then
+        /// (or until the control CA is replaced).
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        valid_for: std::time::Duration,
     },
 }
 
@@ -125,11 +129,20 @@ pub(crate) fn run(command: CertsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        CertsCommand::IssueClient { dir, name, out } => {
+        CertsCommand::IssueClient {
+            dir,
+            name,
+            out,
+            valid_for,
+        } => {
             let ca = ControlCa::load(&dir)
                 .with_context(|| format!("loading the control CA in {}", dir.display()))?;
+            let options = InstallationOptions {
+                validity: valid_for,
+                ..InstallationOptions::default()
+            };
             let credential = ca
-                .issue_client(&name, &InstallationOptions::default())
+                .issue_client(&name, &options)
                 .context("issuing the certificate")?;
             let out = out.unwrap_or(dir);
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -145,9 +158,10 @@ pub(crate) fn run(command: CertsCommand) -> anyhow::Result<()> {
                 .save(&out, &cert, &key)
                 .with_context(|| format!("writing to {}", out.display()))?;
             println!(
-                "wrote {} and {} (\"Wasmbed control: {name}\", valid 20 years)",
+                "wrote {} and {} (\"Wasmbed control: {name}\", valid for {})",
                 out.join(&cert).display(),
-                out.join(&key).display()
+                out.join(&key).display(),
+                humantime::format_duration(valid_for)
             );
             Ok(())
         }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
-use wasmbed_gateway::limits::{AdmissionLimits, MAX_DEVICE_CONNECTIONS_PER_IP, admission_limits};
+use wasmbed_gateway::limits::{AdmissionLimits, admission_limits, per_source_default};
 use wasmbed_gateway::rate::RateLimit;
 use wasmbed_gateway::store::Store;
 use wasmbed_gateway::{Gateway, GatewayConfig};
@@ -45,6 +45,10 @@ pub(crate) struct GatewayArgs {
     /// A TLS handshake slower than this is dropped.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
+    /// A device connection that sends nothing (no TLS ClientHello) for
+    /// this long is dropped.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    hello_timeout: Duration,
     /// Open a pairing window at start, so new devices may enroll: for 10
     /// minutes, for DURATION (`--open-pairing=1h`), or until closed over
     /// HTTP or the gateway stops (`--open-pairing=always`). Pairing never
@@ -64,8 +68,8 @@ pub(crate) struct GatewayArgs {
     /// the HTTP port, at most 50000].
     #[arg(long)]
     max_connections: Option<usize>,
-    /// Most device connections from one source address [default:
-    /// --max-connections, at most 20000].
+    /// Most device connections from one source address (an IPv6 /64)
+    /// [default: half of --max-connections, at most 20000].
     #[arg(long)]
     max_connections_per_ip: Option<usize>,
     /// Most open connections to the HTTP port; more are answered 503
@@ -114,7 +118,7 @@ fn connection_limits(open_files: Option<u64>, args: &GatewayArgs) -> AdmissionLi
         max_connections,
         max_connections_per_ip: args
             .max_connections_per_ip
-            .unwrap_or(max_connections.min(MAX_DEVICE_CONNECTIONS_PER_IP)),
+            .unwrap_or(per_source_default(max_connections)),
         ..derived
     };
     if let Some(open_files) = open_files {
@@ -166,6 +170,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let limits = connection_limits(open_files::raise(), &args);
     let mut config = GatewayConfig {
         handshake_timeout: args.handshake_timeout,
+        hello_timeout: args.hello_timeout,
         max_connections: limits.max_connections,
         max_connections_per_ip: limits.max_connections_per_ip,
         enroll_rate_per_source: args.enroll_limit,
@@ -201,6 +206,14 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the HTTP port {}", args.http))?;
         if let Some(api) = &args.api {
+            let bound = http.local_addr().unwrap_or(args.http);
+            anyhow::ensure!(
+                args.advertise_http.is_some() || !bound.ip().is_unspecified(),
+                "--http {bound} listens on every address: tell the API server which one reaches \
+                 this gateway with --advertise-http https://NAME:{} (NAME one of the gateway \
+                 certificate's names)",
+                bound.port()
+            );
             let registration = crate::register::Registration {
                 api: api.clone(),
                 token: args.api_token.clone(),
@@ -286,7 +299,7 @@ mod tests {
                 derived.max_connections_per_ip,
                 derived.http_max_connections
             ),
-            (720, 720, 240)
+            (720, 360, 240)
         );
         let unknown = limits(None, &[]);
         assert_eq!(
@@ -300,7 +313,7 @@ mod tests {
         let given = limits(Some(1024), &["--max-connections", "100"]);
         assert_eq!(
             (given.max_connections, given.max_connections_per_ip),
-            (100, 100)
+            (100, 50)
         );
         // Above what the descriptors allow: kept (with a warning).
         let given = limits(

@@ -14,6 +14,10 @@ pub use crate::rate::RateLimit;
 pub struct GatewayConfig {
     /// A TLS handshake that takes longer is dropped.
     pub handshake_timeout: Duration,
+    /// A connection that sends nothing (no ClientHello) for this long is
+    /// dropped, well before `handshake_timeout`: idle sockets cannot hold
+    /// the admission places for long.
+    pub hello_timeout: Duration,
     /// A write to a device that takes longer ends its session.
     pub write_timeout: Duration,
     /// Most open device connections; by default derived from the
@@ -86,11 +90,15 @@ impl GatewayConfig {
         let limits = admission_limits(open_files, None);
         GatewayConfig {
             handshake_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(3),
             write_timeout: Duration::from_secs(30),
             max_connections: limits.max_connections,
             max_connections_per_ip: limits.max_connections_per_ip,
             http: HttpServerConfig {
                 max_connections: limits.http_max_connections,
+                // Clients without a control certificate (health probes)
+                // cannot take the places of those with one.
+                max_anonymous_connections: Some(16),
                 ..HttpServerConfig::default()
             },
             http_tls: None,

@@ -63,6 +63,14 @@ pub(crate) async fn accept_loop(
 }
 
 async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+    if timeout(shared.config.hello_timeout, tcp.readable())
+        .await
+        .is_err()
+    {
+        debug!(%peer, "nothing received: closed");
+        shared.metrics.handshake_failed("no_hello");
+        return;
+    }
     let handshake = timeout(shared.config.handshake_timeout, shared.acceptor.accept(tcp)).await;
     let tls = match handshake {
         Err(_) => {
@@ -336,6 +344,7 @@ impl Connection {
         match event {
             GatewayEvent::EnrollRequested { request, nonce } => self.enroll(&request, &nonce)?,
             GatewayEvent::SessionRequested(start) => self.start_session(&start)?,
+            GatewayEvent::Heartbeat(_) if self.revoked() => {}
             GatewayEvent::Heartbeat(heartbeat) => {
                 self.shared.metrics.heartbeats.inc();
                 if let Some(id) = self.device {
@@ -410,17 +419,26 @@ impl Connection {
         request: &EnrollRequest,
         nonce: &[u8; NONCE_LEN],
     ) -> Result<Enrollment, EnrollRefusal> {
-        // Refused before the signature is checked: a flood costs little.
-        if !self
-            .shared
-            .enroll_per_source
-            .take(&self.peer.ip())
-            .is_allowed()
-            || !self.shared.enroll_total.take().is_allowed()
-        {
+        let rate_limited = || {
             crate::metrics::Metrics::count(&self.shared.metrics.rate_limited, "enrollment");
-            return Err(EnrollRefusal::RateLimited);
+            EnrollRefusal::RateLimited
+        };
+        // Refused before the signature is checked: a flood from one source
+        // costs little.
+        let source = wasmbed_httpd::source_of(self.peer.ip());
+        if !self.shared.enroll_per_source.take(&source).is_allowed() {
+            return Err(rate_limited());
         }
+        // The budget of all sources is spent only on requests that can
+        // succeed, so that holders of the claim certificate (every device
+        // has it) cannot exhaust it while pairing is closed.
+        let within_total = || {
+            if self.shared.enroll_total.take().is_allowed() {
+                Ok(())
+            } else {
+                Err(rate_limited())
+            }
+        };
         let key = VerifyingKey::from_sec1_bytes(&request.public_key)
             .map_err(|_| EnrollRefusal::InvalidKey)?;
         let signature =
@@ -441,6 +459,7 @@ impl Connection {
         // Both certificates bind the same key and id, and a session needs
         // the key: the older one grants nothing the newer does not.
         if let Some(device) = store.device_by_key(&request.public_key).map_err(internal)? {
+            within_total()?;
             return Ok(Enrollment::Again(device.id));
         }
         if !self.shared.pairing.is_open()
@@ -450,6 +469,7 @@ impl Connection {
         {
             return Err(EnrollRefusal::PairingClosed);
         }
+        within_total()?;
         Ok(Enrollment::New)
     }
 
@@ -515,6 +535,10 @@ impl Connection {
             .fleet
             .connect(device.id, self.id, self.peer, self.commands_tx.clone());
         self.shared.metrics.connected_devices.inc();
+        // Revoked while this session was being looked up: it ends here.
+        if self.revoked() {
+            return Ok(());
+        }
         self.shared.store.touch_device(device.id, unix_ms())?;
         for app in &start.apps {
             self.record_app_state(app.deployment, app.state)?;
@@ -714,6 +738,22 @@ impl Connection {
             detail: None,
         };
         let _ = self.session.send(Downlink::Error(error));
+    }
+
+    /// Whether this device was revoked since its handshake; if so, its
+    /// session is closed. A revocation also closes the session through the
+    /// fleet, but that message can be lost in a full queue: every heartbeat
+    /// checks again.
+    fn revoked(&mut self) -> bool {
+        let PeerIdentity::Device(key) = &self.identity else {
+            return false;
+        };
+        if !self.shared.revocations.contains(key.as_sec1()) {
+            return false;
+        }
+        info!(peer = %self.peer, device = ?self.device.map(|d| d.to_string()), "session of a revoked device closed");
+        self.session.close(GoodbyeReason::Normal);
+        true
     }
 
     /// See [`Shared::may_log`].

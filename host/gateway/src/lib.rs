@@ -91,7 +91,7 @@ impl Shared {
     /// Whether a warning caused by `source` may be logged now, and how
     /// many were suppressed before it. Suppressed lines are counted.
     fn may_log(&self, source: IpAddr) -> Option<u64> {
-        match self.log_per_source.take(&source) {
+        match self.log_per_source.take(&wasmbed_httpd::source_of(source)) {
             Decision::Allowed { refused_before } => Some(refused_before),
             Decision::Refused => {
                 self.metrics.log_lines_suppressed.inc();

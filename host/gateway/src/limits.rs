@@ -40,8 +40,10 @@ pub struct AdmissionLimits {
 ///    [`wasmbed_httpd::DEFAULT_MAX_CONNECTIONS`] but at most a quarter of
 ///    what is left (the device port is the one that needs many);
 /// 3. the rest is for device connections (at least one), at most
-///    [`MAX_DEVICE_CONNECTIONS`], at most [`MAX_DEVICE_CONNECTIONS_PER_IP`]
-///    of them from one address.
+///    [`MAX_DEVICE_CONNECTIONS`]; one source address (an IPv6 /64) may
+///    hold half of them, at most [`MAX_DEVICE_CONNECTIONS_PER_IP`]: a NAT or
+///    the emulators' bridge may put many devices behind one address, but
+///    one host cannot take every place.
 ///
 /// A caller that shares the process with more (the API server in `wasmbed
 /// up`) passes `open_files` less what that needs.
@@ -55,10 +57,16 @@ pub fn admission_limits(open_files: u64, http_max_connections: Option<usize>) ->
     let max_connections = device_fd_budget.clamp(1, MAX_DEVICE_CONNECTIONS);
     AdmissionLimits {
         max_connections,
-        max_connections_per_ip: max_connections.min(MAX_DEVICE_CONNECTIONS_PER_IP),
+        max_connections_per_ip: per_source_default(max_connections),
         http_max_connections: http,
         device_fd_budget,
     }
+}
+
+/// The default limit of connections from one source: half of
+/// `max_connections` (at least one), at most [`MAX_DEVICE_CONNECTIONS_PER_IP`].
+pub fn per_source_default(max_connections: usize) -> usize {
+    (max_connections / 2).clamp(1, MAX_DEVICE_CONNECTIONS_PER_IP)
 }
 
 #[derive(Debug)]
@@ -111,6 +119,7 @@ impl ConnectionLimits {
     }
 
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admission, Refusal> {
+        let ip = wasmbed_httpd::source_of(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.total >= self.max_total {
             return Err(Refusal::TooManyConnections);
@@ -166,7 +175,7 @@ mod tests {
             limits,
             AdmissionLimits {
                 max_connections: 720,
-                max_connections_per_ip: 720,
+                max_connections_per_ip: 360,
                 http_max_connections: 240,
                 device_fd_budget: 720,
             }

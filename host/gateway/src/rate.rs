@@ -145,38 +145,60 @@ impl Limiter {
 
 /// A rate limit per key (a source address), for at most `max_keys` keys
 /// at once: a peer cannot make the map grow without bound. A new key
-/// that finds the map full of busy keys is refused.
+/// that finds the map full of busy keys is refused; idle keys are
+/// forgotten when the map is full, at most once a second (a scan of the
+/// whole map).
 #[derive(Debug)]
 pub struct KeyedLimiter<K> {
     limit: RateLimit,
     max_keys: usize,
-    cells: Mutex<HashMap<K, Cell>>,
+    cells: Mutex<Cells<K>>,
 }
+
+#[derive(Debug)]
+struct Cells<K> {
+    by_key: HashMap<K, Cell>,
+    /// When idle keys were last forgotten.
+    purged: Option<Instant>,
+}
+
+/// Least time between two scans for idle keys.
+const PURGE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     pub fn new(limit: RateLimit, max_keys: usize) -> KeyedLimiter<K> {
         KeyedLimiter {
             limit,
             max_keys,
-            cells: Mutex::new(HashMap::new()),
+            cells: Mutex::new(Cells {
+                by_key: HashMap::new(),
+                purged: None,
+            }),
         }
     }
 
     pub fn take(&self, key: &K) -> Decision {
         let now = Instant::now();
         let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cell) = cells.get_mut(key) {
+        if let Some(cell) = cells.by_key.get_mut(key) {
             return cell.take(self.limit, now);
         }
-        if cells.len() >= self.max_keys {
-            cells.retain(|_, cell| !cell.is_idle(now));
-            if cells.len() >= self.max_keys {
+        if cells.by_key.len() >= self.max_keys {
+            if cells
+                .purged
+                .is_some_and(|at| now.duration_since(at) < PURGE_INTERVAL)
+            {
+                return Decision::Refused;
+            }
+            cells.purged = Some(now);
+            cells.by_key.retain(|_, cell| !cell.is_idle(now));
+            if cells.by_key.len() >= self.max_keys {
                 return Decision::Refused;
             }
         }
         let mut cell = Cell::new(now);
         let decision = cell.take(self.limit, now);
-        cells.insert(key.clone(), cell);
+        cells.by_key.insert(key.clone(), cell);
         decision
     }
 }

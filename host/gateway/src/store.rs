@@ -345,6 +345,19 @@ impl Store {
         Ok(Some(device))
     }
 
+    /// Whether the device `id` was revoked (its record is gone then).
+    pub fn was_revoked(&self, id: DeviceId) -> Result<bool, StoreError> {
+        let found: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM revoked_keys WHERE device_id = ?1",
+                params![&id.0[..]],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
     /// Every revoked public key.
     pub fn revoked_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         let conn = self.conn();
@@ -417,15 +430,31 @@ impl Store {
         let now = ms(unix_ms());
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        // Ids are never given twice, not even those of deployments deleted
+        // with a revoked device: the API server may still hold one and ask
+        // for its removal. The highest id given is kept in the settings
+        // (SQLite alone would hand out the highest deleted ones again).
+        let mut last: i64 = tx.query_row(
+            "SELECT MAX(
+                 COALESCE((SELECT MAX(id) FROM deployments), 0),
+                 COALESCE((SELECT CAST(value AS INTEGER) FROM settings
+                           WHERE key = 'last_deployment_id'), 0))",
+            [],
+            |row| row.get(0),
+        )?;
         let mut ids = Vec::with_capacity(devices.len());
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO deployments
-                 (device_id, application_id, module_sha256, module_size, limits, desired, state, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', 'pending', ?6)",
+                 (id, device_id, application_id, module_sha256, module_size, limits, desired, state, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', 'pending', ?7)",
             )?;
             for device in devices {
+                last = last
+                    .checked_add(1)
+                    .ok_or(StoreError::Corrupt("deployment id"))?;
                 insert.execute(params![
+                    last,
                     &device.0[..],
                     ms(application.0),
                     &sha256[..],
@@ -433,11 +462,15 @@ impl Store {
                     limits,
                     now
                 ])?;
-                let id = u64::try_from(tx.last_insert_rowid())
-                    .map_err(|_| StoreError::Corrupt("deployment id"))?;
+                let id = u64::try_from(last).map_err(|_| StoreError::Corrupt("deployment id"))?;
                 ids.push(DeploymentId(id));
             }
         }
+        tx.execute(
+            "INSERT INTO settings (key, value) VALUES ('last_deployment_id', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![last.to_string()],
+        )?;
         tx.commit()?;
         Ok(ids)
     }

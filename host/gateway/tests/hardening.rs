@@ -185,8 +185,16 @@ async fn a_revoked_device_is_refused_at_the_handshake_and_loses_its_records() {
         .http("GET", &format!("/v1/deployments?device={id}"), None)
         .await;
     assert_eq!(deployments, serde_json::json!([]));
+    // Revoking it again says so; a device never enrolled is not found.
     assert_eq!(
         gateway.http("DELETE", &device_uri(id), None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        gateway
+            .http("DELETE", &device_uri(DeviceId([0x77; 16])), None)
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
     // ...and its certificate is refused at the handshake.
@@ -248,6 +256,8 @@ fn result(deployment: DeploymentId, invocation: u32) -> ExecutionResult<'static>
 async fn a_deployment_keeps_at_most_its_cap_of_results() {
     let mut config = fast_config();
     config.max_results_per_deployment = 10;
+    // The cap is tested here, not the rate of results.
+    config.session.result_burst = 100;
     let gateway = TestGateway::start(config, Store::in_memory().unwrap()).await;
     gateway.open_pairing(true).await;
     let mut device = enrolled_device(&gateway).await;
@@ -502,4 +512,24 @@ async fn session_timing_runs_on_the_monotonic_clock() {
         "waited {:?} of wall time",
         wall.elapsed()
     );
+}
+
+#[tokio::test]
+async fn deployment_ids_of_a_revoked_device_are_never_given_again() {
+    let gateway = TestGateway::in_memory().await;
+    gateway.open_pairing(true).await;
+    let mut revoked = enrolled_device(&gateway).await;
+    let first = installed(&gateway, &mut revoked).await;
+    let revoked_id = revoked.identity.as_ref().unwrap().0;
+    let (status, _) = gateway.http("DELETE", &device_uri(revoked_id), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // The API server may still ask for the old deployment's removal: it
+    // must not reach another device's deployment.
+    let mut other = enrolled_device(&gateway).await;
+    let second = installed(&gateway, &mut other).await;
+    assert!(second.0 > first.0, "{second:?} after {first:?}");
+    let (status, _) = gateway
+        .http("DELETE", &format!("/v1/deployments/{}", first.0), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -31,8 +31,11 @@ use crate::{HttpServerConfig, PeerCertificates};
 pub(crate) struct Shared {
     pub(crate) router: Router,
     pub(crate) config: HttpServerConfig,
-    pub(crate) host_check: Option<HostCheck>,
+    /// Applied to connections made to a loopback address.
+    pub(crate) host_check: HostCheck,
     pub(crate) acceptor: Option<TlsAcceptor>,
+    /// Places for connections without a client certificate, when bounded.
+    pub(crate) anonymous: Option<Arc<tokio::sync::Semaphore>>,
     pub(crate) stats: Arc<ServerStats>,
 }
 
@@ -55,8 +58,13 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    // A connection made to a loopback address, even on a listener of every
+    // address, may come from a web page through DNS rebinding.
+    let check_host = tcp
+        .local_addr()
+        .is_ok_and(|local| local.ip().to_canonical().is_loopback());
     let Some(acceptor) = &shared.acceptor else {
-        serve_http(&shared, tcp, peer, None, stop).await;
+        serve_http(&shared, tcp, peer, None, check_host, stop).await;
         return;
     };
     let handshake = tokio::time::timeout(shared.config.tls_handshake_timeout, acceptor.accept(tcp));
@@ -83,7 +91,18 @@ pub(crate) async fn run(
         .1
         .peer_certificates()
         .map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
-    serve_http(&shared, tls, peer, certificates, stop).await;
+    // Clients without a certificate share a few places of their own.
+    let _anonymous = match (&certificates, &shared.anonymous) {
+        (None, Some(places)) => match places.clone().try_acquire_owned() {
+            Ok(place) => Some(place),
+            Err(_) => {
+                shared.stats.record(Refusal::AnonymousLimit, Some(&peer));
+                return;
+            }
+        },
+        _ => None,
+    };
+    serve_http(&shared, tls, peer, certificates, check_host, stop).await;
 }
 
 async fn serve_http<IO>(
@@ -91,6 +110,7 @@ async fn serve_http<IO>(
     io: IO,
     peer: SocketAddr,
     certificates: Option<PeerCertificates>,
+    check_host: bool,
     mut stop: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -101,6 +121,7 @@ async fn serve_http<IO>(
         activity: activity.clone(),
         peer,
         certificates,
+        check_host,
     };
     let io = Watched {
         io,
@@ -153,6 +174,9 @@ struct RequestService {
     activity: Arc<Activity>,
     peer: SocketAddr,
     certificates: Option<PeerCertificates>,
+    /// The connection was made to a loopback address: its `Host` must be
+    /// a loopback name (or an allowed one).
+    check_host: bool,
 }
 
 impl hyper::service::Service<Request<Incoming>> for RequestService {
@@ -175,17 +199,17 @@ impl RequestService {
 
     async fn respond(&self, request: Request<Incoming>) -> Response<Body> {
         let shared = &self.shared;
-        if let Some(check) = &shared.host_check {
-            if !host_of(&request).is_some_and(|host| check.allows(host)) {
-                shared
-                    .stats
-                    .record(Refusal::MisdirectedHost, Some(&self.peer));
-                return plain(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "this server listens on a loopback address and answers only to loopback \
-                     names (localhost, 127.0.0.1, [::1]) and the hosts it was told to allow\n",
-                );
-            }
+        if self.check_host && !host_of(&request).is_some_and(|host| shared.host_check.allows(host))
+        {
+            shared
+                .stats
+                .record(Refusal::MisdirectedHost, Some(&self.peer));
+            return plain(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this connection was made to a loopback address: the server answers it only \
+                     for loopback names (localhost, 127.0.0.1, [::1]) and the hosts it was told \
+                     to allow\n",
+            );
         }
         let timed_out = Arc::new(AtomicBool::new(false));
         let deadline = Instant::now() + shared.config.request_body_timeout;

@@ -54,6 +54,9 @@ mod config;
 mod connection;
 mod host;
 pub mod open_files;
+mod sources;
+
+pub use sources::source_of;
 pub mod stats;
 
 use std::future::Future;
@@ -72,6 +75,7 @@ pub use stats::{Refusal, ServerStats};
 
 use connection::Shared;
 use host::HostCheck;
+use sources::Sources;
 
 /// The certificate chain a TLS client presented, leaf first, as verified
 /// by the server configuration's client verifier. In the extensions of
@@ -142,10 +146,16 @@ impl HttpServer {
                  and change what is sent; bind a loopback address or use TLS"
             );
         }
+        let anonymous = match (&self.tls, self.config.max_anonymous_connections) {
+            (Some(_), Some(max)) => Some(Arc::new(Semaphore::new(max))),
+            _ => None,
+        };
+        let sources = Sources::new(self.config.max_connections_per_source);
         let shared = Arc::new(Shared {
             router,
-            host_check: loopback.then(|| HostCheck::new(&self.config.extra_allowed_hosts)),
+            host_check: HostCheck::new(&self.config.extra_allowed_hosts),
             acceptor: self.tls.map(|tls| TlsAcceptor::from(http1_only(tls))),
+            anonymous,
             config: self.config,
             stats: self.stats,
         });
@@ -184,12 +194,17 @@ impl HttpServer {
                 shared.stats.record(Refusal::ConnectionLimit, Some(&peer));
                 continue;
             };
+            let Some(source_slot) = sources.admit(peer.ip()) else {
+                refuse_over_capacity(tcp, shared.acceptor.is_none());
+                shared.stats.record(Refusal::SourceLimit, Some(&peer));
+                continue;
+            };
             let open = shared.stats.connection_opened();
             let shared = shared.clone();
             let stop = stop_rx.clone();
             connections.spawn(async move {
                 connection::run(shared, tcp, peer, open, stop).await;
-                drop(slot);
+                drop((slot, source_slot));
             });
         }
         drop(listener);

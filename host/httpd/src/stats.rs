@@ -14,6 +14,10 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub enum Refusal {
     /// `max_connections` were open: the new one was answered `503` and closed.
     ConnectionLimit,
+    /// `max_connections_per_source` were open from its source address.
+    SourceLimit,
+    /// `max_anonymous_connections` without a client certificate were open.
+    AnonymousLimit,
     /// `accept` failed (out of file descriptors, most often).
     AcceptFailed,
     /// The TLS handshake took longer than `tls_handshake_timeout`.
@@ -31,8 +35,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 8] = [
+    const ALL: [Refusal; 10] = [
         Refusal::ConnectionLimit,
+        Refusal::SourceLimit,
+        Refusal::AnonymousLimit,
         Refusal::AcceptFailed,
         Refusal::TlsHandshakeTimeout,
         Refusal::TlsHandshakeFailed,
@@ -53,6 +59,8 @@ impl Refusal {
     pub fn label(self) -> &'static str {
         match self {
             Refusal::ConnectionLimit => "connection_limit",
+            Refusal::SourceLimit => "source_limit",
+            Refusal::AnonymousLimit => "anonymous_limit",
             Refusal::AcceptFailed => "accept_failed",
             Refusal::TlsHandshakeTimeout => "tls_handshake_timeout",
             Refusal::TlsHandshakeFailed => "tls_handshake_failed",
@@ -66,6 +74,10 @@ impl Refusal {
     fn message(self) -> &'static str {
         match self {
             Refusal::ConnectionLimit => "connections refused: too many open (503)",
+            Refusal::SourceLimit => "connections refused: too many open from one address (503)",
+            Refusal::AnonymousLimit => {
+                "connections closed: too many open without a client certificate"
+            }
             Refusal::AcceptFailed => "accepting connections failed",
             Refusal::TlsHandshakeTimeout => "connections closed: TLS handshake too slow",
             Refusal::TlsHandshakeFailed => "connections closed: TLS handshake failed",
@@ -140,7 +152,11 @@ impl ServerStats {
         let listen = listen.map(|a| a.to_string()).unwrap_or_default();
         let detail = detail.map(|d| d.to_string()).unwrap_or_default();
         match kind {
-            Refusal::ConnectionLimit | Refusal::AcceptFailed | Refusal::MisdirectedHost => {
+            Refusal::ConnectionLimit
+            | Refusal::SourceLimit
+            | Refusal::AnonymousLimit
+            | Refusal::AcceptFailed
+            | Refusal::MisdirectedHost => {
                 tracing::warn!(%listen, kind = kind.label(), count = since_last_line, total, %detail, "{}", kind.message());
             }
             _ => {

@@ -23,6 +23,8 @@ const SLACK: Duration = Duration::from_secs(3);
 fn config() -> HttpServerConfig {
     HttpServerConfig {
         max_connections: 64,
+        max_connections_per_source: 64,
+        max_anonymous_connections: None,
         header_read_timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(30),
         request_body_timeout: Duration::from_secs(30),
@@ -493,13 +495,69 @@ async fn a_loopback_listener_answers_only_loopback_and_allowed_host_names() {
     assert_eq!(server.stats.refused(Refusal::MisdirectedHost), 4);
 }
 
+/// This machine's address on its default route, if it has one.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // No packet is sent: connecting a UDP socket only picks a route.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
 #[tokio::test]
-async fn a_non_loopback_listener_answers_any_host() {
+async fn a_listener_on_every_address_checks_the_host_of_loopback_connections_only() {
     let server = TestServer::start_on("0.0.0.0:0", config(), None).await;
+    // Made to 127.0.0.1: a web page reaching it through DNS rebinding.
     let mut stream = TcpStream::connect(("127.0.0.1", server.addr.port()))
         .await
         .unwrap();
+    assert_eq!(fetch(&mut stream, "/ok", "evil.example").await.status, 421);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.addr.port()))
+        .await
+        .unwrap();
+    assert_eq!(fetch(&mut stream, "/ok", "localhost").await.status, 200);
+    // Made to the machine's other address: any host.
+    let Some(ip) = non_loopback_address() else {
+        eprintln!("SKIP part: this machine has no non-loopback address");
+        return;
+    };
+    let mut stream = TcpStream::connect((ip, server.addr.port())).await.unwrap();
     assert_eq!(fetch(&mut stream, "/ok", "evil.example").await.status, 200);
+}
+
+#[tokio::test]
+async fn one_source_cannot_take_every_connection() {
+    let server = TestServer::start(HttpServerConfig {
+        max_connections: 10,
+        max_connections_per_source: 3,
+        ..config()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(server.connect().await);
+    }
+    server.wait_open(3).await;
+    let mut extra = server.connect().await;
+    let answer = tokio::time::timeout(SLACK, read_answer(&mut extra))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(server.stats.refused(Refusal::SourceLimit), 1);
+    assert_eq!(server.stats.refused(Refusal::ConnectionLimit), 0);
+    // Another source still gets in (127.0.0.2 is another loopback address).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], server.addr.port())))
+        .await
+        .unwrap();
+    assert_eq!(fetch(&mut other, "/ok", "localhost").await.status, 200);
+    drop(held);
+    server.wait_open(1).await;
+    let mut stream = server.connect().await;
+    assert_eq!(fetch(&mut stream, "/ok", "localhost").await.status, 200);
 }
 
 #[tokio::test]
@@ -647,6 +705,41 @@ async fn tls_clients_certificates_reach_the_handlers() {
     let mut without = tls_connect(server.addr, &pki, false).await;
     let answer = fetch(&mut without, "/peer", "localhost").await;
     assert_eq!(String::from_utf8_lossy(&answer.body), "127.0.0.1 none");
+}
+
+#[tokio::test]
+async fn clients_without_a_certificate_share_a_few_places_of_their_own() {
+    let pki = pki();
+    let server = TestServer::start_on(
+        "127.0.0.1:0",
+        HttpServerConfig {
+            max_anonymous_connections: Some(2),
+            ..config()
+        },
+        Some(tls_server(&pki)),
+    )
+    .await;
+    let mut anonymous = Vec::new();
+    for _ in 0..2 {
+        let mut client = tls_connect(server.addr, &pki, false).await;
+        assert_eq!(fetch(&mut client, "/ok", "localhost").await.status, 200);
+        anonymous.push(client);
+    }
+    // A third without a certificate is closed after its handshake...
+    let mut third = tls_connect(server.addr, &pki, false).await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(SLACK, third.read_to_end(&mut rest))
+        .await
+        .expect("closed");
+    assert!(rest.is_empty());
+    assert_eq!(server.stats.refused(Refusal::AnonymousLimit), 1);
+    // ...while clients with one still get in.
+    let mut with = tls_connect(server.addr, &pki, true).await;
+    assert_eq!(fetch(&mut with, "/ok", "localhost").await.status, 200);
+    drop(anonymous);
+    server.wait_open(1).await;
+    let mut again = tls_connect(server.addr, &pki, false).await;
+    assert_eq!(fetch(&mut again, "/ok", "localhost").await.status, 200);
 }
 
 #[tokio::test]

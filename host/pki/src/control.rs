@@ -349,6 +349,10 @@ pub fn gateway_http_server_config(
             installation.gateway_private_key(),
         )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No resumption: every connection shows its certificate again, so
+    // that a later refusal of a certificate cannot be bypassed by a ticket.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
 }
 

@@ -23,7 +23,15 @@ pub struct GatewayConfig {
     /// interval. A heartbeat sooner than that is answered
     /// `Error{rate-limited}` and not acknowledged.
     pub heartbeat_burst: u32,
-    /// Rate-limited messages a session may send before it is closed as a
+    /// Execution results accepted back to back; beyond them, one per
+    /// `result_spacing_ms`. A result sooner than that is answered
+    /// `Error{rate-limited}` and not reported: the device keeps it and
+    /// sends it again in its next session.
+    pub result_burst: u32,
+    /// See `result_burst`.
+    pub result_spacing_ms: u32,
+    /// Rate-limited messages a session may send (less one for each message
+    /// accepted at the allowed rate since) before it is closed as a
     /// protocol violation (`rate-limited`).
     pub max_rate_limited: u32,
 }
@@ -37,6 +45,8 @@ impl Default for GatewayConfig {
             heartbeat_interval_ms: 10_000,
             missed_heartbeats: 3,
             heartbeat_burst: 4,
+            result_burst: 16,
+            result_spacing_ms: 100,
             max_rate_limited: 16,
         }
     }
@@ -123,9 +133,8 @@ struct Core<B> {
     server_time_offset: u64,
     close_event: Option<CloseReason>,
     peer_ids: PeerIds,
-    /// When the next heartbeat is due at the allowed rate (a generic cell
-    /// rate algorithm's theoretical arrival time).
-    heartbeat_due: Millis,
+    heartbeat_pace: Pace,
+    result_pace: Pace,
     rate_limited: u32,
 }
 
@@ -160,7 +169,8 @@ impl<B: ByteBuffer + Default> GatewaySession<B> {
                 server_time_offset: 0,
                 close_event: None,
                 peer_ids: PeerIds::default(),
-                heartbeat_due: now,
+                heartbeat_pace: Pace { due: now },
+                result_pace: Pace { due: now },
                 rate_limited: 0,
             },
         };
@@ -381,13 +391,29 @@ impl<B: ByteBuffer> Core<B> {
     /// Whether a heartbeat now keeps to the allowed rate: bursts of
     /// `heartbeat_burst`, then one per half interval.
     fn heartbeat_allowed(&mut self) -> bool {
-        let spacing = u64::from(self.config.heartbeat_interval_ms / 2).max(1);
-        let tolerance = spacing.saturating_mul(u64::from(self.config.heartbeat_burst.max(1) - 1));
-        if self.now.0.saturating_add(tolerance) < self.heartbeat_due.0 {
-            return false;
+        let spacing = u64::from(self.config.heartbeat_interval_ms / 2);
+        let allowed = self
+            .heartbeat_pace
+            .allow(self.now, spacing, self.config.heartbeat_burst);
+        self.paced(allowed)
+    }
+
+    /// Whether an execution result now keeps to the allowed rate.
+    fn result_allowed(&mut self) -> bool {
+        let spacing = u64::from(self.config.result_spacing_ms);
+        let allowed = self
+            .result_pace
+            .allow(self.now, spacing, self.config.result_burst);
+        self.paced(allowed)
+    }
+
+    /// Forgives one earlier refusal for each message at the allowed rate,
+    /// so that only a peer that keeps pushing is dropped.
+    fn paced(&mut self, allowed: bool) -> bool {
+        if allowed {
+            self.rate_limited = self.rate_limited.saturating_sub(1);
         }
-        self.heartbeat_due = Millis(self.heartbeat_due.0.max(self.now.0).saturating_add(spacing));
-        true
+        allowed
     }
 
     /// Refuses one message of `kind` with `Error{rate-limited}`, or ends
@@ -492,6 +518,9 @@ impl<B: ByteBuffer> Core<B> {
                         GatewayEvent::Heartbeat(heartbeat)
                     }
                     Uplink::DeployStatus(status) => GatewayEvent::DeployStatus(status),
+                    Uplink::ExecutionResult(_) if !self.result_allowed() => {
+                        self.rate_limited(kind, envelope.id)
+                    }
                     Uplink::ExecutionResult(result) => GatewayEvent::ExecutionResult(result),
                     _ => self.unexpected(kind),
                 }
@@ -505,5 +534,25 @@ impl<B: ByteBuffer> Core<B> {
             code: ErrorCode::UnexpectedMessage,
             kind,
         })
+    }
+}
+
+/// Paces one kind of message with a generic cell rate algorithm: `burst`
+/// at once, then one per `spacing` milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// When the next message is due at the allowed rate.
+    due: Millis,
+}
+
+impl Pace {
+    fn allow(&mut self, now: Millis, spacing: u64, burst: u32) -> bool {
+        let spacing = spacing.max(1);
+        let tolerance = spacing.saturating_mul(u64::from(burst.max(1) - 1));
+        if now.0.saturating_add(tolerance) < self.due.0 {
+            return false;
+        }
+        self.due = Millis(self.due.0.max(now.0).saturating_add(spacing));
+        true
     }
 }

@@ -222,6 +222,16 @@ impl Auth {
         })
     }
 
+    /// Whether the token with this id is still one of ours and has not
+    /// expired (for a long-lived request, such as an event stream, that
+    /// authenticated once).
+    pub fn still_valid(&self, token_id: &str) -> bool {
+        let now = now_ms();
+        self.read()
+            .iter()
+            .any(|record| record.id == token_id && !record.expired_at(now))
+    }
+
     /// The role of `token`, if it is one of ours and has not expired.
     pub fn role_of(&self, token: &str) -> Option<Role> {
         self.authenticate(token).ok().map(|caller| caller.role)

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::{ApiQuery, AppState, Problem};
+use super::{ApiQuery, AppState, Auth, Problem};
 use crate::model::Kind;
 use crate::store::{Store, StoreError};
 
@@ -242,6 +242,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 struct Watch {
     _slot: StreamSlot,
+    /// The token the stream was opened with, checked again at every look
+    /// at the store: a revoked or expired token ends its streams.
+    auth: Arc<Auth>,
+    token_id: String,
     store: Store,
     changes: watch::Receiver<u64>,
     seen: Option<Versions>,
@@ -249,13 +253,16 @@ struct Watch {
 }
 
 impl Watch {
-    async fn next(&mut self) -> Event {
+    /// The next event; `None` once the stream's token is no longer valid.
+    async fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(change) = self.pending.pop_front() {
-                return Event::default()
-                    .event("change")
-                    .json_data(&change)
-                    .unwrap_or_else(|_| Event::default().comment("unencodable change"));
+                return Some(
+                    Event::default()
+                        .event("change")
+                        .json_data(&change)
+                        .unwrap_or_else(|_| Event::default().comment("unencodable change")),
+                );
             }
             let first = self.seen.is_none();
             if !first {
@@ -265,6 +272,10 @@ impl Watch {
                 }
             }
             self.changes.borrow_and_update();
+            if !self.auth.still_valid(&self.token_id) {
+                tracing::info!(token = %self.token_id, "event stream ended: its token was revoked or expired");
+                return None;
+            }
             match versions(&self.store) {
                 Ok(now) => {
                     if let Some(old) = &self.seen {
@@ -272,7 +283,7 @@ impl Watch {
                     }
                     self.seen = Some(now);
                     if first {
-                        return Event::default().event("ready").data("{}");
+                        return Some(Event::default().event("ready").data("{}"));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "event stream could not read the store"),
@@ -281,16 +292,9 @@ impl Watch {
     }
 }
 
-fn stream(store: Store, slot: StreamSlot) -> impl Stream<Item = Result<Event, Infallible>> {
-    let watch = Watch {
-        _slot: slot,
-        changes: store.subscribe(),
-        store,
-        seen: None,
-        pending: Default::default(),
-    };
+fn stream(watch: Watch) -> impl Stream<Item = Result<Event, Infallible>> {
     futures_util::stream::unfold(watch, |mut watch| async move {
-        let event = watch.next().await;
+        let event = watch.next().await?;
         Some((Ok(event), watch))
     })
 }
@@ -305,9 +309,9 @@ pub(crate) async fn events(
     let Some(token) = bearer(&headers).or(from_query) else {
         return Problem::unauthorized().into_response();
     };
-    if state.auth.role_of(token).is_none() {
+    let Ok(caller) = state.auth.authenticate(token) else {
         return Problem::unauthorized().into_response();
-    }
+    };
     let slot = match state.streams.reserve(token) {
         Ok(slot) => slot,
         Err(problem) => {
@@ -320,7 +324,16 @@ pub(crate) async fn events(
             return response;
         }
     };
-    Sse::new(stream(state.store.clone(), slot))
+    let watch = Watch {
+        _slot: slot,
+        auth: state.auth.clone(),
+        token_id: caller.token_id,
+        changes: state.store.subscribe(),
+        store: state.store.clone(),
+        seen: None,
+        pending: Default::default(),
+    };
+    Sse::new(stream(watch))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response()
 }

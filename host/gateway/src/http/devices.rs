@@ -132,12 +132,13 @@ pub(crate) async fn get_device(
 
 /// Revokes a device: its certificate is refused at the TLS handshake and
 /// its key may not enroll again; its record, deployments and results go,
-/// and an open session is closed. Cannot be undone.
+/// and an open session is closed. Cannot be undone; revoking it again
+/// answers 204 too.
 #[utoipa::path(
     delete, path = "/v1/devices/{id}", tag = "devices",
     params(("id" = String, Path, description = "the device id, 32 hex digits (dashes allowed)")),
     responses(
-        (status = 204, description = "revoked"),
+        (status = 204, description = "revoked (now or before)"),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -148,11 +149,18 @@ pub(crate) async fn revoke_device(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let id = device_id_param(&id)?;
-    let record = shared
-        .store
-        .revoke_device(id)?
-        .ok_or_else(|| ApiError::not_found("device"))?;
+    let Some(record) = shared.store.device(id)? else {
+        return if shared.store.was_revoked(id)? {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(ApiError::not_found("device"))
+        };
+    };
+    // Refused from now on, before the records go: a session starting
+    // meanwhile cannot slip through. (Should the store fail, the key stays
+    // refused until a restart, and the caller retries.)
     shared.revocations.add(&record.public_key);
+    shared.store.revoke_device(id)?;
     shared
         .metrics
         .revoked_devices
