@@ -63,7 +63,9 @@ pub(crate) async fn accept_loop(
 }
 
 async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
-    if timeout(shared.config.hello_timeout, tcp.readable())
+    // `peek` waits for a first byte (or the end): unlike `readable`, it
+    // cannot wake up early for nothing.
+    if timeout(shared.config.hello_timeout, tcp.peek(&mut [0u8; 1]))
         .await
         .is_err()
     {

@@ -533,3 +533,54 @@ async fn deployment_ids_of_a_revoked_device_are_never_given_again() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_connection_that_never_says_hello_is_dropped_early() {
+    let mut config = fast_config();
+    config.hello_timeout = Duration::from_millis(300);
+    config.handshake_timeout = Duration::from_secs(30);
+    let gateway = TestGateway::start(config, Store::in_memory().unwrap()).await;
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), {
+        use tokio::io::AsyncReadExt as _;
+        silent.read(&mut buf)
+    })
+    .await
+    .expect("closed before the handshake timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        metric(
+            &gateway,
+            r#"wasmbed_gateway_handshake_failures_total{reason="no_hello"}"#
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn refused_enrollments_do_not_use_up_the_budget_of_all_sources() {
+    let limit = RateLimit {
+        burst: 2,
+        per_second: 1,
+    };
+    let mut config = fast_config();
+    config.enroll_rate_per_source = RateLimit::UNLIMITED;
+    config.enroll_rate_total = limit;
+    let gateway = TestGateway::start(config, Store::in_memory().unwrap()).await;
+    // Pairing closed: anyone with the claim certificate may try, and is
+    // refused for that, not for the rate.
+    for _ in 0..5 {
+        assert_eq!(
+            TestDevice::new().enroll(gateway.addr).await,
+            Err(EnrollRefusal::PairingClosed)
+        );
+    }
+    // The budget is whole when pairing opens.
+    gateway.open_pairing(true).await;
+    for _ in 0..2 {
+        assert!(TestDevice::new().enroll(gateway.addr).await.is_ok());
+    }
+}
