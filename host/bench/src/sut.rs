@@ -130,7 +130,10 @@ impl GatewayProcess {
             .arg(db)
             .args(["--listen", &devices.to_string()])
             .args(["--http", &http.to_string()])
-            .args(["--heartbeat-interval", HEARTBEAT_INTERVAL]);
+            .args(["--heartbeat-interval", HEARTBEAT_INTERVAL])
+            // The heartbeat benchmark floods heartbeats to measure what each
+            // costs: the gateway must not pace them.
+            .arg(format!("--heartbeat-burst={}", u32::MAX));
         if open_pairing {
             // The simulated fleet enrolls from one address, all at once.
             command.args([

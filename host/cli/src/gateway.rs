@@ -42,6 +42,10 @@ pub(crate) struct GatewayArgs {
     /// Heartbeat intervals without a message before a device is unreachable.
     #[arg(long, default_value_t = 3)]
     missed_heartbeats: u32,
+    /// Heartbeats a device may send back to back; beyond them one per half
+    /// interval, and sooner ones are refused `rate-limited`.
+    #[arg(long, default_value_t = GatewayConfig::default().session.heartbeat_burst)]
+    heartbeat_burst: u32,
     /// A TLS handshake slower than this is dropped.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
@@ -183,6 +187,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
     config.session.heartbeat_interval_ms = u32::try_from(args.heartbeat_interval.as_millis())
         .context("--heartbeat-interval is too long")?;
     config.session.missed_heartbeats = args.missed_heartbeats;
+    config.session.heartbeat_burst = args.heartbeat_burst;
     let gateway = Gateway::new(config, &installation, store)?;
     match args.open_pairing {
         Some(PairingWindow::For(duration)) => {
