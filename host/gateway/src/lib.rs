@@ -88,6 +88,12 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Shows how many device keys are revoked in the metrics.
+    pub(crate) fn count_revocations(&self) {
+        let revoked = i64::try_from(self.revocations.len()).unwrap_or(i64::MAX);
+        self.metrics.revoked_devices.set(revoked);
+    }
+
     /// Whether a warning caused by `source` may be logged now, and how
     /// many were suppressed before it. Suppressed lines are counted.
     fn may_log(&self, source: IpAddr) -> Option<u64> {
@@ -157,11 +163,7 @@ impl Gateway {
                 config,
             }),
         };
-        gateway
-            .shared
-            .metrics
-            .revoked_devices
-            .set(i64::try_from(gateway.shared.revocations.len()).unwrap_or(i64::MAX));
+        gateway.shared.count_revocations();
         Ok(gateway)
     }
 

@@ -86,16 +86,21 @@ async fn enrollment_from_one_source_is_rate_limited() {
     );
 }
 
+/// A gateway whose enrollments are limited in all, not per source.
+async fn limited_in_all(limit: RateLimit) -> TestGateway {
+    let mut config = fast_config();
+    config.enroll_rate_per_source = RateLimit::UNLIMITED;
+    config.enroll_rate_total = limit;
+    TestGateway::start(config, Store::in_memory().unwrap()).await
+}
+
 #[tokio::test]
 async fn enrollment_from_all_sources_together_is_rate_limited() {
     let limit = RateLimit {
         burst: 2,
         per_second: 1,
     };
-    let mut config = fast_config();
-    config.enroll_rate_per_source = RateLimit::UNLIMITED;
-    config.enroll_rate_total = limit;
-    let gateway = TestGateway::start(config, Store::in_memory().unwrap()).await;
+    let gateway = limited_in_all(limit).await;
     gateway.open_pairing(true).await;
     let (outcomes, seconds) = enroll_many(&gateway, 6).await;
     assert_rate_limited(&outcomes, seconds, limit);
@@ -566,10 +571,7 @@ async fn refused_enrollments_do_not_use_up_the_budget_of_all_sources() {
         burst: 2,
         per_second: 1,
     };
-    let mut config = fast_config();
-    config.enroll_rate_per_source = RateLimit::UNLIMITED;
-    config.enroll_rate_total = limit;
-    let gateway = TestGateway::start(config, Store::in_memory().unwrap()).await;
+    let gateway = limited_in_all(limit).await;
     // Pairing closed: anyone with the claim certificate may try, and is
     // refused for that, not for the rate.
     for _ in 0..5 {

@@ -161,10 +161,7 @@ pub(crate) async fn revoke_device(
     // refused until a restart, and the caller retries.)
     shared.revocations.add(&record.public_key);
     shared.store.revoke_device(id)?;
-    shared
-        .metrics
-        .revoked_devices
-        .set(i64::try_from(shared.revocations.len()).unwrap_or(i64::MAX));
+    shared.count_revocations();
     shared.fleet.remove(id);
     tracing::info!(device = %id, key = %hex::encode(&record.public_key), "device revoked");
     Ok(StatusCode::NO_CONTENT)
