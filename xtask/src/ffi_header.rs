@@ -1,30 +1,35 @@
-//! `cargo xtask ffi-header`: regenerates the C header of the protocol's C
-//! ABI (`protocol/ffi/include/wasmbed_protocol.h`) with cbindgen, using
-//! `protocol/ffi/cbindgen.toml`.
+//! `cargo xtask ffi-header`: regenerates the C headers of the C ABIs with
+//! cbindgen, each from its crate's `cbindgen.toml`: the protocol's
+//! (`protocol/ffi/include/wasmbed_protocol.h`) and the agent's
+//! (`firmware/agent-ffi/include/wasmbed_agent.h`).
 //!
-//! `protocol/ffi/tests/header.rs` generates the header the same way and
+//! Each crate's `tests/header.rs` generates its header the same way and
 //! fails while the checked-in one differs.
 
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 
-/// The C-ABI crate, relative to the workspace root.
-const CRATE_DIR: &str = "protocol/ffi";
-/// The header, relative to the crate.
-const HEADER: &str = "include/wasmbed_protocol.h";
+/// The C-ABI crates, relative to the workspace root, with their headers
+/// relative to the crate.
+const HEADERS: &[(&str, &str)] = &[
+    ("protocol/ffi", "include/wasmbed_protocol.h"),
+    ("firmware/agent-ffi", "include/wasmbed_agent.h"),
+];
 
 pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
-    let crate_dir = root.join(CRATE_DIR);
-    let header = generate(&crate_dir)?;
-    let path = crate_dir.join(HEADER);
-    let old = std::fs::read_to_string(&path).ok();
-    if old.as_deref() == Some(header.as_str()) {
-        println!("xtask: {} is up to date", path.display());
-        return Ok(());
+    for (crate_dir, header) in HEADERS {
+        let crate_dir = root.join(crate_dir);
+        let fresh = generate(&crate_dir)?;
+        let path = crate_dir.join(header);
+        let old = std::fs::read_to_string(&path).ok();
+        if old.as_deref() == Some(fresh.as_str()) {
+            println!("xtask: {} is up to date", path.display());
+            continue;
+        }
+        std::fs::write(&path, fresh).with_context(|| format!("writing {}", path.display()))?;
+        println!("xtask: wrote {}", path.display());
     }
-    std::fs::write(&path, header).with_context(|| format!("writing {}", path.display()))?;
-    println!("xtask: wrote {}", path.display());
     Ok(())
 }
 
@@ -47,10 +52,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generates_a_header_with_the_session_api() -> anyhow::Result<()> {
-        let header = generate(&crate::workspace_root().join(CRATE_DIR))?;
-        assert!(header.contains("#define WASMBED_PROTOCOL_H"));
-        assert!(header.contains("wb_device_session_init_resume("));
+    fn generates_headers_with_the_session_and_agent_apis() -> anyhow::Result<()> {
+        let root = crate::workspace_root();
+        let protocol = generate(&root.join(HEADERS[0].0))?;
+        assert!(protocol.contains("#define WASMBED_PROTOCOL_H"));
+        assert!(protocol.contains("wb_device_session_init_resume("));
+        let agent = generate(&root.join(HEADERS[1].0))?;
+        assert!(agent.contains("#define WASMBED_AGENT_H"));
+        assert!(agent.contains("wb_agent_new("));
         Ok(())
     }
 }

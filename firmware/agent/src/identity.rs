@@ -103,6 +103,37 @@ pub fn public_key(private_key: &[u8; PRIVATE_KEY_LEN]) -> Result<[u8; PUBLIC_KEY
     point.as_bytes().try_into().map_err(|_| InvalidKey)
 }
 
+/// Length of [`sec1_der`]'s encoding.
+pub const SEC1_DER_LEN: usize = 121;
+
+/// `private_key` as a DER `ECPrivateKey` (RFC 5915) with its curve and
+/// public key: the form TLS libraries such as mbedTLS load a key from.
+pub fn sec1_der(private_key: &[u8; PRIVATE_KEY_LEN]) -> Result<[u8; SEC1_DER_LEN], InvalidKey> {
+    const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let public_key = public_key(private_key)?;
+    let mut der = [0u8; SEC1_DER_LEN];
+    let parts: [&[u8]; 8] = [
+        // SEQUENCE, version 1, the key as an OCTET STRING
+        &[0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20],
+        private_key,
+        // [0] parameters: namedCurve prime256v1
+        &[0xa0, 0x0a],
+        &P256_OID,
+        // [1] publicKey: BIT STRING, no unused bits
+        &[0xa1, 0x44, 0x03, 0x42],
+        &[0x00],
+        &public_key,
+        &[],
+    ];
+    let mut at = 0;
+    for part in parts {
+        der[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    debug_assert_eq!(at, SEC1_DER_LEN);
+    Ok(der)
+}
+
 /// Signs the enrollment challenge `nonce` with `private_key`.
 ///
 /// Signing is deterministic (RFC 6979), so it needs no randomness.
@@ -220,6 +251,15 @@ impl StoredKey {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sec1_der_is_what_a_der_parser_reads_back() {
+        let key = [0x42; super::PRIVATE_KEY_LEN];
+        let der = super::sec1_der(&key).expect("a valid scalar");
+        let parsed = p256::SecretKey::from_sec1_der(&der).expect("valid SEC1 DER");
+        assert_eq!(<[u8; 32]>::from(parsed.to_bytes()), key);
+        assert!(super::sec1_der(&[0; super::PRIVATE_KEY_LEN]).is_err());
+    }
+
     use p256::ecdsa::VerifyingKey;
     use p256::ecdsa::signature::Verifier;
 

@@ -22,6 +22,8 @@
 extern crate alloc;
 
 pub mod agent;
+pub mod console;
+pub mod entropy;
 pub mod flash;
 #[cfg(feature = "std")]
 pub mod host;

@@ -37,6 +37,12 @@ pub struct Provisioning<'a> {
     /// A human-readable name, for the console.
     #[n(5)]
     pub device_name: &'a str,
+    /// Where a networked device finds the gateway's device port, as
+    /// `host:port` (`10.0.2.2:4423` from behind QEMU's user-mode network).
+    /// Absent for devices whose link is wired to the gateway (a UART through
+    /// the emulator manager's bridge).
+    #[n(6)]
+    pub gateway_address: Option<&'a str>,
 }
 
 impl core::fmt::Debug for Provisioning<'_> {
@@ -44,6 +50,7 @@ impl core::fmt::Debug for Provisioning<'_> {
         f.debug_struct("Provisioning")
             .field("server_name", &self.server_name)
             .field("device_name", &self.device_name)
+            .field("gateway_address", &self.gateway_address)
             .field("gateway_ca_len", &self.gateway_ca.len())
             .field("claim_certificate_len", &self.claim_certificate.len())
             .finish_non_exhaustive()
@@ -91,6 +98,7 @@ mod tests {
             claim_private_key: [7; PRIVATE_KEY_LEN],
             entropy_seed: [9; SEED_LEN],
             device_name: "qemu-0",
+            gateway_address: Some("10.0.2.2:4423"),
         }
     }
 
@@ -98,6 +106,16 @@ mod tests {
     fn a_record_round_trips() {
         let bytes = sample().to_vec();
         assert_eq!(Provisioning::decode(&bytes), Ok(sample()));
+    }
+
+    #[test]
+    fn a_record_without_a_gateway_address_still_decodes() {
+        let wired = Provisioning {
+            gateway_address: None,
+            ..sample()
+        };
+        let bytes = wired.to_vec();
+        assert_eq!(Provisioning::decode(&bytes), Ok(wired));
     }
 
     #[test]

@@ -153,6 +153,7 @@ pub fn provision(
         claim_private_key: options.claim.claim_private_key,
         entropy_seed,
         device_name: &options.device_name,
+        gateway_address: None,
     };
     let bytes = record.to_vec();
     let temporary = state_dir.join(format!(".{PROVISION_FILE}.tmp"));

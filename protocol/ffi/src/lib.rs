@@ -40,6 +40,8 @@ extern crate std;
 
 mod codec;
 mod consts;
+#[cfg(all(feature = "c-heap", target_os = "none", not(test)))]
+mod heap;
 mod raw;
 mod session;
 mod status;

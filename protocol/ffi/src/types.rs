@@ -15,8 +15,9 @@ use crate::consts::*;
 
 // ---------------------------------------------------------------- text ----
 
-/// Reads a NUL-terminated UTF-8 field of at most `N` bytes.
-pub(crate) fn text_in<const N: usize, const SIZE: usize>(
+/// Reads a NUL-terminated UTF-8 field of at most `N` bytes (`InvalidArgument`
+/// without a NUL, with invalid UTF-8 or with more than `N` bytes).
+pub fn text_in<const N: usize, const SIZE: usize>(
     field: &[c_char; SIZE],
 ) -> Result<heapless::String<N>, WbStatus> {
     let mut bytes = [0u8; SIZE];
@@ -33,7 +34,7 @@ pub(crate) fn text_in<const N: usize, const SIZE: usize>(
 }
 
 /// `text` as a NUL-terminated field, cut to fit if need be.
-pub(crate) fn text_out<const SIZE: usize>(text: &str) -> [c_char; SIZE] {
+pub fn text_out<const SIZE: usize>(text: &str) -> [c_char; SIZE] {
     let mut out = [0 as c_char; SIZE];
     for (o, b) in out
         .iter_mut()
@@ -73,7 +74,9 @@ pub struct WbValue {
 }
 
 impl WbValue {
-    pub(crate) fn message(self) -> Result<Value, WbStatus> {
+    /// The value `kind` and the bits say, or `InvalidArgument` for an
+    /// unknown kind.
+    pub fn message(self) -> Result<Value, WbStatus> {
         // In each arm, `kind` names the member the C side set, and every bit
         // pattern is a valid value of the member's type.
         Ok(match self.kind {
@@ -89,7 +92,7 @@ impl WbValue {
         })
     }
 
-    pub(crate) fn from_message(value: Value) -> WbValue {
+    pub fn from_message(value: Value) -> WbValue {
         let mut of = WbValueBits { i64: 0 };
         let kind = match value {
             Value::I32(v) => {
@@ -539,20 +542,26 @@ pub struct WbDeployStart {
 
 impl WbDeployStart {
     pub(crate) fn from_message(start: &DeployStart) -> WbDeployStart {
-        let (arg_count, args) = values_out(&start.limits.args);
         WbDeployStart {
             deployment: start.deployment.0,
             application: start.application.0,
             module_size: start.module_size,
             sha256: start.sha256,
             chunk_size: start.chunk_size,
-            limits: WbLimits {
-                fuel: start.limits.fuel,
-                memory_pages: start.limits.memory_pages,
-                entry: text_out(&start.limits.entry),
-                arg_count,
-                args,
-            },
+            limits: WbLimits::from_limits(&start.limits),
+        }
+    }
+}
+
+impl WbLimits {
+    pub fn from_limits(limits: &Limits) -> WbLimits {
+        let (arg_count, args) = values_out(&limits.args);
+        WbLimits {
+            fuel: limits.fuel,
+            memory_pages: limits.memory_pages,
+            entry: text_out(&limits.entry),
+            arg_count,
+            args,
         }
     }
 }

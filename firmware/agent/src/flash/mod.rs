@@ -22,11 +22,13 @@
 //!   fails its complement check and is ignored.
 
 mod key_store;
+mod layout;
 mod mem;
 mod module_store;
 pub mod record;
 
 pub use key_store::FlashKeyStore;
+pub use layout::FlashLayout;
 pub use mem::{MEM_FLASH_SECTOR, MEM_FLASH_WORD, MemFlash, MemFlashError, MemFlashOf};
 pub use module_store::{FlashModuleStore, MAX_REWRITE};
 
