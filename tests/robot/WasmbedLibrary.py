@@ -286,6 +286,8 @@ class WasmbedLibrary:
             f"127.0.0.1:{self.device_port}",
             "--backend",
             backend,
+            "--board",
+            str(BuiltIn().get_variable_value("${BOARD}", "mps2-an385")),
             "--name-prefix",
             f"{backend}-",
         ]

@@ -19,6 +19,7 @@ Test Timeout        2 minutes
 
 *** Variables ***
 ${BACKEND}          qemu
+${BOARD}            mps2-an385
 # Fuel for modules that must run to the end, and for the one that must not.
 ${ENOUGH FUEL}      20000000
 ${SPIN FUEL}        2000000

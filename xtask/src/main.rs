@@ -23,6 +23,7 @@ mod size;
 mod test;
 mod up;
 mod venv;
+mod zephyr;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,8 +72,12 @@ enum Command {
     ///                     for T in thumbv7m-none-eabi, thumbv7em-none-eabihf
     ///   no_std agent      cargo build -p wasmbed-agent --no-default-features --features wasmi
     ///                     --target thumbv7m-none-eabi
-    ///   ffi               cargo build -p wasmbed-protocol-ffi --target thumbv7m-none-eabi --release
-    ///                     (skipped while the package is not in the workspace)
+    ///   ffi               cargo build -p P --target thumbv7m-none-eabi --release for P in
+    ///                     wasmbed-protocol-ffi, wasmbed-agent-ffi (the C ABIs)
+    ///   zephyr            where a west workspace exists (ZEPHYR_BASE, or zephyr-workspace/):
+    ///                     the Zephyr image (as `cargo xtask zephyr`), then the firmware tests
+    ///                     (host/emulator/tests/firmware) and the Robot suite against it;
+    ///                     a named skip where none exists
     ///   fuzz              cargo fuzz run TARGET -- -max_total_time=SECS, for every target
     ///                     of `cargo fuzz list` (skipped while fuzz/ does not exist)
     ///
@@ -186,8 +191,21 @@ enum Command {
         #[arg(value_name = "TARGET")]
         targets: Vec<String>,
     },
-    /// Regenerate protocol/ffi/include/wasmbed_protocol.h with cbindgen.
+    /// Regenerate the C headers (protocol/ffi/include/wasmbed_protocol.h,
+    /// firmware/agent-ffi/include/wasmbed_agent.h) with cbindgen.
     FfiHeader,
+    /// Build the Zephyr + WAMR application for mps2/an385 in a west workspace.
+    ///
+    /// Finds the workspace through ZEPHYR_BASE (its parent) or at
+    /// zephyr-workspace/ in the repository, and runs `west build -b
+    /// mps2/an385 -d zephyr-workspace/build/mps2_an385 zephyr-app` there
+    /// (ZEPHYR_TOOLCHAIN_VARIANT=gnuarmemb with GNUARMEMB_TOOLCHAIN_PATH=/usr
+    /// unless set). The app's CMake builds the agent's static library with
+    /// cargo. Without a workspace it prints how to create one (west init,
+    /// west update from this repository's west.yml) and exits 0, reporting
+    /// the skip.
+    #[command(about = "Build the Zephyr + WAMR application in a west workspace")]
+    Zephyr,
     /// Build everything and run a local installation with `wasmbed up`.
     ///
     /// Adds the firmware's and the applications' Rust targets with rustup
@@ -289,6 +307,13 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
         Command::Fmt => Ok(cmd::run(cmd::cargo(root).args(["fmt", "--all"]))?),
         Command::Fuzz { seconds, targets } => fuzz::run(root, seconds, &targets),
         Command::FfiHeader => ffi_header::run(root),
+        Command::Zephyr => match zephyr::run(root)? {
+            zephyr::Outcome::Built(_) => Ok(()),
+            zephyr::Outcome::Skipped(why) => {
+                println!("xtask: zephyr: skipped: {why}");
+                Ok(())
+            }
+        },
         Command::Up { args } => up::run(root, &args),
         Command::Schemathesis {
             max_examples,

@@ -42,6 +42,23 @@ impl Backend {
 /// project's virtual environment, and runs the suite with it, writing its
 /// report to `target/robot`.
 pub(crate) fn run(root: &Path, backend: Backend) -> anyhow::Result<()> {
+    run_with(root, backend, None)
+}
+
+/// A firmware image other than the bare-metal one, and the board it runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Image<'a> {
+    pub(crate) elf: &'a Path,
+    pub(crate) board: &'a str,
+}
+
+/// [`run`], against `image` when given (the suite's `${BOARD}` variable
+/// names its board), the bare-metal firmware otherwise.
+pub(crate) fn run_with(
+    root: &Path,
+    backend: Backend,
+    image: Option<Image<'_>>,
+) -> anyhow::Result<()> {
     cmd::run(cmd::cargo(root).args(["build", "-p", "wasmbed-cli"]))?;
     let target = cmd::target_dir(root)?;
     let wasmbed = target.join("debug").join("wasmbed");
@@ -51,8 +68,11 @@ pub(crate) fn run(root: &Path, backend: Backend) -> anyhow::Result<()> {
         wasmbed.display()
     );
 
-    let mut elf = firmware::elf_path(root)?;
-    if !elf.is_file() {
+    let mut elf = match image {
+        Some(image) => image.elf.to_owned(),
+        None => firmware::elf_path(root)?,
+    };
+    if image.is_none() && !elf.is_file() {
         println!(
             "xtask: no firmware at {}: building it",
             cmd::show(root, &elf)
@@ -88,6 +108,11 @@ pub(crate) fn run(root: &Path, backend: Backend) -> anyhow::Result<()> {
             .env("WASMBED_FIRMWARE", &elf)
             .env("WASMBED_APPS", &apps_dir)
             .args(robot_args(&out, backend))
+            .args(
+                image
+                    .iter()
+                    .flat_map(|image| ["--variable".to_owned(), format!("BOARD:{}", image.board)]),
+            )
             .arg(root.join(SUITE)),
     )
     .with_context(|| {

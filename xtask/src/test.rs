@@ -4,8 +4,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow};
-
 use crate::{apps, cmd, firmware, fuzz, robot, schemathesis, setup, size};
 
 /// The environment variable that skips the firmware and application
@@ -13,7 +11,8 @@ use crate::{apps, cmd, firmware, fuzz, robot, schemathesis, setup, size};
 pub(crate) const SKIP_FIRMWARE_ENV: &str = "WASMBED_SKIP_FIRMWARE";
 
 /// The C-ABI crate for the Zephyr/WAMR application; built when it exists.
-const FFI_PACKAGE: &str = "wasmbed-protocol-ffi";
+/// The C-ABI static libraries the Zephyr application links.
+const FFI_PACKAGES: [&str; 2] = ["wasmbed-protocol-ffi", "wasmbed-agent-ffi"];
 
 /// The no_std targets the protocol crate must keep building for.
 pub(crate) const NO_STD_TARGETS: [&str; 2] = ["thumbv7m-none-eabi", "thumbv7em-none-eabihf"];
@@ -133,22 +132,41 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
             "thumbv7m-none-eabi",
         ]))
     })?;
-    if steps.run("metadata", || workspace_has_package(root, FFI_PACKAGE))? {
-        steps.run("ffi thumbv7m-none-eabi", || {
+    for package in FFI_PACKAGES {
+        steps.run(&format!("ffi {package} thumbv7m-none-eabi"), || {
             cmd::run(cargo().args([
                 "build",
                 "-p",
-                FFI_PACKAGE,
+                package,
                 "--target",
                 "thumbv7m-none-eabi",
                 "--release",
             ]))
         })?;
-    } else {
+    }
+    // The Zephyr image, and the firmware tests and Robot suite against it,
+    // where a west workspace exists; a named skip where none does (CI has
+    // no Zephyr: it is in no package registry).
+    if skip_firmware {
         steps.skip(
-            "ffi",
-            &format!("package `{FFI_PACKAGE}` is not in the workspace yet"),
+            "zephyr",
+            &format!("--skip-firmware (or {SKIP_FIRMWARE_ENV})"),
         );
+    } else {
+        match steps.run("zephyr build", || crate::zephyr::run(root))? {
+            crate::zephyr::Outcome::Built(elf) => {
+                let apps = crate::apps::out_dir(root)?;
+                steps.run("zephyr firmware tests", || zephyr_tests(root, &elf, &apps))?;
+                steps.run("zephyr robot", || {
+                    let image = robot::Image {
+                        elf: &elf,
+                        board: crate::zephyr::QEMU_BOARD,
+                    };
+                    robot::run_with(root, robot::Backend::Qemu, Some(image))
+                })?;
+            }
+            crate::zephyr::Outcome::Skipped(why) => steps.skip("zephyr tests", &why),
+        }
     }
     if fuzz::exists(root) {
         let targets = steps.run("fuzz list", || fuzz::list(root))?;
@@ -169,16 +187,24 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
     Ok(())
 }
 
-/// Whether `cargo metadata` lists `name` among the workspace's packages.
-fn workspace_has_package(root: &Path, name: &str) -> anyhow::Result<bool> {
-    let json =
-        cmd::output(cmd::cargo(root).args(["metadata", "--format-version", "1", "--no-deps"]))?;
-    let metadata: serde_json::Value =
-        serde_json::from_str(&json).context("`cargo metadata` printed invalid JSON")?;
-    let packages = metadata["packages"]
-        .as_array()
-        .ok_or_else(|| anyhow!("`cargo metadata` printed no package list"))?;
-    Ok(packages.iter().any(|p| p["name"] == name))
+/// The tests that boot the firmware in QEMU, against the Zephyr image on
+/// its Ethernet-linked board.
+fn zephyr_tests(root: &Path, elf: &Path, apps: &Path) -> anyhow::Result<()> {
+    let mut command = cmd::cargo(root);
+    command
+        .args([
+            "nextest",
+            "run",
+            "-p",
+            "wasmbed-emulator",
+            "--test",
+            "firmware",
+        ])
+        .env("WASMBED_REQUIRE_FIRMWARE", "1")
+        .env("WASMBED_FIRMWARE", elf)
+        .env("WASMBED_BOARD", crate::zephyr::QEMU_BOARD)
+        .env("WASMBED_APPS", apps);
+    Ok(cmd::run(&mut command)?)
 }
 
 /// The steps run so far, with their times, for the closing summary.
@@ -261,7 +287,7 @@ mod tests {
         let ok = steps.run("first", || Ok::<_, anyhow::Error>(7));
         assert_eq!(ok.ok(), Some(7));
         let err = steps
-            .run("second", || Err::<(), _>(anyhow!("boom")))
+            .run("second", || Err::<(), _>(anyhow::anyhow!("boom")))
             .expect_err("the step fails");
         assert_eq!(format!("{err:#}"), "step `second` failed: boom");
         assert_eq!(steps.done.len(), 1);
@@ -299,13 +325,5 @@ mod tests {
             nextest < robot && robot < doctest,
             "the Robot tests run right after the tests"
         );
-    }
-
-    #[test]
-    fn finds_this_workspace_packages() -> anyhow::Result<()> {
-        let root = crate::workspace_root();
-        assert!(workspace_has_package(&root, "xtask")?);
-        assert!(!workspace_has_package(&root, "wasmbed-no-such-package")?);
-        Ok(())
     }
 }

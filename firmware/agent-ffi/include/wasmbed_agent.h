@@ -272,19 +272,29 @@ wb_status wb_agent_provisioned(const struct wb_agent *agent, struct wb_provision
 wb_status wb_agent_credentials(struct wb_agent *agent, struct wb_credentials *out);
 
 /**
- * Checks the gateway's certificate (DER) exactly as the bare-metal
- * firmware does: signed directly by the provisioned gateway CA, not itself
- * a CA, carrying the provisioned server name. `WB_STATUS_OK` or
- * `WB_STATUS_MALFORMED` (refuse the connection). Chains longer than the
- * certificate and the CA must be refused by the caller: there is no
- * intermediate whose constraints could be skipped.
+ * Checks the certificate chain the gateway sent (DER, leaf first) exactly
+ * as the bare-metal firmware does: one certificate, signed directly by the
+ * provisioned gateway CA, not itself a CA, carrying the provisioned server
+ * name. There is no intermediate whose constraints could be skipped, so a
+ * chain of any other length is refused. The device has no trusted time:
+ * the validity period is not checked, as on bare metal.
+ *
+ * `WB_STATUS_OK`, or `WB_STATUS_MALFORMED` with the console line saying
+ * why in `line` (as the bare-metal firmware prints it, e.g. `tls: gateway
+ * certificate refused: not issued by the gateway CA`): refuse the
+ * connection.
  *
  * # Safety
- * `agent` is NULL or valid; `der` is valid for `len` bytes.
+ * `agent` is NULL or valid; `certificates` and `lengths` are valid for
+ * `count` entries, each certificate for its length; `line` is NULL or
+ * valid for `line_size` bytes.
  */
-wb_status wb_agent_check_gateway_certificate(const struct wb_agent *agent,
-                                             const uint8_t *der,
-                                             size_t len);
+wb_status wb_agent_check_gateway_chain(const struct wb_agent *agent,
+                                       const uint8_t *const *certificates,
+                                       const size_t *lengths,
+                                       size_t count,
+                                       char *line,
+                                       size_t line_size);
 
 /**
  * Fills `buf` from the agent's CSPRNG (for the TLS library's entropy).

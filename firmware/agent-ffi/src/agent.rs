@@ -15,7 +15,7 @@ use wasmbed_agent::flash::{FlashKeyStore, FlashLayout, FlashModuleStore};
 use wasmbed_agent::identity::{SEC1_DER_LEN, sec1_der};
 use wasmbed_agent::provisioning::{Provisioning, SEED_LEN};
 use wasmbed_agent::storage::ModuleStore;
-use wasmbed_agent::x509::GatewayAnchor;
+use wasmbed_agent::x509::{CertError, GatewayAnchor};
 use wasmbed_agent::{Agent, AgentEvent, Credentials};
 use wasmbed_protocol::frame::MAX_FRAME_LEN;
 use wasmbed_protocol::session::DeviceConfig;
@@ -424,39 +424,70 @@ pub unsafe extern "C" fn wb_agent_credentials(
     WbStatus::Ok
 }
 
-/// Checks the gateway's certificate (DER) exactly as the bare-metal
-/// firmware does: signed directly by the provisioned gateway CA, not itself
-/// a CA, carrying the provisioned server name. `WB_STATUS_OK` or
-/// `WB_STATUS_MALFORMED` (refuse the connection). Chains longer than the
-/// certificate and the CA must be refused by the caller: there is no
-/// intermediate whose constraints could be skipped.
+/// Checks the certificate chain the gateway sent (DER, leaf first) exactly
+/// as the bare-metal firmware does: one certificate, signed directly by the
+/// provisioned gateway CA, not itself a CA, carrying the provisioned server
+/// name. There is no intermediate whose constraints could be skipped, so a
+/// chain of any other length is refused. The device has no trusted time:
+/// the validity period is not checked, as on bare metal.
+///
+/// `WB_STATUS_OK`, or `WB_STATUS_MALFORMED` with the console line saying
+/// why in `line` (as the bare-metal firmware prints it, e.g. `tls: gateway
+/// certificate refused: not issued by the gateway CA`): refuse the
+/// connection.
 ///
 /// # Safety
-/// `agent` is NULL or valid; `der` is valid for `len` bytes.
+/// `agent` is NULL or valid; `certificates` and `lengths` are valid for
+/// `count` entries, each certificate for its length; `line` is NULL or
+/// valid for `line_size` bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn wb_agent_check_gateway_certificate(
+pub unsafe extern "C" fn wb_agent_check_gateway_chain(
     agent: *const WbAgent,
-    der: *const u8,
-    len: usize,
+    certificates: *const *const u8,
+    lengths: *const usize,
+    count: usize,
+    line: *mut c_char,
+    line_size: usize,
 ) -> WbStatus {
     // SAFETY: the caller passes NULL or a valid agent.
     let Some(agent) = (unsafe { agent.as_ref() }) else {
         return WbStatus::NullPointer;
     };
-    if der.is_null() {
+    if count > 0 && (certificates.is_null() || lengths.is_null()) {
         return WbStatus::NullPointer;
     }
-    // SAFETY: the caller guarantees `len` readable bytes.
-    let der = unsafe { core::slice::from_raw_parts(der, len) };
-    let Ok(anchor) = GatewayAnchor::new(&agent.provisioned.gateway_ca) else {
-        return WbStatus::Malformed;
+    let mut why = LineBuffer::default();
+    let verdict = if count == 1 {
+        // SAFETY: one entry in each array (caller), valid for its length.
+        let (der, len) = unsafe { (*certificates, *lengths) };
+        if der.is_null() {
+            return WbStatus::NullPointer;
+        }
+        // SAFETY: the caller guarantees `len` readable bytes.
+        let der = unsafe { core::slice::from_raw_parts(der, len) };
+        check_gateway_certificate(agent, der)
+            .map_err(|e| write!(why, "tls: gateway certificate refused: {e}"))
+    } else {
+        Err(write!(
+            why,
+            "tls: gateway sent {count} certificates, expected 1"
+        ))
     };
-    // The device has no trusted time: the validity period is not checked,
-    // as on the bare-metal firmware.
-    match anchor.verify_server(der, text(&agent.provisioned.server_name), None) {
-        Ok(_) => WbStatus::Ok,
-        Err(_) => WbStatus::Malformed,
+    match verdict {
+        Ok(()) => WbStatus::Ok,
+        Err(_) => {
+            // SAFETY: the caller guarantees `line_size` writable bytes.
+            unsafe { why.copy_to(line, line_size) };
+            WbStatus::Malformed
+        }
     }
+}
+
+fn check_gateway_certificate(agent: &WbAgent, der: &[u8]) -> Result<(), CertError> {
+    let anchor = GatewayAnchor::new(&agent.provisioned.gateway_ca)?;
+    anchor
+        .verify_server(der, text(&agent.provisioned.server_name), None)
+        .map(|_| ())
 }
 
 /// Fills `buf` from the agent's CSPRNG (for the TLS library's entropy).

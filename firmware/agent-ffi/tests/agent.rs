@@ -550,29 +550,69 @@ fn the_gateway_certificate_is_checked_as_strictly_as_on_bare_metal() {
     let mut nor = blank_flash();
     let device = Device::boot(&mut nor);
     let fixtures = test_fixtures();
-    let check = |der: &[u8]| unsafe {
-        wb_agent_check_gateway_certificate(device.agent, der.as_ptr(), der.len())
+    let check = |chain: &[&[u8]]| {
+        let pointers: Vec<*const u8> = chain.iter().map(|c| c.as_ptr()).collect();
+        let lengths: Vec<usize> = chain.iter().map(|c| c.len()).collect();
+        let mut line = [0 as c_char; 128];
+        let status = unsafe {
+            wb_agent_check_gateway_chain(
+                device.agent,
+                pointers.as_ptr(),
+                lengths.as_ptr(),
+                chain.len(),
+                line.as_mut_ptr(),
+                line.len(),
+            )
+        };
+        let line = unsafe { CStr::from_ptr(line.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        (status, line)
     };
-    assert_eq!(check(fixtures.installation.gateway_cert()), WbStatus::Ok);
     assert_eq!(
-        check(&fixtures.leaf_signed_gateway.chain[0]),
+        check(&[fixtures.installation.gateway_cert()]),
+        (WbStatus::Ok, String::new())
+    );
+    let leaf_signed = &fixtures.leaf_signed_gateway.chain;
+    assert_eq!(
+        check(&[&leaf_signed[0]]),
+        (
+            WbStatus::Malformed,
+            "tls: gateway certificate refused: not issued by the gateway CA".to_owned()
+        )
+    );
+    assert_eq!(
+        check(&[&leaf_signed[0], &leaf_signed[1]]),
+        (
+            WbStatus::Malformed,
+            "tls: gateway sent 2 certificates, expected 1".to_owned()
+        ),
+        "no intermediates"
+    );
+    assert_eq!(
+        check(&[&fixtures.device_ca_signed_gateway.chain[0]]).0,
         WbStatus::Malformed
     );
     assert_eq!(
-        check(&fixtures.device_ca_signed_gateway.chain[0]),
-        WbStatus::Malformed
-    );
-    assert_eq!(
-        check(fixtures.installation.gateway_ca()),
-        WbStatus::Malformed,
+        check(&[fixtures.installation.gateway_ca()]).1,
+        "tls: gateway certificate refused: wrong certificate role (CA versus server)",
         "a CA is not a server"
     );
-    assert_eq!(check(b"\x30\x03\x02\x01\x01"), WbStatus::Malformed);
+    assert_eq!(check(&[b"\x30\x03\x02\x01\x01"]).0, WbStatus::Malformed);
+    assert_eq!(check(&[]).1, "tls: gateway sent 0 certificates, expected 1");
     assert_eq!(
-        unsafe { wb_agent_check_gateway_certificate(device.agent, ptr::null(), 0) },
+        unsafe {
+            wb_agent_check_gateway_chain(
+                device.agent,
+                ptr::null(),
+                ptr::null(),
+                1,
+                ptr::null_mut(),
+                0,
+            )
+        },
         WbStatus::NullPointer
     );
-
     let mut provisioned = std::mem::MaybeUninit::uninit();
     assert_eq!(
         unsafe { wb_agent_provisioned(device.agent, provisioned.as_mut_ptr()) },

@@ -55,7 +55,12 @@ device that exits or crashes on its own stops the others and exits 1.
 Example, against a local gateway:
   wasmbed certs init --dir wasmbed-pki
   wasmbed gateway --pki wasmbed-pki --open-pairing &
-  wasmbed emulator run --firmware firmware/mps2/target/thumbv7m-none-eabi/release/wasmbed-mps2 --devices 3")]
+  wasmbed emulator run --firmware firmware/mps2/target/thumbv7m-none-eabi/release/wasmbed-mps2 --devices 3
+
+The Zephyr + WAMR image runs on the board with Ethernet (QEMU user-mode \
+networking; the gateway's address goes into provision.bin):
+  wasmbed emulator run --board mps2-an385-zephyr \
+    --firmware zephyr-workspace/build/mps2_an385/zephyr/zephyr.elf")]
 pub(crate) struct RunArgs {
     /// The firmware image (ELF) every device runs.
     #[arg(long)]
@@ -229,11 +234,14 @@ async fn supervise(specs: Vec<DeviceSpec>) -> anyhow::Result<()> {
                 return Err(e.into());
             }
         };
+        let link = match device.link_port() {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => "network".to_owned(),
+        };
         say(&format!(
-            "# started {} pid={} link=127.0.0.1:{} state={}",
+            "# started {} pid={} link={link} state={}",
             device.name(),
             device.pid().unwrap_or(0),
-            device.link_port().unwrap_or(0),
             state_dir.display()
         ));
         let mut follower = device.console().follow(ConsoleMark::START);

@@ -34,12 +34,65 @@ use crate::client::ApiClient;
 /// The firmware image `cargo xtask firmware` builds.
 pub(crate) const DEFAULT_FIRMWARE: &str =
     "firmware/mps2/target/thumbv7m-none-eabi/release/wasmbed-mps2";
+/// The Zephyr image `cargo xtask zephyr` builds.
+pub(crate) const ZEPHYR_FIRMWARE: &str = "zephyr-workspace/build/mps2_an385/zephyr/zephyr.elf";
+
+/// Which firmware the devices run: `rust` (the bare-metal firmware, on
+/// the board with a link UART), `zephyr` (the Zephyr + WAMR application,
+/// on the board with Ethernet) or the path of an image for the board given
+/// with `--board`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Firmware {
+    Rust,
+    Zephyr,
+    Image(PathBuf),
+}
+
+impl std::str::FromStr for Firmware {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Firmware, Self::Err> {
+        Ok(match s {
+            "rust" => Firmware::Rust,
+            "zephyr" => Firmware::Zephyr,
+            path => Firmware::Image(PathBuf::from(path)),
+        })
+    }
+}
+
+impl Firmware {
+    /// The image and the board file it runs on (`board` for an image).
+    fn resolve(&self, board: Option<&str>) -> (PathBuf, String) {
+        match self {
+            Firmware::Rust => (PathBuf::from(DEFAULT_FIRMWARE), BOARD.to_owned()),
+            Firmware::Zephyr => (PathBuf::from(ZEPHYR_FIRMWARE), ZEPHYR_BOARD.to_owned()),
+            Firmware::Image(path) => (path.clone(), board.unwrap_or(BOARD).to_owned()),
+        }
+    }
+
+    /// The image.
+    fn image(&self) -> PathBuf {
+        self.resolve(None).0
+    }
+
+    /// How to build the image when it is missing.
+    fn build_hint(&self) -> &'static str {
+        match self {
+            Firmware::Zephyr => {
+                "build it with `cargo xtask zephyr` (see README: Zephyr + WAMR device)"
+            }
+            _ => "build it with `cargo xtask firmware` (or run `cargo xtask up`)",
+        }
+    }
+}
 /// The sample module `cargo xtask apps` builds.
 pub(crate) const DEFAULT_APP: &str = "target/apps/primes.wasm";
 /// The gateway resource `up` registers.
 const GATEWAY_NAME: &str = "local";
 /// The board every device is.
 const BOARD: &str = "mps2-an385";
+/// The same board's description for the Zephyr firmware (Ethernet link).
+const ZEPHYR_BOARD: &str = "mps2-an385-zephyr";
 /// The file keeping the admin token of DIR/api.db.
 const TOKEN_FILE: &str = "admin-token";
 
@@ -54,8 +107,10 @@ themselves.
 Progress lines start with `up:`; logs go to stderr. Ctrl-C stops the \
 devices, the gateway and the API server and exits 0.
 
-Needs qemu-system-arm, the firmware (`cargo xtask firmware`) and the sample \
-modules (`cargo xtask apps`); `cargo xtask up` builds them and runs this.")]
+Needs qemu-system-arm, the firmware (`cargo xtask firmware`, or with \
+`--firmware zephyr` the Zephyr + WAMR image of `cargo xtask zephyr`) and the \
+sample modules (`cargo xtask apps`); `cargo xtask up` builds them and runs \
+this.")]
 pub(crate) struct UpArgs {
     /// Number of emulated devices.
     #[arg(long, short = 'n', default_value_t = 3)]
@@ -63,9 +118,15 @@ pub(crate) struct UpArgs {
     /// Directory of the installation; created if missing.
     #[arg(long, default_value = "wasmbed-up")]
     dir: PathBuf,
-    /// The firmware image (ELF) every device runs.
-    #[arg(long, env = "WASMBED_FIRMWARE", default_value = DEFAULT_FIRMWARE)]
-    firmware: PathBuf,
+    /// The firmware every device runs: `rust` (the bare-metal firmware,
+    /// `cargo xtask firmware`), `zephyr` (the Zephyr + WAMR image,
+    /// `cargo xtask zephyr`) or the path of an ELF image for `--board`.
+    #[arg(long, env = "WASMBED_FIRMWARE", default_value = "rust")]
+    firmware: Firmware,
+    /// The board description for a firmware given as a path (default:
+    /// mps2-an385).
+    #[arg(long)]
+    board: Option<String>,
     /// The WebAssembly module deployed as the sample application.
     #[arg(long, default_value = DEFAULT_APP)]
     app: PathBuf,
@@ -109,10 +170,12 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     if !qemu.available() {
         bail!("qemu-system-arm not found: install it with `apt-get install qemu-system-arm`");
     }
-    if !args.firmware.is_file() {
+    let (firmware, board_name) = args.firmware.resolve(args.board.as_deref());
+    if !firmware.is_file() {
         bail!(
-            "no firmware at {}: build it with `cargo xtask firmware` (or run `cargo xtask up`)",
-            args.firmware.display()
+            "no firmware at {}: {}",
+            firmware.display(),
+            args.firmware.build_hint()
         );
     }
     let module = std::fs::read(&args.app).with_context(|| {
@@ -122,8 +185,8 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         )
     })?;
     let board = match &args.boards {
-        Some(dir) => Board::find_in(dir, BOARD),
-        None => Board::find(BOARD),
+        Some(dir) => Board::find_in(dir, &board_name),
+        None => Board::find(&board_name),
     }?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
@@ -300,7 +363,7 @@ async fn up(
             store: store.clone(),
             claim: ClaimMaterial::from_installation(&installation)?,
             board: board_for_api,
-            firmware: args.firmware.clone(),
+            firmware: args.firmware.image(),
             devices_dir: args.dir.join("devices"),
             gateway: device_addr.to_string(),
         };
@@ -359,7 +422,7 @@ async fn start(
             .start(DeviceSpec {
                 name: name.clone(),
                 board: board.clone(),
-                firmware: args.firmware.clone(),
+                firmware: args.firmware.image(),
                 state_dir: state_dir.clone(),
                 gateway: device_addr.to_string(),
                 backend: Backend::Qemu,
@@ -580,6 +643,26 @@ async fn wait_for_results(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firmware_names_pick_image_and_board() {
+        let zephyr: Firmware = "zephyr".parse().expect("infallible");
+        assert_eq!(
+            zephyr.resolve(None),
+            (PathBuf::from(ZEPHYR_FIRMWARE), ZEPHYR_BOARD.to_owned())
+        );
+        let rust: Firmware = "rust".parse().expect("infallible");
+        assert_eq!(rust.resolve(Some("ignored")).1, BOARD);
+        let image: Firmware = "/tmp/fw.elf".parse().expect("infallible");
+        assert_eq!(
+            image.resolve(Some("mps2-an385-zephyr")),
+            (PathBuf::from("/tmp/fw.elf"), "mps2-an385-zephyr".to_owned())
+        );
+        assert_eq!(image.resolve(None).1, BOARD);
+        for name in [BOARD, ZEPHYR_BOARD] {
+            Board::find(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
 
     #[test]
     fn reads_the_device_id_of_both_console_lines() {

@@ -95,8 +95,12 @@ pub struct Board {
     pub qemu: QemuBoard,
     /// The memory the firmware is linked for.
     pub memory: MemoryMap,
-    /// Which UARTs carry the console and the link.
+    /// Which UARTs carry the console and (for wired links) the link.
     pub uart: Uarts,
+    /// An Ethernet interface the firmware reaches the gateway through,
+    /// instead of a link UART.
+    #[serde(default)]
+    pub network: Option<Network>,
     /// How Renode emulates the board.
     pub renode: RenodeBoard,
     /// The file the description was read from (not part of the file).
@@ -151,8 +155,22 @@ impl Region {
 pub struct Uarts {
     /// Index of the console UART.
     pub console: u8,
-    /// Index of the UART linked to the gateway.
-    pub link: u8,
+    /// Index of the UART linked to the gateway; absent on a board whose
+    /// link is its [`Network`].
+    #[serde(default)]
+    pub link: Option<u8>,
+}
+
+/// A board's network interface, on QEMU's user-mode network: the guest
+/// gets an address by DHCP and reaches the host at `host_address`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// QEMU's `-nic` model, e.g. `lan9118` (the MPS2 boards' Ethernet).
+    pub model: String,
+    /// The host as the guest sees it (`10.0.2.2` on QEMU's user network):
+    /// a gateway on the host's loopback is reached there.
+    pub host_address: std::net::Ipv4Addr,
 }
 
 /// Renode's view of a board.
@@ -262,7 +280,13 @@ impl Board {
     /// The number of UARTs the emulator must wire: one past the larger
     /// index.
     pub fn uart_count(&self) -> usize {
-        usize::from(self.uart.console.max(self.uart.link)) + 1
+        usize::from(self.uart.console.max(self.uart.link.unwrap_or(0))) + 1
+    }
+
+    /// Whether the firmware reaches the gateway over the network rather
+    /// than a link UART.
+    pub fn is_networked(&self) -> bool {
+        self.network.is_some()
     }
 
     fn validate(&self, path: &Path) -> Result<(), BoardError> {
@@ -272,11 +296,31 @@ impl Board {
                 message,
             })
         };
-        if self.uart.console == self.uart.link {
-            return invalid(format!(
-                "uart.console and uart.link are both {}: they must differ",
-                self.uart.console
-            ));
+        match (self.uart.link, &self.network) {
+            (Some(link), None) if link == self.uart.console => {
+                return invalid(format!(
+                    "uart.console and uart.link are both {link}: they must differ"
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return invalid(
+                    "uart.link and [network] are both set: a board reaches the gateway through one of them"
+                        .to_owned(),
+                );
+            }
+            (None, None) => {
+                return invalid(
+                    "neither uart.link nor [network] is set: the firmware could not reach the gateway"
+                        .to_owned(),
+                );
+            }
+            (None, Some(network)) if network.model.is_empty() || network.model.contains(',') => {
+                return invalid(format!(
+                    "network.model {:?} must be a QEMU NIC model name",
+                    network.model
+                ));
+            }
+            _ => {}
         }
         for (name, region) in [("flash", self.memory.flash), ("ram", self.memory.ram)] {
             if region.length == 0 {
@@ -333,14 +377,39 @@ mod tests {
             board.uart,
             Uarts {
                 console: 0,
-                link: 1
+                link: Some(1)
             }
         );
+        assert!(!board.is_networked());
         assert_eq!(board.clock_hz, 25_000_000);
         assert_eq!(board.uart_count(), 2);
         let script = board.renode_script();
         assert!(script.ends_with("renode/mps2-an385.resc"), "{script:?}");
         assert!(script.is_file(), "{} is missing", script.display());
+    }
+
+    #[test]
+    fn the_shipped_zephyr_board_reaches_the_gateway_over_ethernet() {
+        let board = Board::find_in(&default_boards_dir(), "mps2-an385-zephyr").expect("parses");
+        assert_eq!(board.qemu.machine, "mps2-an385");
+        assert_eq!(board.uart.link, None);
+        let network = board.network.as_ref().expect("a network");
+        assert_eq!(network.model, "lan9118");
+        assert_eq!(network.host_address, std::net::Ipv4Addr::new(10, 0, 2, 2));
+        assert_eq!(board.uart_count(), 1);
+    }
+
+    #[test]
+    fn a_board_needs_exactly_one_way_to_the_gateway() {
+        let both = format!(
+            "{}\n[network]\nmodel = \"lan9118\"\nhost_address = \"10.0.2.2\"\n",
+            shipped_text()
+        );
+        let err = Board::from_toml(&both, Path::new("b.toml")).expect_err("must fail");
+        assert!(err.to_string().contains("both set"), "{err}");
+        let neither = shipped_text().replace("link = 1", "");
+        let err = Board::from_toml(&neither, Path::new("b.toml")).expect_err("must fail");
+        assert!(err.to_string().contains("neither"), "{err}");
     }
 
     fn shipped_text() -> String {
@@ -401,7 +470,7 @@ mod tests {
         let mut board = shipped();
         board.uart = Uarts {
             console: 2,
-            link: 0,
+            link: Some(0),
         };
         assert_eq!(board.uart_count(), 3);
     }

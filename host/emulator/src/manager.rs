@@ -233,6 +233,24 @@ pub enum ManagerError {
         #[source]
         source: QmpError,
     },
+    /// A networked device's `provision.bin` cannot be pointed at the
+    /// gateway.
+    #[error("pointing {device} at the gateway")]
+    Provision {
+        /// The device.
+        device: String,
+        /// What failed.
+        #[source]
+        source: crate::provision::ProvisionError,
+    },
+    /// The gateway's address cannot be reached from a networked device.
+    #[error("{device}: the gateway address {gateway:?} is not HOST:PORT of an IPv4 host")]
+    GatewayAddress {
+        /// The device.
+        device: String,
+        /// The address given.
+        gateway: String,
+    },
     /// The bridge cannot be started.
     #[error("starting the bridge of {device}")]
     Bridge {
@@ -304,7 +322,8 @@ struct Status {
 struct Run {
     stop: Option<oneshot::Sender<StopKind>>,
     supervisor: JoinHandle<()>,
-    bridge: Bridge,
+    /// The link UART's bridge; none on a networked board.
+    bridge: Option<Bridge>,
     /// Reads the console from a socket (Renode).
     console_reader: Option<AbortOnDrop>,
     /// The emulator's QMP connection, open while it runs (QEMU).
@@ -322,7 +341,9 @@ impl Run {
         }
         let _ = (&mut self.supervisor).await;
         drop(self.console_reader.take());
-        self.bridge.close().await;
+        if let Some(bridge) = self.bridge.take() {
+            bridge.close().await;
+        }
     }
 }
 
@@ -692,6 +713,20 @@ impl Drop for EmulatorManager {
 /// A free port on 127.0.0.1, for an emulator that listens. Another process
 /// could take it before the emulator binds it; the emulator then fails to
 /// start and says so.
+/// The gateway's `HOST:PORT` as a device on QEMU's user-mode network
+/// reaches it: a loopback host is the emulator's host, `host_address` to
+/// the guest; another IPv4 host is reached as it is. `None` for anything
+/// that is not an IPv4 socket address (after resolving a name).
+fn guest_gateway_address(gateway: &str, host_address: Ipv4Addr) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let address = gateway.to_socket_addrs().ok()?.find(SocketAddr::is_ipv4)?;
+    Some(if address.ip().is_loopback() {
+        SocketAddr::from((host_address, address.port()))
+    } else {
+        address
+    })
+}
+
 fn free_port() -> io::Result<u16> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
@@ -712,23 +747,38 @@ async fn launch(device: &Arc<Device>) -> Result<Run, ManagerError> {
         source,
     };
     let localhost = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let (bridge, link) = match backend.link_mode() {
-        LinkMode::EmulatorConnects => {
-            let bridge = Bridge::start(BridgeConfig::listen(&spec.name, localhost, &spec.gateway))
-                .await
-                .map_err(bridge_error)?;
-            let port = bridge.local_addr().map_or(0, |a| a.port());
-            (bridge, port)
-        }
-        LinkMode::EmulatorListens => {
-            let port = free_port().map_err(bridge_error)?;
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let bridge = Bridge::start(BridgeConfig::connect(&spec.name, addr, &spec.gateway))
-                .await
-                .map_err(bridge_error)?;
-            (bridge, port)
-        }
-    };
+    let (bridge, link) =
+        match (&spec.board.network, backend.link_mode()) {
+            (Some(network), _) => {
+                let address = guest_gateway_address(&spec.gateway, network.host_address)
+                    .ok_or_else(|| ManagerError::GatewayAddress {
+                        device: spec.name.clone(),
+                        gateway: spec.gateway.clone(),
+                    })?;
+                crate::provision::set_gateway_address(&spec.state_dir, &address.to_string())
+                    .map_err(|source| ManagerError::Provision {
+                        device: spec.name.clone(),
+                        source,
+                    })?;
+                (None, None)
+            }
+            (None, LinkMode::EmulatorConnects) => {
+                let bridge =
+                    Bridge::start(BridgeConfig::listen(&spec.name, localhost, &spec.gateway))
+                        .await
+                        .map_err(bridge_error)?;
+                let port = bridge.local_addr().map_or(0, |a| a.port());
+                (Some(bridge), Some(port))
+            }
+            (None, LinkMode::EmulatorListens) => {
+                let port = free_port().map_err(bridge_error)?;
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                let bridge = Bridge::start(BridgeConfig::connect(&spec.name, addr, &spec.gateway))
+                    .await
+                    .map_err(bridge_error)?;
+                (Some(bridge), Some(port))
+            }
+        };
     let console_port = match backend.console_source() {
         ConsoleSource::Stdout => None,
         ConsoleSource::Socket => Some(free_port().map_err(bridge_error)?),
@@ -829,22 +879,22 @@ async fn launch(device: &Arc<Device>) -> Result<Run, ManagerError> {
         let mut status = lock(&device.status);
         *status = Status {
             process: Some(Arc::clone(&process)),
-            link_port: Some(link),
+            link_port: link,
             started_at: Some(SystemTime::now()),
             stderr: tail.clone(),
-            bridge: Some(bridge.meter()),
+            bridge: bridge.as_ref().map(Bridge::meter),
         };
     }
     device.console.set_ended(None);
     let qmp = match qmp_end {
-        Some(stream) => resume(&mut child, stream, &spec.name).await,
+        Some(stream) => resume(&mut child, stream, &spec.name, link.is_some()).await,
         None => None,
     };
     device.set_state(DeviceState::Running);
     let qemu_version = qmp
         .as_ref()
         .map(|qmp| tracing::field::display(qmp.version()));
-    tracing::info!(device = %spec.name, backend = %spec.backend, pid, link_port = link,
+    tracing::info!(device = %spec.name, backend = %spec.backend, pid, link_port = link, networked = spec.board.is_networked(),
         state_dir = %spec.state_dir.display(), qemu = qemu_version, "device started");
     let (stop_sender, stop_receiver) = oneshot::channel();
     let stdin = child.stdin.take();
@@ -874,20 +924,24 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a paused emulator to connect its link UART.
 const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Lets a paused emulator (QEMU) run once its link UART is connected:
-/// negotiates QMP, asks until the link is up, sends `cont`. Returns the
-/// QMP connection (kept open for the run), or `None` if the emulator
-/// exited or QMP failed (then it stays paused, and the reason is logged).
+/// Lets a paused emulator (QEMU) run once its link UART is connected (at
+/// once without a link UART): negotiates QMP, asks until the link is up,
+/// sends `cont`. Returns the QMP connection (kept open for the run), or
+/// `None` if the emulator exited or QMP failed (then it stays paused, and
+/// the reason is logged).
 async fn resume(
     child: &mut Child,
     stream: std::os::unix::net::UnixStream,
     name: &str,
+    link_uart: bool,
 ) -> Option<Qmp> {
     let resuming = async {
         stream.set_nonblocking(true)?;
         let stream = tokio::net::UnixStream::from_std(stream)?;
         let mut qmp = Qmp::handshake(stream, name, GREETING_TIMEOUT, COMMAND_TIMEOUT).await?;
-        if !qmp.cont_once_connected(LINK_CHARDEV, LINK_TIMEOUT).await? {
+        if !link_uart {
+            qmp.cont().await?;
+        } else if !qmp.cont_once_connected(LINK_CHARDEV, LINK_TIMEOUT).await? {
             tracing::warn!(device = name, timeout = ?LINK_TIMEOUT,
                 "the emulator did not connect its link UART to the bridge; resumed anyway (what the firmware sends before it connects is lost)");
         }
@@ -1060,5 +1114,29 @@ impl Drop for CancelledStart {
                 reason: "start was cancelled".to_owned(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_on_loopback_is_the_host_address_to_a_networked_guest() {
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        assert_eq!(
+            guest_gateway_address("127.0.0.1:40029", host),
+            Some(SocketAddr::from((host, 40029)))
+        );
+        assert_eq!(
+            guest_gateway_address("localhost:4423", host),
+            Some(SocketAddr::from((host, 4423)))
+        );
+        assert_eq!(
+            guest_gateway_address("192.0.2.7:4423", host),
+            Some(SocketAddr::from(([192, 0, 2, 7], 4423)))
+        );
+        assert_eq!(guest_gateway_address("[::1]:4423", host), None);
+        assert_eq!(guest_gateway_address("no port", host), None);
     }
 }

@@ -40,6 +40,12 @@ pub enum ProvisionError {
     /// The operating system's random number generator failed.
     #[error("the system's random number generator failed: {0}")]
     Random(String),
+    /// `provision.bin` is not a provisioning record.
+    #[error("{} is not a valid provisioning record: delete it to provision the device anew", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+    },
     /// A file could not be read or written.
     #[error("accessing {}", path.display())]
     Io {
@@ -162,6 +168,30 @@ pub fn provision(
     Ok(Provisioned::Written)
 }
 
+/// Points a networked device at the gateway: sets the `gateway_address`
+/// of its `provision.bin` (`host:port` as the device reaches it), keeping
+/// everything else (the entropy seed included). Rewrites the record only
+/// when the address changed, atomically and 0600 like [`provision`].
+/// Returns whether it was rewritten.
+pub fn set_gateway_address(state_dir: &Path, address: &str) -> Result<bool, ProvisionError> {
+    let path = state_dir.join(PROVISION_FILE);
+    let bytes = fs::read(&path).map_err(io_error(&path))?;
+    let record =
+        Provisioning::decode(&bytes).map_err(|_| ProvisionError::Invalid { path: path.clone() })?;
+    if record.gateway_address == Some(address) {
+        return Ok(false);
+    }
+    let updated = Provisioning {
+        gateway_address: Some(address),
+        ..record
+    }
+    .to_vec();
+    let temporary = state_dir.join(format!(".{PROVISION_FILE}.tmp"));
+    write_private(&temporary, &updated).map_err(io_error(&temporary))?;
+    fs::rename(&temporary, &path).map_err(io_error(&path))?;
+    Ok(true)
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -187,6 +217,44 @@ pub fn reset_storage(state_dir: &Path) -> Result<bool, ProvisionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateway_address_is_set_keeping_the_rest_of_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        provision(dir.path(), &options(false)).expect("provisions");
+        let path = dir.path().join(PROVISION_FILE);
+        let before = fs::read(&path).expect("written");
+        assert!(set_gateway_address(dir.path(), "10.0.2.2:4423").expect("sets"));
+        assert!(
+            !set_gateway_address(dir.path(), "10.0.2.2:4423").expect("same"),
+            "unchanged: not rewritten"
+        );
+        let after = fs::read(&path).expect("rewritten");
+        let (old, new) = (
+            Provisioning::decode(&before).expect("valid"),
+            Provisioning::decode(&after).expect("valid"),
+        );
+        assert_eq!(new.gateway_address, Some("10.0.2.2:4423"));
+        assert_eq!(new.entropy_seed, old.entropy_seed);
+        assert_eq!(
+            Provisioning {
+                gateway_address: None,
+                ..new
+            },
+            old
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).expect("exists").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        fs::write(&path, b"junk").expect("overwrite");
+        assert!(matches!(
+            set_gateway_address(dir.path(), "10.0.2.2:1"),
+            Err(ProvisionError::Invalid { .. })
+        ));
+    }
     use wasmbed_pki::{p256_public_key, test_fixtures};
 
     fn options(overwrite: bool) -> ProvisionOptions {

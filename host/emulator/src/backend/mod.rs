@@ -110,8 +110,9 @@ pub enum GracefulStop {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
     /// The link UART's port: the bridge's with
-    /// [`LinkMode::EmulatorConnects`], the emulator's otherwise.
-    pub link: u16,
+    /// [`LinkMode::EmulatorConnects`], the emulator's otherwise. `None` on a
+    /// board whose link is its network.
+    pub link: Option<u16>,
     /// The console's port, with [`ConsoleSource::Socket`].
     pub console: Option<u16>,
     /// When the emulator [starts paused](EmulatorBackend::starts_paused):
@@ -133,6 +134,17 @@ pub enum BackendError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The board reaches the gateway over a network interface this
+    /// backend cannot give it.
+    #[error(
+        "{backend}: board {board} needs a network interface, which this backend does not provide"
+    )]
+    NoNetwork {
+        /// The backend.
+        backend: Backend,
+        /// The board.
+        board: String,
     },
     /// A port the backend needs was not allocated.
     #[error("{backend}: no {what} port allocated")]

@@ -151,18 +151,32 @@ impl EmulatorBackend for QemuBackend {
                 command.args(["-monitor", "none"]);
             }
         }
-        command
-            .args(["-chardev", "stdio,id=console,signal=off"])
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id={LINK_CHARDEV},host=127.0.0.1,port={},{}",
-                ports.link,
-                self.reconnect_option()
-            ));
+        command.args(["-chardev", "stdio,id=console,signal=off"]);
+        let link_uart = match (&board.network, board.uart.link) {
+            (Some(network), _) => {
+                // QEMU's user-mode network: DHCP, the host at 10.0.2.2, no
+                // port of the host opened for the guest.
+                command
+                    .arg("-nic")
+                    .arg(format!("user,model={},ipv6=off", network.model));
+                None
+            }
+            (None, link_uart) => {
+                let port = ports.link.ok_or(BackendError::MissingPort {
+                    backend: Backend::Qemu,
+                    what: "link",
+                })?;
+                command.arg("-chardev").arg(format!(
+                    "socket,id={LINK_CHARDEV},host=127.0.0.1,port={port},{}",
+                    self.reconnect_option()
+                ));
+                link_uart.map(usize::from)
+            }
+        };
         for index in 0..board.uart_count() {
             let serial = if index == usize::from(board.uart.console) {
                 "chardev:console".to_owned()
-            } else if index == usize::from(board.uart.link) {
+            } else if Some(index) == link_uart {
                 format!("chardev:{LINK_CHARDEV}")
             } else {
                 NULL_SERIAL.to_owned()
@@ -229,7 +243,7 @@ mod tests {
     }
 
     const PORTS: Ports = Ports {
-        link: 40123,
+        link: Some(40123),
         console: None,
         qmp_fd: None,
     };
@@ -288,11 +302,35 @@ mod tests {
     }
 
     #[test]
+    fn a_networked_board_gets_a_user_mode_nic_and_no_link_uart() {
+        let mut spec = spec(None);
+        spec.board = Board::find_in(&default_boards_dir(), "mps2-an385-zephyr").expect("board");
+        let backend = QemuBackend::with_version("qemu-system-arm", Some((7, 2)));
+        let ports = Ports {
+            link: None,
+            ..PORTS
+        };
+        let args = args(&backend.command(&spec, &ports).expect("command"));
+        assert_eq!(value_of(&args, "-nic"), ["user,model=lan9118,ipv6=off"]);
+        assert_eq!(value_of(&args, "-chardev"), ["stdio,id=console,signal=off"]);
+        assert_eq!(value_of(&args, "-serial"), ["chardev:console"]);
+        // A wired board without a link port is a manager bug, reported.
+        let wired = DeviceSpec {
+            board: Board::find_in(&default_boards_dir(), "mps2-an385").expect("board"),
+            ..spec
+        };
+        assert!(matches!(
+            backend.command(&wired, &ports),
+            Err(BackendError::MissingPort { what: "link", .. })
+        ));
+    }
+
+    #[test]
     fn uart_positions_come_from_the_board() {
         let mut spec = spec(None);
         spec.board.uart = Uarts {
             console: 2,
-            link: 0,
+            link: Some(0),
         };
         let backend = QemuBackend::with_version("qemu-system-arm", Some((7, 2)));
         let command = backend.command(&spec, &PORTS).expect("command");

@@ -96,6 +96,16 @@ impl EmulatorBackend for RenodeBackend {
             backend: Backend::Renode,
             what: "console",
         })?;
+        if spec.board.is_networked() {
+            return Err(BackendError::NoNetwork {
+                backend: Backend::Renode,
+                board: spec.board.name.clone(),
+            });
+        }
+        let link = ports.link.ok_or(BackendError::MissingPort {
+            backend: Backend::Renode,
+            what: "link",
+        })?;
         let firmware = monitor_path(&spec.firmware)?;
         let script = monitor_path(&spec.board.renode_script())?;
         // Device names are checked by the manager: letters, digits, '-',
@@ -108,7 +118,7 @@ impl EmulatorBackend for RenodeBackend {
             .arg("-e")
             .arg(format!("$bin={firmware}"))
             .arg("-e")
-            .arg(format!("$link_port={}", ports.link))
+            .arg(format!("$link_port={link}"))
             .arg("-e")
             .arg(format!("$console_port={console}"))
             .arg("-e")
@@ -138,10 +148,27 @@ mod tests {
     }
 
     #[test]
+    fn a_networked_board_is_refused_by_name() {
+        let spec = DeviceSpec {
+            board: Board::find_in(&default_boards_dir(), "mps2-an385-zephyr").expect("board"),
+            ..spec()
+        };
+        let ports = Ports {
+            link: None,
+            console: Some(4001),
+            qmp_fd: None,
+        };
+        let err = RenodeBackend::new("renode")
+            .command(&spec, &ports)
+            .expect_err("no network on Renode here");
+        assert!(err.to_string().contains("mps2-an385-zephyr"), "{err}");
+    }
+
+    #[test]
     fn the_command_runs_the_board_script_with_the_ports() {
         let backend = RenodeBackend::new("renode");
         let ports = Ports {
-            link: 4000,
+            link: Some(4000),
             console: Some(4001),
             qmp_fd: None,
         };
@@ -176,7 +203,7 @@ mod tests {
     fn unusable_paths_and_missing_ports_are_refused() {
         let backend = RenodeBackend::new("renode");
         let ports = Ports {
-            link: 4000,
+            link: Some(4000),
             console: None,
             qmp_fd: None,
         };
@@ -187,7 +214,7 @@ mod tests {
         let mut spaced = spec();
         spaced.firmware = PathBuf::from("/my firmware/fw.elf");
         let ports = Ports {
-            link: 4000,
+            link: Some(4000),
             console: Some(4001),
             qmp_fd: None,
         };

@@ -54,6 +54,13 @@ pub(crate) fn firmware_or_skip(test: &str) -> Option<PathBuf> {
     Some(elf)
 }
 
+/// The board the firmware runs on: `WASMBED_BOARD` (`mps2-an385-zephyr`
+/// for the Zephyr image, whose link is Ethernet), else `mps2-an385`.
+pub(crate) fn board() -> Board {
+    let name = std::env::var("WASMBED_BOARD").unwrap_or_else(|_| "mps2-an385".to_owned());
+    Board::find_in(&default_boards_dir(), &name).expect("the board named by WASMBED_BOARD")
+}
+
 /// A WebAssembly module built by `cargo xtask apps` (into `WASMBED_APPS`
 /// when set).
 pub(crate) fn app(name: &str) -> Vec<u8> {
@@ -256,7 +263,7 @@ impl Devices {
         .expect("provision");
         let spec = DeviceSpec {
             name: name.to_owned(),
-            board: Board::find_in(&default_boards_dir(), "mps2-an385").expect("board"),
+            board: board(),
             firmware: self.firmware.clone(),
             state_dir,
             gateway: gateway.to_string(),
