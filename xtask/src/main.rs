@@ -10,6 +10,7 @@ mod apps;
 mod bench_api;
 mod bench_firmware;
 mod bench_gateway;
+mod bench_zephyr;
 mod cmd;
 mod cross;
 mod ffi_header;
@@ -161,6 +162,11 @@ enum Command {
         /// The ELF to read [default: the release firmware, built first if missing].
         #[arg(long, value_name = "PATH")]
         elf: Option<PathBuf>,
+        /// Instead, the Zephyr image's flash and RAM by part (kernel,
+        /// network, mbedTLS, WAMR, agent...), from the linker map of the
+        /// last `cargo xtask zephyr` build.
+        #[arg(long, conflicts_with = "elf")]
+        zephyr: bool,
     },
     /// Run the Robot Framework suite in tests/robot.
     ///
@@ -272,6 +278,13 @@ enum BenchSuite {
     /// runs `wasmbed-bench firmware [ARGS]` (boot to enrolled, the TLS
     /// handshake in wall time and guest instructions, a 16 KiB deployment).
     Firmware,
+    /// The Zephyr + WAMR image beside the bare-metal firmware on the same
+    /// board: builds both and the sample applications, prints flash and
+    /// RAM (the Zephyr image by part, from its linker map), then runs
+    /// `wasmbed-bench zephyr [ARGS]` (boot to enrolled, TLS handshakes and
+    /// primes in guest instructions under -icount). Needs a west workspace
+    /// (see `cargo xtask zephyr`).
+    Zephyr,
     /// The API server over a real socket with a SQLite store: builds
     /// `wasmbed-bench` in release mode, then runs `wasmbed-bench api
     /// [ARGS]` (device listing against /healthz, deployment through the
@@ -302,7 +315,10 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
         } => setup::run(root, skip_firmware, print_debian_packages),
         Command::Firmware { check } => firmware::run(root, check),
         Command::Apps { check } => apps::run(root, check),
-        Command::Size { elf } => size::run(root, elf.as_deref()),
+        Command::Size { zephyr: true, .. } => {
+            bench_zephyr::print_zephyr_size(&zephyr::elf_path(root).with_file_name("zephyr.map"))
+        }
+        Command::Size { elf, .. } => size::run(root, elf.as_deref()),
         Command::Robot { backend } => robot::run(root, backend),
         Command::Fmt => Ok(cmd::run(cmd::cargo(root).args(["fmt", "--all"]))?),
         Command::Fuzz { seconds, targets } => fuzz::run(root, seconds, &targets),
@@ -338,6 +354,10 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
             suite: BenchSuite::Firmware,
             args,
         } => bench_firmware::run(root, &args),
+        Command::Bench {
+            suite: BenchSuite::Zephyr,
+            args,
+        } => bench_zephyr::run(root, &args),
         Command::Bench {
             suite: BenchSuite::Api,
             args,
@@ -442,9 +462,15 @@ mod tests {
     #[test]
     fn size_takes_an_optional_elf() -> Result<(), clap::Error> {
         let cli = Cli::try_parse_from(["xtask", "size"])?;
-        assert!(matches!(cli.command, Command::Size { elf: None }));
+        assert!(matches!(
+            cli.command,
+            Command::Size {
+                elf: None,
+                zephyr: false
+            }
+        ));
         let cli = Cli::try_parse_from(["xtask", "size", "--elf", "fw.elf"])?;
-        let Command::Size { elf: Some(elf) } = cli.command else {
+        let Command::Size { elf: Some(elf), .. } = cli.command else {
             panic!("parsed as {:?}", cli.command);
         };
         assert_eq!(elf, Path::new("fw.elf"));

@@ -57,18 +57,24 @@ pub(crate) struct FirmwareArgs {
     module_size: usize,
 }
 
+/// A firmware image and the board description it boots on.
+#[derive(Debug, Clone)]
+pub(crate) struct Image {
+    pub(crate) elf: PathBuf,
+    pub(crate) board: &'static str,
+}
+
 /// The gateway, in this process.
-struct Rig {
+pub(crate) struct Rig {
     gateway: Gateway,
     addr: SocketAddr,
     installation: Installation,
     dir: tempfile::TempDir,
-    manager: EmulatorManager,
-    firmware: PathBuf,
+    pub(crate) manager: EmulatorManager,
 }
 
 impl Rig {
-    async fn start(firmware: PathBuf) -> anyhow::Result<Rig> {
+    pub(crate) async fn start() -> anyhow::Result<Rig> {
         let dir = tempfile::tempdir()?;
         let installation = Installation::create(&InstallationOptions::default())?;
         let store = Store::open(&dir.path().join("gateway.db"))?;
@@ -89,12 +95,12 @@ impl Rig {
             installation,
             dir,
             manager: EmulatorManager::new(),
-            firmware,
         })
     }
 
-    async fn boot(
+    pub(crate) async fn boot(
         &self,
+        image: &Image,
         name: &str,
         icount: Option<u8>,
     ) -> anyhow::Result<(DeviceHandle, Instant)> {
@@ -110,8 +116,8 @@ impl Rig {
         )?;
         let spec = DeviceSpec {
             name: name.to_owned(),
-            board: Board::find_in(&default_boards_dir(), "mps2-an385")?,
-            firmware: self.firmware.clone(),
+            board: Board::find_in(&default_boards_dir(), image.board)?,
+            firmware: image.elf.clone(),
             state_dir,
             gateway: self.addr.to_string(),
             backend: Backend::Qemu,
@@ -145,6 +151,19 @@ impl Rig {
 
     /// Deploys and waits for the result; returns the wall time.
     async fn deploy(&self, device: &str, module: &[u8], args: Value) -> anyhow::Result<Duration> {
+        self.deploy_for_result(device, module, args)
+            .await
+            .map(|(took, _)| took)
+    }
+
+    /// Deploys and waits for the result; returns the wall time and the
+    /// result.
+    pub(crate) async fn deploy_for_result(
+        &self,
+        device: &str,
+        module: &[u8],
+        args: Value,
+    ) -> anyhow::Result<(Duration, Value)> {
         let body = json!({
             "application_id": 1,
             "module": base64::engine::general_purpose::STANDARD.encode(module),
@@ -160,13 +179,14 @@ impl Rig {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|r| r["deployment"] == id);
-            if found {
+                .find(|r| r["deployment"] == id)
+                .cloned();
+            if let Some(result) = found {
                 let elapsed = started.elapsed();
                 // Free the slot for the next round.
                 self.http("DELETE", &format!("/v1/deployments/{id}"), None)
                     .await?;
-                return Ok(elapsed);
+                return Ok((elapsed, result));
             }
             if started.elapsed() > WAIT {
                 bail!("deployment {id} to {device}: no result after {WAIT:?}");
@@ -174,6 +194,16 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+/// The device id in an "agent: enrolled as device ID" line.
+pub(crate) fn enrolled_id(line: &str) -> anyhow::Result<String> {
+    Ok(line
+        .rsplit("device ")
+        .next()
+        .context("device id")?
+        .trim()
+        .to_owned())
 }
 
 /// `(wall µs, busy µs)` from a line like
@@ -191,15 +221,21 @@ fn handshake_figures(line: &str) -> anyhow::Result<(f64, f64)> {
     }
 }
 
-struct BootFigures {
-    to_enrolled: Duration,
-    to_session: Duration,
-    claim_handshake: (f64, f64),
-    device_handshake: (f64, f64),
+pub(crate) struct BootFigures {
+    pub(crate) to_enrolled: Duration,
+    pub(crate) to_session: Duration,
+    /// `(wall µs, busy µs)`.
+    pub(crate) claim_handshake: (f64, f64),
+    pub(crate) device_handshake: (f64, f64),
 }
 
-async fn boot_once(rig: &Rig, name: &str, icount: Option<u8>) -> anyhow::Result<BootFigures> {
-    let (device, started) = rig.boot(name, icount).await?;
+pub(crate) async fn boot_once(
+    rig: &Rig,
+    image: &Image,
+    name: &str,
+    icount: Option<u8>,
+) -> anyhow::Result<BootFigures> {
+    let (device, started) = rig.boot(image, name, icount).await?;
     let enrolled = device.wait_for("agent: enrolled as device", WAIT).await?;
     let session = device.wait_for("agent: session established", WAIT).await?;
     let handshakes: Vec<String> = device
@@ -267,7 +303,7 @@ fn padded_module(size: usize) -> (Vec<u8>, i64) {
     (module, sum)
 }
 
-fn fmt_ms(d: f64) -> String {
+pub(crate) fn fmt_ms(d: f64) -> String {
     format!("{d:.0} ms")
 }
 
@@ -293,14 +329,18 @@ pub(crate) async fn run(args: FirmwareArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         crate::proc::load_average()
     );
-    let rig = Rig::start(firmware).await?;
+    let image = Image {
+        elf: firmware,
+        board: "mps2-an385",
+    };
+    let rig = Rig::start().await?;
 
     let mut wall = Vec::new();
     let mut icount = Vec::new();
     for round in 0..args.boots {
         // Interleaved: the wall-clock and the instruction-counted device.
-        wall.push(boot_once(&rig, &format!("wall-{round}"), None).await?);
-        icount.push(boot_once(&rig, &format!("icount-{round}"), Some(0)).await?);
+        wall.push(boot_once(&rig, &image, &format!("wall-{round}"), None).await?);
+        icount.push(boot_once(&rig, &image, &format!("icount-{round}"), Some(0)).await?);
         progress(&format!(
             "boot {}: enrolled after {:.0} ms; claim handshake {} us wall, {} us busy under icount",
             round + 1,
@@ -329,7 +369,7 @@ pub(crate) async fn run(args: FirmwareArgs) -> anyhow::Result<()> {
     };
 
     // Deployments: one device, the large module and a tiny one, interleaved.
-    let (device, _) = rig.boot("deploy", None).await?;
+    let (device, _) = rig.boot(&image, "deploy", None).await?;
     let enrolled = device.wait_for("agent: enrolled as device", WAIT).await?;
     let id = enrolled
         .text

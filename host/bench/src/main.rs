@@ -36,6 +36,7 @@ mod report;
 mod sessions;
 mod sut;
 mod wasm;
+mod zephyr;
 
 use std::path::PathBuf;
 
@@ -61,6 +62,10 @@ enum Command {
     /// the TLS handshake in the device (wall time and guest instructions),
     /// and deploying a 16 KiB module (what `cargo xtask bench firmware` runs).
     Firmware(firmware::FirmwareArgs),
+    /// The Zephyr + WAMR image beside the bare-metal firmware on the same
+    /// board: boot to enrolled, TLS handshakes and primes in guest
+    /// instructions (what `cargo xtask bench zephyr` runs).
+    Zephyr(zephyr::ZephyrArgs),
     /// The API server over a real socket with a SQLite store: the device
     /// listing against /healthz, and deploying through the controller to
     /// simulated devices (what `cargo xtask bench api` runs).
@@ -160,6 +165,7 @@ fn main() -> std::process::ExitCode {
         Command::Gateway(args) => runtime.block_on(run_gateway(*args)),
         Command::BareTls(args) => runtime.block_on(bare::serve(args)),
         Command::Firmware(args) => runtime.block_on(firmware::run(args)),
+        Command::Zephyr(args) => runtime.block_on(zephyr::run(args)),
         Command::Api(args) => runtime.block_on(api::run(args)),
     };
     match result {
