@@ -282,6 +282,13 @@ function sample() {
 
 // --- rendering -------------------------------------------------------------
 
+// The WebAssembly runtime a device reported, which tells its firmware
+// (wasmi: the bare-metal Rust one; wamr: the Zephyr one).
+function runtimeText(runtime) {
+  if (!runtime || !runtime.kind) return "—";
+  return runtime.version ? `${runtime.kind} ${runtime.version}` : runtime.kind;
+}
+
 function renderDevices() {
   const rows = state.devices.map((d) => {
     const status = d.status || {};
@@ -292,6 +299,13 @@ function renderDevices() {
       h("th", { scope: "row", class: "mono", text: d.metadata.name }),
       h("td", {}, labels(d.metadata.labels)),
       h("td", { class: `presence-${presence}`, "data-testid": "device-presence", text: presence }),
+      h("td", {
+        class: "mono",
+        "data-testid": "device-runtime",
+        "data-runtime": status.runtime ? status.runtime.kind : "",
+        title: status.runtime ? "WebAssembly runtime reported at the device's last session start" : null,
+        text: runtimeText(status.runtime),
+      }),
       h("td", { text: time(status.last_heartbeat) }),
       h("td", { class: "mono", text: d.spec.gateway }),
       h(
@@ -309,7 +323,7 @@ function renderDevices() {
       )
     );
   });
-  fillBody($("devices-body"), rows, 6, "no devices");
+  fillBody($("devices-body"), rows, 7, "no devices");
 }
 
 function selectorText(selector) {

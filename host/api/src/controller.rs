@@ -3,8 +3,8 @@
 //!
 //! Each pass:
 //! 1. asks every [`Gateway`] for its devices (which also tells whether it
-//!    is reachable) and copies presence and heartbeats into [`Device`]
-//!    statuses;
+//!    is reachable) and copies presence, heartbeats and the runtime each
+//!    device reported into [`Device`] statuses;
 //! 2. for each [`Application`], places it on every matching device that
 //!    has no deployment at its gateway yet (`POST /v1/deployments`, unless
 //!    `GET /v1/deployments?device=` shows one made before a crash, whose id
@@ -35,8 +35,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::http::devices::normalize_device_id;
 use crate::model::{
-    Application, DeploymentStatus, Device, DeviceDeployment, ExecutionResult, Gateway, Phase,
-    Presence, RESULTS_PER_DEPLOYMENT, WasmValue, now_ms,
+    Application, DeploymentStatus, Device, DeviceDeployment, DeviceRuntime, ExecutionResult,
+    Gateway, Phase, Presence, RESULTS_PER_DEPLOYMENT, WasmValue, now_ms,
 };
 use crate::store::{Store, StoreError};
 
@@ -99,6 +99,9 @@ struct GatewayDevice {
     id: String,
     presence: String,
     last_heartbeat_ms: Option<u64>,
+    /// Absent before the device's first session (and from older gateways).
+    #[serde(default)]
+    runtime: Option<DeviceRuntime>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,13 +399,34 @@ impl Controller {
         let heartbeat = view
             .and_then(|v| v.last_heartbeat_ms)
             .or(device.status.last_heartbeat);
-        if device.status.presence == presence && device.status.last_heartbeat == heartbeat {
+        let runtime = match view.and_then(|v| v.runtime.as_ref()) {
+            Some(runtime) if runtime.is_plausible() => Some(runtime.clone()),
+            Some(runtime) => {
+                warn!(
+                    device = %device.metadata.name,
+                    gateway = %device.spec.gateway,
+                    kind_len = runtime.kind.len(),
+                    version_len = runtime.version.len(),
+                    "the gateway reported a runtime no device could have sent; ignored"
+                );
+                device.status.runtime.clone()
+            }
+            None => device.status.runtime.clone(),
+        };
+        let status = &device.status;
+        if status.presence == presence
+            && status.last_heartbeat == heartbeat
+            && status.runtime == runtime
+        {
             return Ok(());
         }
         self.modify_ignoring_gone::<Device>(&device.metadata.name, |d| {
-            let change = d.status.presence != presence || d.status.last_heartbeat != heartbeat;
+            let change = d.status.presence != presence
+                || d.status.last_heartbeat != heartbeat
+                || d.status.runtime != runtime;
             d.status.presence = presence;
             d.status.last_heartbeat = heartbeat;
+            d.status.runtime = runtime.clone();
             change
         })
     }

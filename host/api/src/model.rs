@@ -130,6 +130,10 @@ pub struct DeviceStatus {
     /// Gateway time of the last heartbeat, milliseconds since the epoch.
     #[serde(default)]
     pub last_heartbeat: Option<u64>,
+    /// The WebAssembly runtime the device reported to its gateway at its
+    /// last session start, which tells its firmware; absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<DeviceRuntime>,
     /// Applications deployed to the device, as the controller placed them.
     #[serde(default)]
     pub deployments: Vec<DeviceDeployment>,
@@ -140,6 +144,31 @@ pub struct DeviceStatus {
     /// (a revocation waiting for its gateway, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A device's WebAssembly runtime, e.g. `{"kind": "wamr", "version": "2.4.3"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceRuntime {
+    /// `wasmi` (the bare-metal Rust firmware and the simulator), `wamr`
+    /// (the Zephyr firmware), `wasmtime`, or `unknown(N)` for a code the
+    /// gateway does not know.
+    #[schema(example = "wamr")]
+    pub kind: String,
+    /// The runtime's version as the device reported it.
+    #[schema(example = "2.4.3")]
+    pub version: String,
+}
+
+impl DeviceRuntime {
+    /// Whether a gateway could have reported it: a device sends at most
+    /// [`wasmbed_protocol::NAME_LEN`] bytes of version, and the gateway
+    /// names kinds as short words and replaces control characters.
+    pub fn is_plausible(&self) -> bool {
+        let fits = |text: &str| {
+            text.len() <= wasmbed_protocol::NAME_LEN && !text.chars().any(char::is_control)
+        };
+        fits(&self.kind) && fits(&self.version) && !self.kind.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -359,6 +388,8 @@ pub fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
@@ -370,6 +401,34 @@ mod tests {
                 .collect(),
             ..ObjectMeta::default()
         }
+    }
+
+    #[test]
+    fn a_runtime_is_taken_from_a_gateway_only_when_a_device_could_have_sent_it() {
+        let runtime = |kind: &str, version: &str| DeviceRuntime {
+            kind: kind.into(),
+            version: version.into(),
+        };
+        assert!(runtime("wamr", "2.4.3").is_plausible());
+        assert!(runtime("unknown(65535)", "").is_plausible());
+        assert!(runtime("wasmi", &"9".repeat(32)).is_plausible());
+        assert!(!runtime("wasmi", &"9".repeat(33)).is_plausible());
+        assert!(!runtime("", "1").is_plausible());
+        assert!(!runtime("wamr\n", "1").is_plausible());
+        assert!(!runtime("wamr", "1\u{1b}[2J").is_plausible());
+    }
+
+    #[test]
+    fn a_device_stored_before_runtimes_were_kept_still_loads() {
+        let stored = r#"{"metadata": {"name": "d"},
+                         "spec": {"board": "mps2-an385", "gateway": "gw"},
+                         "status": {"presence": "connected", "last_heartbeat": 5}}"#;
+        let device: Device = serde_json::from_str(stored).unwrap();
+        assert_eq!(device.status.runtime, None);
+        assert_eq!(device.status.last_heartbeat, Some(5));
+        // And it is written back without the field, as before.
+        let written = serde_json::to_value(&device).unwrap();
+        assert!(written["status"].get("runtime").is_none(), "{written}");
     }
 
     #[test]

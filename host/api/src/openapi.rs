@@ -21,7 +21,7 @@ use crate::model;
     components(schemas(
         problem::Problem,
         auth::CreateToken, auth::TokenInfo, auth::CreatedToken, crate::store::Role,
-        model::ObjectMeta, model::Device, model::DeviceSpec, model::DeviceStatus,
+        model::ObjectMeta, model::Device, model::DeviceSpec, model::DeviceStatus, model::DeviceRuntime,
         model::Application, model::ApplicationSpec, model::ApplicationStatus,
         model::ExecutionResult, model::WasmValue,
         model::Gateway, model::GatewaySpec, model::GatewayStatus,

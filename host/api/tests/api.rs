@@ -380,6 +380,17 @@ async fn openapi_documents_every_route_and_the_bearer_scheme() {
     );
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     assert!(doc["components"]["schemas"]["Application"].is_object());
+    let status = &doc["components"]["schemas"]["DeviceStatus"];
+    assert!(
+        status["properties"]["runtime"]
+            .to_string()
+            .contains("#/components/schemas/DeviceRuntime"),
+        "{status:#}"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["DeviceRuntime"]["required"],
+        serde_json::json!(["kind", "version"])
+    );
     let result = &doc["components"]["schemas"]["ExecutionResult"];
     for field in [
         "device",

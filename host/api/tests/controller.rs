@@ -196,8 +196,10 @@ async fn an_application_reaches_the_selected_simulated_devices_and_leaves_on_del
         let device = api
             .admin("GET", "/api/v1/devices/sim-0", None, StatusCode::OK)
             .await;
+        // The simulated devices run the agent with wasmi, as the Rust firmware does.
         let done = device["status"]["presence"] == "connected"
             && device["status"]["last_heartbeat"].is_u64()
+            && device["status"]["runtime"] == json!({"kind": "wasmi", "version": "2.0.0"})
             && device["status"]["deployments"][0]["application"] == "doubler";
         (done, device)
     })
@@ -581,6 +583,96 @@ async fn an_endless_gateway_answer_is_cut_off_and_reported() {
     // The API server still answers.
     api.admin("GET", "/api/v1/devices", None, StatusCode::OK)
         .await;
+}
+
+/// A gateway (with the gateway's certificate) answering every request
+/// with `body`.
+async fn scripted_gateway(body: Value) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let fixtures = wasmbed_pki::test_fixtures();
+    let tls = wasmbed_pki::gateway_http_server_config(&fixtures.installation, &fixtures.control_ca)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = body.to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_a_gateway_reports_reaches_the_device_status_when_a_device_could_have_sent_it()
+{
+    let zephyr = "00112233445566778899aabbccddeeff";
+    let forged = "ffeeddccbbaa99887766554433221100";
+    let addr = scripted_gateway(json!([
+        {"id": zephyr, "presence": "connected", "last_heartbeat_ms": 7,
+         "runtime": {"kind": "wamr", "version": "2.4.3"}},
+        {"id": forged, "presence": "connected", "last_heartbeat_ms": 8,
+         "runtime": {"kind": "wamr", "version": "9".repeat(1000)}},
+    ]))
+    .await;
+    let api = TestApi::in_memory();
+    let _controller = spawn_controller(&api);
+    api.admin(
+        "POST",
+        "/api/v1/gateways",
+        Some(gateway_body(
+            "gw",
+            &format!("https://{addr}"),
+            "127.0.0.1:40029",
+        )),
+        StatusCode::CREATED,
+    )
+    .await;
+    for (name, id) in [("zephyr", zephyr), ("forged", forged)] {
+        api.admin(
+            "POST",
+            "/api/v1/devices",
+            Some(device_body(name, json!({}), Some(id.to_owned()))),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    eventually("the Zephyr device's runtime", || async {
+        let device = api
+            .admin("GET", "/api/v1/devices/zephyr", None, StatusCode::OK)
+            .await;
+        let done = device["status"]["runtime"] == json!({"kind": "wamr", "version": "2.4.3"});
+        (done, device)
+    })
+    .await;
+    // The implausible one is ignored; the rest of its status is taken.
+    let forged = eventually("the other device's heartbeat", || async {
+        let device = api
+            .admin("GET", "/api/v1/devices/forged", None, StatusCode::OK)
+            .await;
+        (device["status"]["last_heartbeat"] == 8, device)
+    })
+    .await;
+    assert!(forged["status"].get("runtime").is_none(), "{forged:#}");
 }
 
 /// A module that triples its argument.

@@ -17,7 +17,7 @@ use common::*;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use wasmbed_api::controller::{Controller, ControllerConfig};
-use wasmbed_api::model::{Device, Presence};
+use wasmbed_api::model::{Device, DeviceRuntime, Presence};
 use wasmbed_sim::{Fleet, SimConfig, Simulation};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -293,6 +293,45 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
             .await,
         true
     );
+    // Each row shows the runtime its device reported, which tells its
+    // firmware: the simulated devices run the agent with wasmi.
+    browser
+        .wait_for(
+            "the devices' runtime",
+            "[...document.querySelectorAll('[data-testid=device-runtime]')] \
+               .filter(c => c.innerText === 'wasmi 2.0.0' && c.dataset.runtime === 'wasmi') \
+               .length === 3",
+        )
+        .await;
+    // A device's text is shown as text, never run as markup.
+    api.admin(
+        "POST",
+        "/api/v1/devices",
+        Some(device_body("markup", json!({}), None)),
+        StatusCode::CREATED,
+    )
+    .await;
+    api.state
+        .store
+        .modify::<Device>("markup", |d| {
+            d.status.runtime = Some(DeviceRuntime {
+                kind: "wamr".into(),
+                version: "<img src=x onerror=alert(1)>".into(),
+            });
+            true
+        })
+        .unwrap();
+    browser
+        .wait_for(
+            "the markup shown as text",
+            "(() => { \
+               const row = document.querySelector('[data-testid=device-row][data-name=markup]'); \
+               return !!row && row.querySelector('img') === null && \
+                 row.querySelector('[data-testid=device-runtime]').textContent === \
+                   'wamr <img src=x onerror=alert(1)>'; \
+             })()",
+        )
+        .await;
 
     // Deploy through the form, the module from a file; first with an entry
     // point the module does not export, which the form shows refused with

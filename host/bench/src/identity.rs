@@ -84,6 +84,7 @@ pub(crate) fn register(db: &Path, devices: &[Identity]) -> anyhow::Result<()> {
             firmware_version: "0.1.0".to_owned(),
             enrolled_at_ms: now,
             last_seen_ms: None,
+            runtime: None,
         })?;
     }
     Ok(())

@@ -50,7 +50,9 @@ pub(crate) struct DeviceArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DeviceCommand {
-    /// List the devices.
+    /// List the devices: their presence, the WebAssembly runtime they
+    /// reported (which tells their firmware: wasmi for the bare-metal Rust
+    /// one, wamr for the Zephyr one) and their applications.
     List {
         /// Only devices with these labels: k=v[,k=v].
         #[arg(long, short = 'l')]
@@ -571,6 +573,17 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     lines.join("\n")
 }
 
+/// A device's WebAssembly runtime, e.g. `wamr 2.4.3`, which tells its
+/// firmware; `-` before its first session.
+fn runtime_text(runtime: &Value) -> String {
+    match (runtime["kind"].as_str(), runtime["version"].as_str()) {
+        (Some(kind), Some("")) => kind.to_owned(),
+        (Some(kind), Some(version)) => format!("{kind} {version}"),
+        (Some(kind), None) => kind.to_owned(),
+        (None, _) => "-".to_owned(),
+    }
+}
+
 pub(crate) fn device_table(devices: &Value) -> String {
     let rows: Vec<Vec<String>> = list(devices)
         .iter()
@@ -582,6 +595,7 @@ pub(crate) fn device_table(devices: &Value) -> String {
                 text(&d["spec"]["gateway"]),
                 text(&d["spec"]["device_id"]),
                 text(&d["status"]["presence"]),
+                runtime_text(&d["status"]["runtime"]),
                 apps.to_string(),
                 labels(&d["metadata"]["labels"]),
             ]
@@ -594,6 +608,7 @@ pub(crate) fn device_table(devices: &Value) -> String {
             "GATEWAY",
             "DEVICE ID",
             "PRESENCE",
+            "RUNTIME",
             "APPS",
             "LABELS",
         ],
@@ -612,6 +627,7 @@ fn device_details(d: &Value) -> String {
         format!("emulated:   {}", text(&d["spec"]["emulated"])),
         format!("presence:   {}", text(&d["status"]["presence"])),
         format!("heartbeat:  {}", text(&d["status"]["last_heartbeat"])),
+        format!("runtime:    {}", runtime_text(&d["status"]["runtime"])),
     ];
     let deployments = list(&d["status"]["deployments"]);
     if deployments.is_empty() {
@@ -809,6 +825,33 @@ mod tests {
             out,
             "NAME         PHASE\na            Running\nlonger-name  Stopped"
         );
+    }
+
+    #[test]
+    fn devices_show_the_runtime_they_reported() {
+        let devices = json!([
+            {"metadata": {"name": "qemu-0"}, "spec": {"board": "mps2-an385", "gateway": "gw"},
+             "status": {"presence": "connected", "runtime": {"kind": "wamr", "version": "2.4.3"}}},
+            {"metadata": {"name": "new"}, "spec": {"board": "mps2-an385", "gateway": "gw"},
+             "status": {"presence": "unknown"}},
+        ]);
+        let out = device_table(&devices);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "NAME    BOARD       GATEWAY  DEVICE ID  PRESENCE   RUNTIME     APPS  LABELS"
+        );
+        assert_eq!(
+            lines[1],
+            "qemu-0  mps2-an385  gw       -          connected  wamr 2.4.3  0     -"
+        );
+        assert_eq!(
+            lines[2],
+            "new     mps2-an385  gw       -          unknown    -           0     -"
+        );
+        let details = device_details(&devices[0]);
+        assert!(details.contains("\nruntime:    wamr 2.4.3\n"), "{details}");
+        assert!(device_details(&devices[1]).contains("\nruntime:    -\n"));
     }
 
     #[test]

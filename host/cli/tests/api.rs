@@ -153,7 +153,7 @@ fn client_commands_manage_devices_and_applications() {
 
     assert_eq!(
         api.ok(&["device", "list"]).trim(),
-        "NAME  BOARD  GATEWAY  DEVICE ID  PRESENCE  APPS  LABELS"
+        "NAME  BOARD  GATEWAY  DEVICE ID  PRESENCE  RUNTIME  APPS  LABELS"
     );
     api.ok(&[
         "device",
@@ -182,7 +182,7 @@ fn client_commands_manage_devices_and_applications() {
     assert_eq!(rows.len(), 3, "{list}");
     assert!(
         rows[1].starts_with(
-            "dev-1  mps2-an385   gw       00112233445566778899aabbccddeeff  unknown   0"
+            "dev-1  mps2-an385   gw       00112233445566778899aabbccddeeff  unknown   -        0"
         ),
         "{list}"
     );

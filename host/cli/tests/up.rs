@@ -173,6 +173,12 @@ fn up_runs_a_fleet_with_the_sample_application_and_stops_on_ctrl_c() {
         assert_eq!(device["metadata"]["labels"]["demo"], "true");
         assert_eq!(device["spec"]["gateway"], "local");
         assert!(device["spec"]["device_id"].is_string(), "{device}");
+        // The Rust firmware runs its modules with wasmi, and says so.
+        assert_eq!(
+            device["status"]["runtime"],
+            serde_json::json!({"kind": "wasmi", "version": "2.0.0"}),
+            "{device}"
+        );
     }
     let application = wasmbed_json(&api, &token, &["app", "get", "primes"]);
     let deployments = application["status"]["deployments"]

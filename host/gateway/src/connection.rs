@@ -22,7 +22,9 @@ use wasmbed_protocol::*;
 
 use crate::Shared;
 use crate::fleet::{Command, Presence};
-use crate::store::{DeploymentState, Desired, DeviceRecord, ResultRecord, StoreError, unix_ms};
+use crate::store::{
+    DeploymentState, Desired, DeviceRecord, ResultRecord, RuntimeRecord, StoreError, unix_ms,
+};
 use crate::transfer::Transfer;
 
 pub(crate) async fn accept_loop(
@@ -508,6 +510,7 @@ impl Connection {
             firmware_version: request.device.firmware_version.to_string(),
             enrolled_at_ms: unix_ms(),
             last_seen_ms: None,
+            runtime: None,
         };
         self.shared.store.insert_device(&record).map_err(|e| {
             warn!(error = %e, "recording the device failed");
@@ -531,7 +534,11 @@ impl Connection {
         if self.session.accept_session(device.id).is_err() {
             return Ok(());
         }
-        info!(peer = %self.peer, device = %device.id, agent = %start.agent_version, apps = start.apps.len(), "device session started");
+        let runtime = RuntimeRecord::reported(
+            start.capabilities.runtime,
+            &start.capabilities.runtime_version,
+        );
+        info!(peer = %self.peer, device = %device.id, agent = %start.agent_version, %runtime, apps = start.apps.len(), "device session started");
         self.device = Some(device.id);
         self.shared
             .fleet
@@ -542,6 +549,7 @@ impl Connection {
             return Ok(());
         }
         self.shared.store.touch_device(device.id, unix_ms())?;
+        self.shared.store.set_runtime(device.id, &runtime)?;
         for app in &start.apps {
             self.record_app_state(app.deployment, app.state)?;
         }

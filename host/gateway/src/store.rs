@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
-use wasmbed_protocol::{ApplicationId, DeploymentId, DeviceId, Limits};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use wasmbed_protocol::{ApplicationId, DeploymentId, DeviceId, Limits, RuntimeKind};
 
 /// A failed store operation.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,13 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored record is corrupt: {0}")]
     Corrupt(&'static str),
+    /// The database was written by a newer gateway, whose changes this
+    /// build does not know: it is left alone rather than misread.
+    #[error(
+        "the database has schema version {found}, newer than this gateway's {supported}: \
+         run the newer gateway, or restore a backup made before it ran"
+    )]
+    NewerSchema { found: u32, supported: usize },
 }
 
 /// An enrolled device.
@@ -29,6 +36,45 @@ pub struct DeviceRecord {
     pub firmware_version: String,
     pub enrolled_at_ms: u64,
     pub last_seen_ms: Option<u64>,
+    /// What the device reported at its last session start; `None` until
+    /// its first session.
+    pub runtime: Option<RuntimeRecord>,
+}
+
+/// The WebAssembly runtime a device runs, as it reported it: which
+/// firmware it is (`wasmi` for the bare-metal Rust one, `wamr` for the
+/// Zephyr one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeRecord {
+    /// The runtime's name as docs/protocol.md lists it, or `unknown(N)`
+    /// for a code this build does not know.
+    pub kind: String,
+    /// Its version, at most 32 bytes (the protocol bounds it), control
+    /// characters replaced so that logs and terminals show it safely.
+    pub version: String,
+}
+
+impl RuntimeRecord {
+    /// The record of what a device reported in its `SessionStart`.
+    pub fn reported(kind: RuntimeKind, version: &str) -> RuntimeRecord {
+        let kind = match kind {
+            RuntimeKind::Wasmi => "wasmi".to_owned(),
+            RuntimeKind::Wamr => "wamr".to_owned(),
+            RuntimeKind::Wasmtime => "wasmtime".to_owned(),
+            RuntimeKind::Unknown(code) => format!("unknown({code})"),
+        };
+        let version = version
+            .chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect();
+        RuntimeRecord { kind, version }
+    }
+}
+
+impl std::fmt::Display for RuntimeRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.version)
+    }
 }
 
 /// What the operator wants a deployment to be.
@@ -148,6 +194,8 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// The tables as the first gateways made them (schema version 0);
+/// [`MIGRATIONS`] bring them to the current version.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
     id BLOB PRIMARY KEY,
@@ -197,6 +245,43 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (deployment_id, invocation)
 );
 ";
+
+/// The changes since [`SCHEMA`], in order: a database at version `n`
+/// (SQLite's `user_version`, 0 in those made before versions were kept)
+/// gets `MIGRATIONS[n..]`. Append only: a released step never changes.
+const MIGRATIONS: &[&str] = &[
+    // 1: the runtime each device reported at its last session start.
+    "ALTER TABLE devices ADD COLUMN runtime_kind TEXT;
+     ALTER TABLE devices ADD COLUMN runtime_version TEXT;",
+];
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Creates the tables or brings them to [`SCHEMA_VERSION`], in one
+/// transaction with the version number: a crash leaves the previous
+/// version whole, and two gateways opening the database at once take
+/// turns. A database of a newer version is left untouched.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: u32 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let done = usize::try_from(found).unwrap_or(usize::MAX);
+    if done > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    tx.execute_batch(SCHEMA)?;
+    for (version, step) in MIGRATIONS.iter().enumerate().skip(done) {
+        let version = version + 1;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tracing::info!(version, "gateway database schema upgraded");
+    }
+    tx.commit()?;
+    Ok(())
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
@@ -258,12 +343,12 @@ impl Store {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Store, StoreError> {
+    fn init(mut conn: Connection) -> Result<Store, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn)?;
         // Pairing was once kept here and survived restarts; it is in memory
         // now (`crate::pairing`), and an old row must not confuse anyone.
         conn.execute("DELETE FROM settings WHERE key = 'pairing_open'", [])?;
@@ -303,8 +388,9 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO devices (id, public_key, board, firmware_version, enrolled_at, last_seen)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO devices (id, public_key, board, firmware_version, enrolled_at, last_seen,
+                                  runtime_kind, runtime_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 &device.id.0[..],
                 device.public_key,
@@ -312,6 +398,8 @@ impl Store {
                 device.firmware_version,
                 ms(device.enrolled_at_ms),
                 device.last_seen_ms.map(ms),
+                device.runtime.as_ref().map(|r| &r.kind),
+                device.runtime.as_ref().map(|r| &r.version),
             ],
         )?;
         tx.execute(
@@ -392,6 +480,15 @@ impl Store {
         self.conn().execute(
             "UPDATE devices SET last_seen = ?2 WHERE id = ?1",
             params![&id.0[..], ms(last_seen_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// Records the runtime the device reported at a session start.
+    pub fn set_runtime(&self, id: DeviceId, runtime: &RuntimeRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE devices SET runtime_kind = ?2, runtime_version = ?3 WHERE id = ?1",
+            params![&id.0[..], runtime.kind, runtime.version],
         )?;
         Ok(())
     }
@@ -662,20 +759,31 @@ fn query_devices(
     params: impl rusqlite::Params,
 ) -> Result<Vec<DeviceRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT id, public_key, board, firmware_version, enrolled_at, last_seen FROM devices {clause}"
+        "SELECT id, public_key, board, firmware_version, enrolled_at, last_seen,
+                runtime_kind, runtime_version
+         FROM devices {clause}"
     ))?;
     let rows = stmt.query_map(params, |row| {
         Ok((
-            row.get::<_, Vec<u8>>(0)?,
-            row.get::<_, Vec<u8>>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, String>(3)?,
+            (
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ),
             row.get::<_, i64>(4)?,
             row.get::<_, Option<i64>>(5)?,
+            row.get::<_, Option<String>>(6)?,
+            row.get::<_, Option<String>>(7)?,
         ))
     })?;
     rows.map(|row| {
-        let (id, public_key, board, firmware_version, enrolled, seen) = row?;
+        let ((id, public_key, board, firmware_version), enrolled, seen, kind, version) = row?;
+        let runtime = match (kind, version) {
+            (Some(kind), Some(version)) => Some(RuntimeRecord { kind, version }),
+            (None, None) => None,
+            _ => return Err(StoreError::Corrupt("device runtime")),
+        };
         Ok(DeviceRecord {
             id: device_id(id)?,
             public_key,
@@ -683,7 +791,133 @@ fn query_devices(
             firmware_version,
             enrolled_at_ms: u64::try_from(enrolled).unwrap_or(0),
             last_seen_ms: seen.map(|s| u64::try_from(s).unwrap_or(0)),
+            runtime,
         })
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn device(id: u8) -> DeviceRecord {
+        DeviceRecord {
+            id: DeviceId([id; 16]),
+            public_key: vec![4, id],
+            board: "mps2-an385".to_owned(),
+            firmware_version: "0.1.0".to_owned(),
+            enrolled_at_ms: 1_000,
+            last_seen_ms: None,
+            runtime: None,
+        }
+    }
+
+    fn user_version(path: &Path) -> u32 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn runtime_kinds_are_named_as_the_protocol_documents_them() {
+        let named = |kind, version| RuntimeRecord::reported(kind, version).to_string();
+        assert_eq!(named(RuntimeKind::Wasmi, "2.0.0"), "wasmi 2.0.0");
+        assert_eq!(named(RuntimeKind::Wamr, "2.4.3"), "wamr 2.4.3");
+        assert_eq!(named(RuntimeKind::Wasmtime, "30"), "wasmtime 30");
+        assert_eq!(named(RuntimeKind::from_code(7), "x"), "unknown(7) x");
+        // A version is shown in logs and terminals: no control characters.
+        let hostile = RuntimeRecord::reported(RuntimeKind::Wamr, "2.4\n\u{1b}[2J");
+        assert_eq!(hostile.version, "2.4\u{fffd}\u{fffd}[2J");
+    }
+
+    #[test]
+    fn the_runtime_of_a_device_is_kept_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        let store = Store::open(&path).unwrap();
+        store.insert_device(&device(1)).unwrap();
+        store.insert_device(&device(2)).unwrap();
+        assert_eq!(
+            store.device(DeviceId([1; 16])).unwrap().unwrap().runtime,
+            None
+        );
+
+        let wasmi = RuntimeRecord::reported(RuntimeKind::Wasmi, "2.0.0");
+        store.set_runtime(DeviceId([1; 16]), &wasmi).unwrap();
+        // Reflashed with the Zephyr firmware: the next session says so.
+        let wamr = RuntimeRecord::reported(RuntimeKind::Wamr, "2.4.3");
+        store.set_runtime(DeviceId([1; 16]), &wamr).unwrap();
+        drop(store);
+
+        let store = Store::open(&path).unwrap();
+        let devices = store.devices().unwrap();
+        assert_eq!(devices[0].runtime, Some(wamr));
+        assert_eq!(devices[1].runtime, None, "only the device that reported");
+    }
+
+    #[test]
+    fn a_database_from_before_schema_versions_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        {
+            // The devices table as gateways made it before version 1.
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE devices (
+                     id BLOB PRIMARY KEY,
+                     public_key BLOB NOT NULL UNIQUE,
+                     board TEXT NOT NULL,
+                     firmware_version TEXT NOT NULL,
+                     enrolled_at INTEGER NOT NULL,
+                     last_seen INTEGER
+                 );
+                 INSERT INTO devices VALUES (x'01010101010101010101010101010101', x'0401',
+                                             'mps2-an385', '0.1.0', 1000, 2000);",
+            )
+            .unwrap();
+        }
+        assert_eq!(user_version(&path), 0);
+
+        let store = Store::open(&path).unwrap();
+        let id = DeviceId([1; 16]);
+        let kept = store.device(id).unwrap().unwrap();
+        assert_eq!(kept.last_seen_ms, Some(2_000));
+        assert_eq!(kept.runtime, None);
+        let wamr = RuntimeRecord::reported(RuntimeKind::Wamr, "2.4.3");
+        store.set_runtime(id, &wamr).unwrap();
+        drop(store);
+        assert_eq!(user_version(&path), 1);
+        assert_eq!(SCHEMA_VERSION, 1);
+
+        // Opening an up-to-date database changes nothing.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.device(id).unwrap().unwrap().runtime, Some(wamr));
+        assert_eq!(user_version(&path), 1);
+    }
+
+    #[test]
+    fn a_database_of_a_newer_gateway_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 9)
+            .unwrap();
+        match Store::open(&path) {
+            Err(StoreError::NewerSchema { found, supported }) => {
+                assert_eq!((found, supported), (9, SCHEMA_VERSION));
+            }
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+        assert_eq!(user_version(&path), 9);
+        let tables: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(tables, 0, "no table of this version's schema was made");
+    }
 }

@@ -46,6 +46,58 @@ async fn enrollment_while_pairing_is_open_then_reconnect_with_the_issued_certifi
 }
 
 #[tokio::test]
+async fn the_runtime_a_device_reports_at_each_session_start_is_kept_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.db");
+    let gateway = TestGateway::on_disk(&db).await;
+    gateway.open_pairing(true).await;
+    let mut device = TestDevice::new();
+    let id = device.enroll(gateway.addr).await.unwrap();
+    let (_, json) = gateway.http("GET", &device_uri(id), None).await;
+    assert!(json.get("runtime").is_none(), "no session yet: {json:#}");
+
+    // The bare-metal Rust firmware (the test device reports wasmi).
+    let connected = device.session(gateway.addr).await;
+    gateway
+        .wait_for(&device_uri(id), "the wasmi runtime", |d| {
+            d["runtime"] == serde_json::json!({"kind": "wasmi", "version": "0.40.0"})
+        })
+        .await;
+    drop(connected);
+
+    // Reflashed with the Zephyr firmware: its next session says so, and a
+    // restarted gateway still knows it.
+    device.capabilities.runtime = RuntimeKind::Wamr;
+    device.capabilities.runtime_version = Name::try_from("2.4.3").unwrap();
+    let connected = device.session(gateway.addr).await;
+    gateway
+        .wait_for(&device_uri(id), "the wamr runtime", |d| {
+            d["runtime"]["kind"] == "wamr"
+        })
+        .await;
+    drop(connected);
+    gateway.stop().await;
+    let gateway = TestGateway::on_disk(&db).await;
+    let (_, devices) = gateway.http("GET", "/v1/devices", None).await;
+    assert_eq!(
+        devices[0]["runtime"],
+        serde_json::json!({"kind": "wamr", "version": "2.4.3"})
+    );
+
+    // A runtime this gateway does not know, with a version that would
+    // garble a terminal: named by its code, the control characters replaced.
+    device.capabilities.runtime = RuntimeKind::from_code(7);
+    device.capabilities.runtime_version = Name::try_from("9\n\u{1b}[2J").unwrap();
+    let _connected = device.session(gateway.addr).await;
+    gateway
+        .wait_for(&device_uri(id), "the unknown runtime", |d| {
+            d["runtime"]
+                == serde_json::json!({"kind": "unknown(7)", "version": "9\u{fffd}\u{fffd}[2J"})
+        })
+        .await;
+}
+
+#[tokio::test]
 async fn enrollment_is_refused_while_pairing_is_closed_unless_preauthorized() {
     let gateway = TestGateway::in_memory().await;
     let mut device = TestDevice::new();

@@ -53,6 +53,26 @@ async fn a_client_without_a_certificate_gets_only_health_and_the_document() {
         .json()
         .await
         .unwrap();
+    // A device's runtime is documented.
+    let schemas = &document["components"]["schemas"];
+    assert!(
+        schemas["DeviceView"]["properties"]["runtime"]
+            .to_string()
+            .contains("#/components/schemas/RuntimeView"),
+        "{:#}",
+        schemas["DeviceView"]
+    );
+    assert!(
+        !schemas["DeviceView"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&"runtime".into()),
+        "absent before the first session"
+    );
+    assert_eq!(
+        schemas["RuntimeView"]["required"],
+        serde_json::json!(["kind", "version"])
+    );
     // Every documented route refuses it.
     let paths = document["paths"].as_object().unwrap();
     assert!(paths.len() >= 8, "{document:#}");

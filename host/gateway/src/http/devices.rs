@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::Shared;
 use crate::fleet::Presence;
 use crate::pairing::{self, PairingStatus};
-use crate::store::DeviceRecord;
+use crate::store::{DeviceRecord, RuntimeRecord};
 
 /// A device as the HTTP interface shows it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -25,6 +25,10 @@ pub struct DeviceView {
     pub public_key: String,
     pub board: String,
     pub firmware_version: String,
+    /// The WebAssembly runtime it reported at its last session start,
+    /// which tells its firmware; absent until its first session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeView>,
     pub enrolled_at_ms: u64,
     pub last_seen_ms: Option<u64>,
     /// `connected`, `unreachable` (missed its heartbeats) or `disconnected`.
@@ -34,6 +38,28 @@ pub struct DeviceView {
     pub free_memory: Option<u32>,
     /// The applications its last heartbeat reported.
     pub apps: Vec<AppView>,
+}
+
+/// A device's WebAssembly runtime, e.g. `{"kind": "wamr", "version": "2.4.3"}`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct RuntimeView {
+    /// `wasmi` (the bare-metal Rust firmware and the simulator), `wamr`
+    /// (the Zephyr firmware), `wasmtime`, or `unknown(N)` for a code this
+    /// gateway does not know.
+    #[schema(example = "wamr")]
+    pub kind: String,
+    /// The runtime's version as the device reported it (at most 32 bytes).
+    #[schema(example = "2.4.3")]
+    pub version: String,
+}
+
+impl From<RuntimeRecord> for RuntimeView {
+    fn from(record: RuntimeRecord) -> Self {
+        RuntimeView {
+            kind: record.kind,
+            version: record.version,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -52,6 +78,7 @@ fn device_view(shared: &Shared, record: DeviceRecord) -> DeviceView {
         public_key: hex::encode(&record.public_key),
         board: record.board,
         firmware_version: record.firmware_version,
+        runtime: record.runtime.map(RuntimeView::from),
         enrolled_at_ms: record.enrolled_at_ms,
         last_seen_ms: record.last_seen_ms,
         presence: serde_json::to_value(presence)

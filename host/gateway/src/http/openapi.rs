@@ -23,7 +23,7 @@ use crate::store::DeploymentState;
         deployments::remove_deployment, deployments::list_results,
     ),
     components(schemas(
-        error::ErrorBody, devices::DeviceView, devices::AppView, devices::SetPairing,
+        error::ErrorBody, devices::DeviceView, devices::RuntimeView, devices::AppView, devices::SetPairing,
         devices::Preauthorize, PairingStatus, deployments::DeployRequest,
         deployments::LimitsJson, deployments::ValueJson, deployments::DeploymentView,
         deployments::ResultView, DeploymentState,

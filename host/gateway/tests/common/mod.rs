@@ -187,6 +187,8 @@ pub struct TestDevice {
     pub installed: Vec<DeploymentId>,
     /// Install attempts, to check "exactly once".
     pub installs: usize,
+    /// What it reports in its `SessionStart`.
+    pub capabilities: Capabilities,
 }
 
 impl TestDevice {
@@ -197,6 +199,7 @@ impl TestDevice {
             received: Default::default(),
             installed: Vec::new(),
             installs: 0,
+            capabilities: samples::capabilities(),
         }
     }
 
@@ -275,7 +278,7 @@ impl TestDevice {
         let tls = self.connect(addr).await.unwrap();
         let hello = SessionStart {
             agent_version: Name::try_from("test").unwrap(),
-            capabilities: samples::capabilities(),
+            capabilities: self.capabilities.clone(),
             apps: self
                 .installed
                 .iter()
