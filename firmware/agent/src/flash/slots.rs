@@ -42,8 +42,8 @@ use super::record::RecordPair;
 use super::{MAX_WORD, check_geometry, offset, round_up};
 use crate::storage::{SlotMedium, SlotRecord, SlotTable, StoreError};
 
-/// A [`ModuleStore`](crate::storage::ModuleStore) on NOR flash (see the
-/// module docs for the layout).
+/// A [`ModuleStore`](crate::storage::ModuleStore) on NOR flash (see
+/// [`NorSlots`]).
 pub type FlashModuleStore<F> = SlotTable<NorSlots<F>>;
 
 impl<F: NorFlash> FlashModuleStore<F> {
@@ -60,8 +60,12 @@ impl<F: NorFlash> FlashModuleStore<F> {
     }
 }
 
-/// Slots on a whole [`NorFlash`]: the table in a record pair, and per slot
-/// a progress log and the module's sectors.
+/// Slots on a whole [`NorFlash`]: the table in a record pair (two sectors),
+/// and per slot a progress log sector and the module's sectors, erased as
+/// the transfer enters them. A checkpoint appends the programmed length to
+/// the log; on open a transfer continues from its last entry, so after any
+/// power cut a slot is free, receiving with a verified prefix, or installed
+/// with a verified module.
 #[derive(Debug)]
 pub struct NorSlots<F> {
     flash: F,

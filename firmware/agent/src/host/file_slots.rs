@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use super::{io, read_optional, sync_dir, write_atomically};
 use crate::storage::{SlotMedium, SlotRecord, SlotTable, StoreError};
 
-/// A [`ModuleStore`](crate::storage::ModuleStore) in a directory (see the
-/// module docs).
+/// A [`ModuleStore`](crate::storage::ModuleStore) in a directory (see
+/// [`FileSlots`]).
 pub type FileModuleStore = SlotTable<FileSlots>;
 
 impl FileModuleStore {
@@ -26,7 +26,10 @@ impl FileModuleStore {
     }
 }
 
-/// Slots as files in a directory.
+/// Slots as files in a directory: `slot-N/module.bin` holds the bytes,
+/// `slot-N/meta.cbor` (replaced atomically) the slot's table entry; a slot
+/// without `meta.cbor` is free. A transfer's entry records the bytes synced
+/// at the last checkpoint; on open the module file is cut back to them.
 #[derive(Debug)]
 pub struct FileSlots {
     root: PathBuf,

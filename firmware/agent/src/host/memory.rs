@@ -99,7 +99,7 @@ impl KeyStore for MemKeyStore {
 }
 
 /// A [`ModuleStore`](crate::storage::ModuleStore) in memory that
-/// allocates module bytes only as they arrive (see the [module docs](self)).
+/// allocates module bytes only as they arrive (see [`MemSlots`]).
 pub type MemModuleStore = SlotTable<MemSlots>;
 
 impl MemModuleStore {
@@ -127,7 +127,11 @@ enum SlotBytes {
     Installed(Arc<[u8]>),
 }
 
-/// Slots in memory (see the [module docs](self)).
+/// Slots in memory. Module bytes are allocated as they arrive and, once
+/// installed, shared with other stores through a [`ModuleCache`]. The
+/// table lives in the [`SlotTable`] only: a store opened anew on a
+/// `MemSlots` is empty, and one kept across a simulated reboot keeps
+/// everything.
 #[derive(Debug, Clone)]
 pub struct MemSlots {
     bytes: Vec<SlotBytes>,

@@ -72,7 +72,13 @@ pub trait SlotMedium {
     fn release(&mut self, slot: usize);
 }
 
-/// A [`ModuleStore`] over a [`SlotMedium`] (see the module docs).
+/// A [`ModuleStore`] over a [`SlotMedium`]: which slot a transfer goes to,
+/// offsets and sizes, verification before a module is listed installed,
+/// and each installed slot's undelivered result. Its steps are ordered for
+/// power safety: the medium drops a slot's old bytes before the table names
+/// a new transfer; the table lists a module installed only after it was
+/// read back and verified; it frees a slot before the medium drops the
+/// bytes.
 #[derive(Debug, Clone)]
 pub struct SlotTable<M> {
     medium: M,
