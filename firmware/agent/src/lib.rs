@@ -24,6 +24,7 @@
 extern crate alloc;
 
 pub mod agent;
+pub mod driver;
 pub mod flash;
 #[cfg(feature = "std")]
 pub mod host;
