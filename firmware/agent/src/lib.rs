@@ -10,8 +10,10 @@
 //!   [`DeviceSession`](wasmbed_protocol::session::DeviceSession);
 //! - randomness is an injected [`rand_core::CryptoRng`];
 //! - the device identity lives behind [`identity::KeyStore`] and modules
-//!   behind [`storage::ModuleStore`], with implementations on NOR flash
-//!   ([`flash`]) and, on the host, on files (`host`, feature `std`);
+//!   behind [`storage::ModuleStore`], implemented once by
+//!   [`storage::SlotTable`] over a narrow [`storage::SlotMedium`]: NOR
+//!   flash ([`flash`]) and, on the host, files and memory (`host`, feature
+//!   `std`);
 //! - modules run through [`runtime::Runtime`]; [`runtime::WasmiRuntime`]
 //!   (feature `wasmi`, on by default) is the first implementation.
 //!
@@ -23,6 +25,7 @@ extern crate alloc;
 
 pub mod agent;
 pub mod console;
+pub mod driver;
 pub mod entropy;
 pub mod flash;
 #[cfg(feature = "std")]

@@ -1,19 +1,23 @@
 //! Power fails at every possible point of a store operation; after the
 //! reboot the store holds the state before or after it, never a mix.
 //!
-//! `MemFlash::cut_power_after(n)` interrupts the n-th programmed byte or
-//! sector erase; each test loops `n` from 0 until the operation completes
-//! without a cut.
+//! On flash, `MemFlash::cut_power_after(n)` interrupts the n-th programmed
+//! byte or sector erase; on files and memory the n-th medium operation
+//! fails (see `media::Failing`). Each test loops `n` from 0 until the
+//! operation completes without a cut. The module store tests run on every
+//! medium.
 
 // Test sizes and offsets are small; truncating casts cannot happen.
 #![allow(clippy::cast_possible_truncation)]
 
+mod media;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+use media::{CutMedium, MAX_MODULE, SECTORS, SLOTS, Shared, SmallFlash, open_small_flash};
 use sha2::Digest;
-use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore, MemFlash, MemFlashError, MemFlashOf};
+use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore, MemFlash, MemFlashOf};
 use wasmbed_agent::identity::{Identity, KeyStore, PendingKey, StoredKey};
 use wasmbed_agent::runtime::{WasmiConfig, WasmiRuntime};
 use wasmbed_agent::storage::{ModuleMeta, ModuleStore, SlotState, StoreError};
@@ -109,16 +113,27 @@ fn a_rotten_record_falls_back_to_the_previous_one() {
     assert_eq!(open_keys(flash).load(), Ok(Some(enrolled(1))));
 }
 
-/// Small sectors keep a module that crosses sector boundaries small, so
-/// that trying every cut point stays fast.
-type SmallFlash = MemFlashOf<1024>;
-const SLOTS: usize = 2;
-const MAX_MODULE: u32 = 2000;
-/// Table, and per slot a log sector and two data sectors.
-const SECTORS: usize = 2 + SLOTS * 3;
+/// Boots a store on `state` with power cut after `n` steps, runs `op`,
+/// reboots, and returns the store booted again and whether power was cut.
+fn cut_and_reboot_store<M: CutMedium>(
+    medium: &mut M,
+    state: &M::State,
+    n: usize,
+    op: impl FnOnce(&mut M::Store),
+) -> (M::Store, bool) {
+    let mut store = medium.boot(state, Some(n));
+    op(&mut store);
+    let (state, cut) = medium.power_off(store);
+    (medium.boot(&state, None), cut)
+}
 
-fn open_modules(flash: SmallFlash) -> FlashModuleStore<SmallFlash> {
-    FlashModuleStore::new(flash, SLOTS, MAX_MODULE).expect("opens")
+/// A store of `medium` holding deployment `id` installed with `bytes`.
+fn installed<M: CutMedium>(medium: &mut M, id: u64, bytes: &[u8]) -> M::State {
+    let fresh = medium.fresh();
+    let mut store = medium.boot(&fresh, None);
+    store.begin(&meta(id, bytes)).expect("slot free");
+    assert!(transfer(&mut store, id, bytes, 0));
+    medium.power_off(store).0
 }
 
 fn meta(deployment: u64, bytes: &[u8]) -> ModuleMeta {
@@ -145,7 +160,7 @@ const CHUNK: usize = 301;
 
 /// Receives `bytes` from `from` with a checkpoint after each chunk, then
 /// commits. Stops at the first error (the power is gone).
-fn transfer(store: &mut FlashModuleStore<SmallFlash>, id: u64, bytes: &[u8], from: usize) -> bool {
+fn transfer(store: &mut impl ModuleStore, id: u64, bytes: &[u8], from: usize) -> bool {
     let id = DeploymentId(id);
     let mut at = from;
     for piece in bytes[from..].chunks(CHUNK) {
@@ -159,30 +174,31 @@ fn transfer(store: &mut FlashModuleStore<SmallFlash>, id: u64, bytes: &[u8], fro
         .is_ok()
 }
 
-#[test]
-fn a_cut_transfer_never_installs_and_resumes_from_its_last_durable_offset() {
+fn a_cut_transfer_never_installs_and_resumes_from_its_last_durable_offset<M: CutMedium>(
+    mut medium: M,
+) {
     let bytes = module();
     // Slot 0 holds another installed module that must survive everything.
-    let mut store = open_modules(SmallFlash::new(SECTORS));
     let other: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
-    store.begin(&meta(1, &other)).expect("slot free");
-    assert!(transfer(&mut store, 1, &other, 0));
-    let base = store.into_flash();
+    let base = installed(&mut medium, 1, &other);
 
     let mut resumed_midway = 0;
     for n in 0.. {
-        let (mut store, cut) =
-            cut_and_reboot(&base, n, open_modules, FlashModuleStore::into_flash, |s| {
-                if s.begin(&meta(2, &bytes)).is_ok() {
-                    transfer(s, 2, &bytes, 0);
-                }
-            });
+        let (mut store, cut) = cut_and_reboot_store(&mut medium, &base, n, |s| {
+            if s.begin(&meta(2, &bytes)).is_ok() {
+                transfer(s, 2, &bytes, 0);
+            }
+        });
         assert_eq!(store.load(DeploymentId(1)), Ok(other.clone()), "cut at {n}");
         let state = store.find(DeploymentId(2)).map(|s| s.state);
         if !cut {
             assert_eq!(state, Some(SlotState::Installed(AppState::Installed)));
             assert_eq!(store.load(DeploymentId(2)), Ok(bytes.clone()));
-            assert!(n > bytes.len(), "every byte was a cut point");
+            if M::STEPS_ARE_BYTES {
+                assert!(n > bytes.len(), "every byte was a cut point");
+            } else {
+                assert!(n > bytes.len() / CHUNK, "every chunk was a cut point");
+            }
             break;
         }
         match state {
@@ -203,27 +219,25 @@ fn a_cut_transfer_never_installs_and_resumes_from_its_last_durable_offset() {
             }
         }
     }
-    // Cuts while the second sector is written resume within the module.
-    assert!(resumed_midway > 400, "{resumed_midway}");
+    // Cuts while the second sector (the later chunks) is written resume
+    // within the module.
+    let least = if M::STEPS_ARE_BYTES { 400 } else { 4 };
+    assert!(resumed_midway > least, "{resumed_midway}");
 }
 
-#[test]
-fn a_cut_removal_or_state_change_is_all_or_nothing() {
+fn a_cut_removal_or_state_change_is_all_or_nothing<M: CutMedium>(mut medium: M) {
     let bytes = module();
-    let mut store = open_modules(SmallFlash::new(SECTORS));
-    store.begin(&meta(1, &bytes)).expect("slot free");
-    assert!(transfer(&mut store, 1, &bytes, 0));
-    let base = store.into_flash();
+    let base = installed(&mut medium, 1, &bytes);
     for n in 0.. {
-        let (store, cut) =
-            cut_and_reboot(&base, n, open_modules, FlashModuleStore::into_flash, |s| {
-                let _ = s
-                    .set_state(DeploymentId(1), AppState::Running)
-                    .and_then(|_| s.remove(DeploymentId(1)));
-            });
+        let (store, cut) = cut_and_reboot_store(&mut medium, &base, n, |s| {
+            let _ = s
+                .set_state(DeploymentId(1), AppState::Running)
+                .and_then(|_| s.remove(DeploymentId(1)));
+        });
         let state = store.find(DeploymentId(1)).map(|s| s.state);
         if !cut {
             assert_eq!(state, None);
+            assert!(n > 1, "both changes were cut");
             break;
         }
         assert!(
@@ -238,29 +252,29 @@ fn a_cut_removal_or_state_change_is_all_or_nothing() {
     }
 }
 
-#[test]
-fn a_cut_while_storing_a_result_keeps_the_run_state_or_state_and_result() {
+fn a_cut_while_storing_a_result_keeps_the_run_state_or_state_and_result<M: CutMedium>(
+    mut medium: M,
+) {
     let bytes = module();
     let result = vec![0x5A; 300];
-    let mut store = open_modules(SmallFlash::new(SECTORS));
-    store.begin(&meta(1, &bytes)).expect("slot free");
-    assert!(transfer(&mut store, 1, &bytes, 0));
+    let installed = installed(&mut medium, 1, &bytes);
+    let mut store = medium.boot(&installed, None);
     store
         .set_state(DeploymentId(1), AppState::Running)
         .expect("stored");
-    let base = store.into_flash();
+    let base = medium.power_off(store).0;
     for n in 0.. {
-        let (mut store, cut) =
-            cut_and_reboot(&base, n, open_modules, FlashModuleStore::into_flash, |s| {
-                let _ = s
-                    .finish(DeploymentId(1), AppState::Stopped, &result)
-                    .and_then(|_| s.clear_result(DeploymentId(1)));
-            });
+        let (mut store, cut) = cut_and_reboot_store(&mut medium, &base, n, |s| {
+            let _ = s
+                .finish(DeploymentId(1), AppState::Stopped, &result)
+                .and_then(|_| s.clear_result(DeploymentId(1)));
+        });
         let state = store.find(DeploymentId(1)).map(|s| s.state);
         let stored = store.result(DeploymentId(1)).map(<[u8]>::to_vec);
         if !cut {
             assert_eq!(state, Some(SlotState::Installed(AppState::Stopped)));
             assert_eq!(stored, None);
+            assert!(n > 1, "both changes were cut");
             break;
         }
         match state {
@@ -281,12 +295,75 @@ fn a_cut_while_storing_a_result_keeps_the_run_state_or_state_and_result() {
     }
 }
 
+/// A store operation that fails leaves the store as it was, before and
+/// after the reboot.
+fn a_failed_operation_changes_nothing<M: CutMedium>(mut medium: M) {
+    let bytes = module();
+    let installed = installed(&mut medium, 1, &bytes);
+    let before = |store: &M::Store| {
+        assert_eq!(
+            store.find(DeploymentId(1)).map(|s| s.state),
+            Some(SlotState::Installed(AppState::Installed))
+        );
+        assert_eq!(store.result(DeploymentId(1)), None);
+        assert!(store.find(DeploymentId(2)).is_none());
+    };
+    type Op<'a, S> = &'a dyn Fn(&mut S) -> bool;
+    let ops: [Op<'_, M::Store>; 5] = [
+        &|s| s.set_state(DeploymentId(1), AppState::Running).is_err(),
+        &|s| {
+            s.finish(DeploymentId(1), AppState::Stopped, &[1; 20])
+                .is_err()
+        },
+        &|s| s.remove(DeploymentId(1)).is_err(),
+        &|s| s.begin(&meta(2, &bytes)).is_err(),
+        &|s| s.clear_result(DeploymentId(1)) == Ok(false),
+    ];
+    for (i, op) in ops.iter().enumerate() {
+        let mut store = medium.boot(&installed, Some(0));
+        assert!(op(&mut store), "operation {i} failed");
+        before(&store);
+        let (state, cut) = medium.power_off(store);
+        assert!(cut || i == 4, "operation {i} cut");
+        before(&medium.boot(&state, None));
+    }
+}
+
+/// Runs a power-cut case on NOR flash, files and memory.
+macro_rules! on_every_medium {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[test]
+                fn flash() {
+                    super::$case(super::media::FlashCuts);
+                }
+                #[test]
+                fn files() {
+                    super::$case(super::media::FileCuts::default());
+                }
+                #[test]
+                fn memory() {
+                    super::$case(super::media::MemoryCuts);
+                }
+            }
+        )*
+    };
+}
+
+on_every_medium!(
+    a_failed_operation_changes_nothing,
+    a_cut_transfer_never_installs_and_resumes_from_its_last_durable_offset,
+    a_cut_removal_or_state_change_is_all_or_nothing,
+    a_cut_while_storing_a_result_keeps_the_run_state_or_state_and_result,
+);
+
 #[test]
 fn a_cut_while_recovering_a_transfer_still_resumes_correctly() {
     let bytes = module();
     // Chunks were written ahead of the last checkpoint, as when the gateway
     // streams a window of chunks, and then the device rebooted.
-    let mut store = open_modules(SmallFlash::new(SECTORS));
+    let mut store = open_small_flash(SmallFlash::new(SECTORS));
     store.begin(&meta(1, &bytes)).expect("slot free");
     let id = DeploymentId(1);
     store.write(id, 0, &bytes[..1200]).expect("written");
@@ -304,7 +381,7 @@ fn a_cut_while_recovering_a_transfer_still_resumes_correctly() {
         let cut = flash.power_lost();
         let mut flash = flash;
         flash.reboot();
-        let mut store = open_modules(flash);
+        let mut store = open_small_flash(flash);
         let Some(SlotState::Receiving { held }) = store.find(id).map(|s| s.state) else {
             panic!("cut at {n}: transfer lost")
         };
@@ -321,38 +398,8 @@ fn a_cut_while_recovering_a_transfer_still_resumes_correctly() {
     }
 }
 
-/// One flash that the agent's store and the test share: the agent keeps
-/// its store even when it fails to start.
-#[derive(Clone)]
-struct Shared(Rc<RefCell<SmallFlash>>);
-
-impl ErrorType for Shared {
-    type Error = MemFlashError;
-}
-
-impl ReadNorFlash for Shared {
-    const READ_SIZE: usize = SmallFlash::READ_SIZE;
-    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), MemFlashError> {
-        self.0.borrow_mut().read(offset, bytes)
-    }
-    fn capacity(&self) -> usize {
-        self.0.borrow().capacity()
-    }
-}
-
-impl NorFlash for Shared {
-    const WRITE_SIZE: usize = SmallFlash::WRITE_SIZE;
-    const ERASE_SIZE: usize = SmallFlash::ERASE_SIZE;
-    fn erase(&mut self, from: u32, to: u32) -> Result<(), MemFlashError> {
-        self.0.borrow_mut().erase(from, to)
-    }
-    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), MemFlashError> {
-        self.0.borrow_mut().write(offset, bytes)
-    }
-}
-
 /// Boots an agent over `flash`: returns whether it started.
-fn boot(flash: &Shared) -> bool {
+fn boot(flash: &Shared<1024>) -> bool {
     let config = AgentConfig::new(DeviceInfo {
         board: "mps2-an385".try_into().expect("short"),
         firmware_version: "0.1.0".try_into().expect("short"),
@@ -380,7 +427,7 @@ fn a_cut_while_recording_a_run_interrupted_by_a_reset_keeps_it_running_or_failed
     })
     .expect("encodes");
     // The device reset while deployment 1 ran.
-    let mut store = open_modules(SmallFlash::new(SECTORS));
+    let mut store = open_small_flash(SmallFlash::new(SECTORS));
     store.begin(&meta(1, &bytes)).expect("slot free");
     assert!(transfer(&mut store, 1, &bytes, 0));
     store
@@ -388,8 +435,8 @@ fn a_cut_while_recording_a_run_interrupted_by_a_reset_keeps_it_running_or_failed
         .expect("stored");
     let base = store.into_flash();
 
-    let outcome = |flash: &Shared| {
-        let mut store = open_modules(flash.0.borrow().clone());
+    let outcome = |flash: &Shared<1024>| {
+        let mut store = open_small_flash(flash.0.borrow().clone());
         assert_eq!(
             store.load(DeploymentId(1)),
             Ok(bytes.clone()),

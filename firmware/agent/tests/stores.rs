@@ -1,14 +1,14 @@
-//! The key and module stores, flash-backed and file-backed, behave alike.
+//! The key and module stores behave alike on every medium: NOR flash,
+//! files and memory.
 
 // Test sizes and offsets are small; truncating casts cannot happen.
 #![allow(clippy::cast_possible_truncation)]
 
-use std::cell::RefCell;
-use std::rc::Rc;
+mod media;
 
-use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
-use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore, MemFlash, MemFlashError};
-use wasmbed_agent::host::{FileKeyStore, FileModuleStore};
+use media::{InFiles, InMemory, Medium, OnFlash, Shared};
+use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore, MemFlash};
+use wasmbed_agent::host::{FileKeyStore, MemKeyStore};
 use wasmbed_agent::identity::{Identity, KeyStore, PendingKey, StoredKey};
 use wasmbed_agent::storage::{
     BeginError, CommitError, ModuleMeta, ModuleStore, SlotState, StoreError, WriteError,
@@ -61,11 +61,11 @@ fn install(store: &mut impl ModuleStore, id: u64, bytes: &[u8]) {
         .expect("committed");
 }
 
-/// Everything a module store must do, whatever it is built on.
-fn behaves_like_a_module_store<S: ModuleStore>(mut open: impl FnMut() -> S) {
+/// Everything a module store must do, whatever its medium.
+fn behaves_like_a_module_store<M: Medium>(mut medium: M) {
     let a = module(5000, 1);
     let b = module(700, 2);
-    let mut store = open();
+    let mut store = medium.boot();
     assert_eq!(store.slots().len(), 2);
     assert!(store.apps().is_empty());
 
@@ -126,8 +126,7 @@ fn behaves_like_a_module_store<S: ModuleStore>(mut open: impl FnMut() -> S) {
         store.set_state(DeploymentId(7), AppState::Stopped),
         Ok(false)
     );
-    drop(store);
-    let mut store = open();
+    let mut store = medium.reboot(store);
     let apps = store.apps();
     assert_eq!(apps.len(), 2);
     assert_eq!(apps[1].state, AppState::Stopped);
@@ -147,66 +146,44 @@ fn behaves_like_a_module_store<S: ModuleStore>(mut open: impl FnMut() -> S) {
     );
     assert_eq!(store.apps().len(), 1);
 
-    // A checkpoint survives reopening; bytes after it are received again.
+    // A checkpoint survives reopening; bytes after it are received again
+    // unless the medium keeps them too.
     assert_eq!(store.begin(&meta(4, &a)), Ok(0));
     send(&mut store, 4, &a[..400], 0, 400);
     assert_eq!(store.checkpoint(DeploymentId(4)), Ok(400));
     send(&mut store, 4, &a[..500], 400, 100);
-    drop(store);
-    let mut store = open();
-    assert_eq!(store.begin(&meta(4, &a)), Ok(400));
+    let mut store = medium.reboot(store);
+    let kept = if M::KEEPS_UNSYNCED { 500 } else { 400 };
+    assert_eq!(store.begin(&meta(4, &a)), Ok(kept));
+    send(&mut store, 4, &a, kept as usize, 1000);
+    assert_eq!(store.checkpoint(DeploymentId(4)), Ok(5000));
+    assert_eq!(store.begin(&meta(4, &a)), Ok(5000));
+    assert_eq!(store.commit(DeploymentId(4), &mut accept_all), Ok(()));
+    assert_eq!(store.load(DeploymentId(4)), Ok(a.clone()));
+    assert_eq!(store.remove(DeploymentId(4)), Ok(true));
 
     // An unfinished transfer's slot is reused for another deployment.
+    assert_eq!(store.begin(&meta(4, &a)), Ok(0));
+    send(&mut store, 4, &a[..100], 0, 100);
     assert_eq!(store.begin(&meta(5, &b)), Ok(0));
     assert!(store.find(DeploymentId(4)).is_none());
-    drop(store);
-    let mut store = open();
+    let mut store = medium.reboot(store);
     assert_eq!(store.begin(&meta(5, &b)), Ok(0));
-}
-
-/// One flash that every reopened store shares, as after a reboot.
-#[derive(Clone)]
-struct Shared(Rc<RefCell<MemFlash>>);
-
-impl Shared {
-    fn new(sectors: usize) -> Self {
-        Shared(Rc::new(RefCell::new(MemFlash::new(sectors))))
-    }
-}
-
-impl ErrorType for Shared {
-    type Error = MemFlashError;
-}
-
-impl ReadNorFlash for Shared {
-    const READ_SIZE: usize = MemFlash::READ_SIZE;
-    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), MemFlashError> {
-        self.0.borrow_mut().read(offset, bytes)
-    }
-    fn capacity(&self) -> usize {
-        self.0.borrow().capacity()
-    }
-}
-
-impl NorFlash for Shared {
-    const WRITE_SIZE: usize = MemFlash::WRITE_SIZE;
-    const ERASE_SIZE: usize = MemFlash::ERASE_SIZE;
-    fn erase(&mut self, from: u32, to: u32) -> Result<(), MemFlashError> {
-        self.0.borrow_mut().erase(from, to)
-    }
-    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), MemFlashError> {
-        self.0.borrow_mut().write(offset, bytes)
-    }
+    // A free slot is taken before an unfinished transfer's.
+    assert_eq!(store.remove(DeploymentId(2)), Ok(true));
+    assert_eq!(store.begin(&meta(6, &b)), Ok(0));
+    assert!(store.find(DeploymentId(5)).is_some());
+    assert_eq!(store.apps().len(), 0);
 }
 
 /// The result outbox: a result is stored with the end state, kept across
 /// reopening and state changes, and dropped by `clear_result` or `remove`.
-fn keeps_results_like_a_module_store<S: ModuleStore>(mut open: impl FnMut() -> S) {
+fn keeps_results_like_a_module_store<M: Medium>(mut medium: M) {
     let a = module(900, 3);
     let b = module(300, 4);
     let result_a = vec![0xA1; 700];
     let result_b = vec![0xB2; 20];
-    let mut store = open();
+    let mut store = medium.boot();
     install(&mut store, 1, &a);
     install(&mut store, 2, &b);
     assert!(store.outbox().is_empty());
@@ -227,9 +204,7 @@ fn keeps_results_like_a_module_store<S: ModuleStore>(mut open: impl FnMut() -> S
         store.finish(DeploymentId(9), AppState::Failed, &result_b),
         Ok(false)
     );
-    drop(store);
-
-    let mut store = open();
+    let mut store = medium.reboot(store);
     assert_eq!(store.result(DeploymentId(1)), Some(&result_a[..]));
     assert_eq!(store.result(DeploymentId(2)), Some(&result_b[..]));
     assert_eq!(store.outbox(), vec![DeploymentId(1), DeploymentId(2)]);
@@ -243,9 +218,7 @@ fn keeps_results_like_a_module_store<S: ModuleStore>(mut open: impl FnMut() -> S
     assert_eq!(store.clear_result(DeploymentId(1)), Ok(true));
     assert_eq!(store.clear_result(DeploymentId(1)), Ok(false));
     assert_eq!(store.clear_result(DeploymentId(9)), Ok(false));
-    drop(store);
-
-    let mut store = open();
+    let mut store = medium.reboot(store);
     assert_eq!(store.result(DeploymentId(1)), None);
     assert_eq!(store.result(DeploymentId(2)), Some(&result_b[..]));
     assert_eq!(store.outbox(), vec![DeploymentId(2)]);
@@ -256,30 +229,27 @@ fn keeps_results_like_a_module_store<S: ModuleStore>(mut open: impl FnMut() -> S
     assert_eq!(store.result(DeploymentId(2)), None);
     install(&mut store, 3, &b);
     assert_eq!(store.result(DeploymentId(3)), None);
-    drop(store);
-    let store = open();
+    let store = medium.reboot(store);
     assert!(store.outbox().is_empty());
     assert_eq!(store.apps().len(), 2);
 }
 
 #[test]
 fn flash_module_store() {
-    let flash = Shared::new(16);
-    behaves_like_a_module_store(|| FlashModuleStore::new(flash.clone(), 2, 6000).expect("fits"));
-    let flash = Shared::new(16);
-    keeps_results_like_a_module_store(|| {
-        FlashModuleStore::new(flash.clone(), 2, 6000).expect("fits")
-    });
+    behaves_like_a_module_store(OnFlash::new(16, 6000));
+    keeps_results_like_a_module_store(OnFlash::new(16, 6000));
 }
 
 #[test]
 fn file_module_store() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    behaves_like_a_module_store(|| FileModuleStore::open(dir.path(), 2, 6000).expect("opens"));
-    let dir = tempfile::tempdir().expect("temp dir");
-    keeps_results_like_a_module_store(|| {
-        FileModuleStore::open(dir.path(), 2, 6000).expect("opens")
-    });
+    behaves_like_a_module_store(InFiles::new(6000));
+    keeps_results_like_a_module_store(InFiles::new(6000));
+}
+
+#[test]
+fn memory_module_store() {
+    behaves_like_a_module_store(InMemory::new(6000));
+    keeps_results_like_a_module_store(InMemory::new(6000));
 }
 
 #[test]
@@ -346,8 +316,30 @@ fn behaves_like_a_key_store<K: KeyStore>(mut open: impl FnMut() -> K) {
 
 #[test]
 fn flash_key_store() {
-    let flash = Shared::new(2);
+    let flash = Shared::<4096>::new(2);
     behaves_like_a_key_store(|| FlashKeyStore::new(flash.clone()).expect("fits"));
+}
+
+#[test]
+fn memory_key_store() {
+    // Memory keeps what the store holds: reopening is the same store.
+    let keys = std::rc::Rc::new(std::cell::RefCell::new(MemKeyStore::new()));
+    behaves_like_a_key_store(|| SharedKeys(keys.clone()));
+}
+
+/// One memory key store that every "reopened" store shares.
+struct SharedKeys(std::rc::Rc<std::cell::RefCell<MemKeyStore>>);
+
+impl KeyStore for SharedKeys {
+    fn load(&mut self) -> Result<Option<StoredKey>, StoreError> {
+        self.0.borrow_mut().load()
+    }
+    fn save(&mut self, key: &StoredKey) -> Result<(), StoreError> {
+        self.0.borrow_mut().save(key)
+    }
+    fn clear(&mut self) -> Result<(), StoreError> {
+        self.0.borrow_mut().clear()
+    }
 }
 
 #[test]

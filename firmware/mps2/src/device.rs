@@ -1,6 +1,5 @@
 //! The firmware's main loop: connect over the link UART with TLS, drive the
-//! agent, reconnect with back-off. See `wasmbed_agent::agent` for the loop
-//! this follows.
+//! agent with `wasmbed_agent::driver::blocking`, reconnect with back-off.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -8,12 +7,14 @@ use alloc::vec::Vec;
 use embedded_tls::blocking::TlsConnection;
 use embedded_tls::{Aes128GcmSha256, TlsConfig, TlsContext, TlsError};
 use rand_chacha::ChaCha20Rng;
+use wasmbed_agent::driver::blocking::{self, WaitInput};
+use wasmbed_agent::driver::{self, Host};
 use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore};
 use wasmbed_agent::provisioning::Provisioning;
 use wasmbed_agent::runtime::WasmiRuntime;
 use wasmbed_agent::x509::GatewayAnchor;
 use wasmbed_agent::{Agent, AgentEvent, Credentials};
-use wasmbed_protocol::{GoodbyeReason, Millis};
+use wasmbed_protocol::Millis;
 
 use crate::clock::{self, SysTickClock};
 use crate::semihosting::FileFlash;
@@ -138,63 +139,52 @@ impl Device {
     fn serve(&mut self, tls: &mut Tls<'_>) -> End {
         // Decrypted bytes the agent has not taken yet stay in embedded-tls's
         // buffer: there is no copy and no second buffer.
-        let mut unread = false;
-        loop {
-            let handled = self.report_events();
-            if let Err(e) = self.flush(tls) {
+        match blocking::serve(self, tls) {
+            driver::End::Closed => End::Closed,
+            driver::End::Write(e) => {
                 println!("link: sending failed: {} ({e:?})", describe(&e));
-                return End::Failed;
+                End::Failed
             }
-            if self.agent.is_closed() {
-                return End::Closed;
+            driver::End::Read(e) => {
+                println!("link: receiving failed: {} ({e:?})", describe(&e));
+                End::Failed
             }
-            if unread || self.link.has_input() {
-                let mut record = match tls.read_buffered() {
-                    Ok(record) => record,
-                    Err(e) => {
-                        println!("link: receiving failed: {} ({e:?})", describe(&e));
-                        return End::Failed;
-                    }
-                };
-                let taken = self.agent.handle_input(record.peek_all(), now());
-                record.pop(taken);
-                unread = !record.is_empty();
-                drop(record);
-                if unread && taken == 0 && handled == 0 {
-                    // Cannot happen with a working session: do not spin.
-                    self.agent.close(GoodbyeReason::ProtocolError);
-                }
-                continue;
+            driver::End::Eof => {
+                println!("link: receiving failed: the gateway closed the connection");
+                End::Failed
             }
-            let deadline = self.agent.poll_timeout().map_or(u64::MAX, |at| at.0);
-            if clock::now_ms() >= deadline {
-                self.agent.handle_timeout(now());
-                continue;
-            }
-            let link = self.link;
-            clock::sleep_until(deadline, || link.has_input());
+            // Neither is asked for here.
+            driver::End::Stopped | driver::End::Dropped => End::Failed,
         }
     }
+}
 
-    fn flush(&mut self, tls: &mut Tls<'_>) -> Result<(), TlsError> {
-        loop {
-            let out = self.agent.poll_transmit();
-            if out.is_empty() {
-                return tls.flush();
-            }
-            let n = tls.write(out)?;
-            self.agent.advance_transmit(n);
-        }
+impl Host for Device {
+    type Keys = FlashKeyStore<FileFlash>;
+    type Modules = FlashModuleStore<FileFlash>;
+    type Runtime = WasmiRuntime<SysTickClock>;
+
+    fn agent(&mut self) -> &mut FirmwareAgent {
+        &mut self.agent
     }
 
-    /// Prints what the agent did; returns how many events there were.
-    fn report_events(&mut self) -> usize {
-        let mut count = 0;
-        while let Some(event) = self.agent.poll(now()) {
-            count += 1;
-            report(&event);
-        }
-        count
+    fn now(&self) -> Millis {
+        now()
+    }
+
+    fn event(&mut self, event: AgentEvent) {
+        report(&event);
+    }
+}
+
+impl WaitInput for Device {
+    fn readable(&mut self) -> bool {
+        self.link.has_input()
+    }
+
+    fn wait(&mut self, deadline: Option<Millis>) {
+        let link = self.link;
+        clock::sleep_until(deadline.map_or(u64::MAX, |at| at.0), || link.has_input());
     }
 }
 

@@ -1,5 +1,6 @@
 //! One simulated device: the real [`Agent`] driven over TCP and rustls by
-//! a tokio task.
+//! a tokio task, with the agent's driver loop
+//! ([`wasmbed_agent::driver::nonblocking`]).
 
 use std::io;
 use std::sync::Arc;
@@ -8,7 +9,6 @@ use std::time::Duration;
 use rand_core::OsRng;
 use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,18 +16,18 @@ use tokio::time::{sleep_until, timeout};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tracing::debug;
+use wasmbed_agent::driver::nonblocking::{self, Wait, Wake};
+use wasmbed_agent::driver::{self, Host, Point};
 use wasmbed_agent::runtime::{Clock, WasmiRuntime};
 use wasmbed_agent::storage::{ModuleStore, SlotState};
 use wasmbed_agent::{Agent, AgentEvent, Credentials};
 use wasmbed_protocol::session::CloseReason;
 use wasmbed_protocol::{EnrollRefusal, GoodbyeReason, Millis, Outcome};
 
+use crate::link::Link;
 use crate::simulation::{SimError, Simulation};
 use crate::stats::{DeviceStatus, ErrorKind};
 use crate::store::{SimKeys, SimModules};
-
-/// Bytes read from the connection at a time; kept for the connection only.
-const READ_BUF: usize = 2048;
 
 /// A simulated device's clock: time since it was created ("booted"),
 /// independent of tokio's clock. It is the agent's clock (heartbeat uptime,
@@ -300,7 +300,24 @@ impl SimDevice {
             return End::Failed;
         }
         self.emit(SimEvent::Connected);
-        self.serve(tls, shutdown).await
+        let mut link = Link::new(tls, shared.config.write_timeout);
+        let mut serving = Serving {
+            device: self,
+            shutdown,
+        };
+        let end = nonblocking::serve(&mut serving, &mut link).await;
+        if matches!(end, driver::End::Closed | driver::End::Stopped) && self.agent.is_closed() {
+            // Everything was written, the goodbye included.
+            link.shutdown(Duration::from_secs(1)).await;
+        }
+        match end {
+            driver::End::Closed => End::Closed,
+            driver::End::Stopped => End::Shutdown,
+            // The fault was reported when it fired.
+            driver::End::Dropped => End::Failed,
+            driver::End::Eof => self.lost(&io::ErrorKind::UnexpectedEof.into()),
+            driver::End::Read(e) | driver::End::Write(e) => self.lost(&e),
+        }
     }
 
     fn connect_failed(&mut self, kind: ErrorKind) -> End {
@@ -332,103 +349,6 @@ impl SimDevice {
                     key,
                 )?)
             }
-        }
-    }
-
-    /// The session's I/O loop.
-    async fn serve(
-        &mut self,
-        mut tls: TlsStream<TcpStream>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> End {
-        let mut buf = vec![0u8; READ_BUF];
-        let mut stopping = false;
-        loop {
-            self.drain();
-            if self.cut_before_flush() {
-                return self.cut();
-            }
-            if let Err(e) = self.flush(&mut tls).await {
-                return self.lost(&e);
-            }
-            if self.agent.is_closed() {
-                // Everything was written, the goodbye included.
-                let _ = timeout(Duration::from_secs(1), tls.shutdown()).await;
-                return if stopping { End::Shutdown } else { End::Closed };
-            }
-            if self.cut_due() {
-                return self.cut();
-            }
-            let deadline = self.agent.poll_timeout().map(|at| self.clock.instant(at));
-            tokio::select! {
-                read = tls.read(&mut buf) => match read {
-                    Ok(0) => return self.lost(&io::ErrorKind::UnexpectedEof.into()),
-                    Ok(n) => {
-                        if let Err(end) = self.input(&buf[..n], &mut tls).await {
-                            return end;
-                        }
-                    }
-                    Err(e) => return self.lost(&e),
-                },
-                () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                    self.agent.handle_timeout(self.clock.now());
-                }
-                () = stopped(shutdown), if !stopping => {
-                    stopping = true;
-                    if self.agent.is_established() {
-                        self.agent.close(GoodbyeReason::Shutdown);
-                    } else {
-                        // Mid-handshake or enrolling: just go.
-                        return End::Shutdown;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Feeds received bytes to the agent, answering as it goes.
-    async fn input(&mut self, mut data: &[u8], tls: &mut TlsStream<TcpStream>) -> Result<(), End> {
-        while !data.is_empty() {
-            let taken = self.agent.handle_input(data, self.clock.now());
-            data = &data[taken..];
-            let handled = self.drain();
-            if self.cut_before_flush() {
-                return Err(self.cut());
-            }
-            if let Err(e) = self.flush(tls).await {
-                return Err(self.lost(&e));
-            }
-            if self.cut_due() {
-                return Err(self.cut());
-            }
-            if taken == 0 && handled == 0 {
-                // The session takes no more and has nothing to say: it
-                // cannot happen with a working session; do not spin.
-                self.agent.close(GoodbyeReason::ProtocolError);
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes everything the agent has to send.
-    async fn flush(&mut self, tls: &mut TlsStream<TcpStream>) -> io::Result<()> {
-        let write_timeout = self.sim.shared.config.write_timeout;
-        loop {
-            let pending = self.agent.poll_transmit();
-            if pending.is_empty() {
-                return Ok(());
-            }
-            let len = pending.len();
-            let write = async {
-                tls.write_all(pending).await?;
-                tls.flush().await
-            };
-            match timeout(write_timeout, write).await {
-                Ok(result) => result?,
-                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-            }
-            self.agent.advance_transmit(len);
         }
     }
 
@@ -470,17 +390,6 @@ impl SimDevice {
         );
         self.emit(SimEvent::ConnectionCut);
         End::Failed
-    }
-
-    /// Takes every event from the agent; returns how many there were.
-    fn drain(&mut self) -> usize {
-        let mut n = 0;
-        while let Some(event) = self.agent.poll(self.clock.now()) {
-            n += 1;
-            self.record(&event);
-            self.emit(SimEvent::Agent(event));
-        }
-        n
     }
 
     fn record(&mut self, event: &AgentEvent) {
@@ -575,6 +484,53 @@ impl SimDevice {
                 device: self.index,
                 event,
             });
+        }
+    }
+}
+
+/// A device while its connection is served: the driver loop's host.
+struct Serving<'a> {
+    device: &'a mut SimDevice,
+    shutdown: &'a mut watch::Receiver<bool>,
+}
+
+impl Host for Serving<'_> {
+    type Keys = SimKeys;
+    type Modules = SimModules;
+    type Runtime = WasmiRuntime<SimClock>;
+
+    fn agent(&mut self) -> &mut SimAgent {
+        &mut self.device.agent
+    }
+
+    fn now(&self) -> Millis {
+        self.device.clock.now()
+    }
+
+    fn event(&mut self, event: AgentEvent) {
+        self.device.record(&event);
+        self.device.emit(SimEvent::Agent(event));
+    }
+
+    fn proceed(&mut self, point: Point) -> bool {
+        let cut = match point {
+            Point::BeforeWrite => self.device.cut_before_flush(),
+            Point::AfterWrite => self.device.cut_due(),
+        };
+        if cut {
+            self.device.cut();
+        }
+        !cut
+    }
+}
+
+impl Wait for Serving<'_> {
+    async fn wait(&mut self, deadline: Option<Millis>, stoppable: bool) -> Wake {
+        let deadline = deadline.map(|at| self.device.clock.instant(at));
+        tokio::select! {
+            () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => Wake::Deadline,
+            () = stopped(self.shutdown), if stoppable => Wake::Stop,
+            else => std::future::pending().await,
         }
     }
 }

@@ -33,6 +33,7 @@
 
 mod device;
 mod fleet;
+mod link;
 mod simulation;
 mod stats;
 pub mod store;

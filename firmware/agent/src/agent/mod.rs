@@ -1,7 +1,8 @@
 //! The agent: the device's side of Wasmbed, as a sans-IO state machine.
 //!
-//! The driver (firmware main loop, simulator task) owns the transport and
-//! the clock and runs this loop:
+//! The driver owns the transport and the clock and runs this loop, written
+//! once in [`crate::driver`] (blocking for the firmware, async for the
+//! simulator); the platform opens and closes connections around it:
 //!
 //! ```text
 //! loop {

@@ -24,13 +24,13 @@
 mod key_store;
 mod layout;
 mod mem;
-mod module_store;
 pub mod record;
+mod slots;
 
 pub use key_store::FlashKeyStore;
 pub use layout::FlashLayout;
 pub use mem::{MEM_FLASH_SECTOR, MEM_FLASH_WORD, MemFlash, MemFlashError, MemFlashOf};
-pub use module_store::{FlashModuleStore, MAX_REWRITE};
+pub use slots::{FlashModuleStore, MAX_REWRITE, NorSlots};
 
 use embedded_storage::nor_flash::NorFlash;
 

@@ -58,17 +58,22 @@ impl RecordPair {
         F::ERASE_SIZE - HEADER_LEN - marker_len::<F>()
     }
 
+    /// The pair at `base`, before [`Self::open`] looked for its record.
+    pub(crate) fn at<F: NorFlash>(base: u32) -> RecordPair {
+        RecordPair {
+            base,
+            sector_size: offset(F::ERASE_SIZE),
+            seq: 0,
+            current: None,
+        }
+    }
+
     /// Finds the newest valid record of the pair at `base`.
     pub(crate) fn open<F: NorFlash>(
         flash: &mut F,
         base: u32,
     ) -> Result<(RecordPair, Option<Vec<u8>>), StoreError> {
-        let mut pair = RecordPair {
-            base,
-            sector_size: offset(F::ERASE_SIZE),
-            seq: 0,
-            current: None,
-        };
+        let mut pair = RecordPair::at::<F>(base);
         let mut newest = None;
         for index in 0..2 {
             if let Some((seq, body)) = read_record(flash, pair.sector(index))? {

@@ -13,8 +13,14 @@
 //! Implementations must be power-safe: a slot is listed as installed only
 //! after the whole module was verified (size and SHA-256) and accepted, and
 //! a power cut at any point leaves either the state before or after the
-//! operation. [`crate::flash::FlashModuleStore`] stores slots on NOR flash;
-//! `crate::host::FileModuleStore` (feature `std`) in a directory.
+//! operation. Every store is a [`SlotTable`], the bookkeeping written once,
+//! over a [`SlotMedium`]: [`crate::flash::FlashModuleStore`] keeps slots on
+//! NOR flash; `crate::host::FileModuleStore` in a directory and
+//! `crate::host::MemModuleStore` in memory (feature `std`).
+
+mod table;
+
+pub use table::{SlotMedium, SlotTable};
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -103,72 +109,6 @@ pub enum BeginError {
     /// The deployment is installed already; it is never received twice.
     AlreadyInstalled,
     Store(StoreError),
-}
-
-/// Where a `begin` continues, decided from the slot table alone, the same
-/// way for every store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BeginSlot {
-    /// The same transfer is under way: continue after `held` bytes.
-    Resume { held: u32 },
-    /// (Re)start the transfer from scratch in slot `index`.
-    Restart { index: usize },
-}
-
-/// Picks the slot for `meta`: its own slot (resumed when `resumable`
-/// says its bytes are still at hand), else a free slot, else one that is
-/// only receiving. Installed modules are never displaced.
-pub fn choose_begin_slot(
-    slots: &[Option<SlotInfo>],
-    max_module_size: u32,
-    meta: &ModuleMeta,
-    resumable: impl Fn(usize) -> bool,
-) -> Result<BeginSlot, BeginError> {
-    if meta.size > max_module_size {
-        return Err(BeginError::TooLarge);
-    }
-    let Some(index) = slot_index(slots, meta.deployment) else {
-        return slots
-            .iter()
-            .position(Option::is_none)
-            .or_else(|| {
-                slots.iter().position(|s| {
-                    s.as_ref()
-                        .is_some_and(|s| matches!(s.state, SlotState::Receiving { .. }))
-                })
-            })
-            .map(|index| BeginSlot::Restart { index })
-            .ok_or(BeginError::NoFreeSlot);
-    };
-    match &slots[index] {
-        Some(SlotInfo {
-            state: SlotState::Installed(_),
-            ..
-        }) => Err(BeginError::AlreadyInstalled),
-        Some(SlotInfo {
-            meta: held_meta,
-            state: SlotState::Receiving { held },
-        }) if held_meta == meta && resumable(index) => Ok(BeginSlot::Resume { held: *held }),
-        _ => Ok(BeginSlot::Restart { index }),
-    }
-}
-
-/// The index of the slot holding `deployment`.
-pub fn slot_index(slots: &[Option<SlotInfo>], deployment: DeploymentId) -> Option<usize> {
-    slots
-        .iter()
-        .position(|s| s.as_ref().is_some_and(|s| s.meta.deployment == deployment))
-}
-
-/// Bytes a receiving slot holds; 0 otherwise.
-pub fn bytes_held(slot: &Option<SlotInfo>) -> u32 {
-    match slot {
-        Some(SlotInfo {
-            state: SlotState::Receiving { held },
-            ..
-        }) => *held,
-        _ => 0,
-    }
 }
 
 /// Why a chunk was not stored.
@@ -367,22 +307,23 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// A slot as stored: the meta data, and the application state once
-/// installed (`None` while receiving). `held` is only used by stores that
-/// keep the durable transfer offset in the record itself. `result` is the
-/// undelivered execution result (CBOR); records written before it existed
-/// decode without one.
+/// A slot as a [`SlotMedium`] stores it: the meta data, and the
+/// application state once installed (`None` while receiving). `held` is
+/// the durable transfer offset for media that keep it in the table
+/// ([`SlotMedium::DURABLE_IN_TABLE`]), else 0. `result` is the undelivered
+/// execution result (CBOR); records written before it existed decode
+/// without one.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 #[cbor(map)]
-pub(crate) struct SlotRecord {
+pub struct SlotRecord {
     #[n(0)]
-    pub(crate) meta: ModuleMeta,
+    pub meta: ModuleMeta,
     #[n(1)]
-    pub(crate) installed: Option<AppState>,
+    pub installed: Option<AppState>,
     #[n(2)]
-    pub(crate) held: u32,
+    pub held: u32,
     #[cbor(n(3), with = "minicbor::bytes")]
-    pub(crate) result: Option<Vec<u8>>,
+    pub result: Option<Vec<u8>>,
 }
 
 #[cfg(feature = "std")]
