@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use embedded_tls::blocking::TlsConnection;
 use embedded_tls::{Aes128GcmSha256, TlsConfig, TlsContext, TlsError};
 use rand_chacha::ChaCha20Rng;
+use wasmbed_agent::console::EventLine;
 use wasmbed_agent::driver::blocking::{self, WaitInput};
 use wasmbed_agent::driver::{self, Host};
 use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore};
@@ -198,40 +199,18 @@ fn handshake(
     tls.open(TlsContext::new(config, crypto))
 }
 
+/// Prints the event's console line (the grammar every firmware shares, see
+/// `wasmbed_agent::console`) with this firmware's memory figures.
 fn report(event: &AgentEvent) {
+    let line = EventLine(event);
     match event {
-        AgentEvent::Enrolled { device_id } => println!("agent: enrolled as device {device_id}"),
-        AgentEvent::Established {
-            device_id,
-            heartbeat_interval_ms,
-        } => println!(
-            "agent: session established as device {device_id} (heartbeat every {heartbeat_interval_ms} ms)"
-        ),
-        AgentEvent::HeartbeatSent => println!("agent: heartbeat (heap free {} B)", heap::free()),
-        AgentEvent::TransferAccepted {
-            deployment,
-            resume_offset,
-        } => println!(
-            "agent: receiving deployment {} from byte {resume_offset}",
-            deployment.0
-        ),
-        AgentEvent::Installed { deployment } => {
-            println!("agent: installed deployment {}", deployment.0)
-        }
-        AgentEvent::Executed {
-            deployment,
-            outcome,
-            fuel_used,
-        } => println!(
-            "agent: executed deployment {}: {outcome:?}, fuel {fuel_used} (heap peak {} B, stack peak {} B)",
-            deployment.0,
+        AgentEvent::HeartbeatSent => println!("{line} (heap free {} B)", heap::free()),
+        AgentEvent::Executed { .. } => println!(
+            "{line} (heap peak {} B, stack peak {} B)",
             heap::peak(),
             stack::peak()
         ),
-        AgentEvent::DeployFailed { deployment, reason } => {
-            println!("agent: deployment {} failed: {reason:?}", deployment.0)
-        }
-        other => println!("agent: {other:?}"),
+        _ => println!("{line}"),
     }
 }
 

@@ -28,7 +28,8 @@ use alloc::boxed::Box;
 
 use cortex_m::peripheral::NVIC;
 use cortex_m_rt::{entry, exception};
-use wasmbed_agent::flash::{FlashKeyStore, FlashModuleStore};
+use wasmbed_agent::console::IdentityLine;
+use wasmbed_agent::flash::{FlashKeyStore, FlashLayout, FlashModuleStore};
 use wasmbed_agent::provisioning::Provisioning;
 use wasmbed_agent::runtime::{WasmiConfig, WasmiRuntime};
 use wasmbed_agent::storage::ModuleStore;
@@ -39,29 +40,16 @@ use wasmbed_protocol::session::DeviceConfig;
 use wasmbed_protocol::{DeviceInfo, Name};
 
 use crate::device::Device;
-use crate::semihosting::{FileFlash, HostFile, SECTOR};
+use crate::semihosting::{FileFlash, HostFile, SECTOR_U32};
 use crate::uart::{Link, UART0, UART1, UART1_RX_IRQ, Uart};
 
 const BOARD: &str = "mps2-an385";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Where each store lives in `flash.bin`.
-mod layout {
-    use super::SECTOR;
-    /// The identity: two sectors (a record pair).
-    pub const KEYS: (usize, usize) = (0, 2 * SECTOR);
-    /// The seed saved for the next boot's CSPRNG.
-    pub const SEED: (usize, usize) = (2 * SECTOR, SECTOR);
-    /// Module slots: a record pair, then per slot a log sector and the module.
-    pub const MODULES: (usize, usize) = (
-        3 * SECTOR,
-        2 * SECTOR + SLOTS * (SECTOR + MAX_MODULE as usize),
-    );
-    pub const SLOTS: usize = 2;
-    /// The size of the whole flash.
-    pub const END: usize = MODULES.0 + MODULES.1;
-    pub const MAX_MODULE: u32 = 16 * 1024;
-}
+/// Module slots in `flash.bin` (laid out by `FlashLayout`, as on Zephyr).
+const SLOTS: u32 = 2;
+/// Largest module, in bytes.
+const MAX_MODULE: u32 = 16 * 1024;
 
 /// Memory a WebAssembly application may use: one 64 KiB page.
 const APP_MEMORY: u32 = 64 * 1024;
@@ -121,19 +109,26 @@ fn setup() -> Device {
     let Ok(flash) = HostFile::open_or_create("flash.bin") else {
         halt("cannot open or create flash.bin")
     };
-    if flash.extend_erased(layout::END).is_err() {
+    let Some(layout) = FlashLayout::new(SECTOR_U32, SLOTS, MAX_MODULE) else {
+        halt("the flash layout does not fit 4 GiB")
+    };
+    if flash.extend_erased(layout.size() as usize).is_err() {
         halt("cannot write flash.bin");
     }
-    let partition = |(base, len): (usize, usize)| FileFlash::new(flash, base, len);
-    let rng = entropy::generator(&provisioning.entropy_seed, &mut partition(layout::SEED));
-    let keys = match FlashKeyStore::new(partition(layout::KEYS)) {
+    let partition =
+        |range: core::ops::Range<u32>| FileFlash::new(flash, range.start as usize, range.len());
+    let rng = entropy::generator(
+        &provisioning.entropy_seed,
+        &mut partition(layout.seed.clone()),
+    );
+    let keys = match FlashKeyStore::new(partition(layout.keys.clone())) {
         Ok(keys) => keys,
         Err(e) => halt_with("the key store in flash.bin cannot be opened", e),
     };
     let modules = match FlashModuleStore::new(
-        partition(layout::MODULES),
-        layout::SLOTS,
-        layout::MAX_MODULE,
+        partition(layout.modules.clone()),
+        SLOTS as usize,
+        MAX_MODULE,
     ) {
         Ok(modules) => modules,
         Err(e) => halt_with("the module store in flash.bin cannot be opened", e),
@@ -149,13 +144,10 @@ fn setup() -> Device {
         Ok(agent) => Box::new(agent),
         Err(e) => halt_with("the agent cannot start", e),
     };
-    let identity = match agent.identity() {
-        Some(identity) => alloc::format!("device {}", identity.device_id),
-        None => "none (will enroll)".into(),
-    };
     println!(
-        "boot: device {}, identity {identity}, {} app(s) installed, heap {} of {} B used, stack {} of {} B used, stack guard {guard}",
+        "boot: device {}, {}, {} app(s) installed, heap {} of {} B used, stack {} of {} B used, stack guard {guard}",
         provisioning.device_name,
+        IdentityLine(agent.identity()),
         agent.store().apps().len(),
         heap::used(),
         heap::TOTAL,
