@@ -314,7 +314,7 @@ check_module(wasm_module_t module, const wb_limits *limits,
     char name[WB_ENTRY_SIZE];
     entry_name(limits, name);
     bool memory_exported = false, entry_found = false;
-    wasm_export_t memory, function;
+    wasm_export_t memory = { 0 }, function = { 0 };
     int32_t export_index = -1;
     int32_t export_count = wasm_runtime_get_export_count(module);
     for (int32_t i = 0; i < export_count; i++) {
