@@ -725,16 +725,3 @@ wamr_runtime_init(const wamr_runtime_config *config, wb_runtime *runtime)
     runtime->invoke = wamr_invoke;
     return 0;
 }
-
-uint32_t
-wamr_runtime_pool_highmark(void)
-{
-    if (!wamr.ready) {
-        return 0;
-    }
-    mem_alloc_info_t info;
-    if (!wasm_runtime_get_mem_alloc_info(&info)) {
-        return 0;
-    }
-    return info.highmark_size;
-}

@@ -50,9 +50,6 @@ typedef struct wamr_runtime_config {
  */
 int wamr_runtime_init(const wamr_runtime_config *config, wb_runtime *runtime);
 
-/** Most bytes of the pool in use at once since boot (0 before init). */
-uint32_t wamr_runtime_pool_highmark(void);
-
 #ifdef __cplusplus
 }
 #endif
