@@ -512,13 +512,18 @@ instantiate_quietly(wasm_module_t loaded, const wb_limits *limits,
             args, wamr.stack_size);
         /* No app heap: modules get only their own linear memory. */
         wasm_runtime_instantiation_args_set_host_managed_heap_size(args, 0);
-        /* memory.grow beyond this returns -1. WAMR reads 0 as "the
-         * module's own maximum"; a memory of 0 pages under a limit of 0
-         * is then bounded by the module's maximum and the pool. */
+        /* memory.grow beyond this returns -1 (0: see below). */
         wasm_runtime_instantiation_args_set_max_memory_pages(
             args, limits->memory_pages);
         instance = wasm_runtime_instantiate_ex2(loaded, args, error, error_size);
         wasm_runtime_instantiation_args_destroy(args);
+    }
+    if (instance != NULL && limits->memory_pages == 0) {
+        /* WAMR took 0 for "no limit": a memory of 0 pages may not grow. */
+        WASMModuleInstance *inst = (WASMModuleInstance *)instance;
+        for (uint32_t i = 0; i < inst->memory_count; i++) {
+            inst->memories[i]->max_page_count = 0;
+        }
     }
     else {
         snprintf(error, error_size, "allocate memory failed");

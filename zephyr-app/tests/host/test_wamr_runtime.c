@@ -394,6 +394,19 @@ test_memory_cannot_grow_beyond_the_limit(void)
     inv = run(&m, &l);
     CHECK(!inv.trapped && value_is(&inv.returned[0], i32(1)),
           "grow by 1 returned %d", inv.returned[0].of.i32);
+    /* A limit of 0 pages (WAMR's "no limit"). */
+    m = wat("grow_from_zero");
+    l = limits("main", &arg, 1);
+    l.memory_pages = 0;
+    inv = run(&m, &l);
+    CHECK(!inv.trapped && value_is(&inv.returned[0], i32(-1)),
+          "grow from 0 under a limit of 0 returned %d", inv.returned[0].of.i32);
+    arg = i32(0);
+    l = limits("main", &arg, 1);
+    l.memory_pages = 0;
+    inv = run(&m, &l);
+    CHECK(!inv.trapped && value_is(&inv.returned[0], i32(0)),
+          "grow by 0 returned %d", inv.returned[0].of.i32);
 }
 
 static void
