@@ -587,6 +587,21 @@ test_one_memory_and_one_table_at_most(void)
     EXPECT_TRAP(inv, WB_TRAP_CODE_HOST_ERROR, "a table of 2000");
 }
 
+static void
+test_the_webassembly_features_devices_run(void)
+{
+    wb_limits l = limits("main", NULL, 0);
+    struct module m = wat("features");
+    struct wb_invocation inv = run(&m, &l);
+    /* 42 - 1 + 2147483647 + 7 - 2147483647 */
+    CHECK(!inv.trapped && value_is(&inv.returned[0], i32(48)),
+          "features: trapped %d, %d", inv.trapped, inv.returned[0].of.i32);
+    m = wat("mutable_global_export");
+    inv = run(&m, &l);
+    CHECK(!inv.trapped && value_is(&inv.returned[0], i32(1)),
+          "an exported mutable global: trapped %d", inv.trapped);
+}
+
 /* ---- main ---- */
 
 /* The largest block WAMR's pool can give now. */
@@ -669,6 +684,8 @@ main(int argc, char **argv)
         { "start_functions_run_within_the_fuel_and_nothing_else_runs",
           test_start_functions_run_within_the_fuel_and_nothing_else_runs },
         { "the_documented_examples_run", test_the_documented_examples_run },
+        { "the_webassembly_features_devices_run",
+          test_the_webassembly_features_devices_run },
         { "one_memory_and_one_table_at_most",
           test_one_memory_and_one_table_at_most },
     };
