@@ -13,7 +13,8 @@
  *   fuel. So instantiation here runs neither: the start function is then
  *   called under the limit, the other two are not called at all.
  * - WAMR does not limit the number of tables or their size; the host API
- *   allows one table of at most 1024 elements (HOST_ERROR otherwise).
+ *   allows one table of at most 1024 elements (HOST_ERROR otherwise, and
+ *   table.grow beyond returns -1).
  * - WAMR does not refuse a memory that starts above the instantiation's
  *   maximum (it warns and raises the maximum); wasmi traps MEMORY_LIMIT.
  *
@@ -518,11 +519,20 @@ instantiate_quietly(wasm_module_t loaded, const wb_limits *limits,
         instance = wasm_runtime_instantiate_ex2(loaded, args, error, error_size);
         wasm_runtime_instantiation_args_destroy(args);
     }
-    if (instance != NULL && limits->memory_pages == 0) {
-        /* WAMR took 0 for "no limit": a memory of 0 pages may not grow. */
+    if (instance != NULL) {
         WASMModuleInstance *inst = (WASMModuleInstance *)instance;
-        for (uint32_t i = 0; i < inst->memory_count; i++) {
+        /* WAMR took 0 for "no limit": a memory of 0 pages may not grow. */
+        for (uint32_t i = 0; limits->memory_pages == 0 && i < inst->memory_count;
+             i++) {
             inst->memories[i]->max_page_count = 0;
+        }
+        /* WAMR lets a table without a maximum grow to twice its size (at
+         * least 1024); table.grow beyond 1024 returns -1 here, as in
+         * wasmi. The elements were allocated for WAMR's larger maximum. */
+        for (uint32_t i = 0; i < inst->table_count; i++) {
+            if (inst->tables[i]->max_size > MAX_TABLE_ELEMENTS) {
+                inst->tables[i]->max_size = MAX_TABLE_ELEMENTS;
+            }
         }
     }
     else {

@@ -582,6 +582,18 @@ test_one_memory_and_one_table_at_most(void)
     CHECK(validate(&two, &l) == -1, "two tables refused at install");
     struct wb_invocation inv = invoke_only(&two, &l);
     EXPECT_TRAP(inv, WB_TRAP_CODE_HOST_ERROR, "two tables");
+    /* table.grow beyond 1024 elements returns -1, within succeeds. */
+    struct module grow = wat("table_grow");
+    wb_value arg = i32(425);
+    wb_limits g = limits("main", &arg, 1);
+    inv = run(&grow, &g);
+    CHECK(!inv.trapped && value_is(&inv.returned[0], i32(-1)),
+          "table.grow to 1025 returned %d", inv.returned[0].of.i32);
+    arg = i32(424);
+    g = limits("main", &arg, 1);
+    inv = run(&grow, &g);
+    CHECK(!inv.trapped && value_is(&inv.returned[0], i32(600)),
+          "table.grow to 1024 returned %d", inv.returned[0].of.i32);
     struct module big = wat("big_table");
     inv = invoke_only(&big, &l);
     EXPECT_TRAP(inv, WB_TRAP_CODE_HOST_ERROR, "a table of 2000");
