@@ -166,9 +166,11 @@ static int verify_gateway(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t 
 								 crt->raw.len);
 	agent_leave();
 	if (status != WB_STATUS_OK) {
-		char why[64];
+		char why[80];
 
-		snprintk(why, sizeof(why), "the agent's check failed (status %d)", (int)status);
+		snprintk(why, sizeof(why),
+			 "not issued by the gateway CA to the gateway as a leaf (status %d)",
+			 (int)status);
 		refuse(check, flags, why);
 		return 0;
 	}

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <app_version.h>
+#include <mbedtls/memory_buffer_alloc.h>
 #include <zephyr/arch/common/semihost.h>
 #include <zephyr/kernel.h>
 #include <zephyr/net/socket.h>
@@ -307,6 +308,25 @@ static enum end connection(void)
 	return end;
 }
 
+/* High-water marks since boot, after each connection: what the sizes in
+ * prj.conf and Kconfig are checked against (docs/zephyr.md).
+ */
+static void report_memory(void)
+{
+	size_t tls_peak = 0;
+	size_t tls_blocks = 0;
+
+#ifdef MBEDTLS_MEMORY_DEBUG
+	mbedtls_memory_buffer_alloc_max_get(&tls_peak, &tls_blocks);
+#endif
+	console_line("mem: stack peak %u of %u B, heap peak %u of %u B, mbedTLS heap peak %u of "
+		     "%u B",
+		     (unsigned int)platform_stack_peak(), (unsigned int)CONFIG_MAIN_STACK_SIZE,
+		     (unsigned int)platform_heap_peak(),
+		     (unsigned int)CONFIG_COMMON_LIBC_MALLOC_ARENA_SIZE, (unsigned int)tls_peak,
+		     (unsigned int)CONFIG_MBEDTLS_HEAP_SIZE);
+}
+
 int main(void)
 {
 	platform_init();
@@ -337,6 +357,7 @@ int main(void)
 		console_line("link: connection %s; reconnecting in %llu ms",
 			     end == END_CLOSED ? "closed" : "failed",
 			     (unsigned long long)(reconnect_at > now ? reconnect_at - now : 0));
+		report_memory();
 	}
 	return 0;
 }
