@@ -34,17 +34,22 @@ int link_network_up(void)
 	if (iface == NULL) {
 		return -ENODEV;
 	}
+	/* Once: it starts DHCPv4 (or sets the static address) and registers
+	 * its callbacks. DHCPv4 keeps trying by itself after a timeout.
+	 */
 	int err = net_config_init_by_iface(iface, NULL, NET_CONFIG_NEED_IPV4, ADDRESS_WAIT_MS);
 
 	if (err < 0) {
-		return err;
+		console_line("net: no address after %d s (%d); still waiting", ADDRESS_WAIT_MS / 1000,
+			     err);
+	}
+	const struct in_addr *addr;
+
+	while ((addr = net_if_ipv4_get_global_addr(iface, NET_ADDR_PREFERRED)) == NULL) {
+		k_sleep(K_MSEC(500));
 	}
 	char text[NET_IPV4_ADDR_LEN];
-	const struct in_addr *addr = net_if_ipv4_get_global_addr(iface, NET_ADDR_PREFERRED);
 
-	if (addr == NULL) {
-		return -EADDRNOTAVAIL;
-	}
 	net_addr_ntop(AF_INET, addr, text, sizeof(text));
 	console_line("net: address %s (%s)", text,
 		     IS_ENABLED(CONFIG_NET_DHCPV4) ? "DHCPv4" : "static");

@@ -16,8 +16,8 @@
 #include "wasmbed_agent.h"
 
 /* Brings the network interface up (DHCPv4, or the static address of
- * CONFIG_NET_CONFIG_MY_IPV4_ADDR) and prints the address. Returns 0 or a
- * negative errno; the caller retries.
+ * CONFIG_NET_CONFIG_MY_IPV4_ADDR), waits for an address and prints it.
+ * Returns 0, or -ENODEV without a network interface.
  */
 int link_network_up(void);
 

@@ -89,14 +89,15 @@ static void setup(void)
 
 	wb_agent_config config = agent_config();
 	uint32_t medium_size = wb_agent_medium_size(&config);
-	wb_medium medium;
+	/* The agent keeps using these for its whole life. */
+	static wb_medium medium;
 
 	err = storage_open_flash(medium_size, &medium);
 	if (err != 0) {
 		halt("cannot open or create flash.bin", err);
 	}
 	static wb_runtime runtime;
-	const wamr_runtime_config wamr = {
+	static const wamr_runtime_config wamr = {
 		.pool = wamr_pool,
 		.pool_size = sizeof(wamr_pool),
 		.stack_size = CONFIG_WASMBED_WAMR_STACK_SIZE,
@@ -334,10 +335,10 @@ int main(void)
 		     BOARD_NAME, KERNEL_VERSION_STRING);
 	setup();
 
-	int err;
+	int err = link_network_up();
 
-	while ((err = link_network_up()) != 0) {
-		console_line("net: no address yet (%d); retrying", err);
+	if (err != 0) {
+		halt("no network interface", err);
 	}
 
 	uint64_t reconnect_at = platform_now_ms();
