@@ -1,0 +1,1 @@
+(module (table 2000 funcref) (func (export "main")))

@@ -1,0 +1,1 @@
+(module (import "env" "foo" (func)) (func (export "main")))

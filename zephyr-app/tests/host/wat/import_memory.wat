@@ -1,0 +1,1 @@
+(module (import "wasmbed" "memory" (memory 1)) (func (export "main")))

@@ -1,0 +1,1 @@
+(module (import "wasmbed" "exit" (func)) (func (export "main")))

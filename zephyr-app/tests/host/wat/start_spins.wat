@@ -1,0 +1,1 @@
+(module (func $spin (loop $l br $l)) (start $spin) (func (export "main")))

@@ -1,0 +1,1 @@
+(module (memory 1) (func $self (export "main") i32.const 1 i32.const 0 i32.div_s drop))

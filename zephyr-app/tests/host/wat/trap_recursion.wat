@@ -1,0 +1,1 @@
+(module (memory 1) (func $self (export "main") call $self))
