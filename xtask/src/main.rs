@@ -182,6 +182,11 @@ enum Command {
         /// The emulator the devices run on (the Robot variable BACKEND).
         #[arg(long, value_enum, default_value_t = robot::Backend::Qemu)]
         backend: robot::Backend,
+        /// Against the Zephyr + WAMR image (built as `cargo xtask zephyr`
+        /// does, on the board mps2-an385-zephyr) instead of the bare-metal
+        /// firmware.
+        #[arg(long)]
+        zephyr: bool,
     },
     /// Format the whole workspace in place (cargo fmt --all).
     Fmt,
@@ -319,7 +324,24 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
             bench_zephyr::print_zephyr_size(&zephyr::elf_path(root).with_file_name("zephyr.map"))
         }
         Command::Size { elf, .. } => size::run(root, elf.as_deref()),
-        Command::Robot { backend } => robot::run(root, backend),
+        Command::Robot {
+            backend,
+            zephyr: false,
+        } => robot::run(root, backend),
+        Command::Robot {
+            backend,
+            zephyr: true,
+        } => match zephyr::run(root)? {
+            zephyr::Outcome::Built(elf) => robot::run_with(
+                root,
+                backend,
+                Some(robot::Image {
+                    elf: &elf,
+                    board: zephyr::QEMU_BOARD,
+                }),
+            ),
+            zephyr::Outcome::Skipped(why) => anyhow::bail!("no Zephyr image: {why}"),
+        },
         Command::Fmt => Ok(cmd::run(cmd::cargo(root).args(["fmt", "--all"]))?),
         Command::Fuzz { seconds, targets } => fuzz::run(root, seconds, &targets),
         Command::FfiHeader => ffi_header::run(root),
@@ -484,14 +506,18 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Robot {
-                backend: robot::Backend::Qemu
+                backend: robot::Backend::Qemu,
+                zephyr: false
             }
         ));
+        let cli = Cli::try_parse_from(["xtask", "robot", "--zephyr"])?;
+        assert!(matches!(cli.command, Command::Robot { zephyr: true, .. }));
         let cli = Cli::try_parse_from(["xtask", "robot", "--backend", "renode"])?;
         assert!(matches!(
             cli.command,
             Command::Robot {
-                backend: robot::Backend::Renode
+                backend: robot::Backend::Renode,
+                ..
             }
         ));
         assert!(Cli::try_parse_from(["xtask", "robot", "--backend", "bochs"]).is_err());

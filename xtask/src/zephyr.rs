@@ -92,7 +92,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<Outcome> {
     let build = build_dir(root, BOARD);
     let mut west = Command::new("west");
     west.current_dir(&workspace)
-        .args(["build", "-b", BOARD, "-d"])
+        .args(["build", "--pristine", "auto", "-b", BOARD, "-d"])
         .arg(&build)
         .arg(root.join("zephyr-app"));
     if zephyr_base.is_none() {

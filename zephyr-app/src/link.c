@@ -118,65 +118,52 @@ int link_set_credentials(const uint8_t *gateway_ca, size_t gateway_ca_len,
 /* State of the certificate check during one handshake. */
 struct gateway_check {
 	const wb_agent *agent;
-	const uint8_t *gateway_ca;
-	size_t gateway_ca_len;
 	bool leaf_accepted;
 	bool refused;
 };
 
-static void refuse(struct gateway_check *check, uint32_t *flags, const char *why)
-{
-	if (!check->refused) {
-		console_line("tls: gateway certificate refused: %s", why);
-	}
-	check->refused = true;
-	*flags |= MBEDTLS_X509_BADCERT_NOT_TRUSTED;
-}
+/* Most certificates of the gateway's chain handed to the agent's check: it
+ * accepts exactly one, so more only make the refusal's count.
+ */
+#define CHAIN_MAX 8
 
 /*
  * mbedTLS's verify callback, called for each certificate of the chain it
  * built, from the trust anchor (the highest depth) down to the gateway's own
- * (depth 0). mbedTLS has checked the signatures up to the gateway CA and the
- * name; the agent's check is the one that decides, and is as strict as the
- * Rust firmware's: one certificate, issued directly by the provisioned
- * gateway CA, not a CA itself, naming the gateway (firmware/agent/src/x509.rs).
- * Any flag set here fails the handshake before a byte of the protocol is
- * sent.
+ * (depth 0, whose `next` are the other certificates the gateway sent). The
+ * agent decides, at depth 0, over what the gateway sent, with the very check
+ * the Rust firmware runs (firmware/agent/src/x509.rs): one certificate,
+ * issued directly by the provisioned gateway CA, not a CA itself, naming the
+ * gateway. A flag set here fails the handshake before a byte of the protocol
+ * is sent; flags mbedTLS set itself (a chain to an unknown CA) fail it too.
  */
 static int verify_gateway(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
 	struct gateway_check *check = ctx;
 
-	if (depth > 1) {
-		refuse(check, flags, "the chain is longer than the gateway certificate and its CA");
+	if (depth > 0) {
 		return 0;
 	}
-	if (depth == 1) {
-		/* The issuer must be the provisioned CA itself, not an intermediate. */
-		if (crt->raw.len != check->gateway_ca_len ||
-		    memcmp(crt->raw.p, check->gateway_ca, check->gateway_ca_len) != 0) {
-			refuse(check, flags, "not issued by the gateway CA");
-		}
-		return 0;
+	const uint8_t *certificates[CHAIN_MAX];
+	size_t lengths[CHAIN_MAX];
+	size_t count = 0;
+
+	for (const mbedtls_x509_crt *c = crt; c != NULL && c->raw.len != 0 && count < CHAIN_MAX;
+	     c = c->next) {
+		certificates[count] = c->raw.p;
+		lengths[count] = c->raw.len;
+		count++;
 	}
-	/* Depth 0: the head of what the gateway sent; anything after it is an
-	 * extra certificate the device does not accept.
-	 */
-	if (crt->next != NULL && crt->next->raw.len != 0) {
-		refuse(check, flags, "the gateway sent more than its own certificate");
-		return 0;
-	}
+	char line[128];
+
 	agent_enter();
-	wb_status status = wb_agent_check_gateway_certificate(check->agent, crt->raw.p,
-								 crt->raw.len);
+	wb_status status = wb_agent_check_gateway_chain(check->agent, certificates, lengths, count,
+							line, sizeof(line));
 	agent_leave();
 	if (status != WB_STATUS_OK) {
-		char why[80];
-
-		snprintk(why, sizeof(why),
-			 "not issued by the gateway CA to the gateway as a leaf (status %d)",
-			 (int)status);
-		refuse(check, flags, why);
+		console_line("%s", line);
+		check->refused = true;
+		*flags |= MBEDTLS_X509_BADCERT_NOT_TRUSTED;
 		return 0;
 	}
 	check->leaf_accepted = true;
@@ -184,15 +171,11 @@ static int verify_gateway(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t 
 }
 
 int link_connect(const wb_agent *agent, const struct sockaddr_in *gateway, const char *server_name,
-		 const uint8_t *gateway_ca, size_t gateway_ca_len, struct link_attempt *attempt)
+		 struct link_attempt *attempt)
 {
 	static const sec_tag_t tags[] = {CONFIG_WASMBED_SEC_TAG};
 	static const int required = TLS_PEER_VERIFY_REQUIRED;
-	struct gateway_check check = {
-		.agent = agent,
-		.gateway_ca = gateway_ca,
-		.gateway_ca_len = gateway_ca_len,
-	};
+	struct gateway_check check = {.agent = agent};
 	struct tls_cert_verify_cb verify = {.cb = verify_gateway, .ctx = &check};
 
 	memset(attempt, 0, sizeof(*attempt));

@@ -42,13 +42,12 @@ struct link_attempt {
 };
 
 /* Connects to the gateway over TCP and TLS 1.3 (SNI and name check:
- * server_name). The gateway's certificate must pass
- * wb_agent_check_gateway_certificate, be the only certificate the gateway
- * sent and be signed by the gateway CA itself. Returns the socket, or -1
- * with attempt->error set.
+ * server_name). What the gateway sends must pass the agent's
+ * wb_agent_check_gateway_chain: its own certificate alone, signed by the
+ * gateway CA itself. Returns the socket, or -1 with attempt->error set.
  */
 int link_connect(const wb_agent *agent, const struct sockaddr_in *gateway, const char *server_name,
-		 const uint8_t *gateway_ca, size_t gateway_ca_len, struct link_attempt *attempt);
+		 struct link_attempt *attempt);
 
 void link_close(int sock);
 

@@ -15,6 +15,7 @@
 #include <zephyr/arch/common/semihost.h>
 #include <zephyr/kernel.h>
 #include <zephyr/net/socket.h>
+#include <zephyr/sys/reboot.h>
 #include <zephyr/version.h>
 
 #include "agent_lock.h"
@@ -57,6 +58,18 @@ static FUNC_NORETURN void halt(const char *why, int detail)
 	(void)semihost_exec((enum semihost_instr)SEMIHOST_SYS_EXIT,
 			    (void *)ADP_STOPPED_RUNTIME_ERROR);
 	k_panic();
+	CODE_UNREACHABLE;
+}
+
+/*
+ * A panic of the agent's Rust code: reported, then the device resets, as
+ * the Rust firmware does; an application that was running is reported as
+ * trapped DeviceReset after the reboot.
+ */
+FUNC_NORETURN void wb_platform_panic(const char *message, size_t len)
+{
+	console_line("fatal: panic: %.*s; resetting", (int)len, message);
+	sys_reboot(SYS_REBOOT_COLD);
 	CODE_UNREACHABLE;
 }
 
@@ -281,8 +294,7 @@ static enum end connection(void)
 		     credentials.enrolled ? "device" : "claim");
 
 	struct link_attempt attempt;
-	int sock = link_connect(agent, &gateway, provisioned.server_name, provisioned.gateway_ca,
-				provisioned.gateway_ca_len, &attempt);
+	int sock = link_connect(agent, &gateway, provisioned.server_name, &attempt);
 
 	if (sock < 0) {
 		console_line("tls: handshake failed: %s (errno %d)",

@@ -22,6 +22,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "wasmbed_protocol.h"
+/**
+ * Supplied by the application on bare metal: reports a panic of the Rust
+ * code (`message` is `len` bytes, not NUL-terminated) and resets the
+ * device. Must not return.
+ */
+void wb_platform_panic(const char *message, size_t len) __attribute__((noreturn));
 
 /**
  * Sector (erase unit) of a medium, in bytes.

@@ -30,7 +30,9 @@
 //!
 //! The functions do not panic on any input. Should one panic all the same,
 //! a hosted build aborts the process; a bare-metal build (`target_os =
-//! "none"`) spins forever, so the firmware should run with a watchdog.
+//! "none"`) spins forever, so the firmware should run with a watchdog, or,
+//! with the `c-panic` feature (the agent's library), calls the
+//! application's `wb_platform_panic(message, len)`, which reports and resets.
 #![no_std]
 
 // Hosted targets (the host tests, a native simulator) take the panic
@@ -54,11 +56,51 @@ pub use status::*;
 pub use types::*;
 
 /// Bare metal has no runtime to report a panic to: spin until the watchdog
-/// resets the device.
-#[cfg(all(target_os = "none", not(test)))]
+/// resets the device; with `c-panic`, hand the message to the platform.
+#[cfg(all(target_os = "none", not(test), not(feature = "c-panic")))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     loop {
         core::hint::spin_loop();
+    }
+}
+
+#[cfg(all(target_os = "none", not(test), feature = "c-panic"))]
+mod c_panic {
+    use core::ffi::c_char;
+    use core::fmt::Write as _;
+
+    unsafe extern "C" {
+        /// Supplied by the application: reports the panic's message (not
+        /// NUL-terminated) and resets the device. Must not return.
+        fn wb_platform_panic(message: *const c_char, len: usize) -> !;
+    }
+
+    /// The message, cut to fit.
+    struct Message {
+        bytes: [u8; 160],
+        len: usize,
+    }
+
+    impl core::fmt::Write for Message {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let room = self.bytes.len() - self.len;
+            let n = s.len().min(room);
+            self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        let mut message = Message {
+            bytes: [0; 160],
+            len: 0,
+        };
+        let _ = write!(message, "{info}");
+        // SAFETY: the pointer and length describe `message`'s bytes; the
+        // application's handler does not return.
+        unsafe { wb_platform_panic(message.bytes.as_ptr().cast(), message.len) }
     }
 }

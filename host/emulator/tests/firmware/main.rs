@@ -67,6 +67,14 @@ async fn enrolls_with_the_claim_certificate_then_reconnects_with_its_own() {
         .http("GET", &format!("/v1/devices/{id}"), None)
         .await;
     assert_eq!(view["board"], "mps2-an385");
+    // The runtime says which firmware this is: the bare-metal one runs
+    // wasmi, the Zephyr one (on its Ethernet-linked board) WAMR.
+    let runtime = if rig::board().is_networked() {
+        "wamr"
+    } else {
+        "wasmi"
+    };
+    assert_eq!(view["runtime"]["kind"], runtime, "{view}");
     // Its flash holds its private key: only its owner may read it.
     use std::os::unix::fs::PermissionsExt as _;
     for file in ["flash.bin", "provision.bin"] {
