@@ -64,14 +64,14 @@ pub(crate) fn find_workspace(root: &Path, zephyr_base: Option<&Path>) -> Option<
 /// How to make a workspace, for the skip message and the README.
 pub(crate) const HOW_TO_CREATE: &str = "\
 no Zephyr workspace: ZEPHYR_BASE is unset and zephyr-workspace/zephyr does not exist.
-To create one (needs internet; Zephyr 4.3.0, its CMSIS 6, mbedTLS and picolibc
-modules and WAMR 2.4.3, as pinned by west.yml):
-    pip install west                       # and Zephyr's scripts/requirements-base.txt
-    west init -l .                         # this checkout is the manifest repository
-    west update                            # fetches the projects next to the checkout
-    export ZEPHYR_BASE=$PWD/../zephyr ZEPHYR_TOOLCHAIN_VARIANT=gnuarmemb GNUARMEMB_TOOLCHAIN_PATH=/usr
+To create one (needs internet; Zephyr 4.3.0 with its CMSIS 6, mbedTLS and picolibc
+modules and WAMR 2.4.3, as this repository's west.yml pins them), from the repository root:
+    pip install west
+    west init -m <this repository's URL or path> zephyr-workspace
+    (cd zephyr-workspace && west update && pip install -r zephyr/scripts/requirements-base.txt)
     cargo xtask zephyr
-(Debian: apt-get install gcc-arm-none-eabi qemu-system-arm)";
+(Debian: apt-get install gcc-arm-none-eabi qemu-system-arm cmake ninja-build; see README.md,
+\"Zephyr + WAMR device\")";
 
 pub(crate) fn run(root: &Path) -> anyhow::Result<Outcome> {
     let zephyr_base = std::env::var_os("ZEPHYR_BASE")
