@@ -3,8 +3,8 @@
 //! (`protocol/ffi/include/wasmbed_protocol.h`) and the agent's
 //! (`firmware/agent-ffi/include/wasmbed_agent.h`).
 //!
-//! Each crate's `tests/header.rs` generates its header the same way and
-//! fails while the checked-in one differs.
+//! The tests below generate each header the same way and fail while the
+//! checked-in one differs.
 
 use std::path::Path;
 
@@ -50,6 +50,53 @@ fn generate(crate_dir: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checked_in_headers_are_up_to_date() -> anyhow::Result<()> {
+        let root = crate::workspace_root();
+        for (crate_dir, header) in HEADERS {
+            let fresh = generate(&root.join(crate_dir))?;
+            let path = root.join(crate_dir).join(header);
+            let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+            if fresh != checked_in {
+                let first_difference = fresh
+                    .lines()
+                    .zip(checked_in.lines())
+                    .position(|(a, b)| a != b)
+                    .map_or_else(
+                        || "one is a prefix of the other".to_owned(),
+                        |i| format!("first difference at line {}", i + 1),
+                    );
+                anyhow::bail!(
+                    "{crate_dir}/{header} is stale ({first_difference}): run `cargo xtask ffi-header` \
+                     and commit the result"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Every Rust type reaching a header is renamed to its C name in the
+    /// crate's cbindgen.toml: no CamelCase `Wb...` name may leak into it.
+    #[test]
+    fn headers_use_c_names_only() -> anyhow::Result<()> {
+        let root = crate::workspace_root();
+        for (crate_dir, _) in HEADERS {
+            let header = generate(&root.join(crate_dir))?;
+            let leaked: Vec<&str> = header
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .filter(|word| {
+                    word.strip_prefix("Wb")
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+                })
+                .collect();
+            assert!(
+                leaked.is_empty(),
+                "types without a C name in {crate_dir}/cbindgen.toml [export.rename]: {leaked:?}"
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn generates_headers_with_the_session_and_agent_apis() -> anyhow::Result<()> {

@@ -8,11 +8,12 @@
 // its C type documents: one justification for all of them.
 #![allow(clippy::undocumented_unsafe_blocks, clippy::cast_possible_truncation)]
 
+mod common;
+
 use std::ffi::{CStr, c_char, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::Digest;
 use wasmbed_agent::provisioning::Provisioning;
 use wasmbed_agent::runtime::{Runtime, WasmiConfig, WasmiRuntime};
 use wasmbed_agent_ffi::*;
@@ -337,7 +338,7 @@ fn connect(device: &mut Device, mut deploy: Option<(&[u8], Limits)>) -> Seen {
         }
         if gateway.is_established() {
             if let Some((module, limits)) = deploy.take() {
-                send_module(&mut gateway, module, limits);
+                common::send_deployment(&mut gateway, DeploymentId(5), module, 64, limits);
             }
         }
         let down = gateway.poll_transmit().to_vec();
@@ -367,34 +368,6 @@ fn connect(device: &mut Device, mut deploy: Option<(&[u8], Limits)>) -> Seen {
         }
     }
     seen
-}
-
-const CHUNK: usize = 64;
-
-fn send_module(gateway: &mut GatewaySession<Vec<u8>>, module: &[u8], limits: Limits) {
-    let deployment = DeploymentId(5);
-    gateway
-        .send(Downlink::DeployStart(DeployStart {
-            deployment,
-            application: ApplicationId(1),
-            module_size: module.len() as u32,
-            sha256: sha2::Sha256::digest(module).into(),
-            chunk_size: CHUNK as u16,
-            limits,
-        }))
-        .expect("established");
-    for (i, data) in module.chunks(CHUNK).enumerate() {
-        gateway
-            .send(Downlink::DeployChunk(DeployChunk {
-                deployment,
-                offset: (i * CHUNK) as u32,
-                data,
-            }))
-            .expect("established");
-    }
-    gateway
-        .send(Downlink::DeployCommit(DeployCommit { deployment }))
-        .expect("established");
 }
 
 /// Counts primes below its argument, logs, and reports the last one found.

@@ -9,13 +9,14 @@
 // Test sizes and times are small; truncating casts cannot happen.
 #![allow(clippy::cast_possible_truncation)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::Digest;
 use wasmbed_agent::provisioning::Provisioning;
 use wasmbed_pki::test_fixtures;
 use wasmbed_protocol::session::{GatewayConfig, GatewayEvent, GatewaySession, PeerCredential};
@@ -207,7 +208,9 @@ fn run(program: &Path, dir: &Path, module: Option<(&[u8], Limits)>) -> Run {
                 Some(false) => {
                     session.accept_session(DEVICE_ID).expect("deciding");
                     match module.take() {
-                        Some((bytes, limits)) => deploy(session, bytes, limits),
+                        Some((bytes, limits)) => {
+                            common::send_deployment(session, DeploymentId(11), bytes, 100, limits)
+                        }
                         None => session.close(GoodbyeReason::Shutdown),
                     }
                 }
@@ -252,33 +255,6 @@ fn wait(child: &mut Child) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn deploy(session: &mut GatewaySession<Vec<u8>>, module: &[u8], limits: Limits) {
-    let deployment = DeploymentId(11);
-    let chunk = 100;
-    session
-        .send(Downlink::DeployStart(DeployStart {
-            deployment,
-            application: ApplicationId(2),
-            module_size: module.len() as u32,
-            sha256: sha2::Sha256::digest(module).into(),
-            chunk_size: chunk as u16,
-            limits,
-        }))
-        .expect("established");
-    for (i, data) in module.chunks(chunk).enumerate() {
-        session
-            .send(Downlink::DeployChunk(DeployChunk {
-                deployment,
-                offset: (i * chunk) as u32,
-                data,
-            }))
-            .expect("established");
-    }
-    session
-        .send(Downlink::DeployCommit(DeployCommit { deployment }))
-        .expect("established");
 }
 
 #[test]
