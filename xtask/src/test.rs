@@ -153,8 +153,16 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
             &format!("--skip-firmware (or {SKIP_FIRMWARE_ENV})"),
         );
     } else {
-        match steps.run("zephyr build", || crate::zephyr::run(root))? {
-            crate::zephyr::Outcome::Built(elf) => {
+        match crate::zephyr::workspace_from_env(root) {
+            None => steps.skip(
+                "zephyr build and tests",
+                "no Zephyr workspace (ZEPHYR_BASE unset, no zephyr-workspace/): see `cargo xtask zephyr`",
+            ),
+            Some(_) => {
+                let built = steps.run("zephyr build", || crate::zephyr::run(root))?;
+                let crate::zephyr::Outcome::Built(elf) = built else {
+                    anyhow::bail!("the Zephyr workspace vanished during the run");
+                };
                 let apps = crate::apps::out_dir(root)?;
                 steps.run("zephyr firmware tests", || zephyr_tests(root, &elf, &apps))?;
                 steps.run("zephyr robot", || {
@@ -165,7 +173,6 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
                     robot::run_with(root, robot::Backend::Qemu, Some(image))
                 })?;
             }
-            crate::zephyr::Outcome::Skipped(why) => steps.skip("zephyr tests", &why),
         }
     }
     if fuzz::exists(root) {

@@ -73,10 +73,20 @@ modules and WAMR 2.4.3, as this repository's west.yml pins them), from the repos
 (Debian: apt-get install gcc-arm-none-eabi qemu-system-arm cmake ninja-build; see README.md,
 \"Zephyr + WAMR device\")";
 
-pub(crate) fn run(root: &Path) -> anyhow::Result<Outcome> {
-    let zephyr_base = std::env::var_os("ZEPHYR_BASE")
+/// `ZEPHYR_BASE`, when set and not empty.
+fn zephyr_base() -> Option<PathBuf> {
+    std::env::var_os("ZEPHYR_BASE")
         .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
+        .map(PathBuf::from)
+}
+
+/// The workspace `run` would build in, if there is one.
+pub(crate) fn workspace_from_env(root: &Path) -> Option<PathBuf> {
+    find_workspace(root, zephyr_base().as_deref())
+}
+
+pub(crate) fn run(root: &Path) -> anyhow::Result<Outcome> {
+    let zephyr_base = zephyr_base();
     let Some(workspace) = find_workspace(root, zephyr_base.as_deref()) else {
         if let Some(base) = &zephyr_base {
             bail!(
