@@ -16,6 +16,7 @@ mod cross;
 mod ffi_header;
 mod firmware;
 mod fuzz;
+mod kubernetes;
 mod robot;
 mod rustup;
 mod schemathesis;
@@ -66,6 +67,8 @@ enum Command {
     ///                     (with WASMBED_REQUIRE_BROWSER: the Chromium tests must run)
     ///   schemathesis      the API server and a gateway fuzzed against their OpenAPI
     ///                     documents (as `cargo xtask schemathesis`)
+    ///   k8s-validate      deploy/kubernetes against the Kubernetes schemas and the
+    ///                     examples against the CRDs (as `cargo xtask k8s-validate`)
     ///   robot             the Robot Framework suite in tests/robot on QEMU (as `cargo xtask robot`;
     ///                     skipped with --skip-firmware)
     ///   doctest           cargo test --workspace --doc --all-features
@@ -104,7 +107,8 @@ enum Command {
     /// installs cargo-nextest and cargo-fuzz with `cargo install --locked`;
     /// makes a Python virtual environment (target/venv, or $WASMBED_VENV)
     /// with `python3 -m venv` and installs the pinned tools of
-    /// tests/requirements.txt into it (Robot Framework, Schemathesis). Only
+    /// tests/requirements.txt into it (Robot Framework, Schemathesis,
+    /// kubernetes-validate). Only
     /// what is missing is installed. Debian packages (gcc, g++,
     /// qemu-system-arm, chromium, python3-venv) need root: setup checks them,
     /// and when some are missing it fails, after everything else, with the
@@ -260,6 +264,31 @@ enum Command {
         #[arg(long)]
         all_checks: bool,
     },
+    /// Write the CustomResourceDefinitions of Device, Application and
+    /// Gateway into deploy/kubernetes/crds.
+    ///
+    /// Runs `wasmbed-crds` (host/k8s), which derives them from the API
+    /// server's spec and status types. host/k8s's test
+    /// `checked_in_crds_are_up_to_date` fails while the files there differ.
+    #[command(
+        about = "Write the CRDs of Device, Application and Gateway into deploy/kubernetes/crds"
+    )]
+    Crds {
+        /// Write nothing; fail when a checked-in CRD is stale.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Validate deploy/kubernetes offline.
+    ///
+    /// Fails when the CRDs are stale (`cargo xtask crds --check`); then runs
+    /// tests/kubernetes/validate.py in the project's Python environment:
+    /// every manifest against the schemas of the Kubernetes version of
+    /// k8s-openapi's feature (kubernetes-validate, strict), kustomization.yaml
+    /// listing exactly the manifests, and every custom resource in
+    /// deploy/kubernetes/examples against its CRD's openAPIV3Schema
+    /// (jsonschema, refusing unknown fields as `kubectl apply` does).
+    #[command(about = "Validate deploy/kubernetes against the Kubernetes schemas and the CRDs")]
+    K8sValidate,
     /// Run a crate's benchmarks.
     Bench {
         /// Which benchmarks to run.
@@ -357,6 +386,8 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
             max_examples,
             all_checks,
         } => schemathesis::run(root, max_examples, all_checks),
+        Command::Crds { check } => kubernetes::crds(root, check),
+        Command::K8sValidate => kubernetes::validate(root),
         Command::Bench {
             suite: BenchSuite::Protocol,
             args,
@@ -522,6 +553,17 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["xtask", "robot", "--backend", "bochs"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "robot", "--backend"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn crds_may_only_check() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["xtask", "crds"])?;
+        assert!(matches!(cli.command, Command::Crds { check: false }));
+        let cli = Cli::try_parse_from(["xtask", "crds", "--check"])?;
+        assert!(matches!(cli.command, Command::Crds { check: true }));
+        let cli = Cli::try_parse_from(["xtask", "k8s-validate"])?;
+        assert!(matches!(cli.command, Command::K8sValidate));
         Ok(())
     }
 

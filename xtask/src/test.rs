@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::{apps, cmd, firmware, fuzz, robot, schemathesis, setup, size};
+use crate::{apps, cmd, firmware, fuzz, kubernetes, robot, schemathesis, setup, size};
 
 /// The environment variable that skips the firmware and application
 /// builds, the size check and the Robot tests, like `--skip-firmware`.
@@ -95,6 +95,7 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
     steps.run("schemathesis", || {
         schemathesis::run(root, schemathesis::DEFAULT_MAX_EXAMPLES, false)
     })?;
+    steps.run("k8s-validate", || kubernetes::validate(root))?;
     // The Robot suite boots the firmware built above, like the tests.
     if skip_firmware {
         steps.skip(
@@ -326,6 +327,11 @@ mod tests {
         assert!(from < nextest, "the firmware steps run before the tests");
         let schemathesis = help.find("  schemathesis  ").expect("a schemathesis step");
         assert!(nextest < schemathesis, "Schemathesis runs after the tests");
+        let k8s = help.find("  k8s-validate  ").expect("a k8s-validate step");
+        assert!(
+            schemathesis < k8s,
+            "the manifests are validated after Schemathesis"
+        );
         let robot = help.find("  robot  ").expect("a robot step");
         let doctest = help.find("  doctest  ").expect("a doctest step");
         assert!(

@@ -1,5 +1,5 @@
 //! The project's own Python virtual environment, holding the Python tools
-//! of the test run (Robot Framework, Schemathesis) at the versions pinned
+//! of the test run (Robot Framework, Schemathesis, kubernetes-validate) at the versions pinned
 //! in `tests/requirements.txt`.
 //!
 //! It lives in the target directory (`target/venv`), or where
@@ -27,7 +27,7 @@ pub(crate) const VENV_ENV: &str = "WASMBED_VENV";
 pub(crate) const REQUIREMENTS: &str = "tests/requirements.txt";
 
 /// The programs the requirements install, which the tasks run.
-pub(crate) const PROGRAMS: [&str; 2] = ["robot", "schemathesis"];
+pub(crate) const PROGRAMS: [&str; 3] = ["robot", "schemathesis", "kubernetes-validate"];
 
 /// The copy of the requirements last installed, inside the environment.
 const INSTALLED_REQUIREMENTS: &str = "wasmbed-requirements.txt";

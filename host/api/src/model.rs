@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -91,7 +92,7 @@ object!(
     Gateway, Gateway, GatewaySpec, GatewayStatus
 );
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct DeviceSpec {
     /// Board name, e.g. `mps2-an385` or `wasmbed-sim`.
     pub board: String,
@@ -114,7 +115,9 @@ pub struct DeviceSpec {
 }
 
 /// Whether the gateway currently has a session with the device.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Presence {
     #[default]
@@ -123,7 +126,7 @@ pub enum Presence {
     Disconnected,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct DeviceStatus {
     #[serde(default)]
     pub presence: Presence,
@@ -147,7 +150,7 @@ pub struct DeviceStatus {
 }
 
 /// A device's WebAssembly runtime, e.g. `{"kind": "wamr", "version": "2.4.3"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct DeviceRuntime {
     /// `wasmi` (the bare-metal Rust firmware and the simulator), `wamr`
     /// (the Zephyr firmware), `wasmtime`, or `unknown(N)` for a code the
@@ -171,14 +174,14 @@ impl DeviceRuntime {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct DeviceDeployment {
     pub application: String,
     pub phase: Phase,
 }
 
 /// Where a module is: its bytes live in the blob table under `sha256`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct ModuleRef {
     /// SHA-256 of the module, hex.
     pub sha256: String,
@@ -186,7 +189,7 @@ pub struct ModuleRef {
 }
 
 /// A WebAssembly value: `{"i32": 5}`, `{"f64": 1.5}`, ...
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WasmValue {
     I32(i32),
@@ -196,7 +199,7 @@ pub enum WasmValue {
 }
 
 /// What a module may use and how it is started.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct Limits {
     /// Instructions the module may execute per invocation (wasmi fuel).
     pub fuel: u64,
@@ -212,7 +215,7 @@ pub struct Limits {
 /// and, when `names` is not empty, one of `names`. An empty selector
 /// selects no device. Other keys are refused: a misspelt key would
 /// otherwise make an empty selector that silently selects nothing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
     #[serde(default)]
@@ -236,7 +239,7 @@ impl Selector {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct ApplicationSpec {
     pub module: ModuleRef,
     pub limits: Limits,
@@ -257,7 +260,9 @@ impl ApplicationSpec {
 }
 
 /// A deployment's phase on one device.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema,
+)]
 pub enum Phase {
     /// Not yet on the gateway, or the gateway has not started sending it.
     #[default]
@@ -287,7 +292,7 @@ impl Phase {
 }
 
 /// An application on one device.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct DeploymentStatus {
     /// The [`Device`] resource's name.
     pub device: String,
@@ -313,7 +318,7 @@ pub struct DeploymentStatus {
     pub results: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct ApplicationStatus {
     /// The current module and limits, as a short hash: a deployment of
     /// another revision is replaced on its device.
@@ -359,7 +364,7 @@ pub struct ExecutionResult {
     pub received_at: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct GatewaySpec {
     /// Base URL of the gateway's HTTP/JSON interface, e.g. `http://10.0.0.2:8080`.
     pub http_endpoint: String,
@@ -367,7 +372,7 @@ pub struct GatewaySpec {
     pub device_endpoint: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct GatewayStatus {
     /// When the gateway last answered, milliseconds since the epoch.
     #[serde(default)]
