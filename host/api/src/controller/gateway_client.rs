@@ -97,6 +97,66 @@ pub trait GatewayClient: Send + Sync {
     ) -> impl Future<Output = Result<(), CallError>> + Send;
 }
 
+/// A shared client is a client (the controller owns its client; tests keep
+/// a handle on their fake).
+impl<G: GatewayClient> GatewayClient for Arc<G> {
+    fn devices(
+        &self,
+        base: &str,
+    ) -> impl Future<Output = Result<Vec<DeviceView>, CallError>> + Send {
+        (**self).devices(base)
+    }
+
+    fn deployments_of(
+        &self,
+        base: &str,
+        device_id: &str,
+    ) -> impl Future<Output = Result<Vec<DeploymentView>, CallError>> + Send {
+        (**self).deployments_of(base, device_id)
+    }
+
+    fn deploy(
+        &self,
+        base: &str,
+        request: &DeployRequest,
+    ) -> impl Future<Output = Result<Vec<DeploymentView>, CallError>> + Send {
+        (**self).deploy(base, request)
+    }
+
+    fn deployment(
+        &self,
+        base: &str,
+        id: u64,
+    ) -> impl Future<Output = Result<DeploymentView, CallError>> + Send {
+        (**self).deployment(base, id)
+    }
+
+    fn remove_deployment(
+        &self,
+        base: &str,
+        id: u64,
+    ) -> impl Future<Output = Result<(), CallError>> + Send {
+        (**self).remove_deployment(base, id)
+    }
+
+    fn results(
+        &self,
+        base: &str,
+        deployment: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ResultView>, CallError>> + Send {
+        (**self).results(base, deployment, limit)
+    }
+
+    fn revoke(
+        &self,
+        base: &str,
+        device_id: &str,
+    ) -> impl Future<Output = Result<(), CallError>> + Send {
+        (**self).revoke(base, device_id)
+    }
+}
+
 /// The real [`GatewayClient`]: HTTPS with the API server's control
 /// certificate, a timeout per request, answers capped at
 /// [`MAX_GATEWAY_ANSWER`].

@@ -519,3 +519,124 @@ impl<G: GatewayClient> Controller<G> {
 fn base(gateway: &Gateway) -> String {
     gateway.spec.http_endpoint.trim_end_matches('/').to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::{FakeGateway, application, device};
+    use crate::model::GatewaySpec;
+
+    const ID_1: &str = "00000000000000000000000000000001";
+    const MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn config(backoff: Duration) -> ControllerConfig {
+        ControllerConfig {
+            backoff_min: backoff,
+            backoff_max: backoff,
+            ..ControllerConfig::default()
+        }
+    }
+
+    fn store_with_gateway() -> Store {
+        let store = Store::in_memory();
+        store
+            .create(&Gateway {
+                metadata: crate::model::ObjectMeta {
+                    name: "gw-a".into(),
+                    ..Default::default()
+                },
+                spec: GatewaySpec {
+                    http_endpoint: "https://gw-a/".into(),
+                    device_endpoint: "gw-a:40029".into(),
+                },
+                status: Default::default(),
+            })
+            .expect("created");
+        store
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_failed_is_not_called_again_before_its_backoff_ends() {
+        let store = store_with_gateway();
+        let gateway = Arc::new(FakeGateway::default());
+        *gateway.failure.lock().expect("not poisoned") =
+            Some(CallError::Unreachable("connection failed".into()));
+        let mut controller = Controller::with_client(
+            &store,
+            config(Duration::from_secs(60)),
+            Arc::clone(&gateway),
+        );
+        controller.reconcile().await.expect("pass");
+        controller.reconcile().await.expect("pass");
+        assert_eq!(gateway.calls(), ["GET https://gw-a/v1/devices"]);
+        let status = store.fetch::<Gateway>("gw-a").expect("there").status;
+        assert!(!status.reachable);
+        assert_eq!(
+            status.reason.as_deref(),
+            Some("gateway unreachable: connection failed")
+        );
+        // Once the wait is over it is called again.
+        let mut impatient =
+            Controller::with_client(&store, config(Duration::ZERO), Arc::clone(&gateway));
+        impatient.reconcile().await.expect("pass");
+        impatient.reconcile().await.expect("pass");
+        assert_eq!(gateway.calls().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_pass_places_polls_and_after_a_lost_status_adopts_instead_of_placing_twice() {
+        let store = store_with_gateway();
+        store
+            .create(&device("d1", "gw-a", Some(ID_1)))
+            .expect("created");
+        let sha256 = "11".repeat(32);
+        store.backend().put_blob(&sha256, MODULE).expect("stored");
+        store
+            .create(&application(&sha256, Vec::new()))
+            .expect("created");
+        let gateway = Arc::new(FakeGateway::default());
+        let mut controller = Controller::with_client(
+            &store,
+            config(Duration::from_secs(60)),
+            Arc::clone(&gateway),
+        );
+        let placements = |store: &Store| -> Vec<(String, Option<u64>)> {
+            let app = store.fetch::<Application>("app").expect("there");
+            app.status
+                .deployments
+                .into_iter()
+                .map(|d| (d.device, d.gateway_deployment_id))
+                .collect()
+        };
+
+        controller.reconcile().await.expect("pass");
+        assert_eq!(placements(&store), [("d1".to_owned(), Some(1))]);
+        let device = store.fetch::<Device>("d1").expect("there");
+        assert_eq!(device.status.deployments.len(), 1);
+
+        controller.reconcile().await.expect("pass");
+        assert!(
+            gateway
+                .calls()
+                .contains(&"GET https://gw-a/v1/deployments/1".to_owned())
+        );
+
+        // The status write of the placement was lost (a crash): the
+        // deployment at the gateway is adopted, not made again.
+        store
+            .modify::<Application>("app", |a| {
+                a.status.deployments.clear();
+                true
+            })
+            .expect("modified");
+        controller.reconcile().await.expect("pass");
+        assert_eq!(placements(&store), [("d1".to_owned(), Some(1))]);
+        let posts = gateway
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("POST"))
+            .count();
+        assert_eq!(posts, 1);
+        assert_eq!(gateway.deployments.lock().expect("not poisoned").len(), 1);
+    }
+}

@@ -374,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_asked_of_a_gateway_that_is_backing_off() {
+    fn a_gateway_that_did_not_answer_in_this_pass_is_neither_placed_on_nor_polled() {
         // A gateway backing off is not asked for its devices, so it is not
         // usable in the pass: its devices are neither placed nor polled.
         let app = application("aa", Vec::new());
