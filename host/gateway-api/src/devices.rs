@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use wasmbed_protocol::AppState;
 
 /// Whether a device can be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -66,8 +67,10 @@ pub struct AppView {
     pub deployment: u64,
     /// The caller's id of the application.
     pub application: u64,
-    /// `installed`, `running`, `stopped` or `failed`.
-    pub state: String,
+    /// `installed`, `running`, `stopped` or `failed` (see [`crate::app_state`]).
+    #[serde(with = "crate::app_state")]
+    #[schema(value_type = String)]
+    pub state: AppState,
 }
 
 #[cfg(test)]
@@ -83,6 +86,8 @@ mod tests {
             let view: DeviceView = serde_json::from_str(json).expect("decodes");
             assert_eq!(serde_json::to_string(&view).expect("encodes"), json);
         }
+        let garbled = r#"{"deployment":7,"application":42,"state":"exploded"}"#;
+        assert!(serde_json::from_str::<AppView>(garbled).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! The JSON is the one the gateway has always emitted: the tests of each
 //! module pin it byte for byte.
 
+pub mod app_state;
 mod deployments;
 mod devices;
 mod error;

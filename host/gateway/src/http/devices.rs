@@ -49,7 +49,7 @@ fn device_view(shared: &Shared, record: DeviceRecord) -> DeviceView {
                     .map(|a| AppView {
                         deployment: a.deployment.0,
                         application: a.application.0,
-                        state: format!("{:?}", a.state).to_lowercase(),
+                        state: a.state,
                     })
                     .collect()
             })
