@@ -172,7 +172,7 @@ impl<G: GatewayClient> Executor<'_, G> {
 
     /// A gateway that could not be reached (not one that refused) backs off.
     fn note_failure(&mut self, gateway: &str, error: &CallError) {
-        if matches!(error, CallError::Unreachable(_)) {
+        if error.backs_off() {
             self.backoffs.failed(gateway, Instant::now());
         }
     }

@@ -18,16 +18,25 @@ pub const MAX_GATEWAY_ANSWER: usize = 16 * 1024 * 1024;
 /// Why a call to a gateway failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
-    /// Not reached, it failed (5xx), or its answer does not decode: back off.
+    /// Not reached, or it failed (5xx): back off.
     Unreachable(String),
     /// It answered with a client error: its status and message.
     Refused(u16, String),
+    /// Its answer does not match the gateway's contract (e.g. a deployment
+    /// state this build does not know): back off, as from a broken gateway.
+    Malformed(String),
 }
 
 impl CallError {
     /// Whether the gateway answered 404 (it does not know the object).
     pub fn is_not_found(&self) -> bool {
         matches!(self, CallError::Refused(404, _))
+    }
+
+    /// Whether the gateway should be left alone for a while: it was not
+    /// reached, failed, or answered nonsense (not when it refused a call).
+    pub fn backs_off(&self) -> bool {
+        !matches!(self, CallError::Refused(..))
     }
 }
 
@@ -38,6 +47,7 @@ impl std::fmt::Display for CallError {
             CallError::Refused(status, message) => {
                 write!(f, "gateway refused ({status}): {message}")
             }
+            CallError::Malformed(e) => write!(f, "gateway answer off contract: {e}"),
         }
     }
 }
@@ -197,22 +207,46 @@ impl HttpsGatewayClient {
         if status.is_server_error() {
             return Err(CallError::Unreachable(format!("status {status}")));
         }
-        let mut body = read_capped(response).await?;
-        if status == reqwest::StatusCode::NO_CONTENT {
-            body = b"null".to_vec();
-        }
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&body)
-                .map(|error| error.message)
-                .unwrap_or_default();
-            return Err(CallError::Refused(status.as_u16(), message));
-        }
-        serde_json::from_slice(&body).map_err(|e| {
-            warn!(error = %e, "a gateway answer does not match the gateway's contract");
-            CallError::Unreachable("answer does not decode".into())
-        })
+        let body = read_capped(response).await?;
+        decode_answer(status, &body)
     }
 }
+
+/// A gateway's answer: the value for a success (`null` for 204), a typed
+/// error for anything else.
+fn decode_answer<T: DeserializeOwned>(
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> Result<T, CallError> {
+    if status.is_server_error() {
+        return Err(CallError::Unreachable(format!("status {status}")));
+    }
+    if !status.is_success() {
+        let message = serde_json::from_slice::<ErrorBody>(body)
+            .map(|error| error.message)
+            .unwrap_or_default();
+        return Err(CallError::Refused(status.as_u16(), message));
+    }
+    let body = if status == reqwest::StatusCode::NO_CONTENT {
+        b"null".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        warn!(error = %e, "a gateway answer does not match the gateway's contract");
+        // It quotes the answer, which a broken gateway makes as long as it
+        // likes: a status reason keeps the start.
+        let mut reason = e.to_string();
+        if let Some((cut, _)) = reason.char_indices().nth(MAX_REASON_CHARS) {
+            reason.truncate(cut);
+            reason.push('…');
+        }
+        CallError::Malformed(reason)
+    })
+}
+
+/// Longest text of a [`CallError::Malformed`], in characters.
+const MAX_REASON_CHARS: usize = 200;
 
 impl GatewayClient for HttpsGatewayClient {
     async fn devices(&self, base: &str) -> Result<Vec<DeviceView>, CallError> {
@@ -299,5 +333,50 @@ fn without_url(e: &reqwest::Error) -> String {
         "answer does not decode".into()
     } else {
         "request failed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+
+    use super::*;
+
+    const DEPLOYMENT: &str = r#"{"id":7,"device":"d","application_id":42,"module_sha256":"ab","module_size":1,"desired":"running","state":"running","reason":null,"bytes_acked":1,"updated_at_ms":1}"#;
+
+    #[test]
+    fn a_deployment_in_a_state_this_build_does_not_know_is_a_typed_error() {
+        let view: DeploymentView =
+            decode_answer(StatusCode::OK, DEPLOYMENT.as_bytes()).expect("a known state decodes");
+        assert_eq!(view.state, wasmbed_gateway_api::DeploymentState::Running);
+        let unknown = DEPLOYMENT.replace(r#""state":"running""#, r#""state":"hibernating""#);
+        let error = decode_answer::<DeploymentView>(StatusCode::OK, unknown.as_bytes())
+            .expect_err("an unknown state is refused, not taken for a failure");
+        assert!(
+            matches!(&error, CallError::Malformed(e) if e.contains("hibernating")),
+            "{error:?}"
+        );
+        assert!(error.backs_off());
+        let huge = DEPLOYMENT.replace(
+            r#""state":"running""#,
+            &format!(r#""state":"{}""#, "x".repeat(10_000)),
+        );
+        let error =
+            decode_answer::<DeploymentView>(StatusCode::OK, huge.as_bytes()).expect_err("refused");
+        assert!(error.to_string().chars().count() < 300, "{error}");
+    }
+
+    #[test]
+    fn refusals_carry_the_error_body_and_failures_back_off() {
+        let body = br#"{"code":"not_found","message":"deployment not found"}"#;
+        let error = decode_answer::<DeploymentView>(StatusCode::NOT_FOUND, body).expect_err("404");
+        assert_eq!(
+            error,
+            CallError::Refused(404, "deployment not found".to_owned())
+        );
+        assert!(error.is_not_found() && !error.backs_off());
+        let error = decode_answer::<DeploymentView>(StatusCode::BAD_GATEWAY, b"").expect_err("502");
+        assert!(matches!(error, CallError::Unreachable(_)) && error.backs_off());
+        decode_answer::<IgnoredAny>(StatusCode::NO_CONTENT, b"").expect("204 is a success");
     }
 }

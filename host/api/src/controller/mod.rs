@@ -356,7 +356,7 @@ impl<G: GatewayClient> Controller<G> {
                              and spec.gateway"
                         )),
                         Err(e) => {
-                            if matches!(e, CallError::Unreachable(_)) {
+                            if e.backs_off() {
                                 self.backoffs.failed(gateway, Instant::now());
                             }
                             Err(e.to_string())
