@@ -276,17 +276,18 @@ pub enum Phase {
     Removed,
 }
 
-impl Phase {
+impl From<wasmbed_gateway_api::DeploymentState> for Phase {
     /// The phase for a gateway deployment state.
-    pub fn from_gateway(state: &str) -> Phase {
+    fn from(state: wasmbed_gateway_api::DeploymentState) -> Phase {
+        use wasmbed_gateway_api::DeploymentState as State;
         match state {
-            "pending" => Phase::Pending,
-            "transferring" => Phase::Transferring,
-            "installed" => Phase::Installed,
-            "running" => Phase::Running,
-            "stopped" => Phase::Stopped,
-            "removed" => Phase::Removed,
-            _ => Phase::Failed,
+            State::Pending => Phase::Pending,
+            State::Transferring => Phase::Transferring,
+            State::Installed => Phase::Installed,
+            State::Running => Phase::Running,
+            State::Stopped => Phase::Stopped,
+            State::Removed => Phase::Removed,
+            State::Failed => Phase::Failed,
         }
     }
 }

@@ -627,11 +627,16 @@ async fn the_runtime_a_gateway_reports_reaches_the_device_status_when_a_device_c
 {
     let zephyr = "00112233445566778899aabbccddeeff";
     let forged = "ffeeddccbbaa99887766554433221100";
+    // Devices as the gateway's contract (`wasmbed_gateway_api::DeviceView`) has them.
+    let device = |id: &str, heartbeat: u64, version: String| {
+        json!({"id": id, "public_key": "04", "board": "b", "firmware_version": "f",
+               "enrolled_at_ms": 1, "last_seen_ms": null, "presence": "connected",
+               "last_heartbeat_ms": heartbeat, "uptime_ms": null, "free_memory": null,
+               "apps": [], "runtime": {"kind": "wamr", "version": version}})
+    };
     let addr = scripted_gateway(json!([
-        {"id": zephyr, "presence": "connected", "last_heartbeat_ms": 7,
-         "runtime": {"kind": "wamr", "version": "2.4.3"}},
-        {"id": forged, "presence": "connected", "last_heartbeat_ms": 8,
-         "runtime": {"kind": "wamr", "version": "9".repeat(1000)}},
+        device(zephyr, 7, "2.4.3".to_owned()),
+        device(forged, 8, "9".repeat(1000)),
     ]))
     .await;
     let api = TestApi::in_memory();

@@ -9,16 +9,8 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 use wasmbed_protocol::{AppStatus, DeviceId};
 
-/// Whether a device can be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Presence {
-    Connected,
-    /// Missed its heartbeats; the connection was dropped.
-    Unreachable,
-    /// Said goodbye, or the connection closed.
-    Disconnected,
-}
+/// Whether a device can be reached: the HTTP contract's enum.
+pub use wasmbed_gateway_api::Presence;
 
 /// What a device's connection task is told to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -77,74 +77,9 @@ impl std::fmt::Display for RuntimeRecord {
     }
 }
 
-/// What the operator wants a deployment to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Desired {
-    Running,
-    Stopped,
-    Removed,
-}
-
-/// Where a deployment stands, as the gateway last learned it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum DeploymentState {
-    Pending,
-    Transferring,
-    Installed,
-    Running,
-    Stopped,
-    Removed,
-    Failed,
-}
-
-impl DeploymentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeploymentState::Pending => "pending",
-            DeploymentState::Transferring => "transferring",
-            DeploymentState::Installed => "installed",
-            DeploymentState::Running => "running",
-            DeploymentState::Stopped => "stopped",
-            DeploymentState::Removed => "removed",
-            DeploymentState::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "pending" => DeploymentState::Pending,
-            "transferring" => DeploymentState::Transferring,
-            "installed" => DeploymentState::Installed,
-            "running" => DeploymentState::Running,
-            "stopped" => DeploymentState::Stopped,
-            "removed" => DeploymentState::Removed,
-            "failed" => DeploymentState::Failed,
-            _ => return Err(StoreError::Corrupt("deployment state")),
-        })
-    }
-}
-
-impl Desired {
-    fn as_str(self) -> &'static str {
-        match self {
-            Desired::Running => "running",
-            Desired::Stopped => "stopped",
-            Desired::Removed => "removed",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "running" => Desired::Running,
-            "stopped" => Desired::Stopped,
-            "removed" => Desired::Removed,
-            _ => return Err(StoreError::Corrupt("desired state")),
-        })
-    }
-}
+/// What the operator wants a deployment to be, and where it stands: the
+/// HTTP contract's enums, stored under their JSON names.
+pub use wasmbed_gateway_api::{DeploymentState, Desired};
 
 /// One module deployed to one device.
 #[derive(Debug, Clone, PartialEq)]
@@ -664,8 +599,10 @@ impl Store {
                     .map_err(|_| StoreError::Corrupt("module hash"))?,
                 module_size: size,
                 limits: minicbor::decode(&limits).map_err(|_| StoreError::Corrupt("limits"))?,
-                desired: Desired::parse(&desired)?,
-                state: DeploymentState::parse(&state)?,
+                desired: Desired::from_name(&desired)
+                    .ok_or(StoreError::Corrupt("desired state"))?,
+                state: DeploymentState::from_name(&state)
+                    .ok_or(StoreError::Corrupt("deployment state"))?,
                 reason,
                 bytes_acked: acked,
                 updated_at_ms: u64::try_from(updated).unwrap_or(0),

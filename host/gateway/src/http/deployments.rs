@@ -6,10 +6,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tracing::warn;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
+use wasmbed_gateway_api::{DeployRequest, DeploymentView, LimitsJson, ResultView, ValueJson};
 use wasmbed_protocol::*;
 
 use super::MAX_MODULE_SIZE;
@@ -17,82 +18,7 @@ use super::devices::device_id_param;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
 use crate::Shared;
 use crate::fleet::Command;
-use crate::store::{DeploymentRecord, DeploymentState, Desired};
-
-/// A WebAssembly value in JSON: `{"i32": 5}`, `{"f64": 1.5}`, ...
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueJson {
-    I32(i32),
-    I64(i64),
-    F32(f32),
-    F64(f64),
-}
-
-impl From<ValueJson> for Value {
-    fn from(v: ValueJson) -> Value {
-        match v {
-            ValueJson::I32(x) => Value::I32(x),
-            ValueJson::I64(x) => Value::I64(x),
-            ValueJson::F32(x) => Value::F32(x),
-            ValueJson::F64(x) => Value::F64(x),
-        }
-    }
-}
-
-impl From<Value> for ValueJson {
-    fn from(v: Value) -> ValueJson {
-        match v {
-            Value::I32(x) => ValueJson::I32(x),
-            Value::I64(x) => ValueJson::I64(x),
-            Value::F32(x) => ValueJson::F32(x),
-            Value::F64(x) => ValueJson::F64(x),
-        }
-    }
-}
-
-/// What a module may consume and how it starts.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct LimitsJson {
-    /// Fuel (roughly, instructions) per invocation.
-    pub fuel: u64,
-    /// Largest linear memory, in 64 KiB pages.
-    pub memory_pages: u16,
-    /// The exported function to call (1 to 32 bytes).
-    #[schema(min_length = 1, max_length = 32)]
-    pub entry: String,
-    /// Its arguments (at most 8).
-    #[serde(default)]
-    #[schema(max_items = 8)]
-    pub args: Vec<ValueJson>,
-}
-
-/// `POST /v1/deployments`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeployRequest {
-    pub application_id: u64,
-    /// The module, base64 (standard alphabet), at most 1 MiB decoded.
-    pub module: String,
-    /// The ids of the devices to deploy it to (at least one).
-    #[schema(min_items = 1)]
-    pub devices: Vec<String>,
-    pub limits: LimitsJson,
-}
-
-/// One module deployed to one device.
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct DeploymentView {
-    pub id: u64,
-    pub device: String,
-    pub application_id: u64,
-    pub module_sha256: String,
-    pub module_size: u32,
-    pub desired: String,
-    pub state: DeploymentState,
-    pub reason: Option<String>,
-    pub bytes_acked: u32,
-    pub updated_at_ms: u64,
-}
+use crate::store::{DeploymentRecord, Desired};
 
 fn deployment_view(record: DeploymentRecord) -> DeploymentView {
     DeploymentView {
@@ -101,7 +27,7 @@ fn deployment_view(record: DeploymentRecord) -> DeploymentView {
         application_id: record.application.0,
         module_sha256: hex::encode(record.module_sha256),
         module_size: record.module_size,
-        desired: format!("{:?}", record.desired).to_lowercase(),
+        desired: record.desired,
         state: record.state,
         reason: record.reason,
         bytes_acked: record.bytes_acked,
@@ -356,23 +282,6 @@ pub(crate) struct ResultFilter {
     limit: Option<u32>,
 }
 
-/// An execution result as JSON.
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct ResultView {
-    pub deployment: u64,
-    pub device: String,
-    pub invocation: u32,
-    /// Returned values, when the invocation returned.
-    pub returned: Option<Vec<ValueJson>>,
-    /// The trap, when it trapped (e.g. `OutOfFuel`).
-    pub trap: Option<String>,
-    pub fuel_used: u64,
-    pub duration_us: u64,
-    pub logs: Vec<String>,
-    pub logs_truncated: bool,
-    pub received_at_ms: u64,
-}
-
 /// Execution results, newest first.
 #[utoipa::path(
     get, path = "/v1/results", tag = "deployments",
@@ -416,7 +325,7 @@ pub(crate) async fn list_results(
                 Some(values.iter().copied().map(ValueJson::from).collect()),
                 None,
             ),
-            Outcome::Trapped(code) => (None, Some(format!("{code:?}"))),
+            Outcome::Trapped(code) => (None, Some(*code)),
         };
         views.push(ResultView {
             deployment: record.deployment.0,

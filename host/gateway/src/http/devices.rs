@@ -10,48 +10,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wasmbed_protocol::{DeviceId, PUBLIC_KEY_LEN};
 
+use wasmbed_gateway_api::{AppView, DeviceView, RuntimeView};
+
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::Shared;
 use crate::fleet::Presence;
 use crate::pairing::{self, PairingStatus};
 use crate::store::{DeviceRecord, RuntimeRecord};
-
-/// A device as the HTTP interface shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct DeviceView {
-    /// The id the gateway gave the device (`8-4-4-4-12` hex).
-    pub id: String,
-    /// Its P-256 public key, uncompressed SEC1, hex: its identity.
-    pub public_key: String,
-    pub board: String,
-    pub firmware_version: String,
-    /// The WebAssembly runtime it reported at its last session start,
-    /// which tells its firmware; absent until its first session.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<RuntimeView>,
-    pub enrolled_at_ms: u64,
-    pub last_seen_ms: Option<u64>,
-    /// `connected`, `unreachable` (missed its heartbeats) or `disconnected`.
-    pub presence: String,
-    pub last_heartbeat_ms: Option<u64>,
-    pub uptime_ms: Option<u64>,
-    pub free_memory: Option<u32>,
-    /// The applications its last heartbeat reported.
-    pub apps: Vec<AppView>,
-}
-
-/// A device's WebAssembly runtime, e.g. `{"kind": "wamr", "version": "2.4.3"}`.
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct RuntimeView {
-    /// `wasmi` (the bare-metal Rust firmware and the simulator), `wamr`
-    /// (the Zephyr firmware), `wasmtime`, or `unknown(N)` for a code this
-    /// gateway does not know.
-    #[schema(example = "wamr")]
-    pub kind: String,
-    /// The runtime's version as the device reported it (at most 32 bytes).
-    #[schema(example = "2.4.3")]
-    pub version: String,
-}
 
 impl From<RuntimeRecord> for RuntimeView {
     fn from(record: RuntimeRecord) -> Self {
@@ -60,14 +25,6 @@ impl From<RuntimeRecord> for RuntimeView {
             version: record.version,
         }
     }
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct AppView {
-    pub deployment: u64,
-    pub application: u64,
-    /// `installed`, `running`, `stopped` or `failed`.
-    pub state: String,
 }
 
 fn device_view(shared: &Shared, record: DeviceRecord) -> DeviceView {
@@ -81,10 +38,7 @@ fn device_view(shared: &Shared, record: DeviceRecord) -> DeviceView {
         runtime: record.runtime.map(RuntimeView::from),
         enrolled_at_ms: record.enrolled_at_ms,
         last_seen_ms: record.last_seen_ms,
-        presence: serde_json::to_value(presence)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        presence,
         last_heartbeat_ms: live.as_ref().and_then(|l| l.last_heartbeat_ms),
         uptime_ms: live.as_ref().and_then(|l| l.uptime_ms),
         free_memory: live.as_ref().and_then(|l| l.free_memory),
@@ -95,7 +49,7 @@ fn device_view(shared: &Shared, record: DeviceRecord) -> DeviceView {
                     .map(|a| AppView {
                         deployment: a.deployment.0,
                         application: a.application.0,
-                        state: format!("{:?}", a.state).to_lowercase(),
+                        state: a.state,
                     })
                     .collect()
             })

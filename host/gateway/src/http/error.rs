@@ -5,9 +5,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use tracing::warn;
-use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
@@ -20,15 +18,7 @@ pub struct ApiError {
     message: String,
 }
 
-/// The body of every error answer.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable and machine-readable: `bad_request`, `unauthorized`,
-    /// `not_found`, `invalid_module`, `too_many_pending`, ...
-    pub code: String,
-    /// For people; never parsed.
-    pub message: String,
-}
+pub(crate) use wasmbed_gateway_api::ErrorBody;
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {

@@ -35,9 +35,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub use auth::InProcessCaller;
-pub use deployments::{DeployRequest, DeploymentView, LimitsJson, ResultView, ValueJson};
-pub use devices::{AppView, DeviceView, Preauthorize, SetPairing, parse_device_id};
-pub use error::{ApiError, ErrorBody};
+pub use devices::{Preauthorize, SetPairing, parse_device_id};
+pub use error::ApiError;
+pub use wasmbed_gateway_api::{
+    AppView, DeployRequest, DeploymentState, DeploymentView, Desired, DeviceView, ErrorBody,
+    LimitsJson, Presence, ResultView, RuntimeView, ValueJson,
+};
 
 use crate::Shared;
 

@@ -4,9 +4,13 @@
 use utoipa::openapi::security::SecurityScheme;
 use utoipa::{Modify, OpenApi};
 
-use super::{deployments, devices, error};
+use wasmbed_gateway_api::{
+    AppView, DeployRequest, DeploymentState, DeploymentView, Desired, DeviceView, ErrorBody,
+    LimitsJson, Presence, ResultView, RuntimeView, ValueJson,
+};
+
+use super::{deployments, devices};
 use crate::pairing::PairingStatus;
-use crate::store::DeploymentState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,10 +27,9 @@ use crate::store::DeploymentState;
         deployments::remove_deployment, deployments::list_results,
     ),
     components(schemas(
-        error::ErrorBody, devices::DeviceView, devices::RuntimeView, devices::AppView, devices::SetPairing,
-        devices::Preauthorize, PairingStatus, deployments::DeployRequest,
-        deployments::LimitsJson, deployments::ValueJson, deployments::DeploymentView,
-        deployments::ResultView, DeploymentState,
+        ErrorBody, DeviceView, RuntimeView, AppView, Presence, devices::SetPairing,
+        devices::Preauthorize, PairingStatus, DeployRequest, LimitsJson, ValueJson,
+        DeploymentView, Desired, ResultView, DeploymentState,
     )),
     modifiers(&MutualTls),
     security(("control_client_certificate" = [])),

@@ -1,0 +1,214 @@
+//! Resources and a fake gateway for the controller's unit tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use wasmbed_gateway_api::{
+    DeployRequest, DeploymentState, DeploymentView, Desired, DeviceView, ResultView,
+};
+
+use super::gateway_client::{CallError, GatewayClient};
+use crate::model::{
+    Application, ApplicationSpec, ApplicationStatus, DeploymentStatus, Device, DeviceSpec,
+    DeviceStatus, Limits, ModuleRef, ObjectMeta, Phase, Selector,
+};
+
+pub(super) const APP_UID: &str = "uid-app";
+
+/// Device `name` at `gateway`, enrolled as `id`, labelled `site=lab`.
+pub(super) fn device(name: &str, gateway: &str, id: Option<&str>) -> Device {
+    Device {
+        metadata: ObjectMeta {
+            name: name.to_owned(),
+            labels: BTreeMap::from([("site".to_owned(), "lab".to_owned())]),
+            ..ObjectMeta::default()
+        },
+        spec: DeviceSpec {
+            board: "mps2-an385".to_owned(),
+            gateway: gateway.to_owned(),
+            device_id: id.map(str::to_owned),
+            emulated: false,
+            revoked: false,
+        },
+        status: DeviceStatus::default(),
+    }
+}
+
+/// An application selecting `site=lab`, running `module` (a SHA-256, hex).
+pub(super) fn application(module: &str, deployments: Vec<DeploymentStatus>) -> Application {
+    Application {
+        metadata: ObjectMeta {
+            name: "app".to_owned(),
+            uid: APP_UID.to_owned(),
+            ..ObjectMeta::default()
+        },
+        spec: ApplicationSpec {
+            module: ModuleRef {
+                sha256: module.to_owned(),
+                size: 8,
+            },
+            limits: Limits {
+                fuel: 1000,
+                memory_pages: 1,
+                entry: "run".to_owned(),
+                args: Vec::new(),
+            },
+            selector: Selector {
+                match_labels: BTreeMap::from([("site".to_owned(), "lab".to_owned())]),
+                names: Vec::new(),
+            },
+        },
+        status: ApplicationStatus {
+            revision: None,
+            deployments,
+            results: 0,
+        },
+    }
+}
+
+/// A status entry: `device` placed as deployment `id` at `gateway`.
+pub(super) fn placed(
+    device: &str,
+    gateway: &str,
+    device_id: &str,
+    revision: &str,
+    id: u64,
+) -> DeploymentStatus {
+    DeploymentStatus {
+        device: device.to_owned(),
+        phase: Phase::Running,
+        reason: None,
+        gateway_deployment_id: Some(id),
+        gateway: Some(gateway.to_owned()),
+        device_id: Some(device_id.to_owned()),
+        revision: Some(revision.to_owned()),
+        results: 0,
+    }
+}
+
+/// A gateway deployment as the gateway shows it.
+pub(super) fn view(id: u64, device: &str, application_id: u64) -> DeploymentView {
+    DeploymentView {
+        id,
+        device: device.to_owned(),
+        application_id,
+        module_sha256: "ab".to_owned(),
+        module_size: 8,
+        desired: Desired::Running,
+        state: DeploymentState::Running,
+        reason: None,
+        bytes_acked: 8,
+        updated_at_ms: 1,
+    }
+}
+
+/// A gateway kept in memory: its deployments and results, the calls made
+/// to it, and an error it answers every call with when set.
+#[derive(Debug, Default)]
+pub(super) struct FakeGateway {
+    pub(super) deployments: Mutex<Vec<DeploymentView>>,
+    pub(super) results: Mutex<HashMap<u64, Vec<ResultView>>>,
+    pub(super) calls: Mutex<Vec<String>>,
+    pub(super) failure: Mutex<Option<CallError>>,
+}
+
+impl FakeGateway {
+    pub(super) fn with(deployments: Vec<DeploymentView>) -> Self {
+        FakeGateway {
+            deployments: Mutex::new(deployments),
+            ..FakeGateway::default()
+        }
+    }
+
+    pub(super) fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("not poisoned").clone()
+    }
+
+    fn answer(&self, call: String) -> Result<(), CallError> {
+        self.calls.lock().expect("not poisoned").push(call);
+        match self.failure.lock().expect("not poisoned").clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn find(&self, id: u64) -> Result<DeploymentView, CallError> {
+        let deployments = self.deployments.lock().expect("not poisoned");
+        deployments
+            .iter()
+            .find(|d| d.id == id)
+            .cloned()
+            .ok_or_else(|| CallError::Refused(404, "deployment not found".into()))
+    }
+}
+
+impl GatewayClient for FakeGateway {
+    async fn devices(&self, base: &str) -> Result<Vec<DeviceView>, CallError> {
+        self.answer(format!("GET {base}/v1/devices"))?;
+        Ok(Vec::new())
+    }
+
+    async fn deployments_of(
+        &self,
+        base: &str,
+        device_id: &str,
+    ) -> Result<Vec<DeploymentView>, CallError> {
+        self.answer(format!("GET {base}/v1/deployments?device={device_id}"))?;
+        let deployments = self.deployments.lock().expect("not poisoned");
+        Ok(deployments
+            .iter()
+            .filter(|d| d.device == device_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn deploy(
+        &self,
+        base: &str,
+        request: &DeployRequest,
+    ) -> Result<Vec<DeploymentView>, CallError> {
+        self.answer(format!("POST {base}/v1/deployments"))?;
+        let mut deployments = self.deployments.lock().expect("not poisoned");
+        let mut created = Vec::new();
+        for device in &request.devices {
+            let id = deployments.iter().map(|d| d.id).max().unwrap_or(0) + 1;
+            let mut view = view(id, device, request.application_id);
+            view.state = DeploymentState::Pending;
+            deployments.push(view.clone());
+            created.push(view);
+        }
+        Ok(created)
+    }
+
+    async fn deployment(&self, base: &str, id: u64) -> Result<DeploymentView, CallError> {
+        self.answer(format!("GET {base}/v1/deployments/{id}"))?;
+        self.find(id)
+    }
+
+    async fn remove_deployment(&self, base: &str, id: u64) -> Result<(), CallError> {
+        self.answer(format!("DELETE {base}/v1/deployments/{id}"))?;
+        self.find(id)?;
+        let mut deployments = self.deployments.lock().expect("not poisoned");
+        for deployment in deployments.iter_mut().filter(|d| d.id == id) {
+            deployment.desired = Desired::Removed;
+        }
+        Ok(())
+    }
+
+    async fn results(
+        &self,
+        base: &str,
+        deployment: u64,
+        limit: u32,
+    ) -> Result<Vec<ResultView>, CallError> {
+        self.answer(format!(
+            "GET {base}/v1/results?deployment={deployment}&limit={limit}"
+        ))?;
+        let results = self.results.lock().expect("not poisoned");
+        Ok(results.get(&deployment).cloned().unwrap_or_default())
+    }
+
+    async fn revoke(&self, base: &str, device_id: &str) -> Result<(), CallError> {
+        self.answer(format!("DELETE {base}/v1/devices/{device_id}"))
+    }
+}
