@@ -9,62 +9,24 @@
 // Test sizes and times are small; truncating casts cannot happen.
 #![allow(clippy::cast_possible_truncation)]
 
+#[path = "../../../protocol/ffi/tests/support/c_toolchain.rs"]
+mod c_toolchain;
 mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use wasmbed_agent::provisioning::Provisioning;
 use wasmbed_pki::test_fixtures;
 use wasmbed_protocol::session::{GatewayConfig, GatewayEvent, GatewaySession, PeerCredential};
 use wasmbed_protocol::*;
 
-/// Libraries the Rust standard library in the hosted static library needs.
-const NATIVE_LIBS: &[&str] = &[
-    "-lgcc_s",
-    "-lutil",
-    "-lrt",
-    "-lpthread",
-    "-lm",
-    "-ldl",
-    "-lc",
-];
+use c_toolchain::{NATIVE_LIBS, gcc, static_lib};
 
 const DEVICE_ID: DeviceId = DeviceId([0x5a; 16]);
-
-fn gcc() -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join("gcc"))
-        .find(|path| path.is_file())
-}
-
-/// The newest `libwasmbed_agent_ffi*.a` cargo built with this test (see
-/// the protocol's `tests/c_abi.rs` for why both places are searched).
-fn static_lib() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let deps = exe.parent().expect("the test executable's directory");
-    let mut candidates: Vec<(SystemTime, PathBuf)> = Vec::new();
-    for dir in [Some(deps), deps.parent()].into_iter().flatten() {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("libwasmbed_agent_ffi") && name.ends_with(".a") {
-                if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
-                    candidates.push((modified, entry.path()));
-                }
-            }
-        }
-    }
-    candidates
-        .into_iter()
-        .max()
-        .map(|(_, path)| path)
-        .expect("no libwasmbed_agent_ffi*.a: run `cargo build -p wasmbed-agent-ffi`")
-}
 
 fn build(gcc: &Path, dir: &Path) -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -83,7 +45,7 @@ fn build(gcc: &Path, dir: &Path) -> PathBuf {
         .arg("-I")
         .arg(crate_dir.join("../../protocol/ffi/include"))
         .arg(crate_dir.join("tests/c/agent_loop.c"))
-        .arg(static_lib())
+        .arg(static_lib("wasmbed_agent_ffi"))
         .args(NATIVE_LIBS)
         .arg("-o")
         .arg(&program)

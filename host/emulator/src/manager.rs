@@ -716,10 +716,13 @@ impl Drop for EmulatorManager {
 /// The gateway's `HOST:PORT` as a device on QEMU's user-mode network
 /// reaches it: a loopback host is the emulator's host, `host_address` to
 /// the guest; another IPv4 host is reached as it is. `None` for anything
-/// that is not an IPv4 socket address (after resolving a name).
-fn guest_gateway_address(gateway: &str, host_address: Ipv4Addr) -> Option<SocketAddr> {
-    use std::net::ToSocketAddrs;
-    let address = gateway.to_socket_addrs().ok()?.find(SocketAddr::is_ipv4)?;
+/// that is not an IPv4 socket address (after resolving a name, with tokio:
+/// a host name must not block the runtime's thread).
+async fn guest_gateway_address(gateway: &str, host_address: Ipv4Addr) -> Option<SocketAddr> {
+    let address = tokio::net::lookup_host(gateway)
+        .await
+        .ok()?
+        .find(SocketAddr::is_ipv4)?;
     Some(if address.ip().is_loopback() {
         SocketAddr::from((host_address, address.port()))
     } else {
@@ -747,38 +750,38 @@ async fn launch(device: &Arc<Device>) -> Result<Run, ManagerError> {
         source,
     };
     let localhost = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let (bridge, link) =
-        match (&spec.board.network, backend.link_mode()) {
-            (Some(network), _) => {
-                let address = guest_gateway_address(&spec.gateway, network.host_address)
-                    .ok_or_else(|| ManagerError::GatewayAddress {
-                        device: spec.name.clone(),
-                        gateway: spec.gateway.clone(),
-                    })?;
-                crate::provision::set_gateway_address(&spec.state_dir, &address.to_string())
-                    .map_err(|source| ManagerError::Provision {
-                        device: spec.name.clone(),
-                        source,
-                    })?;
-                (None, None)
-            }
-            (None, LinkMode::EmulatorConnects) => {
-                let bridge =
-                    Bridge::start(BridgeConfig::listen(&spec.name, localhost, &spec.gateway))
-                        .await
-                        .map_err(bridge_error)?;
-                let port = bridge.local_addr().map_or(0, |a| a.port());
-                (Some(bridge), Some(port))
-            }
-            (None, LinkMode::EmulatorListens) => {
-                let port = free_port().map_err(bridge_error)?;
-                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-                let bridge = Bridge::start(BridgeConfig::connect(&spec.name, addr, &spec.gateway))
-                    .await
-                    .map_err(bridge_error)?;
-                (Some(bridge), Some(port))
-            }
-        };
+    let (bridge, link) = match (&spec.board.network, backend.link_mode()) {
+        (Some(network), _) => {
+            let address = guest_gateway_address(&spec.gateway, network.host_address)
+                .await
+                .ok_or_else(|| ManagerError::GatewayAddress {
+                    device: spec.name.clone(),
+                    gateway: spec.gateway.clone(),
+                })?;
+            crate::provision::set_gateway_address(&spec.state_dir, &address.to_string()).map_err(
+                |source| ManagerError::Provision {
+                    device: spec.name.clone(),
+                    source,
+                },
+            )?;
+            (None, None)
+        }
+        (None, LinkMode::EmulatorConnects) => {
+            let bridge = Bridge::start(BridgeConfig::listen(&spec.name, localhost, &spec.gateway))
+                .await
+                .map_err(bridge_error)?;
+            let port = bridge.local_addr().map_or(0, |a| a.port());
+            (Some(bridge), Some(port))
+        }
+        (None, LinkMode::EmulatorListens) => {
+            let port = free_port().map_err(bridge_error)?;
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let bridge = Bridge::start(BridgeConfig::connect(&spec.name, addr, &spec.gateway))
+                .await
+                .map_err(bridge_error)?;
+            (Some(bridge), Some(port))
+        }
+    };
     let console_port = match backend.console_source() {
         ConsoleSource::Stdout => None,
         ConsoleSource::Socket => Some(free_port().map_err(bridge_error)?),
@@ -1121,22 +1124,22 @@ impl Drop for CancelledStart {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_gateway_on_loopback_is_the_host_address_to_a_networked_guest() {
+    #[tokio::test]
+    async fn a_gateway_on_loopback_is_the_host_address_to_a_networked_guest() {
         let host = Ipv4Addr::new(10, 0, 2, 2);
         assert_eq!(
-            guest_gateway_address("127.0.0.1:40029", host),
+            guest_gateway_address("127.0.0.1:40029", host).await,
             Some(SocketAddr::from((host, 40029)))
         );
         assert_eq!(
-            guest_gateway_address("localhost:4423", host),
+            guest_gateway_address("localhost:4423", host).await,
             Some(SocketAddr::from((host, 4423)))
         );
         assert_eq!(
-            guest_gateway_address("192.0.2.7:4423", host),
+            guest_gateway_address("192.0.2.7:4423", host).await,
             Some(SocketAddr::from(([192, 0, 2, 7], 4423)))
         );
-        assert_eq!(guest_gateway_address("[::1]:4423", host), None);
-        assert_eq!(guest_gateway_address("no port", host), None);
+        assert_eq!(guest_gateway_address("[::1]:4423", host).await, None);
+        assert_eq!(guest_gateway_address("no port", host).await, None);
     }
 }

@@ -4,75 +4,20 @@
 //!
 //! Skipped, with a message, when `gcc` is not installed.
 
+mod support {
+    pub(crate) mod c_toolchain;
+}
+
 use std::collections::BTreeMap;
 use std::mem::{align_of, offset_of, size_of};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
+
+use support::c_toolchain::{NATIVE_LIBS, gcc, static_lib};
 
 use wasmbed_protocol::frame::{self, MAX_FRAME_LEN};
 use wasmbed_protocol::*;
 use wasmbed_protocol_ffi::*;
-
-/// Libraries the Rust standard library in the hosted static library needs
-/// (`rustc --print native-static-libs` on Linux).
-const NATIVE_LIBS: &[&str] = &[
-    "-lgcc_s",
-    "-lutil",
-    "-lrt",
-    "-lpthread",
-    "-lm",
-    "-ldl",
-    "-lc",
-];
-
-/// The compiler, if installed: `gcc` on `PATH`.
-fn gcc() -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join("gcc"))
-        .find(|path| path.is_file())
-}
-
-/// The static library cargo built with this test.
-///
-/// Cargo builds the library's `staticlib` next to the `rlib` this test links,
-/// in the `deps` directory beside the test executable (under `cargo test`
-/// and `cargo nextest` alike), but copies it up to the profile directory
-/// only when the library itself is what was asked for. The newest copy in
-/// either place was built from the current sources: whatever build made
-/// this test rebuilt the library first if it had changed.
-fn static_lib() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let deps = exe.parent().expect("the test executable's directory");
-    let mut candidates: Vec<(SystemTime, PathBuf)> = Vec::new();
-    for dir in [Some(deps), deps.parent()].into_iter().flatten() {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("libwasmbed_protocol_ffi") && name.ends_with(".a") {
-                let modified = entry.metadata().and_then(|m| m.modified());
-                if let Ok(modified) = modified {
-                    candidates.push((modified, entry.path()));
-                }
-            }
-        }
-    }
-    candidates
-        .into_iter()
-        .max()
-        .map(|(_, path)| path)
-        .unwrap_or_else(|| {
-            panic!(
-                "no libwasmbed_protocol_ffi*.a in {} or its parent: \
-                 run `cargo build -p wasmbed-protocol-ffi`",
-                deps.display()
-            )
-        })
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -419,7 +364,7 @@ fn c_program_round_trips_through_the_static_library() {
         return;
     };
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = static_lib();
+    let lib = static_lib("wasmbed_protocol_ffi");
     let dir = work_dir();
     let program = dir.join("roundtrip");
 
