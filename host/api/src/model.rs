@@ -41,12 +41,35 @@ pub struct ObjectMeta {
     #[serde(default)]
     pub created_at: u64,
     /// Changes at every write; an update must carry the version it read.
+    /// Opaque: compare it for equality only (a Kubernetes API server makes
+    /// its own).
     #[serde(default)]
-    pub resource_version: u64,
-    /// Set when deletion was asked for and cleanup is still under way
-    /// (a finalizer).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub deleting: bool,
+    pub resource_version: String,
+    /// Bumped by the store when the spec changes (not the status, labels
+    /// or finalizers); 1 at creation.
+    #[serde(default)]
+    pub generation: u64,
+    /// What must happen before the object goes: deletion only marks it
+    /// ([`deletion_timestamp`](Self::deletion_timestamp)) until the last
+    /// finalizer is removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+    /// When deletion was asked for (milliseconds since the Unix epoch),
+    /// set by the store while finalizers remain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<u64>,
+}
+
+impl ObjectMeta {
+    /// Whether deletion was asked for and cleanup is still under way.
+    pub fn deleting(&self) -> bool {
+        self.deletion_timestamp.is_some()
+    }
+
+    /// Whether `finalizer` is among the object's finalizers.
+    pub fn has_finalizer(&self, finalizer: &str) -> bool {
+        self.finalizers.iter().any(|f| f == finalizer)
+    }
 }
 
 /// A resource of one kind.

@@ -1,54 +1,232 @@
-//! Where resources, module blobs and token hashes are kept.
+//! Where resources, module blobs, token hashes and execution results are
+//! kept.
 //!
-//! [`ResourceStore`] is the object-safe backend interface (SQLite in
-//! [`SqliteStore`], memory in [`MemoryStore`]); [`Store`] wraps one with
-//! typed access and change notifications for the controller.
+//! Resources follow the Kubernetes model, so that one interface,
+//! [`ResourceStore`], has two backends: [`SqliteStore`] (embedded, the
+//! default) and the Kubernetes API server (`wasmbed-k8s`). Lists are paged
+//! with opaque `continue` tokens and filtered by label selectors in the
+//! backend; [`watch`](ResourceStore::watch) streams changes from a resource
+//! version; status is written apart from spec
+//! ([`replace_status`](ResourceStore::replace_status)); `generation` counts
+//! spec changes; deletion waits for finalizers.
+//!
+//! What does not belong in an object store has traits of its own:
+//! [`BlobStore`] (modules, content-addressed), [`TokenStore`] (token
+//! hashes) and [`ResultStore`] (execution results, bounded per application
+//! and churning too fast for etcd). [`SqliteStore`] implements all four;
+//! in a cluster the last three live in a SQLite file on the API server's
+//! volume.
+//!
+//! [`Store`] puts the four together with typed access.
 
-mod memory;
+mod hub;
 mod sqlite;
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use crate::model::{ExecutionResult, Kind, Object, ObjectMeta};
 
-pub use memory::MemoryStore;
+pub use hub::WatchHub;
 pub use sqlite::SqliteStore;
 
-#[derive(Debug, thiserror::Error)]
+/// What went wrong, by whose fault; no backend's own error type.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     #[error("{kind} {name} not found")]
     NotFound { kind: &'static str, name: String },
     #[error("{kind} {name} already exists")]
     AlreadyExists { kind: &'static str, name: String },
-    /// The update carried a resource version that is no longer current.
-    #[error("{kind} {name} was changed since version {expected}")]
-    Conflict {
-        kind: &'static str,
-        name: String,
-        expected: u64,
-    },
-    #[error("database: {0}")]
-    Database(#[from] rusqlite::Error),
+    /// The write carried a resource version that is no longer current.
+    #[error("{kind} {name} was changed since the version read; read it again")]
+    Conflict { kind: &'static str, name: String },
+    /// The request itself is wrong (a malformed `continue` token, an object
+    /// the backend refuses).
+    #[error("{0}")]
+    Invalid(String),
+    /// A watch or a `continue` token refers to a version the store no
+    /// longer has: list again.
+    #[error("resource version {0} is too old; list again")]
+    Expired(String),
+    /// The backend cannot serve now (the database, the API server); the
+    /// request may succeed later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// What the backend holds does not decode.
     #[error("stored object does not decode: {0}")]
-    Corrupt(#[from] serde_json::Error),
-    /// The database file could not be made private (mode 0600).
-    #[error("{path}: {source}")]
-    File {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    Corrupt(String),
 }
 
-/// A resource with its kind-specific part (`spec`, `status`) as JSON.
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// A resource with its kind-specific parts as JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredObject {
     pub metadata: ObjectMeta,
-    /// Everything but `metadata`, a JSON object.
-    pub data: serde_json::Value,
+    pub spec: serde_json::Value,
+    pub status: serde_json::Value,
+}
+
+/// Which objects of a kind a list gives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListParams {
+    /// Only objects with every one of these labels.
+    pub labels: BTreeMap<String, String>,
+    /// At most this many; `None`: all.
+    pub limit: Option<usize>,
+    /// The `continue` token of the previous page.
+    pub continue_token: Option<String>,
+}
+
+impl ListParams {
+    /// Everything.
+    pub fn all() -> ListParams {
+        ListParams::default()
+    }
+
+    /// Objects with every label of `labels`.
+    pub fn labels(labels: BTreeMap<String, String>) -> ListParams {
+        ListParams {
+            labels,
+            ..ListParams::default()
+        }
+    }
+}
+
+/// Whether `labels` holds every pair of `selector`.
+pub fn has_labels(labels: &BTreeMap<String, String>, selector: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectList<T> {
+    /// By name.
+    pub items: Vec<T>,
+    /// The token of the next page: `None` when this page ends the list.
+    pub continue_token: Option<String>,
+    /// The version of the store the list was read at: a watch from it
+    /// misses nothing.
+    pub resource_version: String,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent<T> {
+    Added(T),
+    Modified(T),
+    /// The object as it was last.
+    Deleted(T),
+}
+
+impl<T> WatchEvent<T> {
+    pub fn object(&self) -> &T {
+        match self {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => o,
+        }
+    }
+
+    fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<WatchEvent<U>, E> {
+        Ok(match self {
+            WatchEvent::Added(o) => WatchEvent::Added(f(o)?),
+            WatchEvent::Modified(o) => WatchEvent::Modified(f(o)?),
+            WatchEvent::Deleted(o) => WatchEvent::Deleted(f(o)?),
+        })
+    }
+}
+
+/// Changes of one kind, in order. An `Err` ends it: a backend that fell
+/// behind says [`StoreError::Expired`], and the watcher lists again.
+pub type WatchStream = BoxStream<'static, Result<WatchEvent<StoredObject>, StoreError>>;
+
+/// What a delete did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deletion<T> {
+    /// The object is gone.
+    Deleted,
+    /// The object has finalizers: it is marked (`deletion_timestamp`) and
+    /// goes when the last one is removed.
+    Pending(T),
+}
+
+/// A backend for resources. Writes are durable once they return.
+#[async_trait]
+pub trait ResourceStore: Send + Sync + fmt::Debug {
+    async fn get(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError>;
+    /// One page of the objects of `kind` that match `params`, by name.
+    async fn list(
+        &self,
+        kind: Kind,
+        params: &ListParams,
+    ) -> Result<ObjectList<StoredObject>, StoreError>;
+    /// Stores a new object. The store assigns `uid`, `created_at`,
+    /// `resource_version` and `generation` (1) and clears
+    /// `deletion_timestamp`; the rest is kept, status included.
+    async fn create(&self, kind: Kind, object: StoredObject) -> Result<StoredObject, StoreError>;
+    /// Replaces labels, finalizers and spec if `resource_version` is still
+    /// the stored one; the status is kept as stored. `generation` grows when
+    /// the spec changed. Removing the last finalizer of an object being
+    /// deleted deletes it (and gives it back as it was last).
+    async fn replace(&self, kind: Kind, object: StoredObject) -> Result<StoredObject, StoreError>;
+    /// Replaces the status only, if `resource_version` is still the stored
+    /// one.
+    async fn replace_status(
+        &self,
+        kind: Kind,
+        object: StoredObject,
+    ) -> Result<StoredObject, StoreError>;
+    /// Deletes an object (only at `resource_version`, if given). One with
+    /// finalizers is marked and kept until they are removed.
+    async fn delete(
+        &self,
+        kind: Kind,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> Result<Deletion<StoredObject>, StoreError>;
+    /// The changes of `kind` after `resource_version` (from now without
+    /// one).
+    async fn watch(
+        &self,
+        kind: Kind,
+        resource_version: Option<&str>,
+    ) -> Result<WatchStream, StoreError>;
+}
+
+/// Module bytes by their SHA-256 (hex).
+#[async_trait]
+pub trait BlobStore: Send + Sync + fmt::Debug {
+    /// Keeps `bytes` under `sha256`; putting the same blob again is fine.
+    async fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    async fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// API tokens, as hashes.
+#[async_trait]
+pub trait TokenStore: Send + Sync + fmt::Debug {
+    async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Every token, oldest first.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Forgets the token with public id `id`.
+    async fn delete_token(&self, id: &str) -> Result<(), StoreError>;
+}
+
+/// The execution results kept per application (by `uid`).
+#[async_trait]
+pub trait ResultStore: Send + Sync + fmt::Debug {
+    /// Replaces an application's results, a JSON array.
+    async fn put_results(&self, application_uid: &str, json: &str) -> Result<(), StoreError>;
+    async fn results(&self, application_uid: &str) -> Result<Option<String>, StoreError>;
+    async fn delete_results(&self, application_uid: &str) -> Result<(), StoreError>;
 }
 
 /// What a bearer token may do (see [`crate::http::auth`] for the rules).
@@ -111,50 +289,8 @@ impl TokenRecord {
     }
 }
 
-/// A backend. Writes are durable once they return.
-pub trait ResourceStore: Send + Sync + std::fmt::Debug {
-    fn get(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError>;
-    /// Every object of `kind`, by name.
-    fn list(&self, kind: Kind) -> Result<Vec<StoredObject>, StoreError>;
-    /// Up to `limit` objects of `kind` by name, those whose name sorts
-    /// after `after` (byte order) or from the first one: one page of a
-    /// list that may change between pages.
-    fn list_page(
-        &self,
-        kind: Kind,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<StoredObject>, StoreError>;
-    /// Stores a new object; assigns `uid`, `created_at` and
-    /// `resource_version` (whatever the caller put there is ignored).
-    fn create(&self, kind: Kind, object: StoredObject) -> Result<StoredObject, StoreError>;
-    /// Replaces an object if its `resource_version` is still the stored
-    /// one; returns it with the new version. `uid` and `created_at` are kept.
-    fn update(&self, kind: Kind, object: StoredObject) -> Result<StoredObject, StoreError>;
-    /// Deletes an object, if `resource_version` is given only at that version.
-    fn delete(
-        &self,
-        kind: Kind,
-        name: &str,
-        resource_version: Option<u64>,
-    ) -> Result<(), StoreError>;
-    fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
-    fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
-    /// Every token, oldest first.
-    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
-    /// Forgets the token with public id `id`.
-    fn delete_token(&self, id: &str) -> Result<(), StoreError>;
-    /// Replaces the execution results kept for an application (by `uid`),
-    /// a JSON array.
-    fn put_results(&self, application_uid: &str, json: &str) -> Result<(), StoreError>;
-    /// The execution results kept for an application, if any.
-    fn results(&self, application_uid: &str) -> Result<Option<String>, StoreError>;
-    fn delete_results(&self, application_uid: &str) -> Result<(), StoreError>;
-}
-
 /// A random identifier in UUID v4 form.
-pub(crate) fn new_uid() -> String {
+pub fn new_uid() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -174,402 +310,267 @@ pub(crate) fn new_token_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
-fn to_stored<T: Object>(object: &T) -> Result<StoredObject, StoreError> {
-    let mut value = serde_json::to_value(object)?;
-    if let Some(map) = value.as_object_mut() {
-        map.remove("metadata");
-    }
+/// `object` as the store keeps it.
+pub fn to_stored<T: Object>(object: &T) -> Result<StoredObject, StoreError> {
+    let value = serde_json::to_value(object)?;
+    let part = |name: &str| value.get(name).cloned().unwrap_or(serde_json::Value::Null);
     Ok(StoredObject {
         metadata: object.metadata().clone(),
-        data: value,
+        spec: part("spec"),
+        status: part("status"),
     })
 }
 
-fn from_stored<T: Object>(stored: StoredObject) -> Result<T, StoreError> {
-    let mut value = stored.data;
-    if let Some(map) = value.as_object_mut() {
-        map.insert("metadata".into(), serde_json::to_value(stored.metadata)?);
+/// The typed object `stored` holds.
+pub fn from_stored<T: Object>(stored: StoredObject) -> Result<T, StoreError> {
+    let mut value = serde_json::Map::new();
+    value.insert("metadata".into(), serde_json::to_value(stored.metadata)?);
+    value.insert("spec".into(), stored.spec);
+    if !stored.status.is_null() {
+        value.insert("status".into(), stored.status);
     }
-    Ok(serde_json::from_value(value)?)
+    Ok(serde_json::from_value(value.into())?)
 }
 
-/// A backend with typed access; every write bumps a change counter the
-/// controller watches (unless the handle is [`quiet`](Store::quiet)).
+/// The four stores, with typed access. Counts its resource reads (gets
+/// and list pages), which is what a watcher saves.
 #[derive(Debug, Clone)]
 pub struct Store {
-    backend: Arc<dyn ResourceStore>,
-    changes: Arc<watch::Sender<u64>>,
-    notify: bool,
+    resources: Arc<dyn ResourceStore>,
+    blobs: Arc<dyn BlobStore>,
+    tokens: Arc<dyn TokenStore>,
+    results: Arc<dyn ResultStore>,
+    reads: Arc<AtomicU64>,
 }
 
 impl Store {
-    pub fn new(backend: Arc<dyn ResourceStore>) -> Store {
+    pub fn new(
+        resources: Arc<dyn ResourceStore>,
+        blobs: Arc<dyn BlobStore>,
+        tokens: Arc<dyn TokenStore>,
+        results: Arc<dyn ResultStore>,
+    ) -> Store {
         Store {
-            backend,
-            changes: Arc::new(watch::channel(0).0),
-            notify: true,
+            resources,
+            blobs,
+            tokens,
+            results,
+            reads: Arc::new(AtomicU64::new(0)),
         }
     }
 
+    /// Everything in one SQLite database.
+    pub fn sqlite(store: SqliteStore) -> Store {
+        let store = Arc::new(store);
+        Store::new(store.clone(), store.clone(), store.clone(), store)
+    }
+
+    /// Everything in a private SQLite database in memory.
     pub fn in_memory() -> Store {
-        Store::new(Arc::new(MemoryStore::default()))
+        Store::sqlite(SqliteStore::in_memory().expect("an in-memory SQLite database opens"))
     }
 
-    pub fn backend(&self) -> &dyn ResourceStore {
-        self.backend.as_ref()
+    pub fn resources(&self) -> &dyn ResourceStore {
+        self.resources.as_ref()
     }
 
-    /// The same store, whose writes do not wake the controller (its own).
-    pub fn quiet(&self) -> Store {
-        Store {
-            notify: false,
-            ..self.clone()
-        }
+    pub fn blobs(&self) -> &dyn BlobStore {
+        self.blobs.as_ref()
     }
 
-    /// Changes with every noticed write.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+    pub fn tokens(&self) -> &dyn TokenStore {
+        self.tokens.as_ref()
     }
 
-    fn changed(&self) {
-        if self.notify {
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
-        }
+    /// Resource reads (gets and list pages) through this store so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
-    pub fn get<T: Object>(&self, name: &str) -> Result<Option<T>, StoreError> {
-        self.backend
-            .get(T::KIND, name)?
+    fn read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub async fn get<T: Object>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        self.read();
+        self.resources
+            .get(T::KIND, name)
+            .await?
             .map(from_stored)
             .transpose()
     }
 
     /// Like [`get`](Store::get), absence is an error.
-    pub fn fetch<T: Object>(&self, name: &str) -> Result<T, StoreError> {
-        self.get(name)?.ok_or_else(|| StoreError::NotFound {
+    pub async fn fetch<T: Object>(&self, name: &str) -> Result<T, StoreError> {
+        self.get(name).await?.ok_or_else(|| StoreError::NotFound {
             kind: T::KIND.as_str(),
             name: name.to_owned(),
         })
     }
 
-    pub fn list<T: Object>(&self) -> Result<Vec<T>, StoreError> {
-        self.backend
-            .list(T::KIND)?
-            .into_iter()
-            .map(from_stored)
-            .collect()
-    }
-
-    /// Up to `limit` objects by name, after the one named `after`.
-    pub fn list_page<T: Object>(
+    /// One page of a list.
+    pub async fn list_page<T: Object>(
         &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<T>, StoreError> {
-        self.backend
-            .list_page(T::KIND, after, limit)?
-            .into_iter()
-            .map(from_stored)
-            .collect()
+        params: &ListParams,
+    ) -> Result<ObjectList<T>, StoreError> {
+        self.read();
+        let page = self.resources.list(T::KIND, params).await?;
+        Ok(ObjectList {
+            items: page
+                .items
+                .into_iter()
+                .map(from_stored)
+                .collect::<Result<_, _>>()?,
+            continue_token: page.continue_token,
+            resource_version: page.resource_version,
+        })
     }
 
-    pub fn create<T: Object>(&self, object: &T) -> Result<T, StoreError> {
-        let stored = self.backend.create(T::KIND, to_stored(object)?)?;
-        self.changed();
-        from_stored(stored)
+    /// Every object of kind `T`, by name.
+    pub async fn list<T: Object>(&self) -> Result<Vec<T>, StoreError> {
+        Ok(self.list_all(ListParams::all()).await?.items)
     }
 
-    pub fn update<T: Object>(&self, object: &T) -> Result<T, StoreError> {
-        let stored = self.backend.update(T::KIND, to_stored(object)?)?;
-        self.changed();
-        from_stored(stored)
+    /// Every object matching `params` (its `limit` is the page size),
+    /// following `continue` tokens to the end.
+    pub async fn list_all<T: Object>(
+        &self,
+        mut params: ListParams,
+    ) -> Result<ObjectList<T>, StoreError> {
+        let mut all = self.list_page::<T>(&params).await?;
+        while let Some(token) = all.continue_token.take() {
+            params.continue_token = Some(token);
+            let mut page = self.list_page::<T>(&params).await?;
+            all.items.append(&mut page.items);
+            all.continue_token = page.continue_token;
+        }
+        Ok(all)
     }
 
-    /// Reads, changes and writes back, again on conflicts; `change`
-    /// returns whether it changed anything (nothing is written if not).
-    pub fn modify<T: Object>(
+    pub async fn create<T: Object>(&self, object: &T) -> Result<T, StoreError> {
+        from_stored(self.resources.create(T::KIND, to_stored(object)?).await?)
+    }
+
+    /// Replaces labels, finalizers and spec at the object's version.
+    pub async fn replace<T: Object>(&self, object: &T) -> Result<T, StoreError> {
+        from_stored(self.resources.replace(T::KIND, to_stored(object)?).await?)
+    }
+
+    /// Replaces the status at the object's version.
+    pub async fn replace_status<T: Object>(&self, object: &T) -> Result<T, StoreError> {
+        from_stored(
+            self.resources
+                .replace_status(T::KIND, to_stored(object)?)
+                .await?,
+        )
+    }
+
+    /// Reads, changes and writes back labels, finalizers and spec, again on
+    /// conflicts; `change` returns whether it changed anything (nothing is
+    /// written if not).
+    pub async fn modify<T: Object>(
+        &self,
+        name: &str,
+        change: impl FnMut(&mut T) -> bool,
+    ) -> Result<T, StoreError> {
+        self.modify_part(name, change, false).await
+    }
+
+    /// Like [`modify`](Store::modify), for the status.
+    pub async fn modify_status<T: Object>(
+        &self,
+        name: &str,
+        change: impl FnMut(&mut T) -> bool,
+    ) -> Result<T, StoreError> {
+        self.modify_part(name, change, true).await
+    }
+
+    async fn modify_part<T: Object>(
         &self,
         name: &str,
         mut change: impl FnMut(&mut T) -> bool,
+        status: bool,
     ) -> Result<T, StoreError> {
         loop {
-            let mut object: T = self.fetch(name)?;
+            let mut object: T = self.fetch(name).await?;
             if !change(&mut object) {
                 return Ok(object);
             }
-            match self.update(&object) {
+            let written = if status {
+                self.replace_status(&object).await
+            } else {
+                self.replace(&object).await
+            };
+            match written {
                 Err(StoreError::Conflict { .. }) => continue,
                 other => return other,
             }
         }
     }
 
+    /// Deletes (or, with finalizers, marks) an object.
+    pub async fn delete<T: Object>(
+        &self,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> Result<Deletion<T>, StoreError> {
+        Ok(
+            match self
+                .resources
+                .delete(T::KIND, name, resource_version)
+                .await?
+            {
+                Deletion::Deleted => Deletion::Deleted,
+                Deletion::Pending(stored) => Deletion::Pending(from_stored(stored)?),
+            },
+        )
+    }
+
+    /// The changes of kind `T` after `resource_version` (from now without
+    /// one), typed.
+    pub async fn watch<T: Object>(
+        &self,
+        resource_version: Option<&str>,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<T>, StoreError>>, StoreError> {
+        use futures_util::StreamExt as _;
+        let events = self.resources.watch(T::KIND, resource_version).await?;
+        Ok(events
+            .map(|event| event.and_then(|e| e.try_map(from_stored)))
+            .boxed())
+    }
+
+    pub async fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.blobs.put_blob(sha256, bytes).await
+    }
+
+    pub async fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blobs.blob(sha256).await
+    }
+
     /// The execution results kept for an application (by `uid`), newest
     /// first.
-    pub fn results(&self, application_uid: &str) -> Result<Vec<ExecutionResult>, StoreError> {
-        match self.backend.results(application_uid)? {
+    pub async fn results(&self, application_uid: &str) -> Result<Vec<ExecutionResult>, StoreError> {
+        match self.results.results(application_uid).await? {
             Some(json) => Ok(serde_json::from_str(&json)?),
             None => Ok(Vec::new()),
         }
     }
 
-    /// Replaces an application's execution results. Not a resource
-    /// change: nobody is notified.
-    pub fn put_results(
+    /// Replaces an application's execution results.
+    pub async fn put_results(
         &self,
         application_uid: &str,
         results: &[ExecutionResult],
     ) -> Result<(), StoreError> {
-        self.backend
+        self.results
             .put_results(application_uid, &serde_json::to_string(results)?)
+            .await
     }
 
-    pub fn delete<T: Object>(
-        &self,
-        name: &str,
-        resource_version: Option<u64>,
-    ) -> Result<(), StoreError> {
-        self.backend.delete(T::KIND, name, resource_version)?;
-        self.changed();
-        Ok(())
+    pub async fn delete_results(&self, application_uid: &str) -> Result<(), StoreError> {
+        self.results.delete_results(application_uid).await
     }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    //! Tests every backend must pass.
-    use super::*;
-    use crate::model::{Device, DeviceSpec, DeviceStatus};
-
-    pub(crate) fn device(name: &str) -> Device {
-        Device {
-            metadata: ObjectMeta {
-                name: name.into(),
-                labels: [("site".to_owned(), "lab".to_owned())].into(),
-                ..ObjectMeta::default()
-            },
-            spec: DeviceSpec {
-                board: "wasmbed-sim".into(),
-                gateway: "gw".into(),
-                device_id: None,
-                emulated: true,
-                revoked: false,
-            },
-            status: DeviceStatus::default(),
-        }
-    }
-
-    pub(crate) fn crud(store: &Store) -> Result<(), StoreError> {
-        let created = store.create(&device("a"))?;
-        assert_eq!(created.metadata.uid.len(), 36);
-        assert!(created.metadata.resource_version > 0);
-        assert!(created.metadata.created_at > 0);
-        assert!(matches!(
-            store.create(&device("a")),
-            Err(StoreError::AlreadyExists { .. })
-        ));
-        store.create(&device("b"))?;
-        let got: Device = store.fetch("a")?;
-        assert_eq!(got, created);
-        let names: Vec<String> = store
-            .list::<Device>()?
-            .into_iter()
-            .map(|d| d.metadata.name)
-            .collect();
-        assert_eq!(names, ["a", "b"]);
-
-        let mut changed = got.clone();
-        changed.spec.device_id = Some("00".repeat(16));
-        let updated = store.update(&changed)?;
-        assert!(updated.metadata.resource_version > got.metadata.resource_version);
-        assert_eq!(updated.metadata.uid, got.metadata.uid);
-        assert_eq!(updated.spec.device_id, changed.spec.device_id);
-
-        // A writer that read before the update loses.
-        let mut stale = got.clone();
-        stale.spec.board = "other".into();
-        assert!(matches!(
-            store.update(&stale),
-            Err(StoreError::Conflict { .. })
-        ));
-        assert!(matches!(
-            store.delete::<Device>("a", Some(got.metadata.resource_version)),
-            Err(StoreError::Conflict { .. })
-        ));
-        // modify retries on top of the current version.
-        let modified = store.modify::<Device>("a", |d| {
-            d.spec.board = "other".into();
-            true
-        })?;
-        assert_eq!(modified.spec.board, "other");
-        assert_eq!(modified.spec.device_id, changed.spec.device_id);
-
-        store.delete::<Device>("a", None)?;
-        assert!(store.get::<Device>("a")?.is_none());
-        assert!(matches!(
-            store.delete::<Device>("a", None),
-            Err(StoreError::NotFound { .. })
-        ));
-        assert!(matches!(
-            store.update(&modified),
-            Err(StoreError::NotFound { .. })
-        ));
-
-        store.backend().put_blob("ab", b"\0asm")?;
-        store.backend().put_blob("ab", b"\0asm")?;
-        assert_eq!(store.backend().blob("ab")?.as_deref(), Some(&b"\0asm"[..]));
-        assert_eq!(store.backend().blob("cd")?, None);
-
-        let token = TokenRecord {
-            id: "0123456789abcdef".into(),
-            sha256: [7; 32],
-            name: "ci".into(),
-            role: Role::ReadOnly,
-            gateway: None,
-            created_at: 5,
-            expires_at: None,
-        };
-        let gateway_token = TokenRecord {
-            id: "fedcba9876543210".into(),
-            sha256: [8; 32],
-            name: "edge".into(),
-            role: Role::Gateway,
-            gateway: Some("edge-1".into()),
-            created_at: 6,
-            expires_at: Some(60_000),
-        };
-        store.backend().put_token(&token)?;
-        store.backend().put_token(&gateway_token)?;
-        assert_eq!(
-            store.backend().tokens()?,
-            vec![token.clone(), gateway_token.clone()]
-        );
-        store.backend().delete_token(&token.id)?;
-        assert_eq!(store.backend().tokens()?, vec![gateway_token.clone()]);
-        assert!(matches!(
-            store.backend().delete_token(&token.id),
-            Err(StoreError::NotFound { .. })
-        ));
-        store.backend().put_token(&token)?;
-
-        assert!(store.results("u1")?.is_empty());
-        let result = crate::model::ExecutionResult {
-            device: "a".into(),
-            gateway_deployment_id: 3,
-            invocation: 1,
-            returned: Some(vec![crate::model::WasmValue::I32(42)]),
-            trap: None,
-            fuel_used: 10,
-            duration_us: 20,
-            logs: vec!["hi".into()],
-            logs_truncated: false,
-            received_at: 30,
-        };
-        store.put_results("u1", std::slice::from_ref(&result))?;
-        store.put_results("u1", &[result.clone(), result.clone()])?;
-        assert_eq!(store.results("u1")?, vec![result.clone(), result]);
-        assert!(store.results("u2")?.is_empty());
-        store.backend().delete_results("u1")?;
-        assert!(store.results("u1")?.is_empty());
-        Ok(())
-    }
-
-    /// The names of each page of `limit` devices, walking from the start.
-    pub(crate) fn pages(store: &Store, limit: usize) -> Result<Vec<Vec<String>>, StoreError> {
-        let mut pages = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page: Vec<String> = store
-                .list_page::<Device>(after.as_deref(), limit)?
-                .into_iter()
-                .map(|d| d.metadata.name)
-                .collect();
-            assert!(page.len() <= limit);
-            let Some(last) = page.last().cloned() else {
-                return Ok(pages);
-            };
-            let full = page.len() == limit;
-            pages.push(page);
-            if !full {
-                return Ok(pages);
-            }
-            after = Some(last);
-        }
-    }
-
-    /// Pages in name order, each name once, other kinds apart.
-    pub(crate) fn paging(store: &Store) -> Result<(), StoreError> {
-        assert!(pages(store, 3)?.is_empty());
-        // Created out of order; byte order puts "d10" before "d2".
-        for name in ["d5", "d1", "d10", "d2", "d4", "d3", "x", "d-0"] {
-            store.create(&device(name))?;
-        }
-        store.create(&crate::model::Gateway {
-            metadata: ObjectMeta {
-                name: "d0".into(),
-                ..ObjectMeta::default()
-            },
-            spec: crate::model::GatewaySpec {
-                http_endpoint: "http://127.0.0.1:1".into(),
-                device_endpoint: "127.0.0.1:2".into(),
-            },
-            status: Default::default(),
-        })?;
-        let all: Vec<String> = store
-            .list::<Device>()?
-            .into_iter()
-            .map(|d| d.metadata.name)
-            .collect();
-        assert_eq!(all, ["d-0", "d1", "d10", "d2", "d3", "d4", "d5", "x"]);
-        for limit in 1..=9 {
-            let pages = pages(store, limit)?;
-            assert_eq!(pages.concat(), all, "limit {limit}");
-        }
-        assert_eq!(
-            pages(store, 3)?,
-            [
-                vec!["d-0", "d1", "d10"],
-                vec!["d2", "d3", "d4"],
-                vec!["d5", "x"]
-            ]
-        );
-        // After a name that is not (or no longer) stored.
-        let names = |page: Vec<Device>| -> Vec<String> {
-            page.into_iter().map(|d| d.metadata.name).collect()
-        };
-        assert_eq!(names(store.list_page(Some("d11"), 2)?), ["d2", "d3"]);
-        assert_eq!(names(store.list_page(Some("x"), 2)?), Vec::<String>::new());
-        assert_eq!(names(store.list_page(Some(""), 1)?), ["d-0"]);
-        assert_eq!(names(store.list_page(None, usize::MAX)?), all);
-        assert!(store.list_page::<Device>(None, 0)?.is_empty());
-        let gateways: Vec<String> = store
-            .list_page::<crate::model::Gateway>(None, 10)?
-            .into_iter()
-            .map(|g| g.metadata.name)
-            .collect();
-        assert_eq!(gateways, ["d0"]);
-        // The objects are whole, as `get` gives them.
-        let first: Device = store.fetch("d-0")?;
-        assert_eq!(store.list_page::<Device>(None, 1)?, vec![first]);
-        Ok(())
-    }
-
-    #[test]
-    fn memory_store_passes_the_backend_tests() -> Result<(), StoreError> {
-        crud(&Store::in_memory())?;
-        paging(&Store::in_memory())
-    }
-
-    #[test]
-    fn writes_notify_unless_quiet() -> Result<(), StoreError> {
-        let store = Store::in_memory();
-        let mut changes = store.subscribe();
-        store.quiet().create(&device("a"))?;
-        assert!(!changes.has_changed().unwrap_or(true));
-        store.create(&device("b"))?;
-        assert!(changes.has_changed().unwrap_or(false));
-        changes.mark_unchanged();
-        Ok(())
-    }
-}
+pub(crate) mod tests;

@@ -2,21 +2,37 @@
 //! `synchronous=FULL`, so that a write that returned survives a crash of
 //! the process or the machine.
 //!
+//! Every call runs on tokio's blocking threads, never on the async ones.
+//! Watches are fed from the writes ([`WatchHub`]): this process is the
+//! database's only writer.
+//!
 //! The file holds the tokens' hashes, so it is created with mode 0600
 //! before SQLite opens it (SQLite gives the `-wal` and `-shm` files the
 //! database file's mode); an existing file that others may read is
 //! tightened, with a warning.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use async_trait::async_trait;
+use base64::Engine as _;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
 use wasmbed_pki::private_file;
 
-use super::{ResourceStore, Role, StoreError, StoredObject, TokenRecord, new_token_id, new_uid};
+use super::{
+    BlobStore, Deletion, ListParams, ObjectList, ResourceStore, ResultStore, Role, StoreError,
+    StoredObject, TokenRecord, TokenStore, WatchEvent, WatchHub, WatchStream, has_labels,
+    new_token_id, new_uid,
+};
 use crate::model::{Kind, ObjectMeta, now_ms};
 
-const SCHEMA: &str = "
+/// The schema's version (`PRAGMA user_version`) and how each version is
+/// reached from the one before.
+const MIGRATIONS: &[&str] = &[
+    // 1: objects, blobs, tokens, results and the version counter.
+    "
 CREATE TABLE IF NOT EXISTS objects (
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -36,10 +52,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     sha256 BLOB PRIMARY KEY,
     name TEXT NOT NULL,
     role TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    id TEXT,
-    gateway TEXT,
-    expires_at INTEGER
+    created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS results (
     application_uid TEXT PRIMARY KEY,
@@ -50,49 +63,193 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO counters (name, value) VALUES ('resource_version', 0);
-";
+",
+    // 2: token ids, gateway tokens and expiry (ids are given in code).
+    "
+ALTER TABLE tokens ADD COLUMN id TEXT;
+ALTER TABLE tokens ADD COLUMN gateway TEXT;
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+",
+    // 3: the Kubernetes model: spec and status apart, generation,
+    // finalizers, deletion timestamp. An application that was being
+    // deleted keeps waiting for its undeployment, now as a finalizer.
+    "
+CREATE TABLE resources (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    finalizers TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    deletion_timestamp INTEGER,
+    resource_version INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    status TEXT,
+    PRIMARY KEY (kind, name)
+);
+INSERT INTO resources
+SELECT kind, name, uid, labels,
+       CASE WHEN deleting THEN '[\"wasmbed.io/undeploy\"]' ELSE '[]' END,
+       created_at,
+       CASE WHEN deleting THEN created_at END,
+       resource_version, 1,
+       json_extract(data, '$.spec'), json_extract(data, '$.status')
+FROM objects;
+DROP TABLE objects;
+",
+];
 
-/// Resources, blobs and token hashes in one SQLite database.
-#[derive(Debug)]
+/// Resources, blobs, token hashes and results in one SQLite database.
+#[derive(Debug, Clone)]
 pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     db: Mutex<Connection>,
+    hub: WatchHub,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed, mode 0600) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         make_private(path)?;
-        Self::setup(Connection::open(path)?)
+        Self::setup(Connection::open(path).map_err(database)?)
     }
 
     /// A private database in memory.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        Self::setup(Connection::open_in_memory()?)
+        Self::setup(Connection::open_in_memory().map_err(database)?)
     }
 
     fn setup(mut db: Connection) -> Result<SqliteStore, StoreError> {
-        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "journal_mode", "WAL")
+            .map_err(database)?;
         // FULL: in WAL mode, NORMAL may lose the last commits on power loss.
-        db.pragma_update(None, "synchronous", "FULL")?;
-        db.pragma_update(None, "foreign_keys", "ON")?;
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
-        db.execute_batch(SCHEMA)?;
-        migrate_tokens(&mut db)?;
-        Ok(SqliteStore { db: Mutex::new(db) })
+        db.pragma_update(None, "synchronous", "FULL")
+            .map_err(database)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(database)?;
+        migrate(&mut db)?;
+        let current: i64 = db
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'resource_version'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(database)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                db: Mutex::new(db),
+                hub: WatchHub::new(u64::try_from(current).unwrap_or(0)),
+            }),
+        })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    /// Runs `work` on a blocking thread with the connection.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &WatchHub) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = inner.db.lock().unwrap_or_else(|e| e.into_inner());
+            work(&mut db, &inner.hub)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("database task failed: {e}")))?
     }
+
+    #[cfg(test)]
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.inner.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A database failure, as the neutral error.
+fn database(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("database: {e}"))
+}
+
+/// Brings the schema up to [`MIGRATIONS`]' last version, in one
+/// transaction per step.
+fn migrate(db: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = db
+        .pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))
+        .map(|v| usize::try_from(v).unwrap_or(0))
+        .map_err(database)?;
+    let version = if version == 0 {
+        legacy_version(db)?
+    } else {
+        version
+    };
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Unavailable(format!(
+            "the API database has schema version {version}, newer than this build knows ({}); \
+             run a newer wasmbed",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, step) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(database)?;
+        tx.execute_batch(step).map_err(database)?;
+        if index == 1 {
+            give_tokens_ids(&tx)?;
+        }
+        tx.pragma_update(None, "user_version", index + 1)
+            .map_err(database)?;
+        tx.commit().map_err(database)?;
+    }
+    Ok(())
+}
+
+/// The schema version of a database from before versions were recorded:
+/// 0 (empty), 1 (tokens without ids) or 2.
+fn legacy_version(db: &Connection) -> Result<usize, StoreError> {
+    let columns = |table: &str| -> Result<Vec<String>, StoreError> {
+        db.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .and_then(|mut s| {
+                s.query_map([], |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(database)
+    };
+    let tokens = columns("tokens")?;
+    Ok(if tokens.is_empty() {
+        0
+    } else if tokens.iter().any(|c| c == "id") {
+        2
+    } else {
+        1
+    })
+}
+
+fn give_tokens_ids(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let without_id = tx
+        .prepare("SELECT rowid FROM tokens WHERE id IS NULL")
+        .and_then(|mut s| {
+            s.query_map([], |row| row.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(database)?;
+    for rowid in without_id {
+        tx.execute(
+            "UPDATE tokens SET id = ?1 WHERE rowid = ?2",
+            params![new_token_id(), rowid],
+        )
+        .map_err(database)?;
+    }
+    tx.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_id ON tokens (id)")
+        .map_err(database)
 }
 
 /// Creates the database file with mode 0600 if missing, and tightens it
 /// and its `-wal` and `-shm` files when others may read them.
 fn make_private(path: &Path) -> Result<(), StoreError> {
-    let failed = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StoreError::File { path, source }
-    };
     let mut files = vec![path.to_path_buf()];
     for suffix in ["-wal", "-shm"] {
         let mut name = path.as_os_str().to_owned();
@@ -105,7 +262,7 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
         } else {
             private_file::tighten(file)
         }
-        .map_err(failed(file))?;
+        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", file.display())))?;
         if let Some(mode) = tightened {
             tracing::warn!(
                 path = %file.display(),
@@ -117,44 +274,25 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Brings a tokens table from before token ids, gateway tokens and expiry
-/// up to date: adds the columns and gives every token an id.
-fn migrate_tokens(db: &mut Connection) -> Result<(), StoreError> {
-    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let columns = tx
-        .prepare("SELECT name FROM pragma_table_info('tokens')")?
-        .query_map([], |row| row.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    for (column, kind) in [
-        ("id", "TEXT"),
-        ("gateway", "TEXT"),
-        ("expires_at", "INTEGER"),
-    ] {
-        if !columns.iter().any(|c| c == column) {
-            tx.execute_batch(&format!("ALTER TABLE tokens ADD COLUMN {column} {kind}"))?;
-        }
-    }
-    let without_id = tx
-        .prepare("SELECT rowid FROM tokens WHERE id IS NULL")?
-        .query_map([], |row| row.get::<_, i64>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    for rowid in without_id {
-        tx.execute(
-            "UPDATE tokens SET id = ?1 WHERE rowid = ?2",
-            params![new_token_id(), rowid],
-        )?;
-    }
-    tx.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_id ON tokens (id)")?;
-    tx.commit()?;
-    Ok(())
+fn next_version(tx: &rusqlite::Transaction<'_>) -> Result<u64, StoreError> {
+    let value: i64 = tx
+        .query_row(
+            "UPDATE counters SET value = value + 1 WHERE name = 'resource_version' RETURNING value",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(database)?;
+    Ok(u64::try_from(value).unwrap_or(0))
 }
 
-fn next_version(tx: &rusqlite::Transaction<'_>) -> Result<u64, StoreError> {
-    let value: i64 = tx.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = 'resource_version' RETURNING value",
-        [],
-        |row| row.get(0),
-    )?;
+fn current_store_version(db: &Connection) -> Result<u64, StoreError> {
+    let value: i64 = db
+        .query_row(
+            "SELECT value FROM counters WHERE name = 'resource_version'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(database)?;
     Ok(u64::try_from(value).unwrap_or(0))
 }
 
@@ -162,484 +300,579 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-const COLUMNS: &str = "name, uid, labels, created_at, resource_version, deleting, data";
-
-const PAGE_AFTER: &str = "SELECT name, uid, labels, created_at, resource_version, deleting, data \
-     FROM objects WHERE kind = ?1 AND name > ?2 ORDER BY name LIMIT ?3";
-const PAGE_FIRST: &str = "SELECT name, uid, labels, created_at, resource_version, deleting, data \
-     FROM objects WHERE kind = ?1 ORDER BY name LIMIT ?2";
-
-fn row_to_object(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ObjectMeta, String, String)> {
-    let created_at: i64 = row.get(3)?;
-    let version: i64 = row.get(4)?;
-    Ok((
-        ObjectMeta {
-            name: row.get(0)?,
-            uid: row.get(1)?,
-            labels: Default::default(),
-            created_at: u64::try_from(created_at).unwrap_or(0),
-            resource_version: u64::try_from(version).unwrap_or(0),
-            deleting: row.get(5)?,
-        },
-        row.get(2)?,
-        row.get(6)?,
-    ))
-}
-
-fn decode(
-    (mut metadata, labels, data): (ObjectMeta, String, String),
-) -> Result<StoredObject, StoreError> {
-    metadata.labels = serde_json::from_str(&labels)?;
-    Ok(StoredObject {
-        metadata,
-        data: serde_json::from_str(&data)?,
+/// An object's resource version as this backend spells it.
+fn parse_version(kind: Kind, name: &str, version: &str) -> Result<u64, StoreError> {
+    version.parse().map_err(|_| StoreError::Conflict {
+        kind: kind.as_str(),
+        name: name.to_owned(),
     })
 }
 
-fn current_version(
+const COLUMNS: &str = "name, uid, labels, finalizers, created_at, deletion_timestamp, \
+     resource_version, generation, spec, status";
+
+/// Both search the primary key's index on (kind, name), which is also the
+/// order: no sort, and only the rows of the page are read.
+const PAGE_AFTER: &str = "SELECT name, uid, labels, finalizers, created_at, deletion_timestamp, \
+     resource_version, generation, spec, status \
+     FROM resources WHERE kind = ?1 AND name > ?2 ORDER BY name LIMIT ?3";
+const PAGE_FIRST: &str = "SELECT name, uid, labels, finalizers, created_at, deletion_timestamp, \
+     resource_version, generation, spec, status \
+     FROM resources WHERE kind = ?1 ORDER BY name LIMIT ?2";
+
+/// A row, as read: the JSON columns still text.
+struct Row {
+    metadata: ObjectMeta,
+    labels: String,
+    finalizers: String,
+    spec: String,
+    status: Option<String>,
+}
+
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let number = |i: usize| -> rusqlite::Result<u64> {
+        Ok(u64::try_from(row.get::<_, i64>(i)?).unwrap_or(0))
+    };
+    let deletion: Option<i64> = row.get(5)?;
+    Ok(Row {
+        metadata: ObjectMeta {
+            name: row.get(0)?,
+            uid: row.get(1)?,
+            labels: BTreeMap::new(),
+            created_at: number(4)?,
+            resource_version: number(6)?.to_string(),
+            generation: number(7)?,
+            finalizers: Vec::new(),
+            deletion_timestamp: deletion.map(|at| u64::try_from(at).unwrap_or(0)),
+        },
+        labels: row.get(2)?,
+        finalizers: row.get(3)?,
+        spec: row.get(8)?,
+        status: row.get(9)?,
+    })
+}
+
+fn decode(row: Row) -> Result<StoredObject, StoreError> {
+    let mut metadata = row.metadata;
+    metadata.labels = serde_json::from_str(&row.labels)?;
+    metadata.finalizers = serde_json::from_str(&row.finalizers)?;
+    Ok(StoredObject {
+        metadata,
+        spec: serde_json::from_str(&row.spec)?,
+        status: match row.status {
+            Some(status) => serde_json::from_str(&status)?,
+            None => serde_json::Value::Null,
+        },
+    })
+}
+
+fn load(
+    db: &Connection,
+    kind: Kind,
+    name: &str,
+) -> Result<Option<StoredObject>, StoreError> {
+    db.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM resources WHERE kind = ?1 AND name = ?2"
+    ))
+    .and_then(|mut s| s.query_row(params![kind.as_str(), name], read_row).optional())
+    .map_err(database)?
+    .map(decode)
+    .transpose()
+}
+
+fn write(db: &Connection, kind: Kind, object: &StoredObject) -> Result<(), StoreError> {
+    let meta = &object.metadata;
+    let status = match &object.status {
+        serde_json::Value::Null => None,
+        status => Some(serde_json::to_string(status)?),
+    };
+    db.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO resources (kind, {COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            kind.as_str(),
+            meta.name,
+            meta.uid,
+            serde_json::to_string(&meta.labels).unwrap_or_default(),
+            serde_json::to_string(&meta.finalizers).unwrap_or_default(),
+            to_i64(meta.created_at),
+            meta.deletion_timestamp.map(to_i64),
+            to_i64(parse_version(kind, &meta.name, &meta.resource_version).unwrap_or(0)),
+            to_i64(meta.generation),
+            serde_json::to_string(&object.spec).unwrap_or_default(),
+            status,
+        ])
+    })
+    .map_err(database)?;
+    Ok(())
+}
+
+fn remove(db: &Connection, kind: Kind, name: &str) -> Result<(), StoreError> {
+    db.execute(
+        "DELETE FROM resources WHERE kind = ?1 AND name = ?2",
+        params![kind.as_str(), name],
+    )
+    .map_err(database)?;
+    Ok(())
+}
+
+/// The stored object `name`, if its version is `expected`.
+fn current(
     tx: &rusqlite::Transaction<'_>,
     kind: Kind,
     name: &str,
-) -> Result<Option<u64>, StoreError> {
-    let version: Option<i64> = tx
-        .query_row(
-            "SELECT resource_version FROM objects WHERE kind = ?1 AND name = ?2",
-            params![kind.as_str(), name],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(version.map(|v| u64::try_from(v).unwrap_or(0)))
+    expected: Option<&str>,
+) -> Result<StoredObject, StoreError> {
+    let stored = load(tx, kind, name)?.ok_or_else(|| StoreError::NotFound {
+        kind: kind.as_str(),
+        name: name.to_owned(),
+    })?;
+    match expected {
+        Some(version) if version != stored.metadata.resource_version => {
+            Err(StoreError::Conflict {
+                kind: kind.as_str(),
+                name: name.to_owned(),
+            })
+        }
+        _ => Ok(stored),
+    }
 }
 
+/// What a `continue` token holds: where the previous page ended, and the
+/// list it belongs to. Opaque to clients (base64url of this, as JSON).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct ContinueToken {
+    /// Format version.
+    v: u8,
+    kind: String,
+    /// The name of the previous page's last item.
+    after: String,
+    selector: BTreeMap<String, String>,
+}
+
+const TOKEN_VERSION: u8 = 1;
+
+impl ContinueToken {
+    fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// The token's position in a list of `kind` with `selector`.
+    fn decode(
+        text: &str,
+        kind: Kind,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<String, StoreError> {
+        let invalid = |detail: &str| {
+            StoreError::Invalid(format!("continue is not a token of this list: {detail}"))
+        };
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| invalid("not base64url"))?;
+        let token: ContinueToken =
+            serde_json::from_slice(&json).map_err(|_| invalid("not a continue token"))?;
+        if token.v != TOKEN_VERSION {
+            return Err(invalid("unknown version"));
+        }
+        if token.kind != kind.as_str() {
+            return Err(invalid("it belongs to a list of another kind"));
+        }
+        if &token.selector != selector {
+            return Err(invalid("it belongs to a list with another labelSelector"));
+        }
+        if token.after.is_empty() || token.after.len() > 255 {
+            return Err(invalid("no position"));
+        }
+        Ok(token.after)
+    }
+}
+
+/// Up to `limit` rows of `kind` after `after`, by name.
+fn rows_after(
+    db: &Connection,
+    kind: Kind,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StoredObject>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = match after {
+        Some(after) => db.prepare_cached(PAGE_AFTER).and_then(|mut s| {
+            s.query_map(params![kind.as_str(), after, limit], read_row)?
+                .collect::<Result<Vec<_>, _>>()
+        }),
+        None => db.prepare_cached(PAGE_FIRST).and_then(|mut s| {
+            s.query_map(params![kind.as_str(), limit], read_row)?
+                .collect::<Result<Vec<_>, _>>()
+        }),
+    }
+    .map_err(database)?;
+    rows.into_iter().map(decode).collect()
+}
+
+/// One page: rows are read a batch at a time until the page is full; a
+/// token is given only when at least one more item matches.
+fn list_page(
+    db: &mut Connection,
+    kind: Kind,
+    params: &ListParams,
+) -> Result<ObjectList<StoredObject>, StoreError> {
+    let tx = db.transaction().map_err(database)?;
+    let resource_version = current_store_version(&tx)?.to_string();
+    let mut cursor = params
+        .continue_token
+        .as_deref()
+        .map(|token| ContinueToken::decode(token, kind, &params.labels))
+        .transpose()?;
+    let limit = params.limit.unwrap_or(usize::MAX);
+    let batch = params.limit.map_or(usize::MAX, |limit| limit + 1).min(512);
+    let mut items = Vec::new();
+    let mut more = false;
+    loop {
+        let rows = rows_after(&tx, kind, cursor.as_deref(), batch)?;
+        let exhausted = rows.len() < batch;
+        if let Some(last) = rows.last() {
+            cursor = Some(last.metadata.name.clone());
+        }
+        for object in rows
+            .into_iter()
+            .filter(|o| has_labels(&o.metadata.labels, &params.labels))
+        {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(object);
+        }
+        if more || exhausted {
+            break;
+        }
+    }
+    let continue_token = match items.last() {
+        Some(last) if more => Some(
+            ContinueToken {
+                v: TOKEN_VERSION,
+                kind: kind.as_str().to_owned(),
+                after: last.metadata.name.clone(),
+                selector: params.labels.clone(),
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    Ok(ObjectList {
+        items,
+        continue_token,
+        resource_version,
+    })
+}
+
+#[async_trait]
 impl ResourceStore for SqliteStore {
-    fn get(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError> {
-        let db = self.lock();
-        let row = db
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM objects WHERE kind = ?1 AND name = ?2"),
-                params![kind.as_str(), name],
-                row_to_object,
-            )
-            .optional()?;
-        row.map(decode).transpose()
+    async fn get(&self, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |db, _| load(db, kind, &name)).await
     }
 
-    fn list(&self, kind: Kind) -> Result<Vec<StoredObject>, StoreError> {
-        let db = self.lock();
-        let mut statement = db.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM objects WHERE kind = ?1 ORDER BY name"
-        ))?;
-        let rows = statement
-            .query_map(params![kind.as_str()], row_to_object)?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(decode).collect()
-    }
-
-    fn list_page(
+    async fn list(
         &self,
         kind: Kind,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<StoredObject>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let db = self.lock();
-        // Both search the primary key's index on (kind, name), which is
-        // also the order: no sort, and only the page's rows are read.
-        let rows = match after {
-            Some(after) => db
-                .prepare_cached(PAGE_AFTER)?
-                .query_map(params![kind.as_str(), after, limit], row_to_object)?
-                .collect::<Result<Vec<_>, _>>()?,
-            None => db
-                .prepare_cached(PAGE_FIRST)?
-                .query_map(params![kind.as_str(), limit], row_to_object)?
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        drop(db);
-        rows.into_iter().map(decode).collect()
+        params: &ListParams,
+    ) -> Result<ObjectList<StoredObject>, StoreError> {
+        let params = params.clone();
+        self.blocking(move |db, _| list_page(db, kind, &params))
+            .await
     }
 
-    fn create(&self, kind: Kind, mut object: StoredObject) -> Result<StoredObject, StoreError> {
-        let mut db = self.lock();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if current_version(&tx, kind, &object.metadata.name)?.is_some() {
-            return Err(StoreError::AlreadyExists {
-                kind: kind.as_str(),
-                name: object.metadata.name,
-            });
-        }
-        object.metadata.uid = new_uid();
-        object.metadata.created_at = now_ms();
-        object.metadata.resource_version = next_version(&tx)?;
-        let meta = &object.metadata;
-        tx.execute(
-            &format!(
-                "INSERT INTO objects (kind, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ),
-            params![
-                kind.as_str(),
-                meta.name,
-                meta.uid,
-                serde_json::to_string(&meta.labels)?,
-                to_i64(meta.created_at),
-                to_i64(meta.resource_version),
-                meta.deleting,
-                serde_json::to_string(&object.data)?,
-            ],
-        )?;
-        tx.commit()?;
-        Ok(object)
+    async fn create(
+        &self,
+        kind: Kind,
+        mut object: StoredObject,
+    ) -> Result<StoredObject, StoreError> {
+        self.blocking(move |db, hub| {
+            let tx = db
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(database)?;
+            if load(&tx, kind, &object.metadata.name)?.is_some() {
+                return Err(StoreError::AlreadyExists {
+                    kind: kind.as_str(),
+                    name: object.metadata.name,
+                });
+            }
+            let version = next_version(&tx)?;
+            let meta = &mut object.metadata;
+            meta.uid = new_uid();
+            meta.created_at = now_ms();
+            meta.resource_version = version.to_string();
+            meta.generation = 1;
+            meta.deletion_timestamp = None;
+            write(&tx, kind, &object)?;
+            tx.commit().map_err(database)?;
+            hub.publish(version, kind, WatchEvent::Added(object.clone()));
+            Ok(object)
+        })
+        .await
     }
 
-    fn update(&self, kind: Kind, mut object: StoredObject) -> Result<StoredObject, StoreError> {
-        let mut db = self.lock();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let name = object.metadata.name.clone();
-        let current = current_version(&tx, kind, &name)?.ok_or_else(|| StoreError::NotFound {
-            kind: kind.as_str(),
-            name: name.clone(),
-        })?;
-        if current != object.metadata.resource_version {
-            return Err(StoreError::Conflict {
-                kind: kind.as_str(),
-                name,
-                expected: object.metadata.resource_version,
-            });
-        }
-        let version = next_version(&tx)?;
-        let (uid, created_at): (String, i64) = tx.query_row(
-            "UPDATE objects SET labels = ?3, resource_version = ?4, deleting = ?5, data = ?6
-             WHERE kind = ?1 AND name = ?2 RETURNING uid, created_at",
-            params![
-                kind.as_str(),
-                name,
-                serde_json::to_string(&object.metadata.labels)?,
-                to_i64(version),
-                object.metadata.deleting,
-                serde_json::to_string(&object.data)?,
-            ],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        tx.commit()?;
-        object.metadata.uid = uid;
-        object.metadata.created_at = u64::try_from(created_at).unwrap_or(0);
-        object.metadata.resource_version = version;
-        Ok(object)
+    async fn replace(&self, kind: Kind, object: StoredObject) -> Result<StoredObject, StoreError> {
+        self.blocking(move |db, hub| {
+            let tx = db
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(database)?;
+            let name = object.metadata.name.clone();
+            let mut stored = current(&tx, kind, &name, Some(&object.metadata.resource_version))?;
+            let version = next_version(&tx)?;
+            if stored.spec != object.spec {
+                stored.metadata.generation += 1;
+            }
+            stored.spec = object.spec;
+            stored.metadata.labels = object.metadata.labels;
+            stored.metadata.finalizers = object.metadata.finalizers;
+            stored.metadata.resource_version = version.to_string();
+            let event = if stored.metadata.deleting() && stored.metadata.finalizers.is_empty() {
+                remove(&tx, kind, &name)?;
+                WatchEvent::Deleted(stored.clone())
+            } else {
+                write(&tx, kind, &stored)?;
+                WatchEvent::Modified(stored.clone())
+            };
+            tx.commit().map_err(database)?;
+            hub.publish(version, kind, event);
+            Ok(stored)
+        })
+        .await
     }
 
-    fn delete(
+    async fn replace_status(
+        &self,
+        kind: Kind,
+        object: StoredObject,
+    ) -> Result<StoredObject, StoreError> {
+        self.blocking(move |db, hub| {
+            let tx = db
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(database)?;
+            let name = object.metadata.name.clone();
+            let mut stored = current(&tx, kind, &name, Some(&object.metadata.resource_version))?;
+            let version = next_version(&tx)?;
+            stored.status = object.status;
+            stored.metadata.resource_version = version.to_string();
+            write(&tx, kind, &stored)?;
+            tx.commit().map_err(database)?;
+            hub.publish(version, kind, WatchEvent::Modified(stored.clone()));
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn delete(
         &self,
         kind: Kind,
         name: &str,
-        resource_version: Option<u64>,
-    ) -> Result<(), StoreError> {
-        let mut db = self.lock();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = current_version(&tx, kind, name)?.ok_or_else(|| StoreError::NotFound {
-            kind: kind.as_str(),
-            name: name.to_owned(),
-        })?;
-        if let Some(expected) = resource_version {
-            if expected != current {
-                return Err(StoreError::Conflict {
-                    kind: kind.as_str(),
-                    name: name.to_owned(),
-                    expected,
-                });
+        resource_version: Option<&str>,
+    ) -> Result<Deletion<StoredObject>, StoreError> {
+        let name = name.to_owned();
+        let expected = resource_version.map(str::to_owned);
+        self.blocking(move |db, hub| {
+            let tx = db
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(database)?;
+            let mut stored = current(&tx, kind, &name, expected.as_deref())?;
+            if stored.metadata.finalizers.is_empty() {
+                let version = next_version(&tx)?;
+                remove(&tx, kind, &name)?;
+                tx.commit().map_err(database)?;
+                stored.metadata.resource_version = version.to_string();
+                hub.publish(version, kind, WatchEvent::Deleted(stored));
+                return Ok(Deletion::Deleted);
             }
-        }
-        tx.execute(
-            "DELETE FROM objects WHERE kind = ?1 AND name = ?2",
-            params![kind.as_str(), name],
-        )?;
-        tx.commit()?;
-        Ok(())
+            if stored.metadata.deletion_timestamp.is_none() {
+                let version = next_version(&tx)?;
+                stored.metadata.deletion_timestamp = Some(now_ms());
+                stored.metadata.resource_version = version.to_string();
+                write(&tx, kind, &stored)?;
+                tx.commit().map_err(database)?;
+                hub.publish(version, kind, WatchEvent::Modified(stored.clone()));
+            }
+            Ok(Deletion::Pending(stored))
+        })
+        .await
     }
 
-    fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT OR IGNORE INTO blobs (sha256, bytes) VALUES (?1, ?2)",
-            params![sha256, bytes],
-        )?;
-        Ok(())
+    async fn watch(
+        &self,
+        kind: Kind,
+        resource_version: Option<&str>,
+    ) -> Result<WatchStream, StoreError> {
+        let since = resource_version
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| StoreError::Invalid(format!("{v:?} is not a resource version")))
+            })
+            .transpose()?;
+        self.inner.hub.watch(kind, since)
+    }
+}
+
+#[async_trait]
+impl BlobStore for SqliteStore {
+    async fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let (sha256, bytes) = (sha256.to_owned(), bytes.to_vec());
+        self.blocking(move |db, _| {
+            db.execute(
+                "INSERT OR IGNORE INTO blobs (sha256, bytes) VALUES (?1, ?2)",
+                params![sha256, bytes],
+            )
+            .map_err(database)?;
+            Ok(())
+        })
+        .await
     }
 
-    fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .lock()
-            .query_row(
+    async fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let sha256 = sha256.to_owned();
+        self.blocking(move |db, _| {
+            db.query_row(
                 "SELECT bytes FROM blobs WHERE sha256 = ?1",
                 params![sha256],
                 |row| row.get(0),
             )
-            .optional()?)
+            .optional()
+            .map_err(database)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.blocking(move |db, _| {
+            db.execute(
+                "INSERT INTO tokens (sha256, name, role, created_at, id, gateway, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    &token.sha256[..],
+                    token.name,
+                    token.role.as_str(),
+                    to_i64(token.created_at),
+                    token.id,
+                    token.gateway,
+                    token.expires_at.map(to_i64),
+                ],
+            )
+            .map_err(database)?;
+            Ok(())
+        })
+        .await
     }
 
-    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO tokens (sha256, name, role, created_at, id, gateway, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                &token.sha256[..],
-                token.name,
-                token.role.as_str(),
-                to_i64(token.created_at),
-                token.id,
-                token.gateway,
-                token.expires_at.map(to_i64),
-            ],
-        )?;
-        Ok(())
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.blocking(|db, _| read_tokens(db)).await
     }
 
-    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let db = self.lock();
-        let mut statement = db.prepare_cached(
+    async fn delete_token(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |db, _| {
+            let deleted = db
+                .execute("DELETE FROM tokens WHERE id = ?1", params![id])
+                .map_err(database)?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound {
+                    kind: "Token",
+                    name: id,
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn read_tokens(db: &Connection) -> Result<Vec<TokenRecord>, StoreError> {
+    let mut statement = db
+        .prepare_cached(
             "SELECT sha256, name, role, created_at, id, gateway, expires_at
              FROM tokens ORDER BY rowid",
-        )?;
-        let rows = statement.query_map([], |row| {
+        )
+        .map_err(database)?;
+    let rows = statement
+        .query_map([], |row| {
             let hash: Vec<u8> = row.get(0)?;
             let role: String = row.get(2)?;
             let created_at: i64 = row.get(3)?;
             let expires_at: Option<i64> = row.get(6)?;
-            Ok(TokenRecord {
-                sha256: hash.try_into().unwrap_or([0; 32]),
-                name: row.get(1)?,
-                role: Role::parse(&role).ok_or_else(|| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        2,
-                        rusqlite::types::Type::Text,
-                        format!("unknown token role {role:?}").into(),
-                    )
-                })?,
-                created_at: u64::try_from(created_at).unwrap_or(0),
-                id: row.get(4)?,
-                gateway: row.get(5)?,
-                expires_at: expires_at.map(|at| u64::try_from(at).unwrap_or(0)),
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok((
+                TokenRecord {
+                    sha256: hash.try_into().unwrap_or([0; 32]),
+                    name: row.get(1)?,
+                    role: Role::Admin,
+                    created_at: u64::try_from(created_at).unwrap_or(0),
+                    id: row.get(4)?,
+                    gateway: row.get(5)?,
+                    expires_at: expires_at.map(|at| u64::try_from(at).unwrap_or(0)),
+                },
+                role,
+            ))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(database)?;
+    rows.into_iter()
+        .map(|(mut token, role)| {
+            token.role = Role::parse(&role)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown token role {role:?}")))?;
+            Ok(token)
+        })
+        .collect()
+}
+
+#[async_trait]
+impl ResultStore for SqliteStore {
+    async fn put_results(&self, application_uid: &str, json: &str) -> Result<(), StoreError> {
+        let (uid, json) = (application_uid.to_owned(), json.to_owned());
+        self.blocking(move |db, _| {
+            db.execute(
+                "INSERT INTO results (application_uid, data) VALUES (?1, ?2)
+                 ON CONFLICT (application_uid) DO UPDATE SET data = excluded.data",
+                params![uid, json],
+            )
+            .map_err(database)?;
+            Ok(())
+        })
+        .await
     }
 
-    fn delete_token(&self, id: &str) -> Result<(), StoreError> {
-        let deleted = self
-            .lock()
-            .execute("DELETE FROM tokens WHERE id = ?1", params![id])?;
-        if deleted == 0 {
-            return Err(StoreError::NotFound {
-                kind: "Token",
-                name: id.to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    fn put_results(&self, application_uid: &str, json: &str) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO results (application_uid, data) VALUES (?1, ?2)
-             ON CONFLICT (application_uid) DO UPDATE SET data = excluded.data",
-            params![application_uid, json],
-        )?;
-        Ok(())
-    }
-
-    fn results(&self, application_uid: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .lock()
-            .query_row(
+    async fn results(&self, application_uid: &str) -> Result<Option<String>, StoreError> {
+        let uid = application_uid.to_owned();
+        self.blocking(move |db, _| {
+            db.query_row(
                 "SELECT data FROM results WHERE application_uid = ?1",
-                params![application_uid],
+                params![uid],
                 |row| row.get(0),
             )
-            .optional()?)
+            .optional()
+            .map_err(database)
+        })
+        .await
     }
 
-    fn delete_results(&self, application_uid: &str) -> Result<(), StoreError> {
-        self.lock().execute(
-            "DELETE FROM results WHERE application_uid = ?1",
-            params![application_uid],
-        )?;
-        Ok(())
+    async fn delete_results(&self, application_uid: &str) -> Result<(), StoreError> {
+        let uid = application_uid.to_owned();
+        self.blocking(move |db, _| {
+            db.execute(
+                "DELETE FROM results WHERE application_uid = ?1",
+                params![uid],
+            )
+            .map_err(database)?;
+            Ok(())
+        })
+        .await
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Device;
-    use crate::store::MemoryStore;
-    use crate::store::Store;
-    use crate::store::tests::{crud, device, pages, paging};
-    use std::sync::Arc;
-
-    #[test]
-    fn sqlite_store_passes_the_backend_tests() -> Result<(), StoreError> {
-        crud(&Store::new(Arc::new(SqliteStore::in_memory()?)))?;
-        paging(&Store::new(Arc::new(SqliteStore::in_memory()?)))
-    }
-
-    #[test]
-    fn pages_are_read_through_the_primary_key_index() -> Result<(), StoreError> {
-        let store = SqliteStore::in_memory()?;
-        let db = store.lock();
-        for (query, args) in [
-            (PAGE_AFTER, params!["Device", "d1", 10]),
-            (PAGE_FIRST, params!["Device", 10]),
-        ] {
-            let mut statement = db.prepare(&format!("EXPLAIN QUERY PLAN {query}"))?;
-            let plan = statement
-                .query_map(args, |row| row.get::<_, String>(3))?
-                .collect::<Result<Vec<_>, _>>()?
-                .join("; ");
-            assert!(
-                plan.contains("USING INDEX sqlite_autoindex_objects_1"),
-                "{plan}"
-            );
-            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn sqlite_and_memory_stores_give_the_same_pages() -> Result<(), StoreError> {
-        let sqlite = Store::new(Arc::new(SqliteStore::in_memory()?));
-        let memory = Store::new(Arc::new(MemoryStore::default()));
-        // Names whose byte order differs from a human's.
-        let mut names: Vec<String> = (0..57).map(|i| format!("n{}", i * 7 % 57)).collect();
-        names.extend(["a", "a-b", "a0", "b--c", "z9", "9z"].map(str::to_owned));
-        for (i, name) in names.iter().enumerate() {
-            sqlite.create(&device(name))?;
-            memory.create(&device(name))?;
-            if i % 5 == 0 {
-                for limit in [1, 4, 10, 100] {
-                    assert_eq!(pages(&sqlite, limit)?, pages(&memory, limit)?);
-                }
-            }
-        }
-        for limit in 1..=70 {
-            let (a, b) = (pages(&sqlite, limit)?, pages(&memory, limit)?);
-            assert_eq!(a, b, "limit {limit}");
-            assert_eq!(a.concat().len(), names.len());
-        }
-        for after in ["", "a", "a-", "n5", "n50", "n9", "zz"] {
-            let page = |store: &Store| -> Result<Vec<String>, StoreError> {
-                Ok(store
-                    .list_page::<Device>(Some(after), 5)?
-                    .into_iter()
-                    .map(|d| d.metadata.name)
-                    .collect())
-            };
-            assert_eq!(page(&sqlite)?, page(&memory)?, "after {after:?}");
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn reopening_keeps_objects_versions_blobs_and_tokens() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e_to_sql(e)))?;
-        let path = dir.path().join("api.db");
-        let before = {
-            let store = Store::new(Arc::new(SqliteStore::open(&path)?));
-            crud(&store)?;
-            store.create(&device("c"))?
-        };
-        let store = Store::new(Arc::new(SqliteStore::open(&path)?));
-        let after: Device = store.fetch("c")?;
-        assert_eq!(after, before);
-        assert_eq!(store.list::<Device>()?.len(), 2);
-        assert!(store.backend().blob("ab")?.is_some());
-        assert_eq!(store.backend().tokens()?.len(), 2);
-        // Versions keep growing across restarts: a stale version never matches.
-        let next = store.create(&device("d"))?;
-        assert!(next.metadata.resource_version > before.metadata.resource_version);
-        Ok(())
-    }
-
-    #[cfg(unix)]
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::metadata(path)
-            .map(|m| m.permissions().mode() & 0o777)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn the_database_and_its_wal_files_are_readable_by_their_owner_only() -> Result<(), StoreError> {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e_to_sql(e)))?;
-        let path = dir.path().join("api.db");
-        let files = [
-            path.clone(),
-            dir.path().join("api.db-wal"),
-            dir.path().join("api.db-shm"),
-        ];
-        let first = Store::new(Arc::new(SqliteStore::open(&path)?));
-        first.create(&device("a"))?;
-        for file in &files {
-            assert_eq!(mode(file), 0o600, "{}", file.display());
-        }
-        // Files made readable by others (an older version, a copy) are
-        // tightened at the next open.
-        for file in &files {
-            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644))
-                .map_err(|e| StoreError::Database(e_to_sql(e)))?;
-        }
-        let second = Store::new(Arc::new(SqliteStore::open(&path)?));
-        for file in &files {
-            assert_eq!(mode(file), 0o600, "{}", file.display());
-        }
-        assert_eq!(second.list::<Device>()?.len(), 1);
-        drop(first);
-        Ok(())
-    }
-
-    #[test]
-    fn tokens_of_an_older_database_get_ids_and_keep_their_role() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e_to_sql(e)))?;
-        let path = dir.path().join("api.db");
-        {
-            // The tokens table as it was before ids, gateways and expiry.
-            let db = Connection::open(&path)?;
-            db.execute_batch(
-                "CREATE TABLE tokens (sha256 BLOB PRIMARY KEY, name TEXT NOT NULL,
-                     role TEXT NOT NULL, created_at INTEGER NOT NULL);
-                 INSERT INTO tokens VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', 'admin', 'admin', 1);
-                 INSERT INTO tokens VALUES (x'0202020202020202020202020202020202020202020202020202020202020202', 'ci', 'read_only', 2);",
-            )?;
-        }
-        let tokens = SqliteStore::open(&path)?.tokens()?;
-        assert_eq!(tokens.len(), 2);
-        assert_eq!(
-            (tokens[0].role, tokens[1].role),
-            (Role::Admin, Role::ReadOnly)
-        );
-        assert_eq!(tokens[0].sha256, [1; 32]);
-        assert_eq!(tokens[1].name, "ci");
-        for token in &tokens {
-            assert_eq!(token.id.len(), 16, "{token:?}");
-            assert!(token.id.bytes().all(|b| b.is_ascii_hexdigit()));
-            assert_eq!((token.gateway.as_deref(), token.expires_at), (None, None));
-        }
-        assert_ne!(tokens[0].id, tokens[1].id);
-        // Ids are given once: the next open keeps them.
-        let again = SqliteStore::open(&path)?.tokens()?;
-        assert_eq!(again, tokens);
-        Ok(())
-    }
-
-    #[test]
-    fn a_token_with_an_unknown_role_is_an_error_not_a_reader() -> Result<(), StoreError> {
-        let store = SqliteStore::in_memory()?;
-        store.lock().execute_batch(
-            "INSERT INTO tokens (sha256, name, role, created_at, id) VALUES (x'03', 'x', 'root', 1, 'abc')",
-        )?;
-        assert!(store.tokens().is_err());
-        Ok(())
-    }
-
-    fn e_to_sql(e: std::io::Error) -> rusqlite::Error {
-        rusqlite::Error::ToSqlConversionFailure(Box::new(e))
-    }
-}
+mod tests;
