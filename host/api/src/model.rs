@@ -72,6 +72,10 @@ impl ObjectMeta {
     }
 }
 
+/// The finalizer of every application: it stays until the controller has
+/// removed the application from its devices.
+pub const UNDEPLOY_FINALIZER: &str = "wasmbed.io/undeploy";
+
 /// A resource of one kind.
 pub trait Object: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     const KIND: Kind;

@@ -6,7 +6,7 @@
 //! use wasmbed_api::server::{ApiServer, ApiServerConfig};
 //!
 //! let config = ApiServerConfig::default();
-//! let server = ApiServer::open(&config)?;
+//! let server = ApiServer::open(&config).await?;
 //! if let Some(token) = server.admin_token() {
 //!     eprintln!("admin token (shown once): {token}");
 //! }
@@ -111,17 +111,17 @@ pub struct ApiServer {
 impl ApiServer {
     /// Opens (creating if needed) the database and loads the tokens; a new
     /// database gets an admin token, returned by [`admin_token`](Self::admin_token).
-    pub fn open(config: &ApiServerConfig) -> Result<ApiServer, ServerError> {
+    pub async fn open(config: &ApiServerConfig) -> Result<ApiServer, ServerError> {
         let backend = SqliteStore::open(&config.db).map_err(|source| ServerError::Open {
             path: config.db.clone(),
             source,
         })?;
-        ApiServer::build(Store::new(Arc::new(backend)), config)
+        ApiServer::over(Store::sqlite(backend), config).await
     }
 
     /// A server over an already opened store, with the default HTTP limits
     /// and event stream bounds.
-    pub fn with_store(
+    pub async fn with_store(
         store: Store,
         controller: ControllerConfig,
     ) -> Result<ApiServer, ServerError> {
@@ -129,11 +129,13 @@ impl ApiServer {
             controller,
             ..ApiServerConfig::default()
         };
-        ApiServer::build(store, &config)
+        ApiServer::over(store, &config).await
     }
 
-    fn build(store: Store, config: &ApiServerConfig) -> Result<ApiServer, ServerError> {
-        let (auth, admin_token) = Auth::bootstrap(&store)?;
+    /// A server over an already opened store (another backend than
+    /// `config.db`'s, say), with `config`'s limits.
+    pub async fn over(store: Store, config: &ApiServerConfig) -> Result<ApiServer, ServerError> {
+        let (auth, admin_token) = Auth::bootstrap(&store).await?;
         Ok(ApiServer {
             state: AppState::with_stream_limits(store, auth, config.events),
             admin_token,
@@ -203,7 +205,7 @@ pub async fn serve(
     on_admin_token: impl FnOnce(&str),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let server = ApiServer::open(&config)?;
+    let server = ApiServer::open(&config).await?;
     if let Some(token) = server.admin_token() {
         on_admin_token(token);
     }

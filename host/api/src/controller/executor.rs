@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use base64::Engine;
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 use tracing::{info, warn};
 use wasmbed_gateway_api::{DeployRequest, DeploymentView, LimitsJson, ResultView, ValueJson};
@@ -57,11 +58,11 @@ impl<G: GatewayClient> Executor<'_, G> {
     /// Performs `operations` in order. `load_module` gives the module's
     /// bytes (`None` when the store lost them); it is called at most once,
     /// when something is created.
-    pub(crate) async fn execute(
+    pub(crate) async fn execute<'m>(
         &mut self,
         placement: Placement<'_>,
         operations: Vec<Operation>,
-        mut load_module: impl FnMut() -> Result<Option<Vec<u8>>, StoreError> + Send,
+        mut load_module: impl FnMut() -> BoxFuture<'m, Result<Option<Vec<u8>>, StoreError>> + Send,
     ) -> Result<Executed, StoreError> {
         let mut executed = Executed::default();
         let mut module_b64: Option<String> = None;
@@ -119,7 +120,7 @@ impl<G: GatewayClient> Executor<'_, G> {
                         }
                         None => {
                             if module_b64.is_none() {
-                                let Some(bytes) = load_module()? else {
+                                let Some(bytes) = load_module().await? else {
                                     entry.phase = Phase::Failed;
                                     entry.reason = Some("the module's bytes are missing".into());
                                     executed.deployments.push(entry);
@@ -343,7 +344,7 @@ mod tests {
         let executed = executor
             .execute(placement, operations, || {
                 loads += 1;
-                Ok(Some(b"\0asm\x01\0\0\0".to_vec()))
+                Box::pin(async { Ok(Some(b"\0asm\x01\0\0\0".to_vec())) })
             })
             .await
             .expect("no store error");

@@ -1,5 +1,6 @@
 //! The controller: a level-triggered, idempotent reconcile loop, run every
-//! `interval` and whenever the store changes.
+//! `interval` and whenever a watch of the store shows a change made by
+//! someone else (its own status writes do not wake it).
 //!
 //! Each pass:
 //! 1. asks every [`Gateway`] for its devices (which also tells whether it
@@ -13,8 +14,9 @@
 //!    the gateway holding it, from devices that no longer match, were
 //!    deleted, or moved to another gateway; a deployment of an older
 //!    revision (module and limits) is removed and the current one placed;
-//! 3. for an application marked `deleting`, removes its gateway
-//!    deployments and then the application;
+//! 3. for an application being deleted, removes its gateway deployments
+//!    and then its finalizer ([`UNDEPLOY_FINALIZER`]), which lets the store
+//!    delete it; an application without the finalizer gets it;
 //! 4. has the gateway of a device whose `spec.revoked` is set revoke it
 //!    (`DELETE /v1/devices/{id}`); a revoked device gets no application.
 //!
@@ -39,6 +41,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{FutureExt as _, StreamExt as _};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -52,9 +55,9 @@ use self::plan::{Desired, Observed, placed_as_now};
 use crate::http::devices::normalize_device_id;
 use crate::model::{
     Application, DeploymentStatus, Device, DeviceDeployment, DeviceRuntime, ExecutionResult,
-    Gateway, Presence, now_ms,
+    Gateway, Object, Presence, UNDEPLOY_FINALIZER, now_ms,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{OwnWrites, Store, StoreError};
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -118,10 +121,11 @@ impl Controller<HttpsGatewayClient> {
 impl<G: GatewayClient> Controller<G> {
     /// A controller calling gateways through `client`.
     pub fn with_client(store: &Store, config: ControllerConfig, client: G) -> Self {
+        // Its own writes must not wake it up again.
+        let (store, own) = store.quiet();
         Controller {
-            // Its own writes must not wake it up again.
-            store: store.quiet(),
-            changes: store.subscribe(),
+            changes: wakeups(&store, own),
+            store,
             client,
             backoffs: Backoffs::new(config.backoff_min, config.backoff_max),
             config,
@@ -149,7 +153,8 @@ impl<G: GatewayClient> Controller<G> {
     pub async fn reconcile(&mut self) -> Result<(), StoreError> {
         let gateways: BTreeMap<String, Gateway> = self
             .store
-            .list::<Gateway>()?
+            .list::<Gateway>()
+            .await?
             .into_iter()
             .map(|g| (g.metadata.name.clone(), g))
             .collect();
@@ -174,12 +179,12 @@ impl<G: GatewayClient> Controller<G> {
                     Some(e.to_string())
                 }
             };
-            self.record_gateway(gateway, reason)?;
+            self.record_gateway(gateway, reason).await?;
         }
 
-        let devices = self.store.list::<Device>()?;
+        let devices = self.store.list::<Device>().await?;
         for device in &devices {
-            self.record_presence(device, &seen_devices)?;
+            self.record_presence(device, &seen_devices).await?;
         }
         // A gateway is usable in this pass when it answered above.
         let usable: HashMap<String, String> = gateways
@@ -205,7 +210,7 @@ impl<G: GatewayClient> Controller<G> {
             usable: &usable,
             gateways: &gateway_names,
         };
-        for application in self.store.list::<Application>()? {
+        for application in self.store.list::<Application>().await? {
             let status = self.reconcile_application(&application, observed).await?;
             let revision = application.spec.revision();
             let current = status.iter().flatten().filter(|deployment| {
@@ -226,31 +231,37 @@ impl<G: GatewayClient> Controller<G> {
         for device in &devices {
             let wanted = placements.remove(&device.metadata.name).unwrap_or_default();
             if device.status.deployments != wanted {
-                self.modify_ignoring_gone::<Device>(&device.metadata.name, |d| {
+                self.status_ignoring_gone::<Device>(&device.metadata.name, |d| {
                     let change = d.status.deployments != wanted;
                     d.status.deployments = wanted.clone();
                     change
-                })?;
+                })
+                .await?;
             }
         }
         Ok(())
     }
 
-    fn modify_ignoring_gone<T: crate::model::Object>(
+    /// Changes the status of an object, unless it is gone.
+    async fn status_ignoring_gone<T: Object>(
         &self,
         name: &str,
         change: impl FnMut(&mut T) -> bool,
     ) -> Result<(), StoreError> {
-        match self.store.modify(name, change) {
+        match self.store.modify_status(name, change).await {
             Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    fn record_gateway(&self, gateway: &Gateway, reason: Option<String>) -> Result<(), StoreError> {
+    async fn record_gateway(
+        &self,
+        gateway: &Gateway,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         let reachable = reason.is_none();
-        self.modify_ignoring_gone::<Gateway>(&gateway.metadata.name, |g| {
+        self.status_ignoring_gone::<Gateway>(&gateway.metadata.name, |g| {
             let status = &mut g.status;
             let stale = status
                 .last_seen
@@ -264,9 +275,10 @@ impl<G: GatewayClient> Controller<G> {
             }
             change
         })
+        .await
     }
 
-    fn record_presence(
+    async fn record_presence(
         &self,
         device: &Device,
         seen: &HashMap<String, HashMap<String, DeviceView>>,
@@ -315,7 +327,7 @@ impl<G: GatewayClient> Controller<G> {
         {
             return Ok(());
         }
-        self.modify_ignoring_gone::<Device>(&device.metadata.name, |d| {
+        self.status_ignoring_gone::<Device>(&device.metadata.name, |d| {
             let change = d.status.presence != presence
                 || d.status.last_heartbeat != heartbeat
                 || d.status.runtime != runtime;
@@ -324,6 +336,7 @@ impl<G: GatewayClient> Controller<G> {
             d.status.runtime = runtime.clone();
             change
         })
+        .await
     }
 
     /// Has the device's gateway revoke it, and records the outcome.
@@ -369,12 +382,13 @@ impl<G: GatewayClient> Controller<G> {
             Ok(()) => (true, None),
             Err(reason) => (false, Some(reason)),
         };
-        self.modify_ignoring_gone::<Device>(name, |d| {
+        self.status_ignoring_gone::<Device>(name, |d| {
             let change = d.status.revoked != revoked || d.status.reason != reason;
             d.status.revoked = revoked;
             d.status.reason = reason.clone();
             change
         })
+        .await
     }
 
     /// Plans and performs one pass for `application`; returns its
@@ -406,64 +420,55 @@ impl<G: GatewayClient> Controller<G> {
             backoffs: &mut self.backoffs,
         };
         let executed = executor
-            .execute(placement, operations, || store.backend().blob(sha256))
+            .execute(placement, operations, || store.blob(sha256).boxed())
             .await?;
         let next = executed.deployments;
         let created = executed.created;
         let fetched = executed.fetched;
 
         // Results first: whoever sees the new counts finds them.
-        self.record_results(&application.metadata.uid, &next, fetched)?;
+        self.record_results(&application.metadata.uid, &next, fetched)
+            .await?;
         let results = next.iter().map(|e| e.results).sum();
-        let finished = application.metadata.deleting && next.is_empty();
         let uid = &application.metadata.uid;
-        let outcome = self.store.modify::<Application>(&name, |a| {
-            // Deleted and created again under the same name meanwhile: this
-            // pass's placements belong to the old one, not to it.
-            if &a.metadata.uid != uid {
-                return false;
-            }
-            let change = a.status.deployments != next
-                || a.status.results != results
-                || a.status.revision.as_ref() != Some(&revision);
-            a.status.deployments = next.clone();
-            a.status.results = results;
-            a.status.revision = Some(revision.clone());
-            change
-        });
+        let outcome = self
+            .store
+            .modify_status::<Application>(&name, |a| {
+                // Deleted and created again under the same name meanwhile:
+                // this pass's placements belong to the old one, not to it.
+                if &a.metadata.uid != uid {
+                    return false;
+                }
+                let change = a.status.deployments != next
+                    || a.status.results != results
+                    || a.status.revision.as_ref() != Some(&revision);
+                a.status.deployments = next.clone();
+                a.status.results = results;
+                a.status.revision = Some(revision.clone());
+                change
+            })
+            .await;
         let outcome = match outcome {
             Ok(current) if &current.metadata.uid != uid => Err(StoreError::NotFound {
-                kind: <Application as crate::model::Object>::KIND.as_str(),
+                kind: Application::KIND.as_str(),
                 name: name.clone(),
             }),
             other => other,
         };
         match outcome {
             Ok(current) => {
-                if finished || (current.metadata.deleting && current.status.deployments.is_empty())
+                if current.metadata.deleting() && current.status.deployments.is_empty() {
+                    return self.finish_deletion(current).await;
+                }
+                if !current.metadata.deleting()
+                    && !current.metadata.has_finalizer(UNDEPLOY_FINALIZER)
                 {
-                    match self
-                        .store
-                        .delete::<Application>(&name, Some(current.metadata.resource_version))
-                    {
-                        Ok(()) | Err(StoreError::NotFound { .. }) => {
-                            info!(application = %name, "application deleted");
-                            self.store
-                                .backend()
-                                .delete_results(&application.metadata.uid)?;
-                            return Ok(None);
-                        }
-                        // Changed meanwhile: the next pass finishes.
-                        Err(StoreError::Conflict { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
+                    self.add_finalizer(&name, uid).await?;
                 }
                 Ok(Some(current.status.deployments))
             }
             Err(StoreError::NotFound { .. }) => {
-                self.store
-                    .backend()
-                    .delete_results(&application.metadata.uid)?;
+                self.store.delete_results(&application.metadata.uid).await?;
                 // Deleted while we deployed: take back what we placed.
                 for (url, id) in created {
                     if let Err(e) = self.client.remove_deployment(&url, id).await {
@@ -476,16 +481,59 @@ impl<G: GatewayClient> Controller<G> {
         }
     }
 
+    /// Removes the finalizer of an application that was deleted and whose
+    /// deployments are gone: the store then deletes it.
+    async fn finish_deletion(
+        &self,
+        application: Application,
+    ) -> Result<Option<Vec<DeploymentStatus>>, StoreError> {
+        let name = application.metadata.name.clone();
+        let uid = application.metadata.uid.clone();
+        let mut done = application;
+        done.metadata.finalizers.retain(|f| f != UNDEPLOY_FINALIZER);
+        match self.store.replace(&done).await {
+            Ok(_) | Err(StoreError::NotFound { .. }) => {
+                info!(application = %name, "application undeployed and deleted");
+                self.store.delete_results(&uid).await?;
+                Ok(None)
+            }
+            // Changed meanwhile: the next pass finishes.
+            Err(StoreError::Conflict { .. }) => Ok(Some(Vec::new())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives an application (one stored before finalizers, or created
+    /// around the API) the finalizer that keeps it until it is undeployed.
+    async fn add_finalizer(&self, name: &str, uid: &str) -> Result<(), StoreError> {
+        let added = self
+            .store
+            .modify::<Application>(name, |a| {
+                let missing = a.metadata.uid == uid
+                    && !a.metadata.deleting()
+                    && !a.metadata.has_finalizer(UNDEPLOY_FINALIZER);
+                if missing {
+                    a.metadata.finalizers.push(UNDEPLOY_FINALIZER.to_owned());
+                }
+                missing
+            })
+            .await;
+        match added {
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Stores the latest results of an application's deployments: those
     /// fetched in this pass, and the kept ones of deployments not polled
     /// (their gateway is unreachable); those of devices it left are dropped.
-    fn record_results(
+    async fn record_results(
         &self,
         uid: &str,
         deployments: &[DeploymentStatus],
         mut fetched: HashMap<(String, u64), Vec<ExecutionResult>>,
     ) -> Result<(), StoreError> {
-        let kept = self.store.results(uid)?;
+        let kept = self.store.results(uid).await?;
         let mut results = Vec::new();
         for deployment in deployments {
             let latest = deployment
@@ -510,10 +558,62 @@ impl<G: GatewayClient> Controller<G> {
                 .then_with(|| a.device.cmp(&b.device))
         });
         if results != kept {
-            self.store.put_results(uid, &results)?;
+            self.store.put_results(uid, &results).await?;
         }
         Ok(())
     }
+}
+
+/// A signal that changes whenever a watch of devices, applications or
+/// gateways shows a write that is not one of `own`; also after a watch
+/// broke and was opened again (what happened meanwhile is unknown).
+fn wakeups(store: &Store, own: Arc<OwnWrites>) -> watch::Receiver<u64> {
+    let (signal, wakeups) = watch::channel(0u64);
+    let store = store.clone();
+    tokio::spawn(async move {
+        loop {
+            let opened = futures_util::future::try_join3(
+                store.watch::<Device>(None),
+                store.watch::<Application>(None),
+                store.watch::<Gateway>(None),
+            )
+            .await;
+            let mut events = match opened {
+                Ok((devices, applications, gateways)) => futures_util::stream::select_all([
+                    devices
+                        .map(|e| e.map(|e| e.object().metadata.resource_version.clone()))
+                        .boxed(),
+                    applications
+                        .map(|e| e.map(|e| e.object().metadata.resource_version.clone()))
+                        .boxed(),
+                    gateways
+                        .map(|e| e.map(|e| e.object().metadata.resource_version.clone()))
+                        .boxed(),
+                ]),
+                Err(e) => {
+                    warn!(error = %e, "the controller cannot watch the store; it runs on its interval");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            signal.send_modify(|n| *n = n.wrapping_add(1));
+            loop {
+                tokio::select! {
+                    () = signal.closed() => return,
+                    event = events.next() => match event {
+                        Some(Ok(version)) if own.take(&version) => {}
+                        Some(Ok(_)) => signal.send_modify(|n| *n = n.wrapping_add(1)),
+                        Some(Err(e)) => {
+                            info!(error = %e, "the controller's watch ended; watching again");
+                            break;
+                        }
+                        None => break,
+                    },
+                }
+            }
+        }
+    });
+    wakeups
 }
 
 fn base(gateway: &Gateway) -> String {

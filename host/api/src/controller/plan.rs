@@ -77,7 +77,7 @@ pub(crate) fn plan(desired: Desired<'_>, observed: Observed<'_>) -> Vec<Operatio
 
     for entry in &application.status.deployments {
         let device = observed.devices.get(entry.device.as_str()).copied();
-        let keep = !application.metadata.deleting
+        let keep = !application.metadata.deleting()
             && device.is_some_and(|d| wanted(d) && placed_as_now(entry, d, desired.revision));
         if keep {
             continue;
@@ -111,7 +111,7 @@ pub(crate) fn plan(desired: Desired<'_>, observed: Observed<'_>) -> Vec<Operatio
             }
         }
     }
-    if application.metadata.deleting {
+    if application.metadata.deleting() {
         return operations;
     }
 
@@ -403,7 +403,7 @@ mod tests {
         let at_a = placed("d1", "gw-a", ID_1, &revision, 5);
         let at_gone_gateway = placed("d2", "gw-gone", ID_2, &revision, 6);
         let mut app = application("aa", vec![at_a.clone(), at_gone_gateway]);
-        app.metadata.deleting = true;
+        app.metadata.deletion_timestamp = Some(1);
         let devices = [
             device("d1", "gw-a", Some(ID_1)),
             device("d2", "gw-gone", Some(ID_2)),

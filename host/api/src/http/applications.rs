@@ -17,8 +17,9 @@ use super::{
 };
 use crate::model::{
     Application, ApplicationSpec, ApplicationStatus, ExecutionResult, Limits, ModuleRef, Selector,
-    WasmValue,
+    UNDEPLOY_FINALIZER, WasmValue,
 };
+use crate::store::{Deletion, StoreError};
 
 /// Most fuel an invocation may be given.
 pub const MAX_FUEL: u64 = 1 << 40;
@@ -160,7 +161,7 @@ async fn accept_spec(state: &AppState, spec: NewApplicationSpec) -> ApiResult<Ap
     let sha256 = hex::encode(Sha256::digest(&module));
     let size = u32::try_from(module.len())
         .map_err(|_| Problem::bad_request("invalid_module", "module too large"))?;
-    state.store.backend().put_blob(&sha256, &module)?;
+    state.store.put_blob(&sha256, &module).await?;
     Ok(ApplicationSpec {
         module: ModuleRef { sha256, size },
         limits: spec.limits,
@@ -194,7 +195,8 @@ pub(crate) async fn create(
     validate_metadata(&body.metadata)?;
     if state
         .store
-        .get::<Application>(&body.metadata.name)?
+        .get::<Application>(&body.metadata.name)
+        .await?
         .is_some()
     {
         return Err(Problem::new(
@@ -205,12 +207,14 @@ pub(crate) async fn create(
     }
     let spec = accept_spec(&state, body.spec).await?;
     let size = spec.module.size;
+    let mut metadata = object_meta(body.metadata);
+    metadata.finalizers.push(UNDEPLOY_FINALIZER.to_owned());
     let application = Application {
-        metadata: object_meta(body.metadata),
+        metadata,
         spec,
         status: ApplicationStatus::default(),
     };
-    let created = state.store.create(&application)?;
+    let created = state.store.create(&application).await?;
     tracing::info!(application = %created.metadata.name, size, "application created");
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -248,8 +252,8 @@ pub(crate) async fn update(
         name: name.clone(),
         labels: body.metadata.labels.clone(),
     })?;
-    let mut application: Application = state.store.fetch(&name)?;
-    if application.metadata.deleting {
+    let mut application: Application = state.store.fetch(&name).await?;
+    if application.metadata.deleting() {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "conflict",
@@ -261,7 +265,7 @@ pub(crate) async fn update(
     application.metadata.labels = body.metadata.labels;
     application.metadata.resource_version = body.metadata.resource_version;
     application.spec = spec;
-    let updated = state.store.update(&application)?;
+    let updated = state.store.replace(&application).await?;
     let revision = updated.spec.revision();
     if revision != before {
         tracing::info!(application = %name, %before, %revision, "application revised");
@@ -283,7 +287,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Page<Application>> {
-    query.page::<Application>(&state.store)
+    query.page::<Application>(&state.store).await
 }
 
 #[utoipa::path(
@@ -301,7 +305,7 @@ pub(crate) async fn get_one(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Application>> {
     path_name(&name)?;
-    Ok(Json(state.store.fetch::<Application>(&name)?))
+    Ok(Json(state.store.fetch::<Application>(&name).await?))
 }
 
 /// The latest execution results of an application (the last ten per
@@ -321,13 +325,13 @@ pub(crate) async fn results(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<ExecutionResult>>> {
     path_name(&name)?;
-    let application: Application = state.store.fetch(&name)?;
-    Ok(Json(state.store.results(&application.metadata.uid)?))
+    let application: Application = state.store.fetch(&name).await?;
+    Ok(Json(state.store.results(&application.metadata.uid).await?))
 }
 
 /// Deletes at once when nothing was deployed; otherwise marks the
-/// application `deleting` (202) and the controller removes its gateway
-/// deployments, then the application.
+/// application (its `deletion_timestamp`, 202) and the controller removes
+/// its gateway deployments, then its finalizer, and the store deletes it.
 #[utoipa::path(
     delete, path = "/api/v1/applications/{name}", tag = "applications",
     params(("name" = String, Path)),
@@ -345,34 +349,42 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     path_name(&name)?;
+    let uid = state.store.fetch::<Application>(&name).await?.metadata.uid;
+    let mut application = match state.store.delete::<Application>(&name, None).await? {
+        Deletion::Deleted => {
+            state.store.delete_results(&uid).await?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        Deletion::Pending(application) => application,
+    };
     loop {
-        let application: Application = state.store.fetch(&name)?;
         let deployed = application
             .status
             .deployments
             .iter()
             .any(|d| d.gateway_deployment_id.is_some());
-        if !deployed {
-            match state
-                .store
-                .delete::<Application>(&name, Some(application.metadata.resource_version))
-            {
-                Err(crate::store::StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-                Ok(()) => {
-                    state
-                        .store
-                        .backend()
-                        .delete_results(&application.metadata.uid)?;
-                    return Ok(StatusCode::NO_CONTENT.into_response());
-                }
-            }
+        let only_ours = application
+            .metadata
+            .finalizers
+            .iter()
+            .all(|f| f == UNDEPLOY_FINALIZER);
+        if deployed || !only_ours {
+            return Ok((StatusCode::ACCEPTED, Json(application)).into_response());
         }
-        let marked = state.store.modify::<Application>(&name, |a| {
-            let change = !a.metadata.deleting;
-            a.metadata.deleting = true;
-            change
-        })?;
-        return Ok((StatusCode::ACCEPTED, Json(marked)).into_response());
+        // Nothing to take back: the finalizer goes now, and so does the
+        // application.
+        let mut done = application.clone();
+        done.metadata.finalizers.clear();
+        match state.store.replace(&done).await {
+            Ok(_) | Err(StoreError::NotFound { .. }) => {
+                state.store.delete_results(&uid).await?;
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            }
+            Err(StoreError::Conflict { .. }) => match state.store.get(&name).await? {
+                Some(again) => application = again,
+                None => return Ok(StatusCode::NO_CONTENT.into_response()),
+            },
+            Err(e) => return Err(e.into()),
+        }
     }
 }

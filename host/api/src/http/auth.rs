@@ -63,6 +63,9 @@ pub const MAX_EXPIRES_IN_S: u64 = 10 * 365 * 24 * 3600;
 pub struct Auth {
     store: Store,
     tokens: RwLock<Vec<TokenRecord>>,
+    /// Held across a token write and its store call, so that two
+    /// revocations cannot both pass the last-admin check.
+    writes: tokio::sync::Mutex<()>,
 }
 
 /// Who made a request: the token's id, role and, for a gateway token, the
@@ -136,10 +139,11 @@ fn usable_admin(record: &TokenRecord, now: u64) -> bool {
 impl Auth {
     /// Loads the stored tokens; when none is an admin token that has not
     /// expired, makes one and returns it, the only time it is ever shown.
-    pub fn bootstrap(store: &Store) -> Result<(Arc<Auth>, Option<String>), StoreError> {
+    pub async fn bootstrap(store: &Store) -> Result<(Arc<Auth>, Option<String>), StoreError> {
         let auth = Arc::new(Auth {
             store: store.clone(),
-            tokens: RwLock::new(store.backend().tokens()?),
+            tokens: RwLock::new(store.tokens().tokens().await?),
+            writes: tokio::sync::Mutex::new(()),
         });
         let now = now_ms();
         let (has_admin, had_admin) = {
@@ -155,7 +159,7 @@ impl Auth {
         if had_admin {
             tracing::warn!("every admin token has expired; making a new one");
         }
-        let token = auth.issue("admin", Role::Admin)?;
+        let token = auth.issue("admin", Role::Admin).await?;
         Ok((auth, Some(token)))
     }
 
@@ -169,19 +173,21 @@ impl Auth {
 
     /// Makes, stores and returns a new token that never expires. A
     /// [`Role::Gateway`] token made here is bound to the gateway `name`.
-    pub fn issue(&self, name: &str, role: Role) -> Result<String, StoreError> {
-        let (_, token) = self.create(NewToken {
-            name: name.to_owned(),
-            role,
-            gateway: (role == Role::Gateway).then(|| name.to_owned()),
-            expires_at: None,
-        })?;
+    pub async fn issue(&self, name: &str, role: Role) -> Result<String, StoreError> {
+        let (_, token) = self
+            .create(NewToken {
+                name: name.to_owned(),
+                role,
+                gateway: (role == Role::Gateway).then(|| name.to_owned()),
+                expires_at: None,
+            })
+            .await?;
         Ok(token)
     }
 
     /// Makes and stores a token; returns its record and the token, which
     /// is not kept.
-    pub fn create(&self, new: NewToken) -> Result<(TokenRecord, String), StoreError> {
+    pub async fn create(&self, new: NewToken) -> Result<(TokenRecord, String), StoreError> {
         let token = new_secret();
         let record = TokenRecord {
             id: new_token_id(),
@@ -192,9 +198,9 @@ impl Auth {
             created_at: now_ms(),
             expires_at: new.expires_at,
         };
-        let mut tokens = self.write();
-        self.store.backend().put_token(&record)?;
-        tokens.push(record.clone());
+        let _writing = self.writes.lock().await;
+        self.store.tokens().put_token(&record).await?;
+        self.write().push(record.clone());
         Ok((record, token))
     }
 
@@ -244,21 +250,29 @@ impl Auth {
 
     /// Revokes the token `id`: the next request with it is refused.
     /// Refused for the last admin token that has not expired.
-    pub fn revoke(&self, id: &str) -> Result<TokenRecord, RevokeError> {
+    pub async fn revoke(&self, id: &str) -> Result<TokenRecord, RevokeError> {
+        let _writing = self.writes.lock().await;
+        {
+            let tokens = self.read();
+            let record = tokens
+                .iter()
+                .find(|t| t.id == id)
+                .ok_or_else(|| RevokeError::NotFound(id.to_owned()))?;
+            let now = now_ms();
+            let other_admins = tokens
+                .iter()
+                .filter(|t| t.id != id && usable_admin(t, now))
+                .count();
+            if usable_admin(record, now) && other_admins == 0 {
+                return Err(RevokeError::LastAdmin(id.to_owned()));
+            }
+        }
+        self.store.tokens().delete_token(id).await?;
         let mut tokens = self.write();
         let index = tokens
             .iter()
             .position(|t| t.id == id)
             .ok_or_else(|| RevokeError::NotFound(id.to_owned()))?;
-        let now = now_ms();
-        let other_admins = tokens
-            .iter()
-            .filter(|t| t.id != id && usable_admin(t, now))
-            .count();
-        if usable_admin(&tokens[index], now) && other_admins == 0 {
-            return Err(RevokeError::LastAdmin(id.to_owned()));
-        }
-        self.store.backend().delete_token(id)?;
         Ok(tokens.remove(index))
     }
 }
@@ -470,7 +484,7 @@ pub(crate) async fn create_token(
     ApiJson(body): ApiJson<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let new = body.validate(now_ms())?;
-    let (record, token) = state.auth.create(new)?;
+    let (record, token) = state.auth.create(new).await?;
     tracing::info!(
         id = %record.id, name = %record.name, role = record.role.as_str(),
         gateway = record.gateway.as_deref().unwrap_or("-"),
@@ -526,7 +540,7 @@ pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    match state.auth.revoke(&id) {
+    match state.auth.revoke(&id).await {
         Ok(record) => {
             tracing::info!(id = %record.id, name = %record.name, role = record.role.as_str(), "token revoked");
             Ok(StatusCode::NO_CONTENT)

@@ -30,8 +30,24 @@ pub struct UpdateDevice {
 pub struct UpdateMetadata {
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
-    /// The `resource_version` the change was based on; a stale one is a conflict.
-    pub resource_version: u64,
+    /// The `resource_version` the change was based on; a stale one is a
+    /// conflict. Opaque text (a number is taken too, as older clients sent).
+    #[serde(deserialize_with = "version_text")]
+    pub resource_version: String,
+}
+
+/// A resource version given as text or, as older clients did, a number.
+fn version_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Version {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Version::deserialize(deserializer)? {
+        Version::Text(text) => text,
+        Version::Number(number) => number.to_string(),
+    })
 }
 
 /// A device id as the gateway prints it: 32 hex digits, dashes anywhere.
@@ -90,7 +106,7 @@ pub(crate) async fn create(
         spec: body.spec,
         status: DeviceStatus::default(),
     };
-    let created = state.store.create(&device)?;
+    let created = state.store.create(&device).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -109,7 +125,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Page<Device>> {
-    query.page::<Device>(&state.store)
+    query.page::<Device>(&state.store).await
 }
 
 #[utoipa::path(
@@ -128,7 +144,7 @@ pub(crate) async fn get_one(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Device>> {
     path_name(&name)?;
-    Ok(Json(state.store.fetch::<Device>(&name)?))
+    Ok(Json(state.store.fetch::<Device>(&name).await?))
 }
 
 #[utoipa::path(
@@ -147,7 +163,7 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     path_name(&name)?;
-    state.store.delete::<Device>(&name, None)?;
+    state.store.delete::<Device>(&name, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -180,7 +196,7 @@ pub(crate) async fn update(
         labels: body.metadata.labels.clone(),
     })?;
     validate_spec(&body.spec)?;
-    let mut device: Device = state.store.fetch(&name)?;
+    let mut device: Device = state.store.fetch(&name).await?;
     if device.spec.revoked && !body.spec.revoked {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -191,7 +207,7 @@ pub(crate) async fn update(
     device.metadata.labels = body.metadata.labels;
     device.metadata.resource_version = body.metadata.resource_version;
     device.spec = body.spec;
-    Ok(Json(state.store.update(&device)?))
+    Ok(Json(state.store.replace(&device).await?))
 }
 
 /// Revokes a device (sets `spec.revoked`): the controller has its gateway
@@ -215,11 +231,14 @@ pub(crate) async fn revoke(
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Device>)> {
     path_name(&name)?;
-    let device = state.store.modify::<Device>(&name, |device| {
-        let change = !device.spec.revoked;
-        device.spec.revoked = true;
-        change
-    })?;
+    let device = state
+        .store
+        .modify::<Device>(&name, |device| {
+            let change = !device.spec.revoked;
+            device.spec.revoked = true;
+            change
+        })
+        .await?;
     tracing::info!(device = %name, "device revocation requested");
     Ok((StatusCode::ACCEPTED, Json(device)))
 }

@@ -6,10 +6,11 @@
 //! every [`KEEP_ALIVE`] so that proxies and browsers keep the stream open.
 //! The first event, `ready`, tells the client it may fetch everything.
 //!
-//! Changes are found by comparing every resource's `resource_version` with
-//! what this stream last saw, whenever [`Store::subscribe`] signals a write
-//! and at least every [`POLL`]: the controller writes statuses through a
-//! quiet store handle, which does not signal.
+//! Changes come from watches of the store ([`Store::watch`]), one per
+//! kind, opened when the stream is: an idle stream reads nothing. When a
+//! watch breaks (the store fell behind, or a Kubernetes API server ended
+//! it), the watches are opened again and `ready` is sent again: the client
+//! fetches everything, as at the start.
 //!
 //! ## The token in the query
 //!
@@ -22,8 +23,8 @@
 //!
 //! ## How many
 //!
-//! Every stream reads the whole store at least every [`POLL`], so their
-//! number is bounded ([`EventStreamLimits`]): per token (8 by default; a
+//! Every stream holds three watches of the store, so their number is
+//! bounded ([`EventStreamLimits`]): per token (8 by default; a
 //! browser opens one per dashboard tab) and in all (64 by default). A
 //! stream beyond either bound is answered `429` with a problem document
 //! (`too_many_streams`); a stream's place is freed when its client goes
@@ -38,17 +39,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 
 use super::{ApiQuery, AppState, Auth, Problem};
 use crate::model::Kind;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoredObject, WatchEvent};
 
-/// Longest time between two looks at the store.
-pub const POLL: Duration = Duration::from_millis(500);
+/// Longest time between two checks that the stream's token is still valid
+/// (in memory: no store read).
+pub const TOKEN_CHECK: Duration = Duration::from_secs(1);
 /// Time between two keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -176,7 +178,7 @@ pub struct Change {
     pub change: ChangeType,
     /// The new version; absent for `deleted`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_version: Option<u64>,
+    pub resource_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,51 +189,40 @@ pub enum ChangeType {
     Deleted,
 }
 
-type Versions = HashMap<(Kind, String), u64>;
-
-fn versions(store: &Store) -> Result<Versions, StoreError> {
-    let mut all = HashMap::new();
-    for kind in KINDS {
-        for object in store.backend().list(kind)? {
-            all.insert(
-                (kind, object.metadata.name),
-                object.metadata.resource_version,
-            );
+impl Change {
+    /// The change a watch event of `kind` tells.
+    pub fn of(kind: Kind, event: &WatchEvent<StoredObject>) -> Change {
+        let metadata = &event.object().metadata;
+        let (change, resource_version) = match event {
+            WatchEvent::Added(_) => (ChangeType::Created, Some(metadata.resource_version.clone())),
+            WatchEvent::Modified(_) => {
+                (ChangeType::Updated, Some(metadata.resource_version.clone()))
+            }
+            WatchEvent::Deleted(_) => (ChangeType::Deleted, None),
+        };
+        Change {
+            kind,
+            name: metadata.name.clone(),
+            change,
+            resource_version,
         }
     }
-    Ok(all)
 }
 
-/// The changes from `old` to `new`, in a stable order.
-pub fn diff(old: &HashMap<(Kind, String), u64>, new: &HashMap<(Kind, String), u64>) -> Vec<Change> {
-    let mut changes: Vec<Change> = new
-        .iter()
-        .filter_map(|((kind, name), version)| {
-            let change = match old.get(&(*kind, name.clone())) {
-                None => ChangeType::Created,
-                Some(v) if v != version => ChangeType::Updated,
-                Some(_) => return None,
-            };
-            Some(Change {
-                kind: *kind,
-                name: name.clone(),
-                change,
-                resource_version: Some(*version),
-            })
-        })
-        .collect();
-    changes.extend(
-        old.keys()
-            .filter(|key| !new.contains_key(*key))
-            .map(|(kind, name)| Change {
-                kind: *kind,
-                name: name.clone(),
-                change: ChangeType::Deleted,
-                resource_version: None,
-            }),
-    );
-    changes.sort_by(|a, b| (a.kind.as_str(), &a.name).cmp(&(b.kind.as_str(), &b.name)));
-    changes
+type Changes = futures_util::stream::SelectAll<BoxStream<'static, Result<Change, StoreError>>>;
+
+/// Watches of every kind, from now, merged.
+async fn watch_all(store: &Store) -> Result<Changes, StoreError> {
+    let mut all = Vec::with_capacity(KINDS.len());
+    for kind in KINDS {
+        let events = store.resources().watch(kind, None).await?;
+        all.push(
+            events
+                .map(move |event| event.map(|event| Change::of(kind, &event)))
+                .boxed(),
+        );
+    }
+    Ok(futures_util::stream::select_all(all))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -242,51 +233,54 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 struct Watch {
     _slot: StreamSlot,
-    /// The token the stream was opened with, checked again at every look
-    /// at the store: a revoked or expired token ends its streams.
+    /// The token the stream was opened with, checked again at every event
+    /// and every [`TOKEN_CHECK`]: a revoked or expired token ends its
+    /// streams.
     auth: Arc<Auth>,
     token_id: String,
     store: Store,
-    changes: watch::Receiver<u64>,
-    seen: Option<Versions>,
-    pending: std::collections::VecDeque<Change>,
+    /// `None` until opened, and after a watch broke.
+    changes: Option<Changes>,
 }
 
 impl Watch {
     /// The next event; `None` once the stream's token is no longer valid.
     async fn next(&mut self) -> Option<Event> {
         loop {
-            if let Some(change) = self.pending.pop_front() {
-                return Some(
-                    Event::default()
-                        .event("change")
-                        .json_data(&change)
-                        .unwrap_or_else(|_| Event::default().comment("unencodable change")),
-                );
-            }
-            let first = self.seen.is_none();
-            if !first {
-                tokio::select! {
-                    _ = self.changes.changed() => {}
-                    () = tokio::time::sleep(POLL) => {}
-                }
-            }
-            self.changes.borrow_and_update();
             if !self.auth.still_valid(&self.token_id) {
                 tracing::info!(token = %self.token_id, "event stream ended: its token was revoked or expired");
                 return None;
             }
-            match versions(&self.store) {
-                Ok(now) => {
-                    if let Some(old) = &self.seen {
-                        self.pending.extend(diff(old, &now));
-                    }
-                    self.seen = Some(now);
-                    if first {
+            let Some(changes) = self.changes.as_mut() else {
+                match watch_all(&self.store).await {
+                    Ok(changes) => {
+                        self.changes = Some(changes);
                         return Some(Event::default().event("ready").data("{}"));
                     }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event stream could not watch the store; retrying");
+                        tokio::time::sleep(TOKEN_CHECK).await;
+                        continue;
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "event stream could not read the store"),
+            };
+            tokio::select! {
+                change = changes.next() => match change {
+                    Some(Ok(change)) => {
+                        return Some(
+                            Event::default()
+                                .event("change")
+                                .json_data(&change)
+                                .unwrap_or_else(|_| Event::default().comment("unencodable change")),
+                        );
+                    }
+                    Some(Err(e)) => {
+                        tracing::info!(error = %e, "event stream's watch broke; watching again");
+                        self.changes = None;
+                    }
+                    None => self.changes = None,
+                },
+                () = tokio::time::sleep(TOKEN_CHECK) => {}
             }
         }
     }
@@ -328,10 +322,8 @@ pub(crate) async fn events(
         _slot: slot,
         auth: state.auth.clone(),
         token_id: caller.token_id,
-        changes: state.store.subscribe(),
         store: state.store.clone(),
-        seen: None,
-        pending: Default::default(),
+        changes: None,
     };
     Sse::new(stream(watch))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
@@ -343,40 +335,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn diff_finds_created_updated_and_deleted() {
-        let key = |k: Kind, n: &str| (k, n.to_owned());
-        let old: Versions = [
-            (key(Kind::Device, "a"), 1),
-            (key(Kind::Device, "b"), 2),
-            (key(Kind::Application, "x"), 3),
-        ]
-        .into();
-        let new: Versions = [
-            (key(Kind::Device, "a"), 1),
-            (key(Kind::Device, "b"), 4),
-            (key(Kind::Gateway, "gw"), 5),
-        ]
-        .into();
-        let changes = diff(&old, &new);
-        let summary: Vec<(&str, &str, ChangeType)> = changes
-            .iter()
-            .map(|c| (c.kind.as_str(), c.name.as_str(), c.change))
-            .collect();
+    fn watch_events_become_changes() {
+        let object = |name: &str, version: &str| StoredObject {
+            metadata: crate::model::ObjectMeta {
+                name: name.into(),
+                resource_version: version.into(),
+                ..Default::default()
+            },
+            spec: serde_json::json!({}),
+            status: serde_json::Value::Null,
+        };
+        let updated = Change::of(Kind::Device, &WatchEvent::Modified(object("b", "4")));
         assert_eq!(
-            summary,
-            [
-                ("Application", "x", ChangeType::Deleted),
-                ("Device", "b", ChangeType::Updated),
-                ("Gateway", "gw", ChangeType::Created),
-            ]
-        );
-        assert_eq!(
-            serde_json::to_value(&changes[1]).ok(),
+            serde_json::to_value(&updated).ok(),
             Some(serde_json::json!({
-                "kind": "Device", "name": "b", "type": "updated", "resource_version": 4
+                "kind": "Device", "name": "b", "type": "updated", "resource_version": "4"
             }))
         );
-        assert!(diff(&new, &new).is_empty());
+        let created = Change::of(Kind::Gateway, &WatchEvent::Added(object("gw", "5")));
+        assert_eq!(created.change, ChangeType::Created);
+        let deleted = Change::of(Kind::Application, &WatchEvent::Deleted(object("x", "6")));
+        assert_eq!(
+            serde_json::to_value(&deleted).ok(),
+            Some(serde_json::json!({"kind": "Application", "name": "x", "type": "deleted"}))
+        );
     }
 
     #[test]

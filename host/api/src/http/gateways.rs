@@ -81,7 +81,10 @@ pub(crate) async fn create(
         spec: body.spec,
         status: GatewayStatus::default(),
     };
-    Ok((StatusCode::CREATED, Json(state.store.create(&gateway)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create(&gateway).await?),
+    ))
 }
 
 #[utoipa::path(
@@ -99,7 +102,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Page<Gateway>> {
-    query.page::<Gateway>(&state.store)
+    query.page::<Gateway>(&state.store).await
 }
 
 #[utoipa::path(
@@ -120,7 +123,7 @@ pub(crate) async fn get_one(
 ) -> ApiResult<Json<Gateway>> {
     caller.check_gateway(&name)?;
     path_name(&name)?;
-    Ok(Json(state.store.fetch::<Gateway>(&name)?))
+    Ok(Json(state.store.fetch::<Gateway>(&name).await?))
 }
 
 /// Replaces labels and spec, e.g. when a gateway comes back on other
@@ -154,11 +157,11 @@ pub(crate) async fn update(
         labels: body.metadata.labels.clone(),
     })?;
     validate_spec(&body.spec)?;
-    let mut gateway: Gateway = state.store.fetch(&name)?;
+    let mut gateway: Gateway = state.store.fetch(&name).await?;
     gateway.metadata.labels = body.metadata.labels;
     gateway.metadata.resource_version = body.metadata.resource_version;
     gateway.spec = body.spec;
-    Ok(Json(state.store.update(&gateway)?))
+    Ok(Json(state.store.replace(&gateway).await?))
 }
 
 /// Forgets a gateway. Its devices keep their deployments there; the
@@ -179,6 +182,6 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     path_name(&name)?;
-    state.store.delete::<Gateway>(&name, None)?;
+    state.store.delete::<Gateway>(&name, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }

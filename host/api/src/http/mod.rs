@@ -43,11 +43,10 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::store::Store;
+use crate::store::{ListParams, Store};
 pub use auth::Auth;
 pub use problem::{ApiResult, Problem};
 
@@ -223,60 +222,6 @@ impl<T: Serialize> axum::response::IntoResponse for Page<T> {
     }
 }
 
-/// What a `continue` token holds: where the previous page ended, and the
-/// list it belongs to. Opaque to clients (base64url of this, as JSON).
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-struct ContinueToken {
-    /// Format version.
-    v: u8,
-    kind: String,
-    /// The name of the previous page's last item.
-    after: String,
-    selector: BTreeMap<String, String>,
-}
-
-const TOKEN_VERSION: u8 = 1;
-
-impl ContinueToken {
-    fn encode(&self) -> ApiResult<String> {
-        let json = serde_json::to_vec(self).map_err(|_| Problem::internal())?;
-        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
-    }
-
-    /// The token's position in a list of `kind` with `selector`.
-    fn decode(
-        text: &str,
-        kind: crate::model::Kind,
-        selector: &BTreeMap<String, String>,
-    ) -> ApiResult<String> {
-        let invalid = |detail: &str| {
-            Problem::bad_request(
-                "invalid_query",
-                format!("continue is not a token of this list: {detail}"),
-            )
-        };
-        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text.trim())
-            .map_err(|_| invalid("not base64url"))?;
-        let token: ContinueToken =
-            serde_json::from_slice(&json).map_err(|_| invalid("not a continue token"))?;
-        if token.v != TOKEN_VERSION {
-            return Err(invalid("unknown version"));
-        }
-        if token.kind != kind.as_str() {
-            return Err(invalid("it belongs to a list of another kind"));
-        }
-        if &token.selector != selector {
-            return Err(invalid("it belongs to a list with another labelSelector"));
-        }
-        if token.after.is_empty() || token.after.len() > 255 {
-            return Err(invalid("no position"));
-        }
-        Ok(token.after)
-    }
-}
-
 impl ListQuery {
     /// The validated `limit`, if any.
     pub fn limit(&self) -> ApiResult<Option<usize>> {
@@ -292,63 +237,34 @@ impl ListQuery {
 
     /// One page of the resources of kind `T` that carry every label of
     /// the selector, by name: at most `limit` (all without one) after the
-    /// `continue` token's position (from the start without one). The
-    /// store is read a page at a time until the page is full; a token is
-    /// given only when at least one more item matches.
-    pub(crate) fn page<T: crate::model::Object>(&self, store: &Store) -> ApiResult<Page<T>> {
-        let selector = self.selector()?;
-        let limit = self.limit()?;
-        let after = self
-            .continue_token
-            .as_deref()
-            .map(|token| ContinueToken::decode(token, T::KIND, &selector))
-            .transpose()?;
-        let matches = |object: &T| has_labels(&object.metadata().labels, &selector);
-        let Some(limit) = limit else {
-            let all = match after.as_deref() {
-                None => store.list::<T>()?,
-                Some(after) => store.list_page::<T>(Some(after), usize::MAX)?,
-            };
-            return Ok(Page {
-                items: all.into_iter().filter(|o| matches(o)).collect(),
-                next: None,
-            });
+    /// `continue` token's position (from the start without one). The store
+    /// filters and pages; its token is passed on as it is.
+    pub(crate) async fn page<T: crate::model::Object>(&self, store: &Store) -> ApiResult<Page<T>> {
+        let params = ListParams {
+            labels: self.selector()?,
+            limit: self.limit()?,
+            continue_token: self.continue_token.clone(),
         };
-        let mut items = Vec::with_capacity(limit);
-        let mut cursor = after;
-        let mut more = false;
-        // One more than the page, to know whether another item follows.
-        let batch = limit + 1;
-        loop {
-            let objects = store.list_page::<T>(cursor.as_deref(), batch)?;
-            let exhausted = objects.len() < batch;
-            if let Some(last) = objects.last() {
-                cursor = Some(last.metadata().name.clone());
-            }
-            for object in objects.into_iter().filter(|o| matches(o)) {
-                if items.len() == limit {
-                    more = true;
-                    break;
-                }
-                items.push(object);
-            }
-            if more || exhausted {
-                break;
+        if let Some(token) = &params.continue_token {
+            if token.len() > MAX_CONTINUE_TOKEN {
+                return Err(Problem::bad_request(
+                    "invalid_query",
+                    "continue is not a token of this list: too long",
+                ));
             }
         }
-        let next = match items.last() {
-            Some(last) if more => Some(
-                ContinueToken {
-                    v: TOKEN_VERSION,
-                    kind: T::KIND.as_str().to_owned(),
-                    after: last.metadata().name.clone(),
-                    selector,
-                }
-                .encode()?,
-            ),
-            _ => None,
-        };
-        Ok(Page { items, next })
+        if params.limit.is_none() {
+            let all = store.list_all::<T>(params).await?;
+            return Ok(Page {
+                items: all.items,
+                next: None,
+            });
+        }
+        let page = store.list_page::<T>(&params).await?;
+        Ok(Page {
+            items: page.items,
+            next: page.continue_token,
+        })
     }
 
     /// The parsed selector; empty when none was given.
@@ -373,10 +289,10 @@ impl ListQuery {
     }
 }
 
-/// Whether `labels` holds every pair of `selector`.
-pub fn has_labels(labels: &BTreeMap<String, String>, selector: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
+pub use crate::store::has_labels;
+
+/// Longest `continue` token taken: the store's own are far shorter.
+const MAX_CONTINUE_TOKEN: usize = 4096;
 
 /// A DNS label: 1 to 63 of `[a-z0-9-]`, alphanumeric at both ends.
 pub fn validate_name(name: &str) -> ApiResult<()> {

@@ -114,8 +114,22 @@ impl From<StoreError> for Problem {
                 "conflict",
                 format!("{kind} {name} was changed concurrently; read it again"),
             ),
-            other => {
-                tracing::error!(error = %other, "store failed while serving a request");
+            StoreError::Invalid(detail) => Problem::bad_request("invalid_query", detail),
+            StoreError::Expired(version) => Problem::new(
+                StatusCode::GONE,
+                "expired",
+                format!("resource version {version} is too old: list again from the start"),
+            ),
+            StoreError::Unavailable(reason) => {
+                tracing::error!(%reason, "the store is unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store cannot serve now; retry later",
+                )
+            }
+            StoreError::Corrupt(reason) => {
+                tracing::error!(%reason, "the store holds an object that does not decode");
                 Problem::internal()
             }
         }

@@ -13,7 +13,7 @@ use crate::model::Kind;
 
 /// Events kept for watches that start in the past, and queued per watch
 /// before a slow one is told to list again.
-pub const HISTORY: usize = 1024;
+pub(crate) const HISTORY: usize = 1024;
 
 #[derive(Debug)]
 struct Recorded {

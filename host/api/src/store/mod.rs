@@ -332,6 +332,35 @@ pub fn from_stored<T: Object>(stored: StoredObject) -> Result<T, StoreError> {
     Ok(serde_json::from_value(value.into())?)
 }
 
+/// The resource versions one writer made, so that its own watch can tell
+/// its writes from others' ([`Store::quiet`]).
+#[derive(Debug, Default)]
+pub struct OwnWrites {
+    versions: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Versions remembered at most: a writer whose watch is down for long
+/// forgets the oldest rather than grow (it is woken once more, no harm).
+const OWN_WRITES_KEPT: usize = 4096;
+
+impl OwnWrites {
+    fn insert(&self, version: &str) {
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        if versions.len() >= OWN_WRITES_KEPT {
+            versions.clear();
+        }
+        versions.insert(version.to_owned());
+    }
+
+    /// Whether `version` was this writer's, forgetting it.
+    pub fn take(&self, version: &str) -> bool {
+        self.versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(version)
+    }
+}
+
 /// The four stores, with typed access. Counts its resource reads (gets
 /// and list pages), which is what a watcher saves.
 #[derive(Debug, Clone)]
@@ -341,6 +370,7 @@ pub struct Store {
     tokens: Arc<dyn TokenStore>,
     results: Arc<dyn ResultStore>,
     reads: Arc<AtomicU64>,
+    own: Option<Arc<OwnWrites>>,
 }
 
 impl Store {
@@ -356,7 +386,27 @@ impl Store {
             tokens,
             results,
             reads: Arc::new(AtomicU64::new(0)),
+            own: None,
         }
+    }
+
+    /// The same store, whose writes are remembered in the [`OwnWrites`]
+    /// given with it: a writer that also watches (the controller) skips
+    /// the events of its own writes.
+    pub fn quiet(&self) -> (Store, Arc<OwnWrites>) {
+        let own = Arc::new(OwnWrites::default());
+        let store = Store {
+            own: Some(own.clone()),
+            ..self.clone()
+        };
+        (store, own)
+    }
+
+    fn wrote<T: Object>(&self, written: T) -> T {
+        if let Some(own) = &self.own {
+            own.insert(&written.metadata().resource_version);
+        }
+        written
     }
 
     /// Everything in one SQLite database.
@@ -448,21 +498,24 @@ impl Store {
     }
 
     pub async fn create<T: Object>(&self, object: &T) -> Result<T, StoreError> {
-        from_stored(self.resources.create(T::KIND, to_stored(object)?).await?)
+        let created = from_stored(self.resources.create(T::KIND, to_stored(object)?).await?)?;
+        Ok(self.wrote(created))
     }
 
     /// Replaces labels, finalizers and spec at the object's version.
     pub async fn replace<T: Object>(&self, object: &T) -> Result<T, StoreError> {
-        from_stored(self.resources.replace(T::KIND, to_stored(object)?).await?)
+        let replaced = from_stored(self.resources.replace(T::KIND, to_stored(object)?).await?)?;
+        Ok(self.wrote(replaced))
     }
 
     /// Replaces the status at the object's version.
     pub async fn replace_status<T: Object>(&self, object: &T) -> Result<T, StoreError> {
-        from_stored(
+        let replaced = from_stored(
             self.resources
                 .replace_status(T::KIND, to_stored(object)?)
                 .await?,
-        )
+        )?;
+        Ok(self.wrote(replaced))
     }
 
     /// Reads, changes and writes back labels, finalizers and spec, again on
@@ -521,7 +574,7 @@ impl Store {
                 .await?
             {
                 Deletion::Deleted => Deletion::Deleted,
-                Deletion::Pending(stored) => Deletion::Pending(from_stored(stored)?),
+                Deletion::Pending(stored) => Deletion::Pending(self.wrote(from_stored(stored)?)),
             },
         )
     }
@@ -572,5 +625,5 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;

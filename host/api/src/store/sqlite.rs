@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -163,7 +163,7 @@ impl SqliteStore {
     }
 
     #[cfg(test)]
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.inner.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -366,15 +366,14 @@ fn decode(row: Row) -> Result<StoredObject, StoreError> {
     })
 }
 
-fn load(
-    db: &Connection,
-    kind: Kind,
-    name: &str,
-) -> Result<Option<StoredObject>, StoreError> {
+fn load(db: &Connection, kind: Kind, name: &str) -> Result<Option<StoredObject>, StoreError> {
     db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM resources WHERE kind = ?1 AND name = ?2"
     ))
-    .and_then(|mut s| s.query_row(params![kind.as_str(), name], read_row).optional())
+    .and_then(|mut s| {
+        s.query_row(params![kind.as_str(), name], read_row)
+            .optional()
+    })
     .map_err(database)?
     .map(decode)
     .transpose()
@@ -430,12 +429,10 @@ fn current(
         name: name.to_owned(),
     })?;
     match expected {
-        Some(version) if version != stored.metadata.resource_version => {
-            Err(StoreError::Conflict {
-                kind: kind.as_str(),
-                name: name.to_owned(),
-            })
-        }
+        Some(version) if version != stored.metadata.resource_version => Err(StoreError::Conflict {
+            kind: kind.as_str(),
+            name: name.to_owned(),
+        }),
         _ => Ok(stored),
     }
 }
