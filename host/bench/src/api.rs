@@ -8,7 +8,11 @@
 //!    round by round, as medians; and, from one client, the time to walk
 //!    the whole list page by page (`?limit=500`, following `X-Continue`)
 //!    against one unpaged `GET`;
-//! 2. the time from `POST /api/v1/applications` to results from 1,000
+//! 2. what one open dashboard costs while nothing changes: store reads per
+//!    minute with one event stream (`GET /api/v1/events`) open and idle,
+//!    against the baseline of what the stream did before it was fed by
+//!    watches (a full list of each kind every 500 ms), in the same run;
+//! 3. the time from `POST /api/v1/applications` to results from 1,000
 //!    simulated devices (`wasmbed-sim`, the real agent) through the
 //!    controller and a real gateway: all results stored at the gateway,
 //!    and the application's status counting them all.
@@ -73,6 +77,10 @@ pub(crate) struct ApiArgs {
     /// Size of the deployed module, in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     pub(crate) module_size: usize,
+    /// Seconds an idle dashboard's event stream is watched (and the
+    /// rescan baseline run); 0 skips it.
+    #[arg(long, default_value_t = 20.0)]
+    pub(crate) idle_secs: f64,
 }
 
 /// The servers' own runtime, so that clients and servers do not share
@@ -183,6 +191,9 @@ pub(crate) async fn run(args: ApiArgs) -> anyhow::Result<()> {
         args.deploy_runs
     );
     let mut rows = listing(&args).await?;
+    if args.idle_secs > 0.0 {
+        rows.extend(idle_dashboard(&args).await?);
+    }
     if args.deploy_devices > 0 && args.deploy_runs > 0 {
         rows.extend(deploy(&args).await?);
     }
@@ -365,6 +376,104 @@ enum Side {
 
 /// Walks the device list by `?limit=`, following `X-Continue`, on one
 /// keep-alive connection; the seconds and the bodies.
+/// The old event stream's look at the store, for the baseline: every
+/// object of every kind, every 500 ms.
+const RESCAN_EVERY: Duration = Duration::from_millis(500);
+
+/// Store reads per minute with one idle event stream open, against the
+/// rescans the stream made before watches fed it.
+async fn idle_dashboard(args: &ApiArgs) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::Builder::new()
+        .prefix("wasmbed-bench-idle-")
+        .tempdir()?;
+    let store = sqlite_store(dir.path())?;
+    let devices = args.devices.min(1_000);
+    for i in 0..devices {
+        store.create(&device(format!("dev-{i:05}"), None)).await?;
+    }
+    let system = System::new()?;
+    let (addr, token) = system.serve_api(store.clone()).await?;
+    let window = Duration::from_secs_f64(args.idle_secs);
+    progress(&format!(
+        "idle dashboard: one event stream open for {:.0} s, {devices} devices",
+        window.as_secs_f64()
+    ));
+
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!(
+                "GET /api/v1/events HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                 authorization: Bearer {token}\r\naccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            bail!("the event stream closed before it was ready");
+        }
+        if line.starts_with("event: ready") {
+            break;
+        }
+    }
+    let before = store.reads();
+    let started = Instant::now();
+    let mut changes = 0usize;
+    while started.elapsed() < window {
+        line.clear();
+        match tokio::time::timeout(
+            window.saturating_sub(started.elapsed()),
+            reader.read_line(&mut line),
+        )
+        .await
+        {
+            Ok(Ok(0)) => bail!("the event stream closed while idle"),
+            Ok(Ok(_)) => changes += usize::from(line.starts_with("event: change")),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => break,
+        }
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let watched = (store.reads() - before) as f64 / minutes;
+    if changes > 0 {
+        bail!("{changes} change events while nothing changed");
+    }
+    drop(reader);
+
+    progress("idle dashboard: the rescanning baseline");
+    let before = store.reads();
+    let started = Instant::now();
+    let mut objects = 0usize;
+    while started.elapsed() < window {
+        objects += store.list::<Device>().await?.len();
+        objects += store.list::<wasmbed_api::model::Application>().await?.len();
+        objects += store.list::<Gateway>().await?.len();
+        tokio::time::sleep(RESCAN_EVERY).await;
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let rescanned = (store.reads() - before) as f64 / minutes;
+    let objects_per_minute = objects as f64 / minutes;
+    Ok(vec![
+        Row::new(
+            "idle dashboard: store reads/minute (watch-fed event stream)",
+            format!("{watched:.1}"),
+        )
+        .baseline(
+            format!("{rescanned:.1} (rescan every 500 ms)"),
+            watched / rescanned,
+        )
+        .target("0 while nothing changes", watched == 0.0),
+        Row::new(
+            "  objects read/minute by the rescanning baseline",
+            thousands(objects_per_minute),
+        ),
+    ])
+}
+
 async fn walk(addr: SocketAddr, token: &str, limit: usize) -> anyhow::Result<(f64, Vec<Vec<u8>>)> {
     let first = format!("/api/v1/devices?limit={limit}");
     let started = Instant::now();

@@ -215,7 +215,7 @@ type Changes = futures_util::stream::SelectAll<BoxStream<'static, Result<Change,
 async fn watch_all(store: &Store) -> Result<Changes, StoreError> {
     let mut all = Vec::with_capacity(KINDS.len());
     for kind in KINDS {
-        let events = store.resources().watch(kind, None).await?;
+        let events = store.watch_kind(kind, None).await?;
         all.push(
             events
                 .map(move |event| event.map(|event| Change::of(kind, &event)))

@@ -583,12 +583,26 @@ impl Store {
         )
     }
 
+    /// The changes of `kind` after `resource_version` (from now without
+    /// one), untyped.
+    pub async fn watch_kind(
+        &self,
+        kind: Kind,
+        resource_version: Option<&str>,
+    ) -> Result<WatchStream, StoreError> {
+        self.read();
+        self.resources.watch(kind, resource_version).await
+    }
+
     /// The changes of kind `T` after `resource_version` (from now without
     /// one), typed.
     pub async fn watch<T: Object>(
         &self,
         resource_version: Option<&str>,
     ) -> Result<BoxStream<'static, Result<WatchEvent<T>, StoreError>>, StoreError> {
+        // Opening a watch may read (a Kubernetes API server lists to find
+        // "now"): counted as one read.
+        self.read();
         use futures_util::StreamExt as _;
         let events = self.resources.watch(T::KIND, resource_version).await?;
         Ok(events
