@@ -81,6 +81,10 @@ pub trait Object: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     const KIND: Kind;
     fn metadata(&self) -> &ObjectMeta;
     fn metadata_mut(&mut self) -> &mut ObjectMeta;
+    /// Whether the status is the default one, which a new object is
+    /// created without (a Kubernetes API server ignores a status sent with
+    /// a create; writing it after would be one more write and event).
+    fn status_is_default(&self) -> bool;
 }
 
 macro_rules! object {
@@ -101,6 +105,9 @@ macro_rules! object {
             }
             fn metadata_mut(&mut self) -> &mut ObjectMeta {
                 &mut self.metadata
+            }
+            fn status_is_default(&self) -> bool {
+                self.status == <$status>::default()
             }
         }
     };

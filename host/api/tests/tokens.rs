@@ -659,3 +659,54 @@ async fn revoking_a_token_ends_its_open_event_streams() {
     .await;
     assert!(ended.is_ok(), "the stream of a revoked token stayed open");
 }
+
+/// The pods of a StatefulSet share one Secret: a gateway token bound to
+/// `prefix*` registers every gateway whose name starts with the prefix,
+/// and no other.
+#[tokio::test]
+async fn a_gateway_token_bound_to_a_prefix_registers_the_gateways_it_names() {
+    let api = TestApi::in_memory().await;
+    for bad in ["*", "-x*", "Edge*", "edge_*", "edge-*-*"] {
+        let (status, _, json) = api
+            .call(
+                "POST",
+                "/api/v1/tokens",
+                Some(&api.admin),
+                Some(json!({ "name": "pods", "role": "gateway", "gateway": bad })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {json}");
+    }
+    let created = create_token(
+        &api,
+        json!({ "name": "pods", "role": "gateway", "gateway": "wasmbed-gateway-*" }),
+    )
+    .await;
+    let token = created["token"].as_str().unwrap().to_owned();
+    for (name, wanted) in [
+        ("wasmbed-gateway-0", StatusCode::CREATED),
+        ("wasmbed-gateway-17", StatusCode::CREATED),
+        ("wasmbed-gateway", StatusCode::FORBIDDEN),
+        ("wasmbed-gateways-0", StatusCode::FORBIDDEN),
+        ("edge-1", StatusCode::FORBIDDEN),
+    ] {
+        let (status, _, json) = api
+            .call(
+                "POST",
+                "/api/v1/gateways",
+                Some(&token),
+                Some(gateway_body(name, "https://127.0.0.1:1", "127.0.0.1:2")),
+            )
+            .await;
+        assert_eq!(status, wanted, "{name}: {json}");
+    }
+    let names: Vec<String> = api
+        .admin("GET", "/api/v1/gateways", None, StatusCode::OK)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["wasmbed-gateway-0", "wasmbed-gateway-17"]);
+}

@@ -18,7 +18,10 @@
 //! an expired one 401 (`token_expired`); a token outside its role 403
 //! (`forbidden`). A `gateway` token is bound to one gateway name when it
 //! is made: it is what `wasmbed gateway --api-token` needs, and all a
-//! stolen one gives is that gateway's registration.
+//! stolen one gives is that gateway's registration. A name ending in `*`
+//! binds it to every gateway whose name starts with what comes before (the
+//! pods of a StatefulSet, `wasmbed-gateway-*`): one Secret for all of
+//! them, and a stolen one gives the registrations of those gateways only.
 //!
 //! Tokens never expire unless made with `expires_in_s`: they are service
 //! credentials (a gateway, a dashboard, a CI job) that would stop working
@@ -82,13 +85,44 @@ impl Caller {
     /// own; every other role passes (what they may do is checked by route).
     pub fn check_gateway(&self, name: &str) -> ApiResult<()> {
         match (self.role, self.gateway.as_deref()) {
-            (Role::Gateway, Some(own)) if own == name => Ok(()),
+            (Role::Gateway, Some(own)) if gateway_matches(own, name) => Ok(()),
             (Role::Gateway, own) => Err(Problem::forbidden_because(format!(
                 "this token may only register and update gateway {}",
                 own.unwrap_or("-")
             ))),
             _ => Ok(()),
         }
+    }
+}
+
+/// Whether the gateway `bound` of a token (a name, or a prefix and `*`)
+/// covers the gateway `name`.
+pub fn gateway_matches(bound: &str, name: &str) -> bool {
+    match bound.strip_suffix('*') {
+        Some(prefix) => name.len() > prefix.len() && name.starts_with(prefix),
+        None => bound == name,
+    }
+}
+
+/// Checks what a gateway token is bound to: a gateway name, or a prefix of
+/// one (letters, digits and `-`, starting with a letter or digit) and `*`.
+fn validate_gateway_binding(bound: &str) -> ApiResult<()> {
+    let Some(prefix) = bound.strip_suffix('*') else {
+        return validate_name(bound);
+    };
+    let well_formed = !prefix.is_empty()
+        && prefix.len() < 63
+        && prefix.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(invalid(
+            "gateway must be a gateway name, or the start of one followed by `*` \
+             (lowercase letters, digits and `-`, e.g. `wasmbed-gateway-*`)",
+        ))
     }
 }
 
@@ -376,7 +410,8 @@ pub struct CreateToken {
     #[serde(default = "read_only")]
     pub role: Role,
     /// For a `gateway` token (and only for one): the name of the Gateway
-    /// resource it may register and update.
+    /// resource it may register and update, or the start of the names it
+    /// may, followed by `*` (`wasmbed-gateway-*`).
     #[serde(default)]
     pub gateway: Option<String>,
     /// Seconds until it is refused (1 to ten years); never when left out.
@@ -438,7 +473,7 @@ impl CreateToken {
     fn validate(self, now: u64) -> ApiResult<NewToken> {
         validate_name(&self.name)?;
         match (self.role, &self.gateway) {
-            (Role::Gateway, Some(gateway)) => validate_name(gateway)?,
+            (Role::Gateway, Some(gateway)) => validate_gateway_binding(gateway)?,
             (Role::Gateway, None) => {
                 return Err(invalid(
                     "a gateway token needs `gateway`: the name of the gateway it registers",

@@ -502,7 +502,11 @@ impl Store {
     }
 
     pub async fn create<T: Object>(&self, object: &T) -> Result<T, StoreError> {
-        let created = from_stored(self.resources.create(T::KIND, to_stored(object)?).await?)?;
+        let mut stored = to_stored(object)?;
+        if object.status_is_default() {
+            stored.status = serde_json::Value::Null;
+        }
+        let created = from_stored(self.resources.create(T::KIND, stored).await?)?;
         Ok(self.wrote(created))
     }
 

@@ -689,6 +689,9 @@ impl ResourceStore for SqliteStore {
             if stored.metadata.deletion_timestamp.is_none() {
                 let version = next_version(&tx)?;
                 stored.metadata.deletion_timestamp = Some(now_ms());
+                // As a Kubernetes API server does: marking is a change of
+                // what is wanted.
+                stored.metadata.generation += 1;
                 stored.metadata.resource_version = version.to_string();
                 write(&tx, kind, &stored)?;
                 tx.commit().map_err(database)?;
