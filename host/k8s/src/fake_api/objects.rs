@@ -61,13 +61,15 @@ struct ContinueToken {
 impl State {
     pub(super) fn new(history_limit: usize) -> State {
         State {
-            version: 0,
+            // As if one write came before (in a cluster, the namespace's):
+            // a version of 0 means "any" to a watch, and no list gives it.
+            version: 1,
             uids: 0,
             objects: BTreeMap::new(),
             kinds: HashMap::new(),
             history: VecDeque::with_capacity(history_limit),
             history_limit,
-            forgotten_through: 0,
+            forgotten_through: 1,
             live: broadcast::channel(history_limit).0,
         }
     }

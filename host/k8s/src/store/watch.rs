@@ -33,8 +33,9 @@ struct Watch {
 }
 
 /// The changes of `kind` after version `from`. The first watch request is
-/// made before this returns, so that a refusal (RBAC, an expired version)
-/// is this call's error.
+/// made before this returns; a refusal of it (RBAC, an expired version) is
+/// the stream's first and last item, as kube reads a watch's answer as
+/// events whatever its status.
 pub(super) async fn watch(
     api: Api<DynamicObject>,
     kind: Kind,
@@ -56,10 +57,18 @@ async fn open(api: &Api<DynamicObject>, kind: Kind, from: &str) -> Result<Events
     let params = WatchParams::default();
     match api.watch(&params, from).await {
         Ok(events) => Ok(events.boxed()),
-        Err(kube::Error::Api(response)) if response.code == 410 => {
-            Err(StoreError::Expired(from.to_owned()))
+        Err(e) => Err(failure(kind, from, e)),
+    }
+}
+
+/// A watch's failure; `410 Gone` says the version it started from (or
+/// last saw) is too old.
+fn failure(kind: Kind, version: &str, error: kube::Error) -> StoreError {
+    match error {
+        kube::Error::Api(response) if response.code == 410 => {
+            StoreError::Expired(version.to_owned())
         }
-        Err(e) => Err(error::from_kube(Target::Collection(kind), e)),
+        other => error::from_kube(Target::Collection(kind), other),
     }
 }
 
@@ -91,17 +100,13 @@ async fn next(watch: Option<Watch>) -> Option<(Item, Option<Watch>)> {
                 watch.version = bookmark.metadata.resource_version;
                 continue;
             }
-            Ok(KubeEvent::Error(response)) if response.code == 410 => {
-                return Some((Err(StoreError::Expired(watch.version)), None));
-            }
+            // An `ERROR` event, or (kube reads a watch's body before its
+            // status) a refusal of the watch request itself.
             Ok(KubeEvent::Error(response)) => {
-                let error = error::from_response(Target::Collection(watch.kind), &response);
+                let error = failure(watch.kind, &watch.version, kube::Error::Api(response));
                 return Some((Err(error), None));
             }
-            Err(e) => {
-                let error = error::from_kube(Target::Collection(watch.kind), e);
-                return Some((Err(error), None));
-            }
+            Err(e) => return Some((Err(failure(watch.kind, &watch.version, e)), None)),
         };
         return match decode(event) {
             Ok(event) => {
