@@ -609,7 +609,8 @@ async fn a_refused_watch_ends_at_its_first_item() {
 /// Each error answer to a replace, as the store's error.
 #[tokio::test]
 async fn errors_are_typed_by_fault() {
-    let cases: Vec<(u16, &str, fn(&StoreError) -> bool)> = vec![
+    type Expected = fn(&StoreError) -> bool;
+    let cases: Vec<(u16, &str, Expected)> = vec![
         (404, "NotFound", |e| {
             *e == StoreError::NotFound {
                 kind: "Device",

@@ -47,7 +47,7 @@ use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 
 use objects::State;
-use request::Call;
+use request::{Call, Refusal};
 
 /// The body of the fake server's responses (a watch's streams).
 pub type FakeBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -129,16 +129,17 @@ impl tower::Service<http::Request<kube::client::Body>> for FakeApiServer {
             let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
                 Ok(body) => body.to_bytes(),
                 Err(e) => {
-                    return Ok(request::failure(
+                    return Ok(Refusal::new(
                         http::StatusCode::PAYLOAD_TOO_LARGE,
                         "RequestEntityTooLarge",
-                        &format!("the request body could not be read: {e}"),
-                    ));
+                        format!("the request body could not be read: {e}"),
+                    )
+                    .into_response());
                 }
             };
             let response = match Call::parse(&parts.method, &parts.uri, &body) {
                 Ok(call) => server.lock().serve(call),
-                Err(refusal) => refusal,
+                Err(refusal) => refusal.into_response(),
             };
             Ok(response)
         })

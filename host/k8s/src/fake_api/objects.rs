@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
 use super::FakeBody;
-use super::request::{Call, Collection, Preconditions, Selector, failure, json, lines};
+use super::request::{Call, Collection, Preconditions, Refusal, Selector, json, lines};
 
 type Response = http::Response<FakeBody>;
 type Object = Map<String, Value>;
@@ -114,15 +114,15 @@ impl State {
                 preconditions,
             } => self.delete(&collection, &name, &preconditions),
         };
-        answer.unwrap_or_else(|refusal| refusal)
+        answer.unwrap_or_else(Refusal::into_response)
     }
 
-    fn get(&self, collection: &Collection, name: &str) -> Result<Response, Response> {
+    fn get(&self, collection: &Collection, name: &str) -> Result<Response, Refusal> {
         let object = self.stored(collection, name)?;
         Ok(json(StatusCode::OK, &Value::Object(object.clone())))
     }
 
-    fn stored(&self, collection: &Collection, name: &str) -> Result<&Object, Response> {
+    fn stored(&self, collection: &Collection, name: &str) -> Result<&Object, Refusal> {
         self.objects
             .get(collection)
             .and_then(|objects| objects.get(name))
@@ -135,7 +135,7 @@ impl State {
         selector: &Selector,
         limit: Option<usize>,
         continue_token: Option<&str>,
-    ) -> Result<Response, Response> {
+    ) -> Result<Response, Refusal> {
         let start = continue_token
             .map(|token| self.continue_from(token))
             .transpose()?;
@@ -182,12 +182,12 @@ impl State {
 
     /// Where a `continue` token resumes: the version its list began at and
     /// the name after which it goes on.
-    fn continue_from(&self, token: &str) -> Result<(u64, String), Response> {
+    fn continue_from(&self, token: &str) -> Result<(u64, String), Refusal> {
         let invalid = || {
-            failure(
+            Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                &format!("continue key is not valid: {token:?}"),
+                format!("continue key is not valid: {token:?}"),
             )
         };
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -195,7 +195,7 @@ impl State {
             .map_err(|_| invalid())?;
         let token: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
         if token.rv < self.forgotten_through {
-            return Err(failure(
+            return Err(Refusal::new(
                 StatusCode::GONE,
                 "Expired",
                 "The provided continue parameter is too old to display a consistent list \
@@ -282,23 +282,23 @@ impl State {
         lines(futures_util::stream::iter(backlog).chain(live))
     }
 
-    fn create(&mut self, collection: Collection, mut object: Object) -> Result<Response, Response> {
+    fn create(&mut self, collection: Collection, mut object: Object) -> Result<Response, Refusal> {
         let name = name_of_object(&object).to_owned();
         check_types(&collection, &object)?;
         check_name(&collection, &name)?;
         check_namespace(&collection, &object)?;
         if meta_str(&object, "resourceVersion").is_some_and(|v| !v.is_empty()) {
-            return Err(failure(
+            return Err(Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
                 "resourceVersion should not be set on objects to be created",
             ));
         }
         if self.stored(&collection, &name).is_ok() {
-            return Err(failure(
+            return Err(Refusal::new(
                 StatusCode::CONFLICT,
                 "AlreadyExists",
-                &format!("{} {name:?} already exists", collection.resource()),
+                format!("{} {name:?} already exists", collection.resource()),
             ));
         }
         // The status subresource: a create sets no status.
@@ -333,12 +333,12 @@ impl State {
         name: &str,
         new: Object,
         status: bool,
-    ) -> Result<Response, Response> {
+    ) -> Result<Response, Refusal> {
         if name_of_object(&new) != name {
-            return Err(failure(
+            return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                &format!(
+                format!(
                     "the name of the object ({}) does not match the name on the URL ({name})",
                     name_of_object(&new)
                 ),
@@ -397,7 +397,7 @@ impl State {
         collection: &Collection,
         name: &str,
         preconditions: &Preconditions,
-    ) -> Result<Response, Response> {
+    ) -> Result<Response, Refusal> {
         let stored = self.stored(collection, name)?;
         for (field, key, wanted) in [
             (
@@ -510,7 +510,7 @@ fn update_spec_and_metadata(
     name: &str,
     updated: &mut Object,
     new: Object,
-) -> Result<(), Response> {
+) -> Result<(), Refusal> {
     let deleting = metadata(updated).contains_key("deletionTimestamp");
     if deleting {
         let old = finalizers(updated);
@@ -609,20 +609,20 @@ fn now() -> String {
 }
 
 /// `apiVersion` and `kind` are there, and the former is the collection's.
-fn check_types(collection: &Collection, object: &Object) -> Result<(), Response> {
+fn check_types(collection: &Collection, object: &Object) -> Result<(), Refusal> {
     let field = |name: &str| object.get(name).and_then(Value::as_str).unwrap_or_default();
     if field("kind").is_empty() {
-        return Err(failure(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "Object 'Kind' is missing",
         ));
     }
     if field("apiVersion") != collection.api_version() {
-        return Err(failure(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            &format!(
+            format!(
                 "the API version in the data ({}) does not match the expected API version ({})",
                 field("apiVersion"),
                 collection.api_version()
@@ -633,7 +633,7 @@ fn check_types(collection: &Collection, object: &Object) -> Result<(), Response>
 }
 
 /// A name is a lowercase RFC 1123 subdomain.
-fn check_name(collection: &Collection, name: &str) -> Result<(), Response> {
+fn check_name(collection: &Collection, name: &str) -> Result<(), Refusal> {
     let label_ok = |label: &str| {
         !label.is_empty()
             && label
@@ -655,10 +655,10 @@ fn check_name(collection: &Collection, name: &str) -> Result<(), Response> {
     Ok(())
 }
 
-fn check_namespace(collection: &Collection, object: &Object) -> Result<(), Response> {
+fn check_namespace(collection: &Collection, object: &Object) -> Result<(), Refusal> {
     match meta_str(object, "namespace") {
         Some(namespace) if !namespace.is_empty() && namespace != collection.namespace => {
-            Err(failure(
+            Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 "the namespace of the provided object does not match the namespace sent on the \
@@ -669,26 +669,26 @@ fn check_namespace(collection: &Collection, object: &Object) -> Result<(), Respo
     }
 }
 
-fn not_found(collection: &Collection, name: &str) -> Response {
-    failure(
+fn not_found(collection: &Collection, name: &str) -> Refusal {
+    Refusal::new(
         StatusCode::NOT_FOUND,
         "NotFound",
-        &format!("{} {name:?} not found", collection.resource()),
+        format!("{} {name:?} not found", collection.resource()),
     )
 }
 
-fn conflict(collection: &Collection, name: &str, why: &str) -> Response {
-    failure(
+fn conflict(collection: &Collection, name: &str, why: &str) -> Refusal {
+    Refusal::new(
         StatusCode::CONFLICT,
         "Conflict",
-        &format!(
+        format!(
             "Operation cannot be fulfilled on {} {name:?}: {why}",
             collection.resource()
         ),
     )
 }
 
-fn modified(collection: &Collection, name: &str) -> Response {
+fn modified(collection: &Collection, name: &str) -> Refusal {
     conflict(
         collection,
         name,
@@ -697,10 +697,10 @@ fn modified(collection: &Collection, name: &str) -> Response {
     )
 }
 
-fn invalid(collection: &Collection, name: &str, why: &str) -> Response {
-    failure(
+fn invalid(collection: &Collection, name: &str, why: &str) -> Refusal {
+    Refusal::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "Invalid",
-        &format!("{} {name:?} is invalid: {why}", collection.resource()),
+        format!("{} {name:?} is invalid: {why}", collection.resource()),
     )
 }

@@ -129,8 +129,6 @@ pub(super) enum Call {
     },
 }
 
-type Refusal = http::Response<FakeBody>;
-
 impl Call {
     /// The call `method` on `uri` with `body` makes, or the answer that
     /// refuses it.
@@ -165,7 +163,7 @@ impl Call {
             form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
                 .into_owned()
                 .collect();
-        let bad = |message: String| failure(StatusCode::BAD_REQUEST, "BadRequest", &message);
+        let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, "BadRequest", message);
         let selector =
             Selector::parse(query.get("labelSelector").map_or("", String::as_str)).map_err(bad)?;
         let object = || -> Result<Map<String, Value>, Refusal> {
@@ -234,10 +232,10 @@ impl Call {
                 },
             },
             _ => {
-                return Err(failure(
+                return Err(Refusal::new(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "MethodNotAllowed",
-                    &format!("{method} is not supported on {}", uri.path()),
+                    format!("{method} is not supported on {}", uri.path()),
                 ));
             }
         })
@@ -259,30 +257,51 @@ fn preconditions(options: &Map<String, Value>) -> Preconditions {
 }
 
 fn not_found_path(uri: &Uri) -> Refusal {
-    failure(
+    Refusal::new(
         StatusCode::NOT_FOUND,
         "NotFound",
-        &format!(
+        format!(
             "the server could not find the requested resource ({})",
             uri.path()
         ),
     )
 }
 
-/// A `Status` answer of failure.
-pub(super) fn failure(code: StatusCode, reason: &str, message: &str) -> http::Response<FakeBody> {
-    json(
-        code,
-        &json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code.as_u16(),
-        }),
-    )
+/// A request refused: a `Status` answer of failure.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    pub(super) fn new(
+        code: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Refusal {
+        Refusal {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn into_response(self) -> http::Response<FakeBody> {
+        json(
+            self.code,
+            &json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": self.message,
+                "reason": self.reason,
+                "code": self.code.as_u16(),
+            }),
+        )
+    }
 }
 
 /// A JSON answer.

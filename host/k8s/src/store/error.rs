@@ -87,6 +87,8 @@ fn target_name(target: Target<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn answer(target: Target<'_>, code: u16, reason: &str) -> StoreError {

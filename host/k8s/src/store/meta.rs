@@ -102,6 +102,8 @@ pub(crate) fn to_ms(time: &Time) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use std::collections::BTreeMap;
 
     use kube::CustomResourceExt as _;
