@@ -32,7 +32,8 @@ pub enum CertError {
     NotYetValid,
     /// The expected server name is not among its DNS names.
     WrongName,
-    /// The trust anchor is not a CA, or the server certificate is one.
+    /// The trust anchor is not a CA, or the server certificate is one, or
+    /// its key usages do not include signing as a TLS server.
     WrongRole,
     /// A critical extension this verifier does not understand.
     UnknownCriticalExtension,
@@ -71,14 +72,14 @@ const EC_PUBLIC_KEY: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
 const PRIME256V1: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1D, 0x11];
 const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1D, 0x13];
-/// Extensions whose content is not needed here but which are safe to
-/// accept when marked critical.
-const KNOWN_EXTENSIONS: [&[u8]; 4] = [
-    &[0x55, 0x1D, 0x0F], // keyUsage
-    &[0x55, 0x1D, 0x25], // extendedKeyUsage
-    &[0x55, 0x1D, 0x0E], // subjectKeyIdentifier
-    &[0x55, 0x1D, 0x23], // authorityKeyIdentifier
-];
+const KEY_USAGE: &[u8] = &[0x55, 0x1D, 0x0F];
+const EXTENDED_KEY_USAGE: &[u8] = &[0x55, 0x1D, 0x25];
+const SUBJECT_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1D, 0x0E];
+const AUTHORITY_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1D, 0x23];
+/// id-kp-serverAuth (1.3.6.1.5.5.7.3.1).
+const SERVER_AUTH: &[u8] = &[0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+/// anyExtendedKeyUsage (2.5.29.37.0).
+const ANY_EXTENDED_KEY_USAGE: &[u8] = &[0x55, 0x1D, 0x25, 0x00];
 
 /// A DER reader over one level of nesting.
 #[derive(Debug, Clone, Copy)]
@@ -155,6 +156,9 @@ struct Parsed<'a> {
     /// Uncompressed SEC1 point.
     public_key: &'a [u8],
     is_ca: bool,
+    /// Its keyUsage and extendedKeyUsage, when present, allow signing as a
+    /// TLS server (digitalSignature; serverAuth).
+    serves_tls: bool,
     extensions: &'a [u8],
 }
 
@@ -205,25 +209,72 @@ fn parse(cert: &[u8]) -> Result<Parsed<'_>, CertError> {
         not_after,
         public_key,
         is_ca: false,
+        serves_tls: true,
         extensions,
     };
+    // Every extension read here is read whole and must be well-formed,
+    // critical or not: another verifier would refuse what is not.
     for_each_extension(extensions, |oid, critical, value| {
-        if oid == BASIC_CONSTRAINTS {
-            let mut constraints = Der::new(single(value, SEQUENCE)?);
-            if constraints.peek_tag() == Some(BOOLEAN) {
-                parsed.is_ca = constraints.expect(BOOLEAN)? != [0];
+        match oid {
+            BASIC_CONSTRAINTS => {
+                let mut constraints = Der::new(single(value, SEQUENCE)?);
+                if constraints.peek_tag() == Some(BOOLEAN) {
+                    parsed.is_ca = boolean(constraints.expect(BOOLEAN)?)?;
+                }
+                if constraints.peek_tag() == Some(INTEGER) {
+                    constraints.next()?; // pathLenConstraint
+                }
+                constraints.expect_end()?;
             }
-            if constraints.peek_tag() == Some(INTEGER) {
-                constraints.next()?; // pathLenConstraint
+            KEY_USAGE => parsed.serves_tls &= allows_digital_signature(value)?,
+            EXTENDED_KEY_USAGE => parsed.serves_tls &= allows_server_auth(value)?,
+            SUBJECT_KEY_IDENTIFIER => {
+                single(value, OCTET_STRING)?;
             }
-            constraints.expect_end()?;
-        } else if critical && oid != SUBJECT_ALT_NAME && !KNOWN_EXTENSIONS.contains(&oid) {
-            return Err(CertError::UnknownCriticalExtension);
+            AUTHORITY_KEY_IDENTIFIER => {
+                single(value, SEQUENCE)?;
+            }
+            SUBJECT_ALT_NAME => {}
+            _ if critical => return Err(CertError::UnknownCriticalExtension),
+            _ => {}
         }
         Ok(())
     })?;
     refuse_repeated_extensions(extensions)?;
     Ok(parsed)
+}
+
+/// A DER BOOLEAN's content: one byte, 0x00 or 0xFF.
+fn boolean(content: &[u8]) -> Result<bool, CertError> {
+    match content {
+        [0x00] => Ok(false),
+        [0xFF] => Ok(true),
+        _ => Err(CertError::Malformed),
+    }
+}
+
+/// Whether a keyUsage (a BIT STRING) has digitalSignature, the first bit.
+fn allows_digital_signature(value: &[u8]) -> Result<bool, CertError> {
+    match single(value, BIT_STRING)? {
+        [0] => Ok(false),
+        [unused, first, ..] if *unused <= 7 => Ok(first & 0x80 != 0),
+        _ => Err(CertError::Malformed),
+    }
+}
+
+/// Whether an extendedKeyUsage (a non-empty SEQUENCE of OIDs) has
+/// serverAuth or anyExtendedKeyUsage.
+fn allows_server_auth(value: &[u8]) -> Result<bool, CertError> {
+    let mut purposes = Der::new(single(value, SEQUENCE)?);
+    if purposes.is_empty() {
+        return Err(CertError::Malformed);
+    }
+    let mut allowed = false;
+    while !purposes.is_empty() {
+        let purpose = purposes.expect(OID)?;
+        allowed |= purpose == SERVER_AUTH || purpose == ANY_EXTENDED_KEY_USAGE;
+    }
+    Ok(allowed)
 }
 
 /// The content of `bytes`, which must be one element with `tag` and
@@ -286,7 +337,7 @@ fn for_each_extension<'a>(
         let mut extension = Der::new(list.expect(SEQUENCE)?);
         let oid = extension.expect(OID)?;
         let critical = if extension.peek_tag() == Some(BOOLEAN) {
-            extension.expect(BOOLEAN)? != [0]
+            boolean(extension.expect(BOOLEAN)?)?
         } else {
             false
         };
@@ -422,7 +473,7 @@ impl<'a> GatewayAnchor<'a> {
                 return Err(CertError::Expired);
             }
         }
-        if parsed.is_ca {
+        if parsed.is_ca || !parsed.serves_tls {
             return Err(CertError::WrongRole);
         }
         if !dns_names_contain(parsed.extensions, server_name)? {

@@ -382,3 +382,104 @@ fn malformed_constraints_and_names_are_refused() {
         "a byte after the subjectAltName's SEQUENCE"
     );
 }
+
+const KEY_USAGE: &[u64] = &[2, 5, 29, 15];
+const EXTENDED_KEY_USAGE: &[u64] = &[2, 5, 29, 37];
+/// keyUsage digitalSignature.
+const DIGITAL_SIGNATURE: &[u8] = &[0x03, 0x02, 0x07, 0x80];
+/// keyUsage keyCertSign only.
+const CERT_SIGN: &[u8] = &[0x03, 0x02, 0x02, 0x04];
+/// extendedKeyUsage serverAuth.
+const SERVER_AUTH: &[u8] = &[
+    0x30, 0x0A, 0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01,
+];
+/// extendedKeyUsage clientAuth only.
+const CLIENT_AUTH: &[u8] = &[
+    0x30, 0x0A, 0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02,
+];
+
+/// Found by the `gateway_certificate` fuzz target: a critical keyUsage
+/// was accepted unread, so one whose content was not even DER passed, as
+/// did a criticality BOOLEAN of two bytes. keyUsage and extendedKeyUsage
+/// are now read: malformed is refused, and so is a certificate whose
+/// usages do not include serving TLS (a CA's keyCertSign, a client's
+/// clientAuth).
+#[test]
+fn key_usages_are_read_and_must_allow_serving_tls() {
+    let (ca, ca_key) = own_ca();
+    let anchor = GatewayAnchor::new(ca.der()).expect("a CA");
+    let verdict = |extensions: &[(&[u64], &[u8])]| {
+        let cert = leaf_with_extensions(&ca, &ca_key, &["localhost"], extensions);
+        anchor.verify_server(&cert, "localhost", None).err()
+    };
+    assert_eq!(verdict(&[(KEY_USAGE, DIGITAL_SIGNATURE)]), None);
+    assert_eq!(verdict(&[(EXTENDED_KEY_USAGE, SERVER_AUTH)]), None);
+    assert_eq!(
+        verdict(&[
+            (KEY_USAGE, DIGITAL_SIGNATURE),
+            (EXTENDED_KEY_USAGE, SERVER_AUTH)
+        ]),
+        None
+    );
+    assert_eq!(
+        verdict(&[(KEY_USAGE, CERT_SIGN)]),
+        Some(CertError::WrongRole)
+    );
+    assert_eq!(
+        verdict(&[(EXTENDED_KEY_USAGE, CLIENT_AUTH)]),
+        Some(CertError::WrongRole)
+    );
+    for malformed in [
+        &[0x02, 0x07, 0x80][..],       // the fuzzer's: not a BIT STRING, truncated
+        &[0x03, 0x02, 0x08, 0x80][..], // eight unused bits
+        &[0x03, 0x02, 0x07, 0x80, 0x00][..], // a byte after it
+    ] {
+        assert_eq!(
+            verdict(&[(KEY_USAGE, malformed)]),
+            Some(CertError::Malformed),
+            "keyUsage {malformed:02x?}"
+        );
+    }
+    for malformed in [&[0x30, 0x00][..], &[0x30, 0x02, 0x04, 0x00][..]] {
+        assert_eq!(
+            verdict(&[(EXTENDED_KEY_USAGE, malformed)]),
+            Some(CertError::Malformed),
+            "extendedKeyUsage {malformed:02x?}"
+        );
+    }
+}
+
+/// DER BOOLEANs are one byte, 0x00 or 0xFF: a criticality or cA flag of
+/// 0x01 is refused rather than read one way here and another elsewhere.
+#[test]
+fn booleans_other_than_der_are_refused() {
+    let (ca, ca_key) = own_ca();
+    let anchor = GatewayAnchor::new(ca.der()).expect("a CA");
+    let ca_one: &[u8] = &[0x30, 0x03, 0x01, 0x01, 0x01];
+    let cert = leaf_with_extensions(&ca, &ca_key, &["localhost"], &[(BASIC_CONSTRAINTS, ca_one)]);
+    assert_eq!(
+        anchor.verify_server(&cert, "localhost", None).err(),
+        Some(CertError::Malformed)
+    );
+    // A critical extension, its BOOLEAN edited from 0xFF to 0x01.
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), &ca_key).expect("issuer");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let mut usage = rcgen::CustomExtension::from_oid_content(KEY_USAGE, DIGITAL_SIGNATURE.to_vec());
+    usage.set_criticality(true);
+    params.custom_extensions = vec![usage];
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let leaf = params.signed_by(&key, &issuer).expect("signed");
+    assert!(anchor.verify_server(leaf.der(), "localhost", None).is_ok());
+    let critical = [0x06, 0x03, 0x55, 0x1D, 0x0F, 0x01, 0x01, 0xFF];
+    let edited = edited_and_signed_again(leaf.der(), &ca_key, |tbs| {
+        let at = tbs
+            .windows(critical.len())
+            .position(|w| w == critical)
+            .expect("a critical keyUsage");
+        tbs[at + critical.len() - 1] = 0x01;
+    });
+    assert_eq!(
+        anchor.verify_server(&edited, "localhost", None).err(),
+        Some(CertError::Malformed)
+    );
+}
