@@ -679,6 +679,19 @@ async fn a_missing_resource_type_is_no_missing_object() {
     )
     .await;
     assert!(matches!(listed, Err(StoreError::Unavailable(m)) if m.contains("CRDs")));
+
+    // Nor is a create into a namespace or a resource type that is not there.
+    let (store, server) = mocked();
+    let created = with_server(
+        server,
+        async |server| {
+            let (_, send) = server.expect(Method::POST, &format!("{DEVICES}?")).await;
+            answer(send, 404, &status(404, "NotFound"));
+        },
+        store.create(Kind::Device, board(Value::Null)),
+    )
+    .await;
+    assert!(matches!(created, Err(StoreError::Unavailable(m)) if m.contains("CRDs")));
 }
 
 #[tokio::test]

@@ -10,17 +10,19 @@ use wasmbed_api::store::StoreError;
 pub(crate) enum Target<'a> {
     /// One object: a 404 means it is not there.
     Object(Kind, &'a str),
-    /// The objects of a kind (list, watch, create): a 404 means the
-    /// resource type or the namespace is missing from the cluster, which
-    /// no retry of the same request fixes, and is no "not found" of an
-    /// object.
+    /// An object to create: a 404 means, as for a [`Collection`](Self::Collection),
+    /// that there is nowhere to create it.
+    New(Kind, &'a str),
+    /// The objects of a kind (list, watch): a 404 means the resource type
+    /// or the namespace is missing from the cluster, which no retry of the
+    /// same request fixes, and is no "not found" of an object.
     Collection(Kind),
 }
 
 impl Target<'_> {
     fn kind(self) -> Kind {
         match self {
-            Target::Object(kind, _) | Target::Collection(kind) => kind,
+            Target::Object(kind, _) | Target::New(kind, _) | Target::Collection(kind) => kind,
         }
     }
 }
@@ -58,7 +60,7 @@ pub(crate) fn from_response(target: Target<'_>, response: &ErrorResponse) -> Sto
             kind,
             name: name.to_owned(),
         },
-        (404, Target::Collection(_)) => StoreError::Unavailable(format!(
+        (404, Target::New(..) | Target::Collection(_)) => StoreError::Unavailable(format!(
             "{} (are the CRDs installed and does the namespace exist?)",
             detail()
         )),
@@ -80,7 +82,7 @@ pub(crate) fn from_response(target: Target<'_>, response: &ErrorResponse) -> Sto
 
 fn target_name(target: Target<'_>) -> String {
     match target {
-        Target::Object(_, name) => name.to_owned(),
+        Target::Object(_, name) | Target::New(_, name) => name.to_owned(),
         Target::Collection(_) => String::new(),
     }
 }
@@ -155,10 +157,22 @@ mod tests {
 
     #[test]
     fn a_missing_collection_is_no_missing_object() {
-        assert!(matches!(
-            answer(Target::Collection(Kind::Gateway), 404, "NotFound"),
-            StoreError::Unavailable(m) if m.contains("CRDs")
-        ));
+        for target in [
+            Target::Collection(Kind::Gateway),
+            Target::New(Kind::Gateway, "gw"),
+        ] {
+            assert!(matches!(
+                answer(target, 404, "NotFound"),
+                StoreError::Unavailable(m) if m.contains("CRDs")
+            ));
+        }
+        assert_eq!(
+            answer(Target::New(Kind::Gateway, "gw"), 409, "AlreadyExists"),
+            StoreError::AlreadyExists {
+                kind: "Gateway",
+                name: "gw".into()
+            }
+        );
     }
 
     #[test]

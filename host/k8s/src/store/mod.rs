@@ -176,7 +176,7 @@ impl ResourceStore for KubeStore {
                 &to_kube(&api_resource(kind), &self.namespace, &object, Part::Create),
             )
             .await
-            .map_err(|e| error::from_kube(Target::Object(kind, &name), e))?;
+            .map_err(|e| error::from_kube(Target::New(kind, &name), e))?;
         let mut created = from_kube(created)?;
         if object.status.is_null() {
             return Ok(created);
