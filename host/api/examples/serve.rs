@@ -12,7 +12,6 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use wasmbed_api::controller::{Controller, ControllerConfig};
@@ -46,8 +45,8 @@ async fn main() -> Result<(), Error> {
     let args = parse(std::env::args().skip(1))?;
     let temp = tempfile::tempdir()?;
     let db = args.db.unwrap_or_else(|| temp.path().join("api.db"));
-    let store = Store::new(Arc::new(SqliteStore::open(&db)?));
-    let (auth, token) = Auth::bootstrap(&store)?;
+    let store = Store::sqlite(SqliteStore::open(&db)?);
+    let (auth, token) = Auth::bootstrap(&store).await?;
     let listener =
         tokio::net::TcpListener::bind(args.listen.as_deref().unwrap_or("127.0.0.1:0")).await?;
     let mut out = std::io::stdout().lock();

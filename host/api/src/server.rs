@@ -284,7 +284,7 @@ mod tests {
 
         // The same database again: the admin token is not shown twice, and
         // the first one still works.
-        let server = ApiServer::open(&config).expect("reopen");
+        let server = ApiServer::open(&config).await.expect("reopen");
         assert_eq!(server.admin_token(), None);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");

@@ -79,7 +79,7 @@ fn assert_problem(status: StatusCode, content_type: &str, json: &Value, code: &s
 
 #[tokio::test]
 async fn every_route_but_health_refuses_a_missing_or_wrong_token() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     for (method, uri, body) in routes() {
         for token in [None, Some("wbd_wrong"), Some("")] {
             let (status, content_type, json) = api.call(method, uri, token, body.clone()).await;
@@ -93,7 +93,7 @@ async fn every_route_but_health_refuses_a_missing_or_wrong_token() {
 
 #[tokio::test]
 async fn read_only_tokens_read_but_may_not_write() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     api.admin(
         "POST",
         "/api/v1/devices",
@@ -141,7 +141,7 @@ async fn read_only_tokens_read_but_may_not_write() {
 
 #[tokio::test]
 async fn devices_are_created_listed_by_label_read_and_deleted() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let created = api
         .admin(
             "POST",
@@ -156,7 +156,13 @@ async fn devices_are_created_listed_by_label_read_and_deleted() {
         .await;
     assert_eq!(created["metadata"]["name"], "d1");
     assert!(created["metadata"]["uid"].as_str().unwrap().len() == 36);
-    assert!(created["metadata"]["resource_version"].as_u64().unwrap() > 0);
+    assert!(
+        !created["metadata"]["resource_version"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(created["metadata"]["generation"], 1);
     assert_eq!(created["status"]["presence"], "unknown");
     api.admin(
         "POST",
@@ -214,7 +220,7 @@ async fn devices_are_created_listed_by_label_read_and_deleted() {
 
 #[tokio::test]
 async fn duplicates_conflict() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let token = api.admin.clone();
     for (uri, body) in [
         ("/api/v1/devices", device_body("d1", json!({}), None)),
@@ -237,7 +243,7 @@ async fn duplicates_conflict() {
 
 #[tokio::test]
 async fn invalid_input_is_refused_with_a_stable_code() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let token = api.admin.clone();
     let mut bad_limits = app_body("a1", &doubler(), json!({ "names": ["d1"] }));
     bad_limits["spec"]["limits"]["fuel"] = json!(0);
@@ -294,6 +300,7 @@ async fn invalid_input_is_refused_with_a_stable_code() {
         api.state
             .store
             .list::<wasmbed_api::model::Application>()
+            .await
             .unwrap()
             .is_empty()
     );
@@ -310,7 +317,7 @@ async fn invalid_input_is_refused_with_a_stable_code() {
 
 #[tokio::test]
 async fn applications_keep_the_module_out_of_the_resource() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let module = doubler();
     let created = api
         .admin(
@@ -326,10 +333,7 @@ async fn applications_keep_the_module_out_of_the_resource() {
         .await;
     let sha256 = created["spec"]["module"]["sha256"].as_str().unwrap();
     assert_eq!(created["spec"]["module"]["size"], module.len());
-    assert_eq!(
-        api.state.store.backend().blob(sha256).unwrap().unwrap(),
-        module
-    );
+    assert_eq!(api.state.store.blob(sha256).await.unwrap().unwrap(), module);
     let list = api
         .admin("GET", "/api/v1/applications", None, StatusCode::OK)
         .await;
@@ -357,7 +361,7 @@ async fn applications_keep_the_module_out_of_the_resource() {
 
 #[tokio::test]
 async fn openapi_documents_every_route_and_the_bearer_scheme() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let doc = api
         .admin("GET", "/openapi.json", None, StatusCode::OK)
         .await;
@@ -426,7 +430,7 @@ async fn openapi_documents_every_route_and_the_bearer_scheme() {
 
 #[tokio::test]
 async fn results_need_a_token_and_a_known_application() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let (status, content_type, json) = api
         .call("GET", "/api/v1/applications/nope/results", None, None)
         .await;
@@ -473,12 +477,12 @@ async fn the_admin_token_is_made_once_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("api.db");
     let admin = {
-        let store = Store::new(std::sync::Arc::new(SqliteStore::open(&path).unwrap()));
-        let (_, admin) = wasmbed_api::http::Auth::bootstrap(&store).unwrap();
+        let store = Store::sqlite(SqliteStore::open(&path).unwrap());
+        let (_, admin) = wasmbed_api::http::Auth::bootstrap(&store).await.unwrap();
         admin.unwrap()
     };
-    let store = Store::new(std::sync::Arc::new(SqliteStore::open(&path).unwrap()));
-    let (auth, again) = wasmbed_api::http::Auth::bootstrap(&store).unwrap();
+    let store = Store::sqlite(SqliteStore::open(&path).unwrap());
+    let (auth, again) = wasmbed_api::http::Auth::bootstrap(&store).await.unwrap();
     assert_eq!(again, None, "shown only at the first start");
     assert_eq!(auth.role_of(&admin), Some(wasmbed_api::store::Role::Admin));
     assert_eq!(auth.role_of("wbd_0000"), None);
@@ -491,7 +495,7 @@ async fn the_admin_token_is_made_once_and_survives_a_restart() {
 
 #[tokio::test]
 async fn the_api_answers_over_a_real_socket() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let addr = api.serve().await;
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");
@@ -533,7 +537,7 @@ async fn the_api_answers_over_a_real_socket() {
 
 #[tokio::test]
 async fn updates_carry_the_version_they_read_and_stale_ones_conflict() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let created = api
         .admin(
             "POST",
@@ -563,7 +567,8 @@ async fn updates_carry_the_version_they_read_and_stale_ones_conflict() {
     );
     assert_eq!(updated["metadata"]["labels"]["rack"], "2");
     assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"]);
-    assert!(updated["metadata"]["resource_version"].as_u64() > read.as_u64());
+    assert_ne!(updated["metadata"]["resource_version"], read);
+    assert_eq!(updated["metadata"]["generation"], 2, "the spec changed");
     // The same change again, based on the version now stale.
     let (status, content_type, json) = api
         .call(
@@ -592,7 +597,7 @@ async fn updates_carry_the_version_they_read_and_stale_ones_conflict() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems_too() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let token = api.admin.clone();
     let (status, content_type, json) = api.call("GET", "/api/v2/nothing", Some(&token), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -616,7 +621,7 @@ async fn unknown_routes_and_methods_are_problems_too() {
 
 #[tokio::test]
 async fn a_gateway_registration_is_updated_at_its_version_and_forgotten() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let created = api
         .admin(
             "POST",
@@ -697,7 +702,7 @@ async fn a_gateway_registration_is_updated_at_its_version_and_forgotten() {
 /// uploaded, with 422 and the reason, and nothing is stored.
 #[tokio::test]
 async fn modules_devices_would_refuse_are_refused_with_the_reason() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let token = api.admin.clone();
     let wasm = |wat: &str| wat::parse_str(wat).unwrap();
     // Modules and args; every case runs with entry `main`, one memory page.
@@ -760,16 +765,13 @@ async fn modules_devices_would_refuse_are_refused_with_the_reason() {
         );
         use sha2::Digest as _;
         let sha256 = hex::encode(sha2::Sha256::digest(&module));
-        assert_eq!(
-            api.state.store.backend().blob(&sha256).unwrap(),
-            None,
-            "{what}"
-        );
+        assert_eq!(api.state.store.blob(&sha256).await.unwrap(), None, "{what}");
     }
     assert!(
         api.state
             .store
             .list::<wasmbed_api::model::Application>()
+            .await
             .unwrap()
             .is_empty()
     );
@@ -791,7 +793,7 @@ async fn modules_devices_would_refuse_are_refused_with_the_reason() {
 #[tokio::test]
 async fn an_application_is_replaced_at_its_version_with_a_valid_module() {
     use base64::Engine as _;
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let token = api.admin.clone();
     let created = api
         .admin(
@@ -956,7 +958,7 @@ async fn walk(api: &TestApi, uri: &str, limit: usize, token: &str) -> Vec<Vec<St
 
 #[tokio::test]
 async fn pages_cover_every_device_once_in_name_order_while_devices_come_and_go() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     // Created out of name order.
     let mut initial: Vec<String> = (0..23).map(|i| format!("d{:02}", i * 5 % 23)).collect();
     for name in &initial {
@@ -1007,7 +1009,7 @@ async fn pages_cover_every_device_once_in_name_order_while_devices_come_and_go()
 
 #[tokio::test]
 async fn a_limit_reaching_the_end_gives_no_token() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     for i in 0..5 {
         create_device(&api, &format!("d{i}"), json!({})).await;
     }
@@ -1046,7 +1048,7 @@ async fn a_limit_reaching_the_end_gives_no_token() {
 
 #[tokio::test]
 async fn label_selected_pages_are_full_of_matching_items() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     // Every fifth matches: a page needs several store pages.
     for i in 0..53 {
         let labels = if i % 5 == 0 {
@@ -1105,7 +1107,7 @@ async fn label_selected_pages_are_full_of_matching_items() {
 #[tokio::test]
 async fn bad_limits_and_continue_tokens_are_refused_with_a_stable_code() {
     use base64::Engine;
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     for i in 0..3 {
         create_device(&api, &format!("d{i}"), json!({})).await;
     }
@@ -1157,7 +1159,7 @@ async fn bad_limits_and_continue_tokens_are_refused_with_a_stable_code() {
 
 #[tokio::test]
 async fn read_only_tokens_page_applications_and_gateways_too() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     for name in ["gw-c", "gw-a", "gw-b"] {
         api.admin(
             "POST",
@@ -1191,12 +1193,13 @@ async fn read_only_tokens_page_applications_and_gateways_too() {
 }
 
 #[tokio::test]
-async fn sqlite_and_memory_stores_serve_the_same_pages() {
+async fn file_and_memory_databases_serve_the_same_pages() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = TestApi::new(Store::new(std::sync::Arc::new(
+    let sqlite = TestApi::new(Store::sqlite(
         SqliteStore::open(&dir.path().join("api.db")).unwrap(),
-    )));
-    let memory = TestApi::in_memory();
+    ))
+    .await;
+    let memory = TestApi::in_memory().await;
     for i in 0..40 {
         let name = format!("n{}", i * 13 % 40);
         let labels = json!({ "odd": (i % 2).to_string() });
@@ -1214,7 +1217,7 @@ async fn sqlite_and_memory_stores_serve_the_same_pages() {
 
 #[tokio::test]
 async fn openapi_documents_paging() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let doc = api
         .admin("GET", "/openapi.json", None, StatusCode::OK)
         .await;

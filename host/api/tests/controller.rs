@@ -77,7 +77,7 @@ async fn an_application_reaches_the_selected_simulated_devices_and_leaves_on_del
         .map(|d| d.device_id().unwrap().to_string())
         .collect();
 
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let _controller = spawn_controller(&api);
     api.admin(
         "POST",
@@ -258,7 +258,16 @@ async fn an_application_reaches_the_selected_simulated_devices_and_leaves_on_del
             StatusCode::ACCEPTED,
         )
         .await;
-    assert_eq!(deleting["metadata"]["deleting"], true);
+    assert!(
+        deleting["metadata"]["deletion_timestamp"]
+            .as_u64()
+            .is_some(),
+        "{deleting:#}"
+    );
+    assert_eq!(
+        deleting["metadata"]["finalizers"],
+        json!(["wasmbed.io/undeploy"])
+    );
     eventually("the application gone", || async {
         let (status, _, json) = api
             .call(
@@ -296,7 +305,7 @@ async fn an_unreachable_gateway_is_reported_and_retried() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = closed.local_addr().unwrap();
     drop(closed);
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let _controller = spawn_controller(&api);
     api.admin(
         "POST",
@@ -385,7 +394,7 @@ async fn a_moved_or_deleted_device_loses_its_deployment_at_the_gateway_that_hold
         .map(|d| d.device_id().unwrap().to_string())
         .collect();
 
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let _controller = spawn_controller(&api);
     for (name, gateway) in [("gw", &holding), ("gw-b", &other)] {
         api.admin(
@@ -554,7 +563,7 @@ async fn endless_gateway() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_gateway_answer_is_cut_off_and_reported() {
     let addr = endless_gateway().await;
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let _controller = spawn_controller(&api);
     api.admin(
         "POST",
@@ -639,7 +648,7 @@ async fn the_runtime_a_gateway_reports_reaches_the_device_status_when_a_device_c
         device(forged, 8, "9".repeat(1000)),
     ]))
     .await;
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let _controller = spawn_controller(&api);
     api.admin(
         "POST",
@@ -844,7 +853,7 @@ async fn connected_fleet(n: usize) -> (TestGateway, Fleet) {
 /// labelled `site=lab`.
 async fn registered_fleet(n: usize) -> (TestGateway, Fleet, TestApi, oneshot::Sender<()>) {
     let (gateway, fleet) = connected_fleet(n).await;
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let controller = spawn_controller(&api);
     api.admin(
         "POST",

@@ -41,7 +41,7 @@ async fn read_until(response: &mut reqwest::Response, needle: &str) -> String {
 
 #[tokio::test]
 async fn the_dashboard_is_static_and_events_need_a_token() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let addr = api.serve().await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("http://{addr}{path}");
@@ -121,14 +121,14 @@ async fn the_dashboard_is_static_and_events_need_a_token() {
         text.contains(r#"{"kind":"Device","name":"d1","type":"created","resource_version":"#),
         "{text}"
     );
-    // Writes that do not notify (the controller's) are seen too.
+    // Status writes (the controller's) are seen too.
     api.state
         .store
-        .quiet()
-        .modify::<Device>("d1", |d| {
+        .modify_status::<Device>("d1", |d| {
             d.status.presence = Presence::Connected;
             true
         })
+        .await
         .unwrap();
     read_until(&mut events, r#""name":"d1","type":"updated""#).await;
     api.admin("DELETE", "/api/v1/devices/d1", None, StatusCode::NO_CONTENT)
@@ -173,7 +173,7 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let (_stop_controller, stopped) = oneshot::channel::<()>();
     let controller = Controller::new(
         &api.state.store,
@@ -313,13 +313,14 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
     .await;
     api.state
         .store
-        .modify::<Device>("markup", |d| {
+        .modify_status::<Device>("markup", |d| {
             d.status.runtime = Some(DeviceRuntime {
                 kind: "wamr".into(),
                 version: "<img src=x onerror=alert(1)>".into(),
             });
             true
         })
+        .await
         .unwrap();
     browser
         .wait_for(

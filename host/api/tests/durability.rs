@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmbed_api::model::{Device, DeviceSpec, DeviceStatus, ObjectMeta};
@@ -30,12 +29,12 @@ fn device(i: u32) -> Device {
 }
 
 /// In the child: writes devices, saying `acked N` after each returned.
-fn writer(path: &str) {
-    let store = Store::new(Arc::new(SqliteStore::open(path.as_ref()).unwrap()));
+async fn writer(path: &str) {
+    let store = Store::sqlite(SqliteStore::open(path.as_ref()).unwrap());
     let started = Instant::now();
     let mut out = std::io::stdout();
     for i in 0..100_000 {
-        store.create(&device(i)).unwrap();
+        store.create(&device(i)).await.unwrap();
         writeln!(out, "acked {i}").unwrap();
         out.flush().unwrap();
         if started.elapsed() > Duration::from_secs(30) {
@@ -44,10 +43,10 @@ fn writer(path: &str) {
     }
 }
 
-#[test]
-fn acknowledged_writes_survive_kill_9() {
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
     if let Ok(path) = std::env::var(DB_VAR) {
-        writer(&path);
+        writer(&path).await;
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -77,13 +76,17 @@ fn acknowledged_writes_survive_kill_9() {
     let acked = acked.expect("the writer acknowledged nothing");
     assert!(acked >= 50);
 
-    let store = Store::new(Arc::new(SqliteStore::open(&path).unwrap()));
+    let store = Store::sqlite(SqliteStore::open(&path).unwrap());
     for i in 0..=acked {
         assert!(
-            store.get::<Device>(&format!("d{i}")).unwrap().is_some(),
+            store
+                .get::<Device>(&format!("d{i}"))
+                .await
+                .unwrap()
+                .is_some(),
             "acknowledged write d{i} lost"
         );
     }
     // Still writable after the crash.
-    store.create(&device(1_000_000)).unwrap();
+    store.create(&device(1_000_000)).await.unwrap();
 }

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{app_body, device_body, doubler, gateway_body, gateway_client, gateway_tls};
@@ -40,8 +39,8 @@ fn installation() -> &'static wasmbed_pki::Installation {
 fn server(path: &str) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = Store::new(Arc::new(SqliteStore::open(path.as_ref()).unwrap()));
-        let (auth, token) = Auth::bootstrap(&store).unwrap();
+        let store = Store::sqlite(SqliteStore::open(path.as_ref()).unwrap());
+        let (auth, token) = Auth::bootstrap(&store).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut out = std::io::stdout();
         writeln!(out, "listening {}", listener.local_addr().unwrap()).unwrap();
@@ -248,9 +247,10 @@ async fn parent() {
     child.0.wait().unwrap();
     let at_kill = get_json(&client, format!("{gw}/v1/deployments")).await;
     let recorded_at_kill = {
-        let store = Store::new(Arc::new(SqliteStore::open(&db).unwrap()));
+        let store = Store::sqlite(SqliteStore::open(&db).unwrap());
         let application = store
             .get::<wasmbed_api::model::Application>("doubler")
+            .await
             .unwrap()
             .expect("the acknowledged application is stored");
         application

@@ -67,7 +67,7 @@ async fn the_api_server_applies_its_http_limits() {
         },
         ..ApiServerConfig::default()
     };
-    let server = ApiServer::open(&config).expect("open");
+    let server = ApiServer::open(&config).await.expect("open");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -167,7 +167,7 @@ async fn wait_streams(streams: &EventStreams, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_streams_are_bounded_per_token_and_in_all_and_freed_on_disconnect() {
-    let mut api = TestApi::in_memory();
+    let mut api = TestApi::in_memory().await;
     api.state.streams = EventStreams::new(EventStreamLimits {
         per_token: 2,
         total: 3,

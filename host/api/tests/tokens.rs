@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{Value, json};
@@ -47,7 +45,7 @@ fn assert_code(json: &Value, status: StatusCode, code: &str) {
 
 #[tokio::test]
 async fn tokens_are_listed_without_their_secret_and_revoked_at_once() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let created = create_token(
         &api,
         json!({ "name": "dashboard", "role": "read_only", "expires_in_s": 3600 }),
@@ -136,8 +134,8 @@ async fn tokens_are_listed_without_their_secret_and_revoked_at_once() {
 async fn a_revocation_is_in_the_store_too() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("api.db");
-    let open = || Store::new(Arc::new(SqliteStore::open(&path).unwrap()));
-    let api = TestApi::new(open());
+    let open = || Store::sqlite(SqliteStore::open(&path).unwrap());
+    let api = TestApi::new(open()).await;
     let id = api
         .state
         .auth
@@ -154,7 +152,7 @@ async fn a_revocation_is_in_the_store_too() {
     )
     .await;
     // After a restart: still revoked, the others still valid.
-    let (auth, new_admin) = Auth::bootstrap(&open()).unwrap();
+    let (auth, new_admin) = Auth::bootstrap(&open()).await.unwrap();
     assert_eq!(new_admin, None);
     assert_eq!(auth.role_of(&api.reader), None);
     assert_eq!(auth.role_of(&api.admin), Some(Role::Admin));
@@ -163,7 +161,7 @@ async fn a_revocation_is_in_the_store_too() {
 
 #[tokio::test]
 async fn the_last_admin_token_cannot_be_revoked() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let list = api
         .admin("GET", "/api/v1/tokens", None, StatusCode::OK)
         .await;
@@ -229,10 +227,11 @@ fn expired(secret: &str, role: Role, id: &str) -> TokenRecord {
 async fn expired_tokens_are_refused_with_a_problem_saying_so() {
     let store = Store::in_memory();
     store
-        .backend()
+        .tokens()
         .put_token(&expired("wbd_expired", Role::ReadOnly, "00000000000000ee"))
+        .await
         .unwrap();
-    let api = TestApi::new(store);
+    let api = TestApi::new(store).await;
     for uri in ["/api/v1/devices", "/api/v1/gateways/gw"] {
         let (status, content_type, json) = api.call("GET", uri, Some("wbd_expired"), None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
@@ -265,7 +264,7 @@ async fn expired_tokens_are_refused_with_a_problem_saying_so() {
 
 #[tokio::test]
 async fn a_short_lived_token_stops_working_when_it_expires() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let created = create_token(&api, json!({ "name": "ci", "expires_in_s": 1 })).await;
     let token = created["token"].as_str().unwrap();
     assert_eq!(
@@ -282,10 +281,11 @@ async fn a_short_lived_token_stops_working_when_it_expires() {
 async fn expired_admin_tokens_do_not_count_and_a_start_makes_a_new_one() {
     let store = Store::in_memory();
     store
-        .backend()
+        .tokens()
         .put_token(&expired("wbd_old_admin", Role::Admin, "00000000000000aa"))
+        .await
         .unwrap();
-    let (auth, new_admin) = Auth::bootstrap(&store).unwrap();
+    let (auth, new_admin) = Auth::bootstrap(&store).await.unwrap();
     let new_admin = new_admin.expect("a new admin token when every one has expired");
     assert_eq!(auth.role_of(&new_admin), Some(Role::Admin));
     assert_eq!(auth.role_of("wbd_old_admin"), None);
@@ -316,7 +316,7 @@ async fn expired_admin_tokens_do_not_count_and_a_start_makes_a_new_one() {
 
 #[tokio::test]
 async fn token_requests_are_checked() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     for body in [
         json!({ "name": "gw", "role": "gateway" }),
         json!({ "name": "gw", "role": "gateway", "gateway": "Not A Name" }),
@@ -349,10 +349,15 @@ async fn token_requests_are_checked() {
 
 #[tokio::test]
 async fn only_admin_tokens_manage_tokens() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let id = api.state.auth.tokens()[0].id.clone();
-    let gateway = api.state.auth.issue("edge-1", Role::Gateway).unwrap();
-    let operator = api.state.auth.issue("deployer", Role::Operator).unwrap();
+    let gateway = api.state.auth.issue("edge-1", Role::Gateway).await.unwrap();
+    let operator = api
+        .state
+        .auth
+        .issue("deployer", Role::Operator)
+        .await
+        .unwrap();
     for token in [&api.reader, &operator, &gateway] {
         for (method, uri, body) in [
             ("GET", "/api/v1/tokens".to_owned(), None),
@@ -374,7 +379,7 @@ async fn only_admin_tokens_manage_tokens() {
 
 #[tokio::test]
 async fn gateway_tokens_register_and_update_only_their_own_gateway() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let created = create_token(
         &api,
         json!({ "name": "edge-1-registration", "role": "gateway", "gateway": "edge-1" }),
@@ -507,7 +512,7 @@ async fn gateway_tokens_register_and_update_only_their_own_gateway() {
 
 #[tokio::test]
 async fn operator_tokens_change_devices_and_applications_only() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let operator = api
         .state
         .auth
@@ -517,6 +522,7 @@ async fn operator_tokens_change_devices_and_applications_only() {
             gateway: None,
             expires_at: None,
         })
+        .await
         .unwrap()
         .1;
     let call = |method: &'static str, uri: &'static str, body: Option<Value>| {
@@ -573,7 +579,7 @@ async fn operator_tokens_change_devices_and_applications_only() {
 
 #[tokio::test]
 async fn openapi_documents_the_token_routes_and_every_refusal() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let doc = api
         .admin("GET", "/openapi.json", None, StatusCode::OK)
         .await;
@@ -614,7 +620,7 @@ async fn openapi_documents_the_token_routes_and_every_refusal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_token_ends_its_open_event_streams() {
-    let api = TestApi::in_memory();
+    let api = TestApi::in_memory().await;
     let created = api
         .admin(
             "POST",

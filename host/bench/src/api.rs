@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -102,7 +101,7 @@ impl System {
 
     /// Serves the API on a loopback port; the admin token.
     async fn serve_api(&self, store: Store) -> anyhow::Result<(SocketAddr, String)> {
-        let (auth, token) = Auth::bootstrap(&store)?;
+        let (auth, token) = Auth::bootstrap(&store).await?;
         let token = token.context("a new store makes an admin token")?;
         let addr = self
             .handle()
@@ -137,9 +136,7 @@ impl Drop for System {
 }
 
 fn sqlite_store(dir: &std::path::Path) -> anyhow::Result<Store> {
-    Ok(Store::new(Arc::new(SqliteStore::open(
-        &dir.join("api.db"),
-    )?)))
+    Ok(Store::sqlite(SqliteStore::open(&dir.join("api.db"))?))
 }
 
 fn device(name: String, device_id: Option<String>) -> Device {
@@ -202,18 +199,14 @@ async fn listing(args: &ApiArgs) -> anyhow::Result<Vec<Row>> {
     let store = sqlite_store(dir.path())?;
     progress(&format!("listing: storing {} devices", args.devices));
     let started = Instant::now();
-    let filler = store.clone();
-    let n = args.devices;
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        for i in 0..n {
-            filler.create(&device(
+    for i in 0..args.devices {
+        store
+            .create(&device(
                 format!("dev-{i:05}"),
                 Some(format!("{:032x}", i + 1)),
-            ))?;
-        }
-        Ok(())
-    })
-    .await??;
+            ))
+            .await?;
+    }
     progress(&format!(
         "listing: {} devices stored in {:.1} s ({:.0} creates/s, each durable)",
         args.devices,
@@ -704,19 +697,23 @@ async fn deploy_fleet(
 
     // The API server and controller, the gateway and devices registered.
     let store = sqlite_store(dir)?;
-    store.create(&Gateway {
-        metadata: ObjectMeta {
-            name: "gw".into(),
-            ..ObjectMeta::default()
-        },
-        spec: GatewaySpec {
-            http_endpoint: format!("https://{gateway_http}"),
-            device_endpoint: devices_addr.to_string(),
-        },
-        status: Default::default(),
-    })?;
+    store
+        .create(&Gateway {
+            metadata: ObjectMeta {
+                name: "gw".into(),
+                ..ObjectMeta::default()
+            },
+            spec: GatewaySpec {
+                http_endpoint: format!("https://{gateway_http}"),
+                device_endpoint: devices_addr.to_string(),
+            },
+            status: Default::default(),
+        })
+        .await?;
     for (i, id) in ids.into_iter().enumerate() {
-        store.create(&device(format!("sim-{i:04}"), Some(id)))?;
+        store
+            .create(&device(format!("sim-{i:04}"), Some(id)))
+            .await?;
     }
     let (addr, token) = system.serve_api(store.clone()).await?;
     let controller = Controller::new(
@@ -822,7 +819,7 @@ mod tests {
     async fn the_keep_alive_client_reads_answers_and_refuses_errors() -> anyhow::Result<()> {
         let system = System::new()?;
         let store = Store::in_memory();
-        store.create(&device("d1".into(), None))?;
+        store.create(&device("d1".into(), None)).await?;
         let (addr, token) = system.serve_api(store).await?;
         let body = get(addr, "/api/v1/devices", &token).await?;
         let devices: serde_json::Value = serde_json::from_slice(&body)?;
@@ -837,7 +834,7 @@ mod tests {
         // Walking follows X-Continue to the end.
         let store2 = Store::in_memory();
         for i in 0..5 {
-            store2.create(&device(format!("d{i}"), None))?;
+            store2.create(&device(format!("d{i}"), None)).await?;
         }
         let (addr2, token2) = system.serve_api(store2).await?;
         assert_eq!(check_walk(addr2, &token2, 2, 5).await?, 3);

@@ -166,7 +166,7 @@ pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let server = ApiServer::open(&config)?;
+        let server = ApiServer::open(&config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the API port {}", config.listen))?;

@@ -1,7 +1,7 @@
 //! In `wasmbed up`: a Device resource created with `emulated: true` (through
 //! the API, e.g. `wasmbed device create NAME --emulated`) boots as an
 //! emulated device, as the architecture's flow has it. A level-triggered
-//! loop: on every store change and every two seconds, each emulated Device
+//! loop: on every change a watch of the store shows and every two seconds, each emulated Device
 //! without a running emulator is provisioned and started, an enrolled one
 //! gets its device id written into its spec, and the emulator of a Device
 //! that is gone or being deleted is stopped.
@@ -36,7 +36,7 @@ const INTERVAL: Duration = Duration::from_secs(2);
 impl Emulated {
     /// Runs until `stop` turns true.
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut changes = self.store.subscribe();
+        let mut changes = self.store.wakeups(None);
         loop {
             self.reconcile().await;
             tokio::select! {
@@ -48,7 +48,7 @@ impl Emulated {
     }
 
     async fn reconcile(&self) {
-        let devices = match self.store.list::<Device>() {
+        let devices = match self.store.list::<Device>().await {
             Ok(devices) => devices,
             Err(e) => {
                 tracing::warn!(error = %e, "listing devices failed");
@@ -57,7 +57,7 @@ impl Emulated {
         };
         let wanted: BTreeSet<&str> = devices
             .iter()
-            .filter(|d| d.spec.emulated && !d.metadata.deleting)
+            .filter(|d| d.spec.emulated && !d.metadata.deleting())
             .map(|d| d.metadata.name.as_str())
             .collect();
         for device in devices
@@ -101,11 +101,14 @@ impl Emulated {
             .rev()
             .find_map(|line| crate::up::device_id(&line.text));
         if let Some(id) = enrolled {
-            let written = self.store.modify::<Device>(name, |d| {
-                let change = d.spec.device_id.as_deref() != Some(id.as_str());
-                d.spec.device_id = Some(id.clone());
-                change
-            });
+            let written = self
+                .store
+                .modify::<Device>(name, |d| {
+                    let change = d.spec.device_id.as_deref() != Some(id.as_str());
+                    d.spec.device_id = Some(id.clone());
+                    change
+                })
+                .await;
             match written {
                 Ok(_) => crate::up::say(&format!("{name}: enrolled as device {id}")),
                 Err(e) => {

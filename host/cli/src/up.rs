@@ -318,7 +318,7 @@ async fn up(
         http: api_http,
         ..ApiServerConfig::default()
     };
-    let server = ApiServer::open(&config)?;
+    let server = ApiServer::open(&config).await?;
     let store = server.store().clone();
     let token = admin_token(&args.dir, server.admin_token())?;
     if server.admin_token().is_some() {
@@ -399,7 +399,7 @@ async fn start(
     api_url: &str,
     token: &str,
 ) -> anyhow::Result<bool> {
-    register_gateway(store, device_addr, gateway_http)?;
+    register_gateway(store, device_addr, gateway_http).await?;
     say(&format!(
         "registered gateway {GATEWAY_NAME} (https://{gateway_http})"
     ));
@@ -449,7 +449,7 @@ async fn start(
         let id =
             device_id(&line.text).with_context(|| format!("no device id in {:?}", line.text))?;
         say(&format!("{}: enrolled as device {id}", device.name()));
-        register_device(store, device.name(), &id)?;
+        register_device(store, device.name(), &id).await?;
         ids.push(id);
     }
     say(&format!(
@@ -516,7 +516,7 @@ pub(crate) fn device_id(line: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn register_gateway(
+async fn register_gateway(
     store: &wasmbed_api::store::Store,
     device_addr: SocketAddr,
     http: SocketAddr,
@@ -525,26 +525,30 @@ fn register_gateway(
         http_endpoint: format!("https://{http}"),
         device_endpoint: device_addr.to_string(),
     };
-    if store.get::<Gateway>(GATEWAY_NAME)?.is_some() {
-        store.modify::<Gateway>(GATEWAY_NAME, |g| {
-            let change = g.spec != spec;
-            g.spec = spec.clone();
-            change
-        })?;
+    if store.get::<Gateway>(GATEWAY_NAME).await?.is_some() {
+        store
+            .modify::<Gateway>(GATEWAY_NAME, |g| {
+                let change = g.spec != spec;
+                g.spec = spec.clone();
+                change
+            })
+            .await?;
     } else {
-        store.create(&Gateway {
-            metadata: ObjectMeta {
-                name: GATEWAY_NAME.into(),
-                ..ObjectMeta::default()
-            },
-            spec,
-            status: GatewayStatus::default(),
-        })?;
+        store
+            .create(&Gateway {
+                metadata: ObjectMeta {
+                    name: GATEWAY_NAME.into(),
+                    ..ObjectMeta::default()
+                },
+                spec,
+                status: GatewayStatus::default(),
+            })
+            .await?;
     }
     Ok(())
 }
 
-fn register_device(
+async fn register_device(
     store: &wasmbed_api::store::Store,
     name: &str,
     device_id: &str,
@@ -559,23 +563,27 @@ fn register_device(
         emulated: true,
         revoked: false,
     };
-    if store.get::<Device>(name)?.is_some() {
-        store.modify::<Device>(name, |d| {
-            let change = d.spec != spec || d.metadata.labels != labels;
-            d.spec = spec.clone();
-            d.metadata.labels = labels.clone();
-            change
-        })?;
+    if store.get::<Device>(name).await?.is_some() {
+        store
+            .modify::<Device>(name, |d| {
+                let change = d.spec != spec || d.metadata.labels != labels;
+                d.spec = spec.clone();
+                d.metadata.labels = labels.clone();
+                change
+            })
+            .await?;
     } else {
-        store.create(&Device {
-            metadata: ObjectMeta {
-                name: name.into(),
-                labels,
-                ..ObjectMeta::default()
-            },
-            spec,
-            status: DeviceStatus::default(),
-        })?;
+        store
+            .create(&Device {
+                metadata: ObjectMeta {
+                    name: name.into(),
+                    labels,
+                    ..ObjectMeta::default()
+                },
+                spec,
+                status: DeviceStatus::default(),
+            })
+            .await?;
     }
     Ok(())
 }

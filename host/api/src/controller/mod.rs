@@ -41,7 +41,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::FutureExt as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -57,7 +57,7 @@ use crate::model::{
     Application, DeploymentStatus, Device, DeviceDeployment, DeviceRuntime, ExecutionResult,
     Gateway, Object, Presence, UNDEPLOY_FINALIZER, now_ms,
 };
-use crate::store::{OwnWrites, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ impl<G: GatewayClient> Controller<G> {
         // Its own writes must not wake it up again.
         let (store, own) = store.quiet();
         Controller {
-            changes: wakeups(&store, own),
+            changes: store.wakeups(Some(own)),
             store,
             client,
             backoffs: Backoffs::new(config.backoff_min, config.backoff_max),
@@ -564,58 +564,6 @@ impl<G: GatewayClient> Controller<G> {
     }
 }
 
-/// A signal that changes whenever a watch of devices, applications or
-/// gateways shows a write that is not one of `own`; also after a watch
-/// broke and was opened again (what happened meanwhile is unknown).
-fn wakeups(store: &Store, own: Arc<OwnWrites>) -> watch::Receiver<u64> {
-    let (signal, wakeups) = watch::channel(0u64);
-    let store = store.clone();
-    tokio::spawn(async move {
-        loop {
-            let opened = futures_util::future::try_join3(
-                store.watch::<Device>(None),
-                store.watch::<Application>(None),
-                store.watch::<Gateway>(None),
-            )
-            .await;
-            let mut events = match opened {
-                Ok((devices, applications, gateways)) => futures_util::stream::select_all([
-                    devices
-                        .map(|e| e.map(|e| e.object().metadata.resource_version.clone()))
-                        .boxed(),
-                    applications
-                        .map(|e| e.map(|e| e.object().metadata.resource_version.clone()))
-                        .boxed(),
-                    gateways
-                        .map(|e| e.map(|e| e.object().metadata.resource_version.clone()))
-                        .boxed(),
-                ]),
-                Err(e) => {
-                    warn!(error = %e, "the controller cannot watch the store; it runs on its interval");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    continue;
-                }
-            };
-            signal.send_modify(|n| *n = n.wrapping_add(1));
-            loop {
-                tokio::select! {
-                    () = signal.closed() => return,
-                    event = events.next() => match event {
-                        Some(Ok(version)) if own.take(&version) => {}
-                        Some(Ok(_)) => signal.send_modify(|n| *n = n.wrapping_add(1)),
-                        Some(Err(e)) => {
-                            info!(error = %e, "the controller's watch ended; watching again");
-                            break;
-                        }
-                        None => break,
-                    },
-                }
-            }
-        }
-    });
-    wakeups
-}
-
 fn base(gateway: &Gateway) -> String {
     gateway.spec.http_endpoint.trim_end_matches('/').to_owned()
 }
@@ -637,7 +585,7 @@ mod tests {
         }
     }
 
-    fn store_with_gateway() -> Store {
+    async fn store_with_gateway() -> Store {
         let store = Store::in_memory();
         store
             .create(&Gateway {
@@ -651,13 +599,14 @@ mod tests {
                 },
                 status: Default::default(),
             })
+            .await
             .expect("created");
         store
     }
 
     #[tokio::test]
     async fn a_gateway_that_failed_is_not_called_again_before_its_backoff_ends() {
-        let store = store_with_gateway();
+        let store = store_with_gateway().await;
         let gateway = Arc::new(FakeGateway::default());
         *gateway.failure.lock().expect("not poisoned") =
             Some(CallError::Unreachable("connection failed".into()));
@@ -669,7 +618,7 @@ mod tests {
         controller.reconcile().await.expect("pass");
         controller.reconcile().await.expect("pass");
         assert_eq!(gateway.calls(), ["GET https://gw-a/v1/devices"]);
-        let status = store.fetch::<Gateway>("gw-a").expect("there").status;
+        let status = store.fetch::<Gateway>("gw-a").await.expect("there").status;
         assert!(!status.reachable);
         assert_eq!(
             status.reason.as_deref(),
@@ -685,14 +634,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_pass_places_polls_and_after_a_lost_status_adopts_instead_of_placing_twice() {
-        let store = store_with_gateway();
+        let store = store_with_gateway().await;
         store
             .create(&device("d1", "gw-a", Some(ID_1)))
+            .await
             .expect("created");
         let sha256 = "11".repeat(32);
-        store.backend().put_blob(&sha256, MODULE).expect("stored");
+        store.put_blob(&sha256, MODULE).await.expect("stored");
         store
             .create(&application(&sha256, Vec::new()))
+            .await
             .expect("created");
         let gateway = Arc::new(FakeGateway::default());
         let mut controller = Controller::with_client(
@@ -700,18 +651,18 @@ mod tests {
             config(Duration::from_secs(60)),
             Arc::clone(&gateway),
         );
-        let placements = |store: &Store| -> Vec<(String, Option<u64>)> {
-            let app = store.fetch::<Application>("app").expect("there");
+        async fn placements(store: &Store) -> Vec<(String, Option<u64>)> {
+            let app = store.fetch::<Application>("app").await.expect("there");
             app.status
                 .deployments
                 .into_iter()
                 .map(|d| (d.device, d.gateway_deployment_id))
                 .collect()
-        };
+        }
 
         controller.reconcile().await.expect("pass");
-        assert_eq!(placements(&store), [("d1".to_owned(), Some(1))]);
-        let device = store.fetch::<Device>("d1").expect("there");
+        assert_eq!(placements(&store).await, [("d1".to_owned(), Some(1))]);
+        let device = store.fetch::<Device>("d1").await.expect("there");
         assert_eq!(device.status.deployments.len(), 1);
 
         controller.reconcile().await.expect("pass");
@@ -724,13 +675,14 @@ mod tests {
         // The status write of the placement was lost (a crash): the
         // deployment at the gateway is adopted, not made again.
         store
-            .modify::<Application>("app", |a| {
+            .modify_status::<Application>("app", |a| {
                 a.status.deployments.clear();
                 true
             })
+            .await
             .expect("modified");
         controller.reconcile().await.expect("pass");
-        assert_eq!(placements(&store), [("d1".to_owned(), Some(1))]);
+        assert_eq!(placements(&store).await, [("d1".to_owned(), Some(1))]);
         let posts = gateway
             .calls()
             .iter()

@@ -208,7 +208,7 @@ fn migrate(db: &mut Connection) -> Result<(), StoreError> {
 }
 
 /// The schema version of a database from before versions were recorded:
-/// 0 (empty), 1 (tokens without ids) or 2.
+/// 0 (empty, or without objects), 1 (tokens without ids) or 2.
 fn legacy_version(db: &Connection) -> Result<usize, StoreError> {
     let columns = |table: &str| -> Result<Vec<String>, StoreError> {
         db.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
@@ -219,7 +219,7 @@ fn legacy_version(db: &Connection) -> Result<usize, StoreError> {
             .map_err(database)
     };
     let tokens = columns("tokens")?;
-    Ok(if tokens.is_empty() {
+    Ok(if tokens.is_empty() || columns("objects")?.is_empty() {
         0
     } else if tokens.iter().any(|c| c == "id") {
         2

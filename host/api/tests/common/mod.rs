@@ -23,9 +23,9 @@ pub struct TestApi {
 }
 
 impl TestApi {
-    pub fn new(store: Store) -> TestApi {
-        let (auth, admin) = Auth::bootstrap(&store).unwrap();
-        let reader = auth.issue("reader", Role::ReadOnly).unwrap();
+    pub async fn new(store: Store) -> TestApi {
+        let (auth, admin) = Auth::bootstrap(&store).await.unwrap();
+        let reader = auth.issue("reader", Role::ReadOnly).await.unwrap();
         TestApi {
             state: AppState::new(store, auth),
             admin: admin.unwrap(),
@@ -33,8 +33,8 @@ impl TestApi {
         }
     }
 
-    pub fn in_memory() -> TestApi {
-        Self::new(Store::in_memory())
+    pub async fn in_memory() -> TestApi {
+        Self::new(Store::in_memory()).await
     }
 
     /// One request through the router; the status, content type and JSON.

@@ -38,9 +38,10 @@ fn pages_are_read_through_the_primary_key_index() -> Result<(), rusqlite::Error>
 async fn reopening_keeps_objects_versions_blobs_and_tokens() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("api.db");
+    let first;
     let before = {
         let store = Store::sqlite(SqliteStore::open(&path).expect("opens"));
-        store.create(&device("a")).await.expect("created");
+        first = store.create(&device("a")).await.expect("created");
         store.put_blob("ab", b"\0asm").await.expect("stored");
         store.create(&device("c")).await.expect("created")
     };
@@ -61,21 +62,38 @@ async fn reopening_keeps_objects_versions_blobs_and_tokens() {
             .expect("a number")
     };
     assert!(version(&next) > version(&before));
-    // A watch cannot start before the store was opened: what happened then
-    // is not kept, so the watcher must list.
+    // A watch cannot start before the last write of the previous run: what
+    // happened then is not kept, so the watcher must list. From that last
+    // write on, nothing is missed.
     assert!(matches!(
         store
-            .watch::<Device>(Some(&before.metadata.resource_version))
+            .watch::<Device>(Some(&first.metadata.resource_version))
             .await,
         Err(StoreError::Expired(_))
     ));
+    let mut events = store
+        .watch::<Device>(Some(&next.metadata.resource_version))
+        .await
+        .expect("watching from the last write");
+    let added = store.create(&device("e")).await.expect("created");
+    use futures_util::StreamExt as _;
+    assert_eq!(
+        events
+            .next()
+            .await
+            .expect("an event")
+            .expect("not an error"),
+        crate::store::WatchEvent::Added(added)
+    );
 }
 
 #[tokio::test]
 async fn a_watch_from_a_version_older_than_the_history_must_list_again() {
     let store = fresh();
     let first = store.create(&device("first")).await.expect("created");
-    for i in 0..super::super::hub::HISTORY {
+    // One write more than the history keeps: the first after `first` is
+    // forgotten.
+    for i in 0..=super::super::hub::HISTORY {
         store
             .modify::<Device>("first", |d| {
                 d.spec.board = format!("b{i}");
