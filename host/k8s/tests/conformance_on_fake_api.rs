@@ -34,9 +34,6 @@ async fn finalizers() {
 }
 
 #[tokio::test]
-#[ignore = "the check expects d-0 among the tier=even devices, but its loop labels x \
-            (index 6), not d-0 (index 7); KubeStore lists d10, d4, d5, x: see \
-            store_on_fake_api::pages_in_name_order_filtered_by_labels"]
 async fn paging_and_selectors() {
     conformance::paging_and_selectors(&fresh()).await;
 }
