@@ -10,6 +10,13 @@
 //!
 //! [`crds`] gives the CustomResourceDefinitions; `cargo xtask crds` writes
 //! them to `deploy/kubernetes/crds/` with [`crd_files`].
+//!
+//! [`KubeStore`] is the API server's [`ResourceStore`] backend on these
+//! resources in a cluster. With the feature `fake-api-server`,
+//! [`fake_api`] is a stateful fake Kubernetes API server to test it (and
+//! what is built on it) without a cluster.
+//!
+//! [`ResourceStore`]: wasmbed_api::store::ResourceStore
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt as _};
@@ -18,6 +25,12 @@ use serde::{Deserialize, Serialize};
 use wasmbed_api::model::{
     ApplicationSpec, ApplicationStatus, DeviceSpec, DeviceStatus, GatewaySpec, GatewayStatus,
 };
+
+#[cfg(feature = "fake-api-server")]
+pub mod fake_api;
+mod store;
+
+pub use store::{DEFAULT_NAMESPACE, KubeStore, api_resource};
 
 /// The API group of Wasmbed's custom resources.
 pub const GROUP: &str = "wasmbed.io";
