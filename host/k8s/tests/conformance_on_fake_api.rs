@@ -39,9 +39,6 @@ async fn paging_and_selectors() {
 }
 
 #[tokio::test]
-#[ignore = "on Kubernetes a create cannot set status: a create with a status is a POST \
-            then a PUT of /status, two events (ADDED without status, MODIFIED), where the \
-            check wants one: see store_on_fake_api::a_create_with_status_is_seen_as_two_events"]
 async fn watch() {
     conformance::watch(&fresh()).await;
 }
