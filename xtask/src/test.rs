@@ -92,6 +92,16 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
     steps.run("nextest", || {
         tests(&["nextest", "run", "--workspace", "--all-features"])
     })?;
+    // The REST API, controller and dashboard tests again, on the
+    // Kubernetes store (KubeStore over the fake API server of wasmbed-k8s).
+    steps.run("nextest wasmbed-api on the Kubernetes store", || {
+        let mut command = cargo();
+        command
+            .args(["nextest", "run", "-p", "wasmbed-api", "--tests"])
+            .env("WASMBED_TEST_STORE", "kubernetes")
+            .env("WASMBED_REQUIRE_BROWSER", "1");
+        cmd::run(&mut command)
+    })?;
     steps.run("schemathesis", || {
         schemathesis::run(root, schemathesis::DEFAULT_MAX_EXAMPLES, false)
     })?;

@@ -1125,11 +1125,13 @@ async fn bad_limits_and_continue_tokens_are_refused_with_a_stable_code() {
         "!!!".to_owned(),
         "AAAA".to_owned(),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("d0"),
-        forge(json!({ "v": 1, "kind": "Device", "after": "d0" })),
-        forge(json!({ "v": 2, "kind": "Device", "after": "d0", "selector": {} })),
-        forge(json!({ "v": 1, "kind": "Gateway", "after": "d0", "selector": {} })),
-        forge(json!({ "v": 1, "kind": "Device", "after": "", "selector": {} })),
-        forge(json!({ "v": 1, "kind": "Device", "after": "d0", "selector": {}, "x": 1 })),
+        forge(json!({ "v": 2, "kind": "Device", "selector": {} })),
+        forge(json!({ "v": 1, "kind": "Device", "inner": "x", "selector": {} })),
+        forge(json!({ "v": 2, "kind": "Gateway", "inner": "x", "selector": {} })),
+        forge(json!({ "v": 2, "kind": "Device", "inner": "", "selector": {} })),
+        forge(json!({ "v": 2, "kind": "Device", "inner": "x", "selector": {}, "x": 1 })),
+        // The store's own token, not the API's.
+        forge(json!({ "v": 1, "kind": "Device", "after": "d0", "selector": {} })),
         format!("{device_token}x"),
     ] {
         uris.push(format!("/api/v1/devices?limit=1&continue={token}"));
@@ -1144,13 +1146,10 @@ async fn bad_limits_and_continue_tokens_are_refused_with_a_stable_code() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {json}");
         assert_problem(status, &content_type, &json, "invalid_query");
     }
-    // A well-formed token is a position, whether made here or not.
+    // The token of the first page is the position after it.
     let (items, _) = api
         .page(
-            &format!(
-                "/api/v1/devices?limit=5&continue={}",
-                forge(json!({ "v": 1, "kind": "Device", "after": "d0", "selector": {} }))
-            ),
+            &format!("/api/v1/devices?limit=5&continue={device_token}"),
             &admin,
         )
         .await;

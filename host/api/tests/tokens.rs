@@ -225,7 +225,7 @@ fn expired(secret: &str, role: Role, id: &str) -> TokenRecord {
 
 #[tokio::test]
 async fn expired_tokens_are_refused_with_a_problem_saying_so() {
-    let store = Store::in_memory();
+    let store = common::test_store();
     store
         .tokens()
         .put_token(&expired("wbd_expired", Role::ReadOnly, "00000000000000ee"))
@@ -279,7 +279,7 @@ async fn a_short_lived_token_stops_working_when_it_expires() {
 
 #[tokio::test]
 async fn expired_admin_tokens_do_not_count_and_a_start_makes_a_new_one() {
-    let store = Store::in_memory();
+    let store = common::test_store();
     store
         .tokens()
         .put_token(&expired("wbd_old_admin", Role::Admin, "00000000000000aa"))

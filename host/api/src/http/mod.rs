@@ -43,6 +43,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -222,6 +223,65 @@ impl<T: Serialize> axum::response::IntoResponse for Page<T> {
     }
 }
 
+/// What a `continue` token of the REST API holds: the list it belongs to
+/// (kind and selector, checked on every backend) and the store's own token.
+/// Opaque to clients (base64url of this, as JSON).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct ContinueToken {
+    /// Format version.
+    v: u8,
+    kind: String,
+    selector: BTreeMap<String, String>,
+    /// The store's token (SQLite's, or a Kubernetes API server's).
+    inner: String,
+}
+
+const TOKEN_VERSION: u8 = 2;
+
+impl ContinueToken {
+    fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// The store's token inside `text`, a token of a list of `kind` with
+    /// `selector`.
+    fn decode(
+        text: &str,
+        kind: crate::model::Kind,
+        selector: &BTreeMap<String, String>,
+    ) -> ApiResult<String> {
+        let invalid = |detail: &str| {
+            Problem::bad_request(
+                "invalid_query",
+                format!("continue is not a token of this list: {detail}"),
+            )
+        };
+        if text.len() > MAX_CONTINUE_TOKEN {
+            return Err(invalid("too long"));
+        }
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| invalid("not base64url"))?;
+        let token: ContinueToken =
+            serde_json::from_slice(&json).map_err(|_| invalid("not a continue token"))?;
+        if token.v != TOKEN_VERSION {
+            return Err(invalid("unknown version"));
+        }
+        if token.kind != kind.as_str() {
+            return Err(invalid("it belongs to a list of another kind"));
+        }
+        if &token.selector != selector {
+            return Err(invalid("it belongs to a list with another labelSelector"));
+        }
+        if token.inner.is_empty() {
+            return Err(invalid("no position"));
+        }
+        Ok(token.inner)
+    }
+}
+
 impl ListQuery {
     /// The validated `limit`, if any.
     pub fn limit(&self) -> ApiResult<Option<usize>> {
@@ -240,19 +300,17 @@ impl ListQuery {
     /// `continue` token's position (from the start without one). The store
     /// filters and pages; its token is passed on as it is.
     pub(crate) async fn page<T: crate::model::Object>(&self, store: &Store) -> ApiResult<Page<T>> {
+        let labels = self.selector()?;
+        let continue_token = self
+            .continue_token
+            .as_deref()
+            .map(|token| ContinueToken::decode(token, T::KIND, &labels))
+            .transpose()?;
         let params = ListParams {
-            labels: self.selector()?,
+            labels,
             limit: self.limit()?,
-            continue_token: self.continue_token.clone(),
+            continue_token,
         };
-        if let Some(token) = &params.continue_token {
-            if token.len() > MAX_CONTINUE_TOKEN {
-                return Err(Problem::bad_request(
-                    "invalid_query",
-                    "continue is not a token of this list: too long",
-                ));
-            }
-        }
         if params.limit.is_none() {
             let all = store.list_all::<T>(params).await?;
             return Ok(Page {
@@ -261,9 +319,18 @@ impl ListQuery {
             });
         }
         let page = store.list_page::<T>(&params).await?;
+        let next = page.continue_token.map(|inner| {
+            ContinueToken {
+                v: TOKEN_VERSION,
+                kind: T::KIND.as_str().to_owned(),
+                selector: params.labels.clone(),
+                inner,
+            }
+            .encode()
+        });
         Ok(Page {
             items: page.items,
-            next: page.continue_token,
+            next,
         })
     }
 

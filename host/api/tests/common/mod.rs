@@ -16,6 +16,23 @@ use tower::ServiceExt;
 use wasmbed_api::http::{AppState, Auth, app};
 use wasmbed_api::store::{Role, Store};
 
+/// The store the tests run on (see [`TestApi::in_memory`]).
+pub fn test_store() -> Store {
+    match std::env::var("WASMBED_TEST_STORE").as_deref() {
+        Ok("kubernetes") => {
+            let server = wasmbed_k8s::fake_api::FakeApiServer::new();
+            let resources = std::sync::Arc::new(wasmbed_k8s::KubeStore::new(
+                server.client("wasmbed"),
+                "wasmbed",
+            ));
+            let rest = std::sync::Arc::new(wasmbed_api::store::SqliteStore::in_memory().unwrap());
+            Store::new(resources, rest.clone(), rest.clone(), rest)
+        }
+        Ok("sqlite") | Err(_) => Store::in_memory(),
+        Ok(other) => panic!("WASMBED_TEST_STORE={other}: expected sqlite or kubernetes"),
+    }
+}
+
 pub struct TestApi {
     pub state: AppState,
     pub admin: String,
@@ -33,8 +50,11 @@ impl TestApi {
         }
     }
 
+    /// An API over a fresh store: SQLite in memory, or, with
+    /// `WASMBED_TEST_STORE=kubernetes`, the Kubernetes store over a fake
+    /// API server (blobs, tokens and results in SQLite, as in a cluster).
     pub async fn in_memory() -> TestApi {
-        Self::new(Store::in_memory()).await
+        Self::new(test_store()).await
     }
 
     /// One request through the router; the status, content type and JSON.
