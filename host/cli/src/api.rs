@@ -1,9 +1,10 @@
-//! `wasmbed api`: the API server (REST API, controller, SQLite store) as a
-//! long-running process.
+//! `wasmbed api`: the API server (REST API, controller, and its store:
+//! SQLite, or Kubernetes custom resources) as a long-running process.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +15,7 @@ use wasmbed_api::http::events::{
     DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_TOKEN, EventStreamLimits,
 };
 use wasmbed_api::server::{ApiServer, ApiServerConfig, FD_RESERVE, http_max_connections_for};
+use wasmbed_api::store::{SqliteStore, Store};
 use wasmbed_httpd::HttpServerConfig;
 
 use crate::open_files;
@@ -25,9 +27,20 @@ pub(crate) struct ApiServerArgs {
     /// elsewhere it warns that it serves plain HTTP.
     #[arg(long, default_value = wasmbed_api::server::DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// SQLite database file; created if missing.
+    /// SQLite database file; created if missing. It holds everything with
+    /// `--store sqlite`, and the module blobs, token hashes and execution
+    /// results with `--store kubernetes` (put it on a volume).
     #[arg(long, default_value = "wasmbed-api.db", env = "WASMBED_API_DB")]
     db: PathBuf,
+    /// Where devices, applications and gateways are kept: `sqlite` (in
+    /// --db, the default), `sqlite:PATH` (another file), or
+    /// `kubernetes[:NAMESPACE]`: as Device, Application and Gateway custom
+    /// resources (`wasmbed.io/v1alpha1`; install the CRDs with `kubectl
+    /// apply -k deploy/kubernetes`) in NAMESPACE (default `wasmbed`), with
+    /// the in-cluster configuration or the kubeconfig (`KUBECONFIG`,
+    /// `~/.kube/config`).
+    #[arg(long, default_value = "sqlite", env = "WASMBED_API_STORE", value_parser = parse_store)]
+    store: StoreChoice,
     /// Longest time between two passes of the controller.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     reconcile_interval: Duration,
@@ -130,6 +143,61 @@ impl HttpArgs {
     }
 }
 
+/// Where `wasmbed api` keeps its resources (`--store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreChoice {
+    /// In SQLite: the file given, or --db.
+    Sqlite(Option<PathBuf>),
+    /// As custom resources in this namespace.
+    Kubernetes(String),
+}
+
+fn parse_store(text: &str) -> Result<StoreChoice, String> {
+    let (kind, rest) = match text.split_once(':') {
+        Some((kind, rest)) => (kind, Some(rest)),
+        None => (text, None),
+    };
+    match (kind, rest) {
+        ("sqlite", None) => Ok(StoreChoice::Sqlite(None)),
+        ("sqlite", Some(path)) if !path.is_empty() => Ok(StoreChoice::Sqlite(Some(path.into()))),
+        ("kubernetes", None) => Ok(StoreChoice::Kubernetes(
+            wasmbed_k8s::DEFAULT_NAMESPACE.to_owned(),
+        )),
+        ("kubernetes", Some(namespace)) if wasmbed_api::http::validate_name(namespace).is_ok() => {
+            Ok(StoreChoice::Kubernetes(namespace.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?}: expected sqlite, sqlite:PATH, kubernetes or kubernetes:NAMESPACE"
+        )),
+    }
+}
+
+/// Opens the server over the store `--store` names.
+async fn open_server(
+    choice: &StoreChoice,
+    config: &mut ApiServerConfig,
+) -> anyhow::Result<ApiServer> {
+    match choice {
+        StoreChoice::Sqlite(path) => {
+            if let Some(path) = path {
+                config.db = path.clone();
+            }
+            Ok(ApiServer::open(config).await?)
+        }
+        StoreChoice::Kubernetes(namespace) => {
+            let resources = wasmbed_k8s::KubeStore::connect(namespace.as_str())
+                .await
+                .context("connecting to the Kubernetes API server")?;
+            let local = SqliteStore::open(&config.db)
+                .with_context(|| format!("opening {}", config.db.display()))?;
+            let local = Arc::new(local);
+            tracing::info!(%namespace, db = %config.db.display(), "resources in Kubernetes; blobs, tokens and results in SQLite");
+            let store = Store::new(Arc::new(resources), local.clone(), local.clone(), local);
+            Ok(ApiServer::over(store, config).await?)
+        }
+    }
+}
+
 /// Prints the admin token of a new database, the only time it is shown.
 pub(crate) fn announce_admin_token(token: &str) {
     let mut stdout = std::io::stdout().lock();
@@ -152,7 +220,7 @@ pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let config = ApiServerConfig {
+    let mut config = ApiServerConfig {
         listen: args.listen,
         db: args.db,
         controller: ControllerConfig {
@@ -166,7 +234,7 @@ pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let server = ApiServer::open(&config).await?;
+        let server = open_server(&args.store, &mut config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the API port {}", config.listen))?;
@@ -199,6 +267,54 @@ mod tests {
     struct Command {
         #[command(flatten)]
         args: ApiServerArgs,
+    }
+
+    #[test]
+    fn store_choices_parse_and_bad_ones_say_what_is_expected() {
+        let store = |args: &[&str]| {
+            Command::try_parse_from([&["api"][..], args].concat()).map(|c| c.args.store)
+        };
+        assert_eq!(store(&[]).ok(), Some(StoreChoice::Sqlite(None)));
+        assert_eq!(
+            store(&["--store", "sqlite:/var/lib/api.db"]).ok(),
+            Some(StoreChoice::Sqlite(Some("/var/lib/api.db".into())))
+        );
+        assert_eq!(
+            store(&["--store", "kubernetes"]).ok(),
+            Some(StoreChoice::Kubernetes("wasmbed".into()))
+        );
+        assert_eq!(
+            store(&["--store", "kubernetes:edge"]).ok(),
+            Some(StoreChoice::Kubernetes("edge".into()))
+        );
+        for bad in ["etcd", "sqlite:", "kubernetes:Not_A_Namespace", ""] {
+            let error = store(&["--store", bad]).expect_err(bad).to_string();
+            assert!(error.contains("expected sqlite, sqlite:PATH"), "{bad}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_kubernetes_store_without_a_cluster_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // No in-cluster environment and a kubeconfig that is not there.
+        // SAFETY: the test changes no other environment variable, and no
+        // other thread of this test binary reads these.
+        unsafe {
+            std::env::remove_var("KUBERNETES_SERVICE_HOST");
+            std::env::set_var("KUBECONFIG", dir.path().join("no-such-kubeconfig"));
+        }
+        let mut config = ApiServerConfig {
+            db: dir.path().join("api.db"),
+            ..ApiServerConfig::default()
+        };
+        let error = open_server(&StoreChoice::Kubernetes("wasmbed".into()), &mut config)
+            .await
+            .expect_err("no cluster");
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("connecting to the Kubernetes API server"),
+            "{text}"
+        );
     }
 
     #[test]

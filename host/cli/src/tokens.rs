@@ -27,6 +27,9 @@ Examples:
   wasmbed token create --name edge-1 --role gateway --gateway edge-1
       for `wasmbed gateway --name edge-1 --api-token ...`: it may only \
 register and update gateway edge-1
+  wasmbed token create --name gateways --role gateway --gateway 'wasmbed-gateway-*'
+      one token for every pod of a StatefulSet: it registers the gateways \
+whose names start with wasmbed-gateway-, and no other
   wasmbed token create --name ci --role operator --expires-in 30d
   export WASMBED_TOKEN=$(wasmbed token create --name dashboard --role read-only)
 
@@ -79,7 +82,8 @@ pub(crate) struct CreateArgs {
     #[arg(long, value_enum)]
     role: TokenRole,
     /// With --role gateway: the name of the gateway (its `--name`) the
-    /// token registers.
+    /// token registers, or the start of the names it registers followed by
+    /// `*` (`wasmbed-gateway-*`).
     #[arg(long, required_if_eq("role", "gateway"))]
     gateway: Option<String>,
     /// Refuse the token after this long, e.g. 30d, 12h, 90m; without it,

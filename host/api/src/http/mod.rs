@@ -28,6 +28,14 @@
 //! when more remain, the `X-Continue` response header holds an opaque
 //! token, and `?limit=N&continue=<token>` gives the next page. Without
 //! `limit`, a list holds everything, as it always did.
+//!
+//! Objects carry Kubernetes' metadata: `resource_version` is opaque text
+//! (compare it, never order it; a `PUT` carries the one it read, and a
+//! stale one is `409`), `generation` counts spec changes, and deleting an
+//! object with `finalizers` marks it (`deletion_timestamp`, `202`) until
+//! they are done: an application keeps `wasmbed.io/undeploy` until the
+//! controller has removed it from its devices. A store that cannot serve
+//! answers `503` (`store_unavailable`).
 
 pub mod applications;
 pub mod auth;
