@@ -56,6 +56,7 @@ fn fast_controller() -> ControllerConfig {
         backoff_max: Duration::from_millis(400),
         request_timeout: Duration::from_secs(5),
         gateway_tls: Some(gateway_tls()),
+        ..ControllerConfig::default()
     }
 }
 

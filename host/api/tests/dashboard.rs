@@ -183,6 +183,7 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
             backoff_max: Duration::from_millis(400),
             request_timeout: Duration::from_secs(5),
             gateway_tls: Some(gateway_tls()),
+            ..ControllerConfig::default()
         },
     );
     tokio::spawn(controller.run(async {

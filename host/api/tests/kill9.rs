@@ -55,6 +55,7 @@ fn server(path: &str) {
             backoff_max: Duration::from_millis(400),
             request_timeout: Duration::from_secs(5),
             gateway_tls: Some(gateway_tls()),
+            ..ControllerConfig::default()
         };
         tokio::spawn(Controller::new(&store, config).run(std::future::pending()));
         axum::serve(listener, app(AppState::new(store, auth)))

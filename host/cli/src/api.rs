@@ -191,6 +191,15 @@ async fn open_server(
             let local = SqliteStore::open(&config.db)
                 .with_context(|| format!("opening {}", config.db.display()))?;
             let local = Arc::new(local);
+            // The pod's name, as the Events' reporting instance.
+            let instance = std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| "wasmbed-api".to_owned());
+            config.controller.events = Arc::new(wasmbed_k8s::KubeEvents::new(
+                resources.client(),
+                namespace,
+                &instance,
+            ));
             tracing::info!(%namespace, db = %config.db.display(), "resources in Kubernetes; blobs, tokens and results in SQLite");
             let store = Store::new(Arc::new(resources), local.clone(), local.clone(), local);
             Ok(ApiServer::over(store, config).await?)
@@ -289,7 +298,10 @@ mod tests {
         );
         for bad in ["etcd", "sqlite:", "kubernetes:Not_A_Namespace", ""] {
             let error = store(&["--store", bad]).expect_err(bad).to_string();
-            assert!(error.contains("expected sqlite, sqlite:PATH"), "{bad}: {error}");
+            assert!(
+                error.contains("expected sqlite, sqlite:PATH"),
+                "{bad}: {error}"
+            );
         }
     }
 

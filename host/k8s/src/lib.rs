@@ -26,10 +26,12 @@ use wasmbed_api::model::{
     ApplicationSpec, ApplicationStatus, DeviceSpec, DeviceStatus, GatewaySpec, GatewayStatus,
 };
 
+pub mod events;
 #[cfg(feature = "fake-api-server")]
 pub mod fake_api;
 mod store;
 
+pub use events::KubeEvents;
 pub use store::{DEFAULT_NAMESPACE, KubeStore, api_resource};
 
 /// The API group of Wasmbed's custom resources.

@@ -212,3 +212,28 @@ impl GatewayClient for FakeGateway {
         self.answer(format!("DELETE {base}/v1/devices/{device_id}"))
     }
 }
+
+/// Events kept in memory, for tests.
+#[derive(Debug, Default)]
+pub(crate) struct RecordedEvents {
+    pub(crate) events: Mutex<Vec<super::events::ObjectEvent>>,
+}
+
+impl RecordedEvents {
+    /// `(reason, object name)` of each event so far, in order.
+    pub(crate) fn reasons(&self) -> Vec<(&'static str, String)> {
+        self.events
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|e| (e.reason, e.name.clone()))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl super::events::EventRecorder for RecordedEvents {
+    async fn record(&self, event: super::events::ObjectEvent) {
+        self.events.lock().expect("not poisoned").push(event);
+    }
+}

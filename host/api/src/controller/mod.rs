@@ -30,6 +30,7 @@
 //! typed by their contract, [`wasmbed_gateway_api`].
 
 mod backoff;
+pub mod events;
 mod executor;
 #[cfg(test)]
 mod fixtures;
@@ -49,13 +50,14 @@ use tracing::{info, warn};
 use wasmbed_gateway_api::DeviceView;
 
 use self::backoff::Backoffs;
+use self::events::{EventRecorder, EventType, LogEvents, ObjectEvent};
 use self::executor::{Executor, Placement};
 pub use self::gateway_client::{CallError, GatewayClient, HttpsGatewayClient, MAX_GATEWAY_ANSWER};
 use self::plan::{Desired, Observed, placed_as_now};
 use crate::http::devices::normalize_device_id;
 use crate::model::{
     Application, DeploymentStatus, Device, DeviceDeployment, DeviceRuntime, ExecutionResult,
-    Gateway, Object, Presence, UNDEPLOY_FINALIZER, now_ms,
+    Gateway, Kind, Object, Presence, UNDEPLOY_FINALIZER, now_ms,
 };
 use crate::store::{Store, StoreError};
 
@@ -75,6 +77,8 @@ pub struct ControllerConfig {
     /// ([`wasmbed_pki::control_client_config`]). Without it gateways refuse
     /// every call (401), and their statuses say so.
     pub gateway_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where events about the objects go ([`events`]): the log by default.
+    pub events: Arc<dyn EventRecorder>,
 }
 
 impl Default for ControllerConfig {
@@ -85,6 +89,7 @@ impl Default for ControllerConfig {
             backoff_max: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
             gateway_tls: None,
+            events: Arc::new(LogEvents),
         }
     }
 }
@@ -261,6 +266,29 @@ impl<G: GatewayClient> Controller<G> {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let reachable = reason.is_none();
+        let was = &gateway.status;
+        let event = match (&reason, was.reachable) {
+            (None, false) => Some((EventType::Normal, "Reachable", "reachable".to_owned())),
+            (Some(why), true) => Some((EventType::Warning, "Unreachable", why.clone())),
+            (Some(why), false) if was.reason.as_ref() != Some(why) => {
+                Some((EventType::Warning, "Unreachable", why.clone()))
+            }
+            _ => None,
+        };
+        if let Some((event_type, what, note)) = event {
+            let meta = &gateway.metadata;
+            self.config
+                .events
+                .record(ObjectEvent::new(
+                    Kind::Gateway,
+                    &meta.name,
+                    &meta.uid,
+                    event_type,
+                    what,
+                    note,
+                ))
+                .await;
+        }
         self.status_ignoring_gone::<Gateway>(&gateway.metadata.name, |g| {
             let status = &mut g.status;
             let stale = status
@@ -382,6 +410,19 @@ impl<G: GatewayClient> Controller<G> {
             Ok(()) => (true, None),
             Err(reason) => (false, Some(reason)),
         };
+        if revoked && !device.status.revoked {
+            self.config
+                .events
+                .record(ObjectEvent::new(
+                    Kind::Device,
+                    name,
+                    &device.metadata.uid,
+                    EventType::Normal,
+                    "Revoked",
+                    format!("its gateway {gateway} refuses it from now on and forgot it"),
+                ))
+                .await;
+        }
         self.status_ignoring_gone::<Device>(name, |d| {
             let change = d.status.revoked != revoked || d.status.reason != reason;
             d.status.revoked = revoked;
@@ -457,6 +498,14 @@ impl<G: GatewayClient> Controller<G> {
         };
         match outcome {
             Ok(current) => {
+                for event in events::deployment_events(
+                    &name,
+                    uid,
+                    &application.status.deployments,
+                    &current.status.deployments,
+                ) {
+                    self.config.events.record(event).await;
+                }
                 if current.metadata.deleting() && current.status.deployments.is_empty() {
                     return self.finish_deletion(current).await;
                 }
@@ -493,7 +542,17 @@ impl<G: GatewayClient> Controller<G> {
         done.metadata.finalizers.retain(|f| f != UNDEPLOY_FINALIZER);
         match self.store.replace(&done).await {
             Ok(_) | Err(StoreError::NotFound { .. }) => {
-                info!(application = %name, "application undeployed and deleted");
+                self.config
+                    .events
+                    .record(ObjectEvent::new(
+                        Kind::Application,
+                        &name,
+                        &uid,
+                        EventType::Normal,
+                        "Undeployed",
+                        "removed from every device; deleted",
+                    ))
+                    .await;
                 self.store.delete_results(&uid).await?;
                 Ok(None)
             }
@@ -571,7 +630,7 @@ fn base(gateway: &Gateway) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fixtures::{FakeGateway, application, device};
+    use crate::controller::fixtures::{FakeGateway, RecordedEvents, application, device};
     use crate::model::GatewaySpec;
 
     const ID_1: &str = "00000000000000000000000000000001";
@@ -583,6 +642,15 @@ mod tests {
             backoff_max: backoff,
             ..ControllerConfig::default()
         }
+    }
+
+    fn recording(backoff: Duration) -> (ControllerConfig, Arc<RecordedEvents>) {
+        let events = Arc::new(RecordedEvents::default());
+        let config = ControllerConfig {
+            events: events.clone(),
+            ..config(backoff)
+        };
+        (config, events)
     }
 
     async fn store_with_gateway() -> Store {
@@ -602,6 +670,31 @@ mod tests {
             .await
             .expect("created");
         store
+    }
+
+    #[tokio::test]
+    async fn gateway_reachability_changes_are_told_once_each() {
+        let store = store_with_gateway().await;
+        let gateway = Arc::new(FakeGateway::default());
+        let (config, events) = recording(Duration::ZERO);
+        let mut controller = Controller::with_client(&store, config, Arc::clone(&gateway));
+        *gateway.failure.lock().expect("not poisoned") =
+            Some(CallError::Unreachable("connection failed".into()));
+        controller.reconcile().await.expect("pass");
+        controller.reconcile().await.expect("pass");
+        *gateway.failure.lock().expect("not poisoned") = None;
+        controller.reconcile().await.expect("pass");
+        controller.reconcile().await.expect("pass");
+        assert_eq!(
+            events.reasons(),
+            [
+                ("Unreachable", "gw-a".to_owned()),
+                ("Reachable", "gw-a".to_owned())
+            ]
+        );
+        let recorded = events.events.lock().expect("not poisoned");
+        assert_eq!(recorded[0].event_type, EventType::Warning);
+        assert_eq!(recorded[0].note, "gateway unreachable: connection failed");
     }
 
     #[tokio::test]
@@ -646,11 +739,8 @@ mod tests {
             .await
             .expect("created");
         let gateway = Arc::new(FakeGateway::default());
-        let mut controller = Controller::with_client(
-            &store,
-            config(Duration::from_secs(60)),
-            Arc::clone(&gateway),
-        );
+        let (config, events) = recording(Duration::from_secs(60));
+        let mut controller = Controller::with_client(&store, config, Arc::clone(&gateway));
         async fn placements(store: &Store) -> Vec<(String, Option<u64>)> {
             let app = store.fetch::<Application>("app").await.expect("there");
             app.status
@@ -662,6 +752,11 @@ mod tests {
 
         controller.reconcile().await.expect("pass");
         assert_eq!(placements(&store).await, [("d1".to_owned(), Some(1))]);
+        assert!(
+            events.reasons().contains(&("Placed", "app".to_owned())),
+            "{:?}",
+            events.reasons()
+        );
         let device = store.fetch::<Device>("d1").await.expect("there");
         assert_eq!(device.status.deployments.len(), 1);
 

@@ -67,6 +67,11 @@ impl KubeStore {
         }
     }
 
+    /// The client it talks through (for Events on the same cluster).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// A store of the resources in `namespace` of the cluster this process
     /// is configured for: the Pod's service account when it runs in a
     /// cluster, else the current context of the kubeconfig (`KUBECONFIG`
