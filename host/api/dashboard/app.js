@@ -84,13 +84,18 @@ function labels(map) {
 
 // --- errors ----------------------------------------------------------------
 
-function showError(title, detail) {
+// An error from something the user did ("action": deploying, deleting)
+// stays until the user acts again or dismisses it; one from the background
+// (fetching, reconnecting) goes once the background succeeds again.
+function showError(title, detail, source = "background") {
   $("error-title").textContent = title;
   $("error-detail").textContent = detail || "";
   $("error").hidden = false;
+  state.errorSource = source;
 }
 
-function clearError() {
+function clearError(source) {
+  if (source === "background" && state.errorSource === "action") return;
   $("error").hidden = true;
 }
 
@@ -129,9 +134,9 @@ async function api(method, path, body) {
   return json;
 }
 
-function report(e) {
-  if (e instanceof ApiError) showError(e.title, e.detail);
-  else showError("Error", String(e && e.message ? e.message : e));
+function report(e, source = "background") {
+  if (e instanceof ApiError) showError(e.title, e.detail, source);
+  else showError("Error", String(e && e.message ? e.message : e), source);
   console.error(e);
 }
 
@@ -151,7 +156,7 @@ async function refetch(kinds) {
         state[field] = (await api("GET", path)) || [];
       })
     );
-    clearError();
+    clearError("background");
   } catch (e) {
     report(e);
   }
@@ -525,7 +530,7 @@ async function removeApplication(name) {
     await api("DELETE", `/api/v1/applications/${encodeURIComponent(name)}`);
     clearError();
   } catch (e) {
-    report(e);
+    report(e, "action");
   }
   refetch(["Application"]);
 }
@@ -598,7 +603,7 @@ async function deploy(event) {
     refetch(["Application"]);
   } catch (e) {
     status.textContent = "Not deployed.";
-    report(e);
+    report(e, "action");
   } finally {
     button.disabled = false;
   }

@@ -469,6 +469,28 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
              document.getElementById('error').innerText.includes('already exists')",
         )
         .await;
+    // A change elsewhere refetches the lists; the error of what the user
+    // did stays until they act again or dismiss it.
+    api.admin(
+        "POST",
+        "/api/v1/devices",
+        Some(device_body("late", json!({}), None)),
+        StatusCode::CREATED,
+    )
+    .await;
+    browser
+        .wait_for(
+            "the new device after the error",
+            "document.querySelectorAll('[data-testid=device-row][data-name=late]').length === 1",
+        )
+        .await;
+    let still = browser
+        .eval(
+            "!document.getElementById('error').hidden && \
+             document.getElementById('error').innerText.includes('already exists')",
+        )
+        .await;
+    assert_eq!(still, json!(true), "a background refetch hid the user's error");
     let errors: Vec<String> = browser
         .console
         .lock()
