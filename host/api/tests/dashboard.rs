@@ -490,7 +490,11 @@ async fn the_dashboard_shows_the_fleet_and_deploys_a_module_in_chromium() {
              document.getElementById('error').innerText.includes('already exists')",
         )
         .await;
-    assert_eq!(still, json!(true), "a background refetch hid the user's error");
+    assert_eq!(
+        still,
+        json!(true),
+        "a background refetch hid the user's error"
+    );
     let errors: Vec<String> = browser
         .console
         .lock()

@@ -1,3 +1,4 @@
+use super::schema::MIGRATIONS;
 use super::*;
 use crate::model::{Application, Device};
 use crate::store::conformance::{self, device};
