@@ -289,7 +289,10 @@ mod tests {
         );
         for bad in ["etcd", "sqlite:", "kubernetes:Not_A_Namespace", ""] {
             let error = store(&["--store", bad]).expect_err(bad).to_string();
-            assert!(error.contains("expected sqlite, sqlite:PATH"), "{bad}: {error}");
+            assert!(
+                error.contains("expected sqlite, sqlite:PATH"),
+                "{bad}: {error}"
+            );
         }
     }
 
