@@ -102,6 +102,21 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
             .env("WASMBED_REQUIRE_BROWSER", "1");
         cmd::run(&mut command)
     })?;
+    // The CLI's tests that spawn `wasmbed api`, again with its resources
+    // in Kubernetes: the fake API server served over loopback HTTP, found
+    // through a kubeconfig (host/cli/tests/common). A run that never
+    // reaches the fake fails.
+    steps.run(
+        "nextest wasmbed-cli (wasmbed api) on the Kubernetes store",
+        || {
+            let mut command = cargo();
+            command
+                .args(["nextest", "run", "-p", "wasmbed-cli"])
+                .args(["--test", "api", "--test", "registration"])
+                .env("WASMBED_TEST_STORE", "kubernetes");
+            cmd::run(&mut command)
+        },
+    )?;
     steps.run("schemathesis", || {
         schemathesis::run(root, schemathesis::DEFAULT_MAX_EXAMPLES, false)
     })?;

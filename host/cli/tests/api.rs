@@ -1,11 +1,19 @@
 //! `wasmbed api` as a process and the client commands against it: devices
 //! and applications created, listed, shown and deleted; errors reported
 //! from the problem documents with a non-zero exit; Ctrl-C stops it.
+//!
+//! On the store `WASMBED_TEST_STORE` names: SQLite (the default) or
+//! Kubernetes, a fake API server (see `common`).
+
+mod common;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::ApiStore;
+use wasmbed_api::model::Kind;
 
 const WASMBED: &str = env!("CARGO_BIN_EXE_wasmbed");
 
@@ -86,12 +94,16 @@ fn post(api: &Api, path: &str, body: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// Starts `wasmbed api` on a free port with a database in `dir`; the
-/// process, the client of its admin token and the lines it printed.
-fn start_api(dir: &std::path::Path) -> (Running, Api, Vec<String>) {
-    let child = Command::new(WASMBED)
+/// Starts `wasmbed api` on a free port with a database in `dir` and its
+/// resources in `store`; the process, the client of its admin token and
+/// the lines it printed.
+fn start_api(dir: &std::path::Path, store: &ApiStore) -> (Running, Api, Vec<String>) {
+    let mut command = Command::new(WASMBED);
+    command
         .args(["api", "--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.join("api.db"))
+        .arg(dir.join("api.db"));
+    store.configure(&mut command);
+    let child = command
         .env("WASMBED_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -133,8 +145,9 @@ fn start_api(dir: &std::path::Path) -> (Running, Api, Vec<String>) {
 
 #[test]
 fn client_commands_manage_devices_and_applications() {
+    let store = ApiStore::from_env();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut child, api, lines) = start_api(dir.path());
+    let (mut child, api, lines) = start_api(dir.path(), &store);
     assert!(
         lines.iter().any(|l| l.contains("save this token")),
         "{lines:?}"
@@ -177,6 +190,9 @@ fn client_commands_manage_devices_and_applications() {
         "--gateway",
         "gw",
     ]);
+    if let Some(cluster) = store.cluster() {
+        assert_eq!(cluster.names(Kind::Device), ["dev-1", "dev-2"]);
+    }
     let list = api.ok(&["device", "list"]);
     let rows: Vec<&str> = list.lines().collect();
     assert_eq!(rows.len(), 3, "{list}");
@@ -248,16 +264,17 @@ fn client_commands_manage_devices_and_applications() {
         "--selector",
         "demo=true",
         "--arg",
-        "i32:7",
+        "i32:6",
         "--fuel",
-        "1000",
+        "500",
     ]);
     let created = format!("application demo created ({} bytes)", wasm.len());
     assert!(out.contains(&created), "{out}");
     let err = api.fails(&["app", "deploy", module, "--name", "none"]);
     assert!(err.contains("--selector"), "{err}");
     // Deploying under a taken name needs --replace, which keeps the
-    // application and swaps its module and limits.
+    // application and swaps its module and limits (checked below: 7 and
+    // 1000 are the replacement's).
     let err = api.fails(&[
         "app",
         "deploy",
@@ -289,6 +306,7 @@ fn client_commands_manage_devices_and_applications() {
     let after: serde_json::Value =
         serde_json::from_str(&api.ok(&["app", "get", "demo", "--output", "json"])).expect("JSON");
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    assert_eq!(before["spec"]["limits"]["fuel"], 500);
     assert!(
         after["metadata"]["resource_version"] != before["metadata"]["resource_version"],
         "{after}"
@@ -330,10 +348,22 @@ fn client_commands_manage_devices_and_applications() {
         serde_json::json!([])
     );
     assert!(api.fails(&["app", "results", "nope"]).contains("404"));
+    if let Some(cluster) = store.cluster() {
+        assert_eq!(cluster.names(Kind::Application), ["demo"]);
+    }
     let out = api.ok(&["app", "delete", "demo"]);
     assert!(out.contains("application demo deleted"), "{out}");
     assert!(api.fails(&["app", "get", "demo"]).contains("404"));
     assert!(api.ok(&["device", "delete", "dev-2"]).contains("deleted"));
+    if let Some(cluster) = store.cluster() {
+        // Deleted (after the controller's finalizer, if any, is removed).
+        let until = Instant::now() + Duration::from_secs(20);
+        while !cluster.names(Kind::Application).is_empty() {
+            assert!(Instant::now() < until, "demo still in the cluster");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(cluster.names(Kind::Device), ["dev-1"]);
+    }
 
     // A fleet larger than a page (500): listed whole, once, by name.
     for i in 0..1050 {
@@ -362,6 +392,9 @@ fn client_commands_manage_devices_and_applications() {
     let json: serde_json::Value =
         serde_json::from_str(&api.ok(&["device", "list", "--output", "json"])).expect("JSON");
     assert_eq!(json.as_array().map(Vec::len), Some(1051));
+    if let Some(cluster) = store.cluster() {
+        assert_eq!(cluster.names(Kind::Device).len(), 1051);
+    }
 
     let pid = child.0.id().to_string();
     assert!(
@@ -384,8 +417,9 @@ fn client_commands_manage_devices_and_applications() {
 
 #[test]
 fn token_commands_create_list_and_revoke() {
+    let store = ApiStore::from_env();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_child, api, _) = start_api(dir.path());
+    let (_child, api, _) = start_api(dir.path(), &store);
 
     // The token alone on stdout; what it is, and a warning, on stderr.
     let out = api.run(&["token", "create", "--name", "ci", "--role", "read-only"]);

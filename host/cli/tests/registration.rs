@@ -3,6 +3,12 @@
 //! later; the API server's controller then finds it reachable. A gateway
 //! that comes back on another port has its registration updated. The
 //! gateway holds a gateway token for its own name, not the admin token.
+//!
+//! On the store `WASMBED_TEST_STORE` names: SQLite (the default) or
+//! Kubernetes, a fake API server that outlives both API servers (see
+//! `common`).
+
+mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -10,6 +16,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::ApiStore;
+use wasmbed_api::model::Kind;
 
 const WASMBED: &str = env!("CARGO_BIN_EXE_wasmbed");
 
@@ -39,9 +48,11 @@ fn free_port() -> u16 {
 }
 
 /// Starts `wasmbed api` managing the gateways of the installation `pki`,
-/// and returns it with the admin token, if printed.
-fn api(port: u16, db: &Path, pki: &Path) -> (Running, Option<String>) {
-    let child = Command::new(WASMBED)
+/// its resources in `store`, and returns it with the admin token, if
+/// printed.
+fn api(port: u16, db: &Path, pki: &Path, store: &ApiStore) -> (Running, Option<String>) {
+    let mut command = Command::new(WASMBED);
+    command
         .args([
             "api",
             "--listen",
@@ -52,7 +63,9 @@ fn api(port: u16, db: &Path, pki: &Path) -> (Running, Option<String>) {
         ])
         .arg(db)
         .arg("--pki")
-        .arg(pki)
+        .arg(pki);
+    store.configure(&mut command);
+    let child = command
         .env("WASMBED_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -98,6 +111,7 @@ fn get(port: u16, path: &str, token: &str) -> Option<(String, String)> {
 
 #[test]
 fn a_gateway_registers_itself_once_the_api_server_comes_up() {
+    let store = ApiStore::from_env();
     let dir = tempfile::tempdir().expect("temp dir");
     let api_port = free_port();
     let db = dir.path().join("api.db");
@@ -110,7 +124,7 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
     assert!(init.status.success());
     // First start: learn the admin token, make the gateway's token, then
     // stop the API server.
-    let (mut first, token) = api(api_port, &db, &pki);
+    let (mut first, token) = api(api_port, &db, &pki, &store);
     let token = token.expect("an admin token on first start");
     let made = Command::new(WASMBED)
         .args(["token", "create", "--name", "edge-1", "--role", "gateway"])
@@ -154,7 +168,7 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
     // The API server is down: the gateway retries.
     std::thread::sleep(Duration::from_millis(1500));
 
-    let (_api, again) = api(api_port, &db, &pki);
+    let (_api, again) = api(api_port, &db, &pki, &store);
     assert_eq!(
         again, None,
         "the admin token is printed once, on first start"
@@ -166,6 +180,9 @@ fn a_gateway_registers_itself_once_the_api_server_comes_up() {
     let moved_port = free_port();
     let _gateway = start_gateway(moved_port);
     wait_registered(api_port, &token, moved_port);
+    if let Some(cluster) = store.cluster() {
+        assert_eq!(cluster.names(Kind::Gateway), ["edge-1"]);
+    }
 }
 
 /// Waits until edge-1 is registered with `http_port` and found reachable.

@@ -1,9 +1,13 @@
 //! A fake Kubernetes API server, **a test double**: it stands in for a
 //! cluster in tests of [`KubeStore`](crate::KubeStore) and of what is
-//! built on it, in memory, with no network. It is no server to run.
+//! built on it, in memory. It is no server to run a product on: it has no
+//! authentication at all, and nothing but tests uses it.
 //!
 //! [`FakeApiServer`] is a `tower::Service` of HTTP requests, as
-//! `kube::Client::new` takes. It serves namespaced custom resources
+//! `kube::Client::new` takes, for tests in the same process. For tests of
+//! another process (a `wasmbed api` child), [`FakeApiServer::serve`] serves
+//! it over plain HTTP/1.1 on a listener and [`write_kubeconfig`] writes the
+//! kubeconfig a client finds it by. It serves namespaced custom resources
 //! (`/apis/GROUP/VERSION/namespaces/NS/PLURAL[/NAME[/status]]`) of any
 //! group, kind-agnostic, with the semantics of the Kubernetes API server
 //! that a client relies on:
@@ -33,12 +37,14 @@
 //! validation, bookmarks or watch timeouts, and a `continue` token reads
 //! the objects as they are now rather than as they were at the first page.
 
+mod http_server;
 mod objects;
 mod request;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -48,6 +54,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 
 use objects::State;
 use request::{Call, Refusal};
+
+pub use http_server::write_kubeconfig;
 
 /// The body of the fake server's responses (a watch's streams).
 pub type FakeBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -63,6 +71,8 @@ const MAX_BODY: usize = 3 * 1024 * 1024;
 #[derive(Clone)]
 pub struct FakeApiServer {
     state: Arc<Mutex<State>>,
+    /// Requests answered, by every clone.
+    requests: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for FakeApiServer {
@@ -88,6 +98,7 @@ impl FakeApiServer {
     pub fn with_history(events: usize) -> FakeApiServer {
         FakeApiServer {
             state: Arc::new(Mutex::new(State::new(events.max(1)))),
+            requests: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -108,8 +119,39 @@ impl FakeApiServer {
         self.lock().version()
     }
 
+    /// How many requests the server has answered (refusals included),
+    /// through every clone: a test can tell it was used at all.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The answer to `request`, whatever carries it.
+    async fn answer<B>(&self, request: http::Request<B>) -> http::Response<FakeBody>
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let (parts, body) = request.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                return Refusal::new(
+                    http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    format!("the request body could not be read: {e}"),
+                )
+                .into_response();
+            }
+        };
+        match Call::parse(&parts.method, &parts.uri, &body) {
+            Ok(call) => self.lock().serve(call),
+            Err(refusal) => refusal.into_response(),
+        }
     }
 }
 
@@ -124,25 +166,7 @@ impl tower::Service<http::Request<kube::client::Body>> for FakeApiServer {
 
     fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
         let server = self.clone();
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(e) => {
-                    return Ok(Refusal::new(
-                        http::StatusCode::PAYLOAD_TOO_LARGE,
-                        "RequestEntityTooLarge",
-                        format!("the request body could not be read: {e}"),
-                    )
-                    .into_response());
-                }
-            };
-            let response = match Call::parse(&parts.method, &parts.uri, &body) {
-                Ok(call) => server.lock().serve(call),
-                Err(refusal) => refusal.into_response(),
-            };
-            Ok(response)
-        })
+        Box::pin(async move { Ok(server.answer(request).await) })
     }
 }
 
