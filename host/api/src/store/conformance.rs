@@ -132,6 +132,12 @@ pub async fn crud(store: &Store) {
         Some("2")
     );
 
+    // A write that changes nothing is no write: same version.
+    let again = store.replace(&updated).await.expect("replaced");
+    assert_eq!(again, updated, "a replace that changes nothing");
+    let again = store.replace_status(&updated).await.expect("written");
+    assert_eq!(again, updated, "a status write that changes nothing");
+
     let mut relabelled = updated.clone();
     relabelled.metadata.labels.remove("rack");
     let relabelled = store.replace(&relabelled).await.expect("replaced");

@@ -447,6 +447,14 @@ impl ResourceStore for SqliteStore {
                 .map_err(database)?;
             let name = object.metadata.name.clone();
             let mut stored = current(&tx, kind, &name, Some(&object.metadata.resource_version))?;
+            // As a Kubernetes API server: a write that changes nothing is
+            // no write (same version, no event).
+            let unchanged = stored.spec == object.spec
+                && stored.metadata.labels == object.metadata.labels
+                && stored.metadata.finalizers == object.metadata.finalizers;
+            if unchanged {
+                return Ok(stored);
+            }
             let version = next_version(&tx)?;
             if stored.spec != object.spec {
                 stored.metadata.generation += 1;
@@ -480,6 +488,9 @@ impl ResourceStore for SqliteStore {
                 .map_err(database)?;
             let name = object.metadata.name.clone();
             let mut stored = current(&tx, kind, &name, Some(&object.metadata.resource_version))?;
+            if stored.status == object.status {
+                return Ok(stored);
+            }
             let version = next_version(&tx)?;
             stored.status = object.status;
             stored.metadata.resource_version = version.to_string();

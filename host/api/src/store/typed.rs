@@ -37,6 +37,16 @@ pub fn from_stored<T: Object>(stored: StoredObject) -> Result<T, StoreError> {
     Ok(serde_json::from_value(value.into())?)
 }
 
+/// `object` as stored, its status left out (null) when it is the default
+/// one: a default status and none are the same status.
+fn stored_with_status<T: Object>(object: &T) -> Result<StoredObject, StoreError> {
+    let mut stored = to_stored(object)?;
+    if object.status_is_default() {
+        stored.status = serde_json::Value::Null;
+    }
+    Ok(stored)
+}
+
 /// The resource versions one writer made, so that its own watch can tell
 /// its writes from others' ([`Store::quiet`]).
 #[derive(Debug, Default)]
@@ -203,10 +213,7 @@ impl Store {
     }
 
     pub async fn create<T: Object>(&self, object: &T) -> Result<T, StoreError> {
-        let mut stored = to_stored(object)?;
-        if object.status_is_default() {
-            stored.status = serde_json::Value::Null;
-        }
+        let stored = stored_with_status(object)?;
         let created = from_stored(self.resources.create(T::KIND, stored).await?)?;
         Ok(self.wrote(created))
     }
@@ -221,7 +228,7 @@ impl Store {
     pub async fn replace_status<T: Object>(&self, object: &T) -> Result<T, StoreError> {
         let replaced = from_stored(
             self.resources
-                .replace_status(T::KIND, to_stored(object)?)
+                .replace_status(T::KIND, stored_with_status(object)?)
                 .await?,
         )?;
         Ok(self.wrote(replaced))
