@@ -279,3 +279,56 @@ async fn concurrent_modifies_each_land_once() {
         "no write lost to a conflict"
     );
 }
+
+/// Many watchers from now (dashboards, the controller) share one watch of
+/// the API server per kind: each sees every event, and the API server
+/// serves one list and one watch, not one of each per watcher.
+#[tokio::test]
+async fn watchers_from_now_share_one_watch_of_the_api_server() {
+    let server = FakeApiServer::new();
+    let store = store_on(&server);
+    let before = server.requests();
+    let mut watchers = Vec::new();
+    for _ in 0..5 {
+        watchers.push(store.watch::<Device>(None).await.unwrap());
+    }
+    // The list that finds "now" and the watch: two requests for five.
+    assert_eq!(server.requests() - before, 2);
+    assert_eq!(store.shared_watches(), 1);
+    store.create(&device("seen")).await.unwrap();
+    for events in &mut watchers {
+        assert!(
+            matches!(next(events).await, Ok(WatchEvent::Added(d)) if d.metadata.name == "seen")
+        );
+    }
+    // Another kind is another watch.
+    let _gateways = store
+        .watch::<wasmbed_api::model::Gateway>(None)
+        .await
+        .unwrap();
+    assert_eq!(store.shared_watches(), 2);
+}
+
+/// The shared watch stops once nobody watches, and the next watcher
+/// opens another.
+#[tokio::test]
+async fn the_shared_watch_stops_when_nobody_watches_and_opens_again() {
+    let server = FakeApiServer::new();
+    let store = store_on(&server);
+    let mut first = store.watch::<Device>(None).await.unwrap();
+    let mut second = store.watch::<Device>(None).await.unwrap();
+    store.create(&device("a")).await.unwrap();
+    assert!(matches!(next(&mut first).await, Ok(WatchEvent::Added(_))));
+    assert!(matches!(next(&mut second).await, Ok(WatchEvent::Added(_))));
+    assert_eq!(store.shared_watches(), 1);
+    drop((first, second));
+    // With nobody watching, the next event stops the shared watch; a new
+    // watcher then opens another.
+    store.create(&device("b")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.shared_watches(), 0);
+    let mut third = store.watch::<Device>(None).await.unwrap();
+    store.create(&device("c")).await.unwrap();
+    assert!(matches!(next(&mut third).await, Ok(WatchEvent::Added(d)) if d.metadata.name == "c"));
+    assert_eq!(store.shared_watches(), 1);
+}

@@ -20,6 +20,7 @@
 //! [`Store`] puts the four together with typed access.
 
 mod hub;
+mod shared;
 mod sqlite;
 mod typed;
 

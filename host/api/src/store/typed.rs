@@ -9,6 +9,7 @@ use futures_util::stream::BoxStream;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::shared::SharedWatches;
 use super::{
     BlobStore, Deletion, ListParams, ObjectList, ResourceStore, ResultStore, SqliteStore,
     StoreError, StoredObject, TokenStore, WatchEvent, WatchStream,
@@ -86,6 +87,7 @@ pub struct Store {
     results: Arc<dyn ResultStore>,
     reads: Arc<AtomicU64>,
     own: Option<Arc<OwnWrites>>,
+    shared: Arc<SharedWatches>,
 }
 
 impl Store {
@@ -102,6 +104,7 @@ impl Store {
             results,
             reads: Arc::new(AtomicU64::new(0)),
             own: None,
+            shared: Arc::new(SharedWatches::default()),
         }
     }
 
@@ -302,8 +305,23 @@ impl Store {
         kind: Kind,
         resource_version: Option<&str>,
     ) -> Result<WatchStream, StoreError> {
-        self.read();
-        self.resources.watch(kind, resource_version).await
+        match resource_version {
+            // Shared: counted once, when the backend watch opens.
+            None => {
+                self.shared
+                    .watch(&self.resources, kind, || self.read())
+                    .await
+            }
+            Some(version) => {
+                self.read();
+                self.resources.watch(kind, Some(version)).await
+            }
+        }
+    }
+
+    /// Backend watches from now running for this store's watchers.
+    pub fn shared_watches(&self) -> usize {
+        self.shared.running()
     }
 
     /// The changes of kind `T` after `resource_version` (from now without
@@ -312,11 +330,7 @@ impl Store {
         &self,
         resource_version: Option<&str>,
     ) -> Result<BoxStream<'static, Result<WatchEvent<T>, StoreError>>, StoreError> {
-        // Opening a watch may read (a Kubernetes API server lists to find
-        // "now"): counted as one read.
-        self.read();
-        use futures_util::StreamExt as _;
-        let events = self.resources.watch(T::KIND, resource_version).await?;
+        let events = self.watch_kind(T::KIND, resource_version).await?;
         Ok(events
             .map(|event| event.and_then(|e| e.try_map(from_stored)))
             .boxed())
