@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use wasmbed_httpd::HttpServerConfig;
 
+use crate::controller::leader::{AlwaysLeader, Leadership, reconcile_while_leading};
 use crate::controller::{Controller, ControllerConfig};
 use crate::http::events::EventStreamLimits;
 use crate::http::{self, AppState, Auth};
@@ -64,6 +65,9 @@ pub struct ApiServerConfig {
     /// TLS for the REST API (`wasmbed api --tls-cert`); `None`: plain HTTP,
     /// which is fine on loopback only.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Which replica reconciles: this one alone by default; on Kubernetes,
+    /// the holder of a Lease.
+    pub leadership: Arc<dyn Leadership>,
 }
 
 impl Default for ApiServerConfig {
@@ -79,6 +83,7 @@ impl Default for ApiServerConfig {
             },
             events: EventStreamLimits::default(),
             tls: None,
+            leadership: Arc::new(AlwaysLeader),
         }
     }
 }
@@ -106,6 +111,7 @@ pub struct ApiServer {
     controller: ControllerConfig,
     http: HttpServerConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
+    leadership: Arc<dyn Leadership>,
 }
 
 impl ApiServer {
@@ -142,6 +148,7 @@ impl ApiServer {
             controller: config.controller.clone(),
             http: config.http.clone(),
             tls: config.tls.clone(),
+            leadership: config.leadership.clone(),
         })
     }
 
@@ -166,11 +173,25 @@ impl ApiServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let controller = Controller::new(&self.state.store, self.controller.clone());
-        let mut controller_stop = stop_rx.clone();
-        let controller_task = tokio::spawn(controller.run(async move {
-            let _ = controller_stop.wait_for(|stop| *stop).await;
-        }));
+        let store = self.state.store.clone();
+        let controller_config = self.controller.clone();
+        let leadership = self.leadership.clone();
+        let controller_stop = stop_rx.clone();
+        let controller_task = tokio::spawn(async move {
+            reconcile_while_leading(
+                leadership.as_ref(),
+                || {
+                    let controller = Controller::new(&store, controller_config.clone());
+                    move |halted: tokio::sync::oneshot::Receiver<()>| {
+                        controller.run(async move {
+                            let _ = halted.await;
+                        })
+                    }
+                },
+                controller_stop,
+            )
+            .await;
+        });
         info!(listen = %listener.local_addr()?, "API server listening");
         let router = http::app(self.state);
         let mut http_stop = stop_rx;

@@ -200,6 +200,13 @@ async fn open_server(
                 namespace,
                 &instance,
             ));
+            // Several replicas serve the REST API; the Lease's holder alone
+            // reconciles.
+            config.leadership = Arc::new(wasmbed_k8s::KubeLease::new(
+                resources.client(),
+                namespace,
+                &instance,
+            ));
             tracing::info!(%namespace, db = %config.db.display(), "resources in Kubernetes; blobs, tokens and results in SQLite");
             let store = Store::new(Arc::new(resources), local.clone(), local.clone(), local);
             Ok(ApiServer::over(store, config).await?)
@@ -240,6 +247,7 @@ pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
         http: args.http.http_config(open_files),
         events: args.http.event_limits(),
         tls,
+        leadership: Arc::new(wasmbed_api::controller::leader::AlwaysLeader),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

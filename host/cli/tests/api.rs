@@ -192,6 +192,8 @@ fn client_commands_manage_devices_and_applications() {
     ]);
     if let Some(cluster) = store.cluster() {
         assert_eq!(cluster.names(Kind::Device), ["dev-1", "dev-2"]);
+        // The only replica took the controller's Lease.
+        assert!(cluster.lease_holder().is_some(), "no one holds the Lease");
     }
     let list = api.ok(&["device", "list"]);
     let rows: Vec<&str> = list.lines().collect();

@@ -29,9 +29,11 @@ use wasmbed_api::model::{
 pub mod events;
 #[cfg(feature = "fake-api-server")]
 pub mod fake_api;
+pub mod lease;
 mod store;
 
 pub use events::KubeEvents;
+pub use lease::KubeLease;
 pub use store::{DEFAULT_NAMESPACE, KubeStore, api_resource};
 
 /// The API group of Wasmbed's custom resources.

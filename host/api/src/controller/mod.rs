@@ -35,6 +35,7 @@ mod executor;
 #[cfg(test)]
 mod fixtures;
 pub mod gateway_client;
+pub mod leader;
 mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -112,6 +112,24 @@ impl FakeCluster {
     }
 }
 
+impl FakeCluster {
+    /// Who holds the controller's Lease on the fake, if anyone.
+    pub(crate) fn lease_holder(&self) -> Option<String> {
+        let before = self.server.requests();
+        let lease = self.runtime.block_on(async {
+            let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+                kube::Api::namespaced(self.server.client(NAMESPACE), NAMESPACE);
+            leases.get_opt(wasmbed_k8s::lease::LEASE_NAME).await
+        });
+        let own = self.own_requests.get() + (self.server.requests() - before);
+        self.own_requests.set(own);
+        lease
+            .expect("read the fake's Lease")
+            .and_then(|lease| lease.spec)
+            .and_then(|spec| spec.holder_identity)
+    }
+}
+
 impl Drop for FakeCluster {
     fn drop(&mut self) {
         // A harness that failed to point `wasmbed api` here would leave the
