@@ -8,48 +8,23 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
-use tower_test::mock::{self, Handle, SendResponse};
+use tower_test::mock;
 use wasmbed_api::controller::leader::Leadership;
 use wasmbed_k8s::KubeLease;
+
+mod support;
+use support::{ApiServer, answer};
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/wasmbed/leases";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/wasmbed/leases/wasmbed-api-controller";
 
-type Server = Handle<Request<Body>, Response<Body>>;
-
-fn mocked() -> (KubeLease, Server) {
+fn mocked() -> (KubeLease, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "elsewhere");
-    (KubeLease::new(client, "wasmbed", "api-0"), handle)
-}
-
-async fn expect(
-    server: &mut Server,
-    method: Method,
-    uri: &str,
-) -> (Value, SendResponse<Response<Body>>) {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(5), server.next_request())
-        .await
-        .expect("a request within 5 s")
-        .expect("a request");
-    assert_eq!(request.method(), method, "{}", request.uri());
-    assert_eq!(request.uri().to_string(), uri);
-    let bytes = request.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    (body, send)
-}
-
-fn answer(send: SendResponse<Response<Body>>, code: u16, body: &Value) {
-    send.send_response(
-        Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(body).unwrap()))
-            .unwrap(),
-    );
+    (
+        KubeLease::new(client, "wasmbed", "api-0"),
+        ApiServer(handle),
+    )
 }
 
 fn not_found() -> Value {
@@ -77,9 +52,9 @@ fn lease(holder: Option<&str>, renewed_secs_ago: i64, transitions: i32) -> Value
 async fn a_missing_lease_is_created_held_by_this_replica() {
     let (lease_, mut server) = mocked();
     let scenario = async {
-        let (_, send) = expect(&mut server, Method::GET, LEASE).await;
+        let (_, send) = server.expect(Method::GET, LEASE).await;
         answer(send, 404, &not_found());
-        let (body, send) = expect(&mut server, Method::POST, &format!("{LEASES}?")).await;
+        let (body, send) = server.expect(Method::POST, &format!("{LEASES}?")).await;
         assert_eq!(body["metadata"]["name"], "wasmbed-api-controller");
         assert_eq!(body["spec"]["holderIdentity"], "api-0");
         assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
@@ -98,9 +73,9 @@ async fn a_missing_lease_is_created_held_by_this_replica() {
 async fn the_holder_renews_with_the_version_it_read() {
     let (lease_, mut server) = mocked();
     let scenario = async {
-        let (_, send) = expect(&mut server, Method::GET, LEASE).await;
+        let (_, send) = server.expect(Method::GET, LEASE).await;
         answer(send, 200, &lease(Some("api-0"), 3, 2));
-        let (body, send) = expect(&mut server, Method::PUT, &format!("{LEASE}?")).await;
+        let (body, send) = server.expect(Method::PUT, &format!("{LEASE}?")).await;
         assert_eq!(body["metadata"]["resourceVersion"], "5");
         assert_eq!(body["spec"]["holderIdentity"], "api-0");
         assert_eq!(body["spec"]["leaseTransitions"], 2, "not a transition");
@@ -114,25 +89,22 @@ async fn the_holder_renews_with_the_version_it_read() {
 async fn a_lease_another_replica_renewed_is_left_alone_and_lost() {
     let (lease_, mut server) = mocked();
     let scenario = async {
-        let (_, send) = expect(&mut server, Method::GET, LEASE).await;
+        let (_, send) = server.expect(Method::GET, LEASE).await;
         answer(send, 200, &lease(Some("api-1"), 2, 4));
     };
     let ((), renewed) = tokio::join!(scenario, lease_.renew());
     assert!(!renewed, "another replica holds it");
     drop(lease_);
-    let next = tokio::time::timeout(Duration::from_secs(5), server.next_request())
-        .await
-        .expect("the client went away");
-    assert!(next.is_none(), "no write");
+    server.done().await;
 }
 
 #[tokio::test]
 async fn a_lapsed_lease_is_taken_over_as_a_transition() {
     let (lease_, mut server) = mocked();
     let scenario = async {
-        let (_, send) = expect(&mut server, Method::GET, LEASE).await;
+        let (_, send) = server.expect(Method::GET, LEASE).await;
         answer(send, 200, &lease(Some("api-1"), 60, 4));
-        let (body, send) = expect(&mut server, Method::PUT, &format!("{LEASE}?")).await;
+        let (body, send) = server.expect(Method::PUT, &format!("{LEASE}?")).await;
         assert_eq!(body["metadata"]["resourceVersion"], "5");
         assert_eq!(body["spec"]["holderIdentity"], "api-0");
         assert_eq!(body["spec"]["leaseTransitions"], 5);
@@ -149,9 +121,9 @@ async fn a_lapsed_lease_is_taken_over_as_a_transition() {
 async fn losing_the_race_to_write_is_losing_the_lease() {
     let (lease_, mut server) = mocked();
     let scenario = async {
-        let (_, send) = expect(&mut server, Method::GET, LEASE).await;
+        let (_, send) = server.expect(Method::GET, LEASE).await;
         answer(send, 200, &lease(Some("api-0"), 3, 1));
-        let (_, send) = expect(&mut server, Method::PUT, &format!("{LEASE}?")).await;
+        let (_, send) = server.expect(Method::PUT, &format!("{LEASE}?")).await;
         answer(
             send,
             409,
@@ -167,9 +139,9 @@ async fn losing_the_race_to_write_is_losing_the_lease() {
 async fn release_gives_the_lease_up() {
     let (lease_, mut server) = mocked();
     let scenario = async {
-        let (_, send) = expect(&mut server, Method::GET, LEASE).await;
+        let (_, send) = server.expect(Method::GET, LEASE).await;
         answer(send, 200, &lease(Some("api-0"), 1, 1));
-        let (body, send) = expect(&mut server, Method::PUT, &format!("{LEASE}?")).await;
+        let (body, send) = server.expect(Method::PUT, &format!("{LEASE}?")).await;
         assert!(body["spec"].get("holderIdentity").is_none(), "{body}");
         assert!(body["spec"].get("renewTime").is_none(), "{body}");
         answer(send, 200, &body);

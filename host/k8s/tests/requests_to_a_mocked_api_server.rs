@@ -12,67 +12,18 @@ use futures_util::StreamExt as _;
 use http::{Method, Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
-use tower_test::mock::{self, Handle, SendResponse};
+use tower_test::mock::{self, SendResponse};
 use wasmbed_api::model::{Kind, ObjectMeta};
 use wasmbed_api::store::{
     Deletion, ListParams, ResourceStore, StoreError, StoredObject, WatchEvent,
 };
 use wasmbed_k8s::KubeStore;
 
+mod support;
+use support::{ApiServer, answer, status};
+
 const DEVICES: &str = "/apis/wasmbed.io/v1alpha1/namespaces/wasmbed/devices";
 const APPLICATIONS: &str = "/apis/wasmbed.io/v1alpha1/namespaces/wasmbed/applications";
-
-/// The mocked API server's side: requests come in, answers go out.
-struct ApiServer(Handle<Request<Body>, Response<Body>>);
-
-impl ApiServer {
-    /// The next request, which must be `method` on `uri` (path and query);
-    /// its body as JSON (`Null` when empty).
-    async fn expect(&mut self, method: Method, uri: &str) -> (Value, SendResponse<Response<Body>>) {
-        let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
-            .await
-            .expect("a request within 5 s")
-            .expect("a request");
-        assert_eq!(request.method(), method, "method of {}", request.uri());
-        assert_eq!(request.uri().to_string(), uri);
-        let bytes = request.into_body().collect_bytes().await.unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        (body, send)
-    }
-
-    /// Whether the store made no other request (once it is dropped).
-    async fn done(mut self) {
-        let next = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
-            .await
-            .expect("the client went away");
-        assert!(
-            next.is_none(),
-            "an unexpected request: {:?}",
-            next.map(|r| r.0)
-        );
-    }
-}
-
-fn answer(send: SendResponse<Response<Body>>, code: u16, body: &Value) {
-    send.send_response(
-        Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(body).unwrap()))
-            .unwrap(),
-    );
-}
-
-/// An error answer as the API server gives it.
-fn status(code: u16, reason: &str) -> Value {
-    json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": format!("told {reason}"), "reason": reason, "code": code,
-    })
-}
 
 fn mocked() -> (KubeStore, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();

@@ -14,7 +14,7 @@ use futures_util::stream::BoxStream;
 use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::json;
 use wasmbed_api::model::{Device, Kind, Presence};
-use wasmbed_api::store::conformance::device;
+use wasmbed_api::store::conformance::{device, pages};
 use wasmbed_api::store::{Deletion, ListParams, SqliteStore, Store, StoreError, WatchEvent};
 use wasmbed_k8s::fake_api::FakeApiServer;
 use wasmbed_k8s::{KubeStore, api_resource};
@@ -32,29 +32,6 @@ async fn next<T: std::fmt::Debug>(
         .await
         .expect("an event within 5 s")
         .expect("the stream goes on")
-}
-
-/// The names of each page of `limit` devices with `labels`.
-async fn pages(store: &Store, labels: &[(&str, &str)], limit: usize) -> Vec<Vec<String>> {
-    let mut params = ListParams::labels(
-        labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    );
-    params.limit = Some(limit);
-    let mut pages = Vec::new();
-    loop {
-        let page = store.list_page::<Device>(&params).await.unwrap();
-        assert!(page.items.len() <= limit);
-        if !page.items.is_empty() {
-            pages.push(page.items.iter().map(|d| d.metadata.name.clone()).collect());
-        }
-        match page.continue_token {
-            Some(token) => params.continue_token = Some(token),
-            None => return pages,
-        }
-    }
 }
 
 #[tokio::test]
