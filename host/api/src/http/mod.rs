@@ -364,8 +364,6 @@ impl ListQuery {
     }
 }
 
-pub use crate::store::has_labels;
-
 /// Longest `continue` token taken: the store's own are far shorter.
 const MAX_CONTINUE_TOKEN: usize = 4096;
 

@@ -33,13 +33,13 @@ struct History {
 
 /// The writes of one store, for its watches.
 #[derive(Debug)]
-pub struct WatchHub {
+pub(crate) struct WatchHub {
     history: Mutex<History>,
 }
 
 impl WatchHub {
     /// A hub for a store whose last write had version `current`.
-    pub fn new(current: u64) -> WatchHub {
+    pub(crate) fn new(current: u64) -> WatchHub {
         WatchHub {
             history: Mutex::new(History {
                 events: VecDeque::with_capacity(HISTORY),
@@ -55,7 +55,7 @@ impl WatchHub {
 
     /// Records a write. Call in version order (under the store's write
     /// lock).
-    pub fn publish(&self, version: u64, kind: Kind, event: WatchEvent<StoredObject>) {
+    pub(crate) fn publish(&self, version: u64, kind: Kind, event: WatchEvent<StoredObject>) {
         let mut history = self.lock();
         let recorded = Arc::new(Recorded {
             version,
@@ -73,7 +73,7 @@ impl WatchHub {
     }
 
     /// The events of `kind` after `since` (from now without one).
-    pub fn watch(&self, kind: Kind, since: Option<u64>) -> Result<WatchStream, StoreError> {
+    pub(crate) fn watch(&self, kind: Kind, since: Option<u64>) -> Result<WatchStream, StoreError> {
         let history = self.lock();
         let backlog: Vec<Arc<Recorded>> = match since {
             None => Vec::new(),

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Kind, ObjectMeta};
 
-pub use hub::WatchHub;
+use hub::WatchHub;
 pub use sqlite::SqliteStore;
 pub use typed::{OwnWrites, Store, from_stored, to_stored};
 
@@ -291,7 +291,7 @@ impl TokenRecord {
 }
 
 /// A random identifier in UUID v4 form.
-pub fn new_uid() -> String {
+pub(crate) fn new_uid() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
