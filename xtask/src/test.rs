@@ -36,6 +36,7 @@ pub(crate) fn run(root: &Path, fuzz_seconds: u64, skip_firmware: bool) -> anyhow
     // one line to read.
     println!("xtask: ==> setup");
     setup::run(root, skip_firmware, false)?;
+    report_free_space(root);
     let mut steps = Steps::default();
     let cargo = || cmd::cargo(root);
 
@@ -247,6 +248,25 @@ struct Steps {
     skipped: Vec<String>,
 }
 
+/// Prints the free space where the builds go: a full disk fails a step with
+/// an error far from its cause (a linker or rustc that cannot write), and a
+/// whole run of the tests needs about 8 GiB.
+fn report_free_space(dir: &Path) {
+    let free = std::process::Command::new("df")
+        .args(["-h", "--output=avail,target"])
+        .arg(dir)
+        .output();
+    match free {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(line) = text.lines().nth(1) {
+                println!("xtask: free disk space (available, mount): {}", line.trim());
+            }
+        }
+        _ => println!("xtask: free disk space: unknown (`df` failed)"),
+    }
+}
+
 impl Steps {
     /// Runs one step, printing its name before and its time after. A failure
     /// becomes an error that names the step.
@@ -266,6 +286,7 @@ impl Steps {
             }
             Err(err) => {
                 println!("xtask: <== {name}: FAILED after {}", secs(took));
+                report_free_space(Path::new("."));
                 println!(
                     "xtask: stopped at step `{name}`; {} step(s) passed before it",
                     self.done.len()

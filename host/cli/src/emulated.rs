@@ -1,24 +1,28 @@
-//! In `wasmbed up`: a Device resource created with `emulated: true` (through
-//! the API, e.g. `wasmbed device create NAME --emulated`) boots as an
-//! emulated device, as the architecture's flow has it. A level-triggered
-//! loop: on every change a watch of the store shows and every two seconds, each emulated Device
-//! without a running emulator is provisioned and started, an enrolled one
-//! gets its device id written into its spec, and the emulator of a Device
-//! that is gone or being deleted is stopped.
+//! In `wasmbed up`: the Device controller. A Device resource created with
+//! `emulated: true` (through the API, e.g. `wasmbed device create NAME
+//! --emulated`) boots as an emulated device, as the architecture's flow
+//! has it. Per device, on the API server's controller runtime
+//! ([`wasmbed_api::controller::runtime`]): an emulated Device without a
+//! running emulator is provisioned and started (again, if its emulator
+//! died), an enrolled one gets its device id written into its spec, and
+//! the emulator of a Device that is gone, being deleted or no longer
+//! emulated is stopped. Emulated devices are looked at every two seconds
+//! (their consoles say when they enrolled); the others only when they
+//! change.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use wasmbed_api::controller::runtime::{self, Action, Reconciler};
 use wasmbed_api::model::Device;
 use wasmbed_api::store::Store;
 use wasmbed_emulator::{
     Backend, Board, ClaimMaterial, DeviceSpec, EmulatorManager, ProvisionOptions, provision,
 };
 
-/// What the loop needs to start a device.
+/// What the controller needs to start a device.
 pub(crate) struct Emulated {
     pub(crate) manager: Arc<EmulatorManager>,
     pub(crate) store: Store,
@@ -31,68 +35,42 @@ pub(crate) struct Emulated {
     pub(crate) gateway: String,
 }
 
+/// How often an emulated device's emulator and console are looked at.
 const INTERVAL: Duration = Duration::from_secs(2);
 
 impl Emulated {
     /// Runs until `stop` turns true.
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut changes = self.store.wakeups(None);
-        loop {
-            self.reconcile().await;
-            tokio::select! {
-                _ = changes.changed() => {}
-                () = tokio::time::sleep(INTERVAL) => {}
-                _ = stop.wait_for(|stop| *stop) => return,
-            }
-        }
-    }
-
-    async fn reconcile(&self) {
-        let devices = match self.store.list::<Device>().await {
-            Ok(devices) => devices,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing devices failed");
-                return;
-            }
+        let (store, own) = self.store.quiet();
+        let controller = Emulated { store, ..self };
+        let stopped = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
         };
-        let wanted: BTreeSet<&str> = devices
-            .iter()
-            .filter(|d| d.spec.emulated && !d.metadata.deleting())
-            .map(|d| d.metadata.name.as_str())
-            .collect();
-        for device in devices
-            .iter()
-            .filter(|d| wanted.contains(d.metadata.name.as_str()))
-        {
-            self.ensure_running(device).await;
+        runtime::run(controller.store.clone(), own, controller, stopped).await;
+    }
+
+    async fn stop_emulator(&self, name: &str, why: &str) {
+        let live = self
+            .manager
+            .handle(name)
+            .is_some_and(|handle| handle.state().is_live());
+        if !live {
+            return;
         }
-        for running in self.manager.list() {
-            if running.state.is_live() && !wanted.contains(running.name.as_str()) {
-                crate::up::say(&format!(
-                    "{}: its device resource is gone; stopping it",
-                    running.name
-                ));
-                if let Err(e) = self.manager.stop(&running.name).await {
-                    tracing::warn!(device = %running.name, error = %e, "stopping failed");
-                }
-            }
+        crate::up::say(&format!("{name}: {why}; stopping it"));
+        if let Err(e) = self.manager.stop(name).await {
+            tracing::warn!(device = %name, error = %e, "stopping failed");
         }
     }
 
-    async fn ensure_running(&self, device: &Device) {
+    async fn ensure_running(&self, device: &Device) -> anyhow::Result<()> {
         let name = &device.metadata.name;
         let handle = match self.manager.handle(name) {
             Some(handle) if handle.state().is_live() => handle,
-            _ => match self.start(name).await {
-                Ok(handle) => handle,
-                Err(e) => {
-                    tracing::warn!(device = %name, error = %e, "starting the emulated device failed");
-                    return;
-                }
-            },
+            _ => self.start(name).await?,
         };
         if device.spec.device_id.is_some() {
-            return;
+            return Ok(());
         }
         let enrolled = handle
             .console()
@@ -116,6 +94,7 @@ impl Emulated {
                 }
             }
         }
+        Ok(())
     }
 
     async fn start(&self, name: &str) -> anyhow::Result<wasmbed_emulator::DeviceHandle> {
@@ -146,5 +125,33 @@ impl Emulated {
             handle.pid().unwrap_or(0)
         ));
         Ok(handle)
+    }
+}
+
+impl Reconciler for Emulated {
+    type Object = Device;
+    type Error = String;
+
+    async fn reconcile(&mut self, device: Arc<Device>) -> Result<Action, String> {
+        let name = &device.metadata.name;
+        if !device.spec.emulated {
+            self.stop_emulator(name, "its device resource is no longer emulated")
+                .await;
+            return Ok(Action::AwaitChange);
+        }
+        if device.metadata.deleting() {
+            self.stop_emulator(name, "its device resource is being deleted")
+                .await;
+            return Ok(Action::AwaitChange);
+        }
+        self.ensure_running(&device)
+            .await
+            .map_err(|e| format!("starting the emulated device failed: {e:#}"))?;
+        Ok(Action::Requeue(INTERVAL))
+    }
+
+    async fn cleanup(&mut self, name: &str) {
+        self.stop_emulator(name, "its device resource is gone")
+            .await;
     }
 }

@@ -274,6 +274,31 @@ fn up_runs_a_fleet_with_the_sample_application_and_stops_on_ctrl_c() {
 
     dashboard_deploys_to_the_fleet(&api, &token, dir.path());
 
+    // Deleting it through the API stops its emulator (the Device
+    // controller's cleanup).
+    let extra_dir = dir.path().join("up").join("devices").join("extra");
+    assert!(
+        !processes_in(&extra_dir).is_empty(),
+        "no emulator runs with {}",
+        extra_dir.display()
+    );
+    let out = Command::new(WASMBED)
+        .args([
+            "device", "delete", "extra", "--api", &api, "--token", &token,
+        ])
+        .output()
+        .expect("run wasmbed");
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !processes_in(&extra_dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the emulator of the deleted device still runs: {:?}",
+            processes_in(&extra_dir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     let pid = child.0.id().to_string();
     let status = Command::new("kill")
         .args(["-INT", &pid])
@@ -298,6 +323,19 @@ fn up_runs_a_fleet_with_the_sample_application_and_stops_on_ctrl_c() {
             "qemu (pid {pid}) is still running"
         );
     }
+}
+
+/// The pids of the processes running in directory `dir` (an emulator runs
+/// in its device's state directory).
+fn processes_in(dir: &Path) -> Vec<String> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|entry| std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// The dashboard of the running `wasmbed up`, in headless Chromium: it

@@ -36,6 +36,13 @@ impl Backoffs {
         self.failing.get(gateway).is_none_or(|f| now >= f.until)
     }
 
+    /// How long `gateway` still waits at `now` (zero when it may be called).
+    pub(crate) fn remaining(&self, gateway: &str, now: Instant) -> Duration {
+        self.failing
+            .get(gateway)
+            .map_or(Duration::ZERO, |f| f.until.saturating_duration_since(now))
+    }
+
     /// `gateway` failed at `now`: it waits twice as long as last time.
     pub(crate) fn failed(&mut self, gateway: &str, now: Instant) {
         let entry = self.failing.entry(gateway.to_owned()).or_insert(Failing {
@@ -70,6 +77,9 @@ mod tests {
         backoffs.failed("gw", t0);
         assert!(!backoffs.available("gw", t0 + MIN - Duration::from_millis(1)));
         assert!(backoffs.available("gw", t0 + MIN));
+        assert_eq!(backoffs.remaining("gw", t0 + MIN / 5), MIN * 4 / 5);
+        assert_eq!(backoffs.remaining("gw", t0 + MIN), Duration::ZERO);
+        assert_eq!(backoffs.remaining("other", t0), Duration::ZERO);
         assert!(
             backoffs.available("other", t0),
             "only the failing gateway waits"

@@ -1,7 +1,7 @@
 //! What the controller tells about the objects it acts on: a device
 //! revoked, an application placed on or removed from a device, one that
 //! could not be placed, a gateway that became unreachable or reachable
-//! again. Only changes are told, never a pass that changed nothing.
+//! again. Only changes are told, never a reconcile that changed nothing.
 //!
 //! Where they go is an [`EventRecorder`]: the log ([`LogEvents`], with the
 //! SQLite store) or Kubernetes Events on the objects (`wasmbed-k8s`), which
@@ -108,7 +108,7 @@ impl EventRecorder for LogEvents {
     }
 }
 
-/// The events of one pass over an application: what changed from the
+/// The events of one reconcile of an application: what changed from the
 /// deployments `before` to those `after`.
 pub(crate) fn deployment_events(
     application: &str,

@@ -1,4 +1,6 @@
-//! Resources and a fake gateway for the controller's unit tests.
+//! Resources and a fake gateway (a test double of [`GatewayClient`]) for
+//! the controllers' tests, here and, with the `conformance` feature, in
+//! the Kubernetes backend's scenarios.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -10,13 +12,14 @@ use wasmbed_gateway_api::{
 use super::gateway_client::{CallError, GatewayClient};
 use crate::model::{
     Application, ApplicationSpec, ApplicationStatus, DeploymentStatus, Device, DeviceSpec,
-    DeviceStatus, Limits, ModuleRef, ObjectMeta, Phase, Selector,
+    DeviceStatus, Gateway, GatewaySpec, GatewayStatus, Limits, ModuleRef, ObjectMeta, Phase,
+    Selector,
 };
 
-pub(super) const APP_UID: &str = "uid-app";
+pub const APP_UID: &str = "uid-app";
 
 /// Device `name` at `gateway`, enrolled as `id`, labelled `site=lab`.
-pub(super) fn device(name: &str, gateway: &str, id: Option<&str>) -> Device {
+pub fn device(name: &str, gateway: &str, id: Option<&str>) -> Device {
     Device {
         metadata: ObjectMeta {
             name: name.to_owned(),
@@ -34,8 +37,23 @@ pub(super) fn device(name: &str, gateway: &str, id: Option<&str>) -> Device {
     }
 }
 
+/// Gateway `name`, its HTTP interface at `https://NAME/`.
+pub fn gateway(name: &str) -> Gateway {
+    Gateway {
+        metadata: ObjectMeta {
+            name: name.to_owned(),
+            ..ObjectMeta::default()
+        },
+        spec: GatewaySpec {
+            http_endpoint: format!("https://{name}/"),
+            device_endpoint: format!("{name}:40029"),
+        },
+        status: GatewayStatus::default(),
+    }
+}
+
 /// An application selecting `site=lab`, running `module` (a SHA-256, hex).
-pub(super) fn application(module: &str, deployments: Vec<DeploymentStatus>) -> Application {
+pub fn application(module: &str, deployments: Vec<DeploymentStatus>) -> Application {
     Application {
         metadata: ObjectMeta {
             name: "app".to_owned(),
@@ -67,7 +85,7 @@ pub(super) fn application(module: &str, deployments: Vec<DeploymentStatus>) -> A
 }
 
 /// A status entry: `device` placed as deployment `id` at `gateway`.
-pub(super) fn placed(
+pub fn placed(
     device: &str,
     gateway: &str,
     device_id: &str,
@@ -87,7 +105,7 @@ pub(super) fn placed(
 }
 
 /// A gateway deployment as the gateway shows it.
-pub(super) fn view(id: u64, device: &str, application_id: u64) -> DeploymentView {
+pub fn view(id: u64, device: &str, application_id: u64) -> DeploymentView {
     DeploymentView {
         id,
         device: device.to_owned(),
@@ -102,25 +120,46 @@ pub(super) fn view(id: u64, device: &str, application_id: u64) -> DeploymentView
     }
 }
 
+/// Device `id` as its gateway shows it: connected, its last heartbeat at
+/// `heartbeat_ms`.
+pub fn connected(id: &str, heartbeat_ms: u64) -> DeviceView {
+    DeviceView {
+        id: id.to_owned(),
+        public_key: "04".to_owned() + &"ab".repeat(64),
+        board: "mps2-an385".to_owned(),
+        firmware_version: "0.1.0".to_owned(),
+        runtime: None,
+        enrolled_at_ms: 1,
+        last_seen_ms: Some(heartbeat_ms),
+        presence: wasmbed_gateway_api::Presence::Connected,
+        last_heartbeat_ms: Some(heartbeat_ms),
+        uptime_ms: Some(heartbeat_ms),
+        free_memory: Some(65_536),
+        apps: Vec::new(),
+    }
+}
+
 /// A gateway kept in memory: its deployments and results, the calls made
 /// to it, and an error it answers every call with when set.
 #[derive(Debug, Default)]
-pub(super) struct FakeGateway {
-    pub(super) deployments: Mutex<Vec<DeploymentView>>,
-    pub(super) results: Mutex<HashMap<u64, Vec<ResultView>>>,
-    pub(super) calls: Mutex<Vec<String>>,
-    pub(super) failure: Mutex<Option<CallError>>,
+pub struct FakeGateway {
+    /// What `GET /v1/devices` answers.
+    pub devices: Mutex<Vec<DeviceView>>,
+    pub deployments: Mutex<Vec<DeploymentView>>,
+    pub results: Mutex<HashMap<u64, Vec<ResultView>>>,
+    pub calls: Mutex<Vec<String>>,
+    pub failure: Mutex<Option<CallError>>,
 }
 
 impl FakeGateway {
-    pub(super) fn with(deployments: Vec<DeploymentView>) -> Self {
+    pub fn with(deployments: Vec<DeploymentView>) -> Self {
         FakeGateway {
             deployments: Mutex::new(deployments),
             ..FakeGateway::default()
         }
     }
 
-    pub(super) fn calls(&self) -> Vec<String> {
+    pub fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("not poisoned").clone()
     }
 
@@ -145,7 +184,7 @@ impl FakeGateway {
 impl GatewayClient for FakeGateway {
     async fn devices(&self, base: &str) -> Result<Vec<DeviceView>, CallError> {
         self.answer(format!("GET {base}/v1/devices"))?;
-        Ok(Vec::new())
+        Ok(self.devices.lock().expect("not poisoned").clone())
     }
 
     async fn deployments_of(
@@ -215,13 +254,13 @@ impl GatewayClient for FakeGateway {
 
 /// Events kept in memory, for tests.
 #[derive(Debug, Default)]
-pub(crate) struct RecordedEvents {
-    pub(crate) events: Mutex<Vec<super::events::ObjectEvent>>,
+pub struct RecordedEvents {
+    pub events: Mutex<Vec<super::events::ObjectEvent>>,
 }
 
 impl RecordedEvents {
     /// `(reason, object name)` of each event so far, in order.
-    pub(crate) fn reasons(&self) -> Vec<(&'static str, String)> {
+    pub fn reasons(&self) -> Vec<(&'static str, String)> {
         self.events
             .lock()
             .expect("not poisoned")

@@ -1,65 +1,54 @@
-//! The controller: a level-triggered, idempotent reconcile loop, run every
-//! `interval` and whenever a watch of the store shows a change made by
-//! someone else (its own status writes do not wake it).
+//! The controllers, per object, on the semantics of
+//! `kube::runtime::Controller` ([`runtime`]), driven by the store's watch
+//! on either backend:
 //!
-//! Each pass:
-//! 1. asks every [`Gateway`] for its devices (which also tells whether it
-//!    is reachable) and copies presence, heartbeats and the runtime each
-//!    device reported into [`Device`] statuses;
-//! 2. for each [`Application`], places it on every matching device that
-//!    has no deployment at its gateway yet (`POST /v1/deployments`, unless
-//!    `GET /v1/deployments?device=` shows one made before a crash, whose id
-//!    was never recorded: that one is adopted), polls
-//!    the state and result count of those it placed, and removes it, at
-//!    the gateway holding it, from devices that no longer match, were
-//!    deleted, or moved to another gateway; a deployment of an older
-//!    revision (module and limits) is removed and the current one placed;
-//! 3. for an application being deleted, removes its gateway deployments
-//!    and then its finalizer ([`UNDEPLOY_FINALIZER`]), which lets the store
-//!    delete it; an application without the finalizer gets it;
-//! 4. has the gateway of a device whose `spec.revoked` is set revoke it
-//!    (`DELETE /v1/devices/{id}`); a revoked device gets no application.
+//! - the **Gateway** controller ([`gateways`]) polls each gateway for its
+//!   devices, records whether it is reachable, copies presence, heartbeats
+//!   and runtimes into the devices' statuses, and has it revoke devices
+//!   whose `spec.revoked` is set;
+//! - the **Application** controller ([`applications`]) places each
+//!   application on its matching devices at their gateways, polls state
+//!   and results, removes it where it no longer belongs, and undeploys it
+//!   before its deletion ([`UNDEPLOY_FINALIZER`](crate::model::UNDEPLOY_FINALIZER)).
+//!
+//! The Device controller that boots emulated devices lives with the
+//! emulator manager, in `wasmbed up`, on the same [`runtime`].
 //!
 //! A gateway that cannot be reached is left alone for a while, doubling
-//! the wait at each failure; the reason is written in the statuses.
-//!
-//! Step 2 is two halves: `plan` decides, without any I/O, the operations
-//! (place, poll, remove, record) from what the application wants and what
-//! the pass observed; `executor` performs them through a [`GatewayClient`]
-//! ([`HttpsGatewayClient`], or a fake in tests). Gateways' answers are
-//! typed by their contract, [`wasmbed_gateway_api`].
+//! the wait at each failure; the reason is written in the statuses and as
+//! an event ([`events`]). An application's reconcile is two halves: `plan`
+//! decides, without any I/O, the operations (place, poll, remove, record)
+//! from what the application wants and what was observed; `executor`
+//! performs them through a [`GatewayClient`] ([`HttpsGatewayClient`], or a
+//! fake in tests). Gateways' answers are typed by their contract,
+//! [`wasmbed_gateway_api`].
 
+mod applications;
 mod backoff;
 pub mod events;
 mod executor;
-#[cfg(test)]
-mod fixtures;
+#[cfg(any(test, feature = "conformance"))]
+pub mod fixtures;
 pub mod gateway_client;
+mod gateways;
 pub mod leader;
 mod plan;
+pub mod runtime;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
-use tokio::time::Instant;
-use tracing::{info, warn};
-use wasmbed_gateway_api::DeviceView;
 
+use self::applications::ApplicationReconciler;
 use self::backoff::Backoffs;
-use self::events::{EventRecorder, EventType, LogEvents, ObjectEvent};
-use self::executor::{Executor, Placement};
+use self::events::{EventRecorder, LogEvents};
 pub use self::gateway_client::{CallError, GatewayClient, HttpsGatewayClient, MAX_GATEWAY_ANSWER};
-use self::plan::{Desired, Observed, placed_as_now};
-use crate::http::devices::normalize_device_id;
-use crate::model::{
-    Application, DeploymentStatus, Device, DeviceDeployment, DeviceRuntime, ExecutionResult,
-    Gateway, Kind, Object, Presence, UNDEPLOY_FINALIZER, now_ms,
-};
+use self::gateways::GatewayReconciler;
+pub use self::runtime::Action;
+use crate::model::{Application, Gateway, Object};
 use crate::store::{Store, StoreError};
 
 /// How the controller runs.
@@ -95,14 +84,22 @@ impl Default for ControllerConfig {
     }
 }
 
-/// The reconcile loop. See the module documentation.
+/// Why a reconcile failed; the object is reconciled again after a
+/// backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gateway {gateway} unreachable: {reason}")]
+    Unreachable { gateway: String, reason: String },
+}
+
+/// The Gateway and Application controllers of one API server.
 #[derive(Debug)]
 pub struct Controller<G = HttpsGatewayClient> {
     store: Store,
-    changes: watch::Receiver<u64>,
-    client: G,
-    config: ControllerConfig,
-    backoffs: Backoffs,
+    gateways: GatewayReconciler<G>,
+    applications: ApplicationReconciler<G>,
 }
 
 /// The gateway deployments' application id for one revision of an
@@ -117,510 +114,117 @@ pub fn gateway_application_id(uid: &str, revision: &str) -> u64 {
 }
 
 impl Controller<HttpsGatewayClient> {
-    /// A controller calling gateways over HTTPS ([`HttpsGatewayClient`]).
+    /// Controllers calling gateways over HTTPS ([`HttpsGatewayClient`]).
     pub fn new(store: &Store, config: ControllerConfig) -> Self {
         let client = HttpsGatewayClient::new(config.gateway_tls.as_ref(), config.request_timeout);
         Controller::with_client(store, config, client)
     }
 }
 
-impl<G: GatewayClient> Controller<G> {
-    /// A controller calling gateways through `client`.
+impl<G: GatewayClient + Clone> Controller<G> {
+    /// Controllers calling gateways through `client`.
     pub fn with_client(store: &Store, config: ControllerConfig, client: G) -> Self {
-        // Its own writes must not wake it up again.
-        let (store, own) = store.quiet();
+        let backoffs = || Backoffs::new(config.backoff_min, config.backoff_max);
         Controller {
-            changes: store.wakeups(Some(own)),
-            store,
-            client,
-            backoffs: Backoffs::new(config.backoff_min, config.backoff_max),
-            config,
-        }
-    }
-
-    /// Reconciles until `shutdown` completes.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        info!(interval = ?self.config.interval, "controller running");
-        loop {
-            self.changes.borrow_and_update();
-            if let Err(e) = self.reconcile().await {
-                warn!(error = %e, "reconcile pass failed");
-            }
-            tokio::select! {
-                () = &mut shutdown => return,
-                _ = self.changes.changed() => {}
-                () = tokio::time::sleep(self.config.interval) => {}
-            }
-        }
-    }
-
-    /// One pass over everything.
-    pub async fn reconcile(&mut self) -> Result<(), StoreError> {
-        let gateways: BTreeMap<String, Gateway> = self
-            .store
-            .list::<Gateway>()
-            .await?
-            .into_iter()
-            .map(|g| (g.metadata.name.clone(), g))
-            .collect();
-        let mut seen_devices: HashMap<String, HashMap<String, DeviceView>> = HashMap::new();
-        for (name, gateway) in &gateways {
-            if !self.backoffs.available(name, Instant::now()) {
-                continue;
-            }
-            let reason = match self.client.devices(&base(gateway)).await {
-                Ok(devices) => {
-                    self.backoffs.succeeded(name);
-                    let by_id = devices
-                        .into_iter()
-                        .filter_map(|d| normalize_device_id(&d.id).map(|id| (id, d)))
-                        .collect();
-                    seen_devices.insert(name.clone(), by_id);
-                    None
-                }
-                Err(e) => {
-                    warn!(gateway = %name, error = %e, "gateway not reachable");
-                    self.backoffs.failed(name, Instant::now());
-                    Some(e.to_string())
-                }
-            };
-            self.record_gateway(gateway, reason).await?;
-        }
-
-        let devices = self.store.list::<Device>().await?;
-        for device in &devices {
-            self.record_presence(device, &seen_devices).await?;
-        }
-        // A gateway is usable in this pass when it answered above.
-        let usable: HashMap<String, String> = gateways
-            .iter()
-            .filter(|(name, _)| seen_devices.contains_key(*name))
-            .map(|(name, g)| (name.clone(), base(g)))
-            .collect();
-        for device in devices
-            .iter()
-            .filter(|d| d.spec.revoked && !d.status.revoked)
-        {
-            self.revoke(device, &usable).await?;
-        }
-
-        let by_name: HashMap<&str, &Device> = devices
-            .iter()
-            .map(|d| (d.metadata.name.as_str(), d))
-            .collect();
-        let mut placements: BTreeMap<String, Vec<DeviceDeployment>> = BTreeMap::new();
-        let gateway_names: BTreeSet<String> = gateways.into_keys().collect();
-        let observed = Observed {
-            devices: &by_name,
-            usable: &usable,
-            gateways: &gateway_names,
-        };
-        for application in self.store.list::<Application>().await? {
-            let status = self.reconcile_application(&application, observed).await?;
-            let revision = application.spec.revision();
-            let current = status.iter().flatten().filter(|deployment| {
-                by_name
-                    .get(deployment.device.as_str())
-                    .is_some_and(|device| placed_as_now(deployment, device, &revision))
-            });
-            for deployment in current {
-                placements
-                    .entry(deployment.device.clone())
-                    .or_default()
-                    .push(DeviceDeployment {
-                        application: application.metadata.name.clone(),
-                        phase: deployment.phase,
-                    });
-            }
-        }
-        for device in &devices {
-            let wanted = placements.remove(&device.metadata.name).unwrap_or_default();
-            if device.status.deployments != wanted {
-                self.status_ignoring_gone::<Device>(&device.metadata.name, |d| {
-                    let change = d.status.deployments != wanted;
-                    d.status.deployments = wanted.clone();
-                    change
-                })
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Changes the status of an object, unless it is gone.
-    async fn status_ignoring_gone<T: Object>(
-        &self,
-        name: &str,
-        change: impl FnMut(&mut T) -> bool,
-    ) -> Result<(), StoreError> {
-        match self.store.modify_status(name, change).await {
-            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn record_gateway(
-        &self,
-        gateway: &Gateway,
-        reason: Option<String>,
-    ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let reachable = reason.is_none();
-        let was = &gateway.status;
-        let event = match (&reason, was.reachable) {
-            (None, false) => Some((EventType::Normal, "Reachable", "reachable".to_owned())),
-            (Some(why), true) => Some((EventType::Warning, "Unreachable", why.clone())),
-            (Some(why), false) if was.reason.as_ref() != Some(why) => {
-                Some((EventType::Warning, "Unreachable", why.clone()))
-            }
-            _ => None,
-        };
-        if let Some((event_type, what, note)) = event {
-            let meta = &gateway.metadata;
-            self.config
-                .events
-                .record(ObjectEvent::new(
-                    Kind::Gateway,
-                    &meta.name,
-                    &meta.uid,
-                    event_type,
-                    what,
-                    note,
-                ))
-                .await;
-        }
-        self.status_ignoring_gone::<Gateway>(&gateway.metadata.name, |g| {
-            let status = &mut g.status;
-            let stale = status
-                .last_seen
-                .is_none_or(|t| now.saturating_sub(t) >= 5_000);
-            let change =
-                status.reachable != reachable || status.reason != reason || (reachable && stale);
-            status.reachable = reachable;
-            status.reason = reason.clone();
-            if reachable {
-                status.last_seen = Some(now);
-            }
-            change
-        })
-        .await
-    }
-
-    async fn record_presence(
-        &self,
-        device: &Device,
-        seen: &HashMap<String, HashMap<String, DeviceView>>,
-    ) -> Result<(), StoreError> {
-        let Some(at_gateway) = seen.get(&device.spec.gateway) else {
-            return Ok(());
-        };
-        let view = device
-            .spec
-            .device_id
-            .as_deref()
-            .and_then(normalize_device_id)
-            .and_then(|id| at_gateway.get(&id));
-        let presence = match view.map(|v| v.presence) {
-            Some(wasmbed_gateway_api::Presence::Connected) => Presence::Connected,
-            Some(_) => Presence::Disconnected,
-            None => Presence::Unknown,
-        };
-        let heartbeat = view
-            .and_then(|v| v.last_heartbeat_ms)
-            .or(device.status.last_heartbeat);
-        let reported = view
-            .and_then(|v| v.runtime.as_ref())
-            .map(|r| DeviceRuntime {
-                kind: r.kind.clone(),
-                version: r.version.clone(),
-            });
-        let runtime = match reported {
-            Some(runtime) if runtime.is_plausible() => Some(runtime),
-            Some(runtime) => {
-                warn!(
-                    device = %device.metadata.name,
-                    gateway = %device.spec.gateway,
-                    kind_len = runtime.kind.len(),
-                    version_len = runtime.version.len(),
-                    "the gateway reported a runtime no device could have sent; ignored"
-                );
-                device.status.runtime.clone()
-            }
-            None => device.status.runtime.clone(),
-        };
-        let status = &device.status;
-        if status.presence == presence
-            && status.last_heartbeat == heartbeat
-            && status.runtime == runtime
-        {
-            return Ok(());
-        }
-        self.status_ignoring_gone::<Device>(&device.metadata.name, |d| {
-            let change = d.status.presence != presence
-                || d.status.last_heartbeat != heartbeat
-                || d.status.runtime != runtime;
-            d.status.presence = presence;
-            d.status.last_heartbeat = heartbeat;
-            d.status.runtime = runtime.clone();
-            change
-        })
-        .await
-    }
-
-    /// Has the device's gateway revoke it, and records the outcome.
-    async fn revoke(
-        &mut self,
-        device: &Device,
-        usable: &HashMap<String, String>,
-    ) -> Result<(), StoreError> {
-        let name = &device.metadata.name;
-        let gateway = &device.spec.gateway;
-        let outcome = match device
-            .spec
-            .device_id
-            .as_deref()
-            .and_then(normalize_device_id)
-        {
-            // Revoked once it enrolls (the pass that sees its id).
-            None => Err("not enrolled yet: revoked at its gateway once it enrolls".to_owned()),
-            Some(id) => match usable.get(gateway) {
-                None => Err(format!("revocation waits for gateway {gateway}")),
-                Some(url) => {
-                    match self.client.revoke(url, &id).await {
-                        // Also when revoked before (an answer was lost).
-                        Ok(_) => {
-                            info!(device = %name, %gateway, id, "device revoked at its gateway");
-                            Ok(())
-                        }
-                        Err(CallError::Refused(404, _)) => Err(format!(
-                            "gateway {gateway} does not know device {id}: check spec.device_id \
-                             and spec.gateway"
-                        )),
-                        Err(e) => {
-                            if e.backs_off() {
-                                self.backoffs.failed(gateway, Instant::now());
-                            }
-                            Err(e.to_string())
-                        }
-                    }
-                }
+            store: store.clone(),
+            gateways: GatewayReconciler {
+                store: store.clone(),
+                client: client.clone(),
+                config: config.clone(),
+                backoffs: backoffs(),
             },
-        };
-        let (revoked, reason) = match outcome {
-            Ok(()) => (true, None),
-            Err(reason) => (false, Some(reason)),
-        };
-        if revoked && !device.status.revoked {
-            self.config
-                .events
-                .record(ObjectEvent::new(
-                    Kind::Device,
-                    name,
-                    &device.metadata.uid,
-                    EventType::Normal,
-                    "Revoked",
-                    format!("its gateway {gateway} refuses it from now on and forgot it"),
-                ))
-                .await;
+            applications: ApplicationReconciler {
+                store: store.clone(),
+                client,
+                config: config.clone(),
+                backoffs: backoffs(),
+            },
         }
-        self.status_ignoring_gone::<Device>(name, |d| {
-            let change = d.status.revoked != revoked || d.status.reason != reason;
-            d.status.revoked = revoked;
-            d.status.reason = reason.clone();
-            change
-        })
-        .await
     }
 
-    /// Plans and performs one pass for `application`; returns its
-    /// deployments after it, `None` when the application is gone.
-    async fn reconcile_application(
-        &mut self,
-        application: &Application,
-        observed: Observed<'_>,
-    ) -> Result<Option<Vec<DeploymentStatus>>, StoreError> {
-        let name = application.metadata.name.clone();
-        let revision = application.spec.revision();
-        let operations = plan::plan(
-            Desired {
-                application,
-                revision: &revision,
-            },
-            observed,
+    /// Runs both controllers until `shutdown` completes. Each writes
+    /// through a store of its own ([`Store::quiet`]), so that its own
+    /// writes do not wake it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let shutdown = shutdown.shared();
+        let Controller {
+            gateways,
+            applications,
+            ..
+        } = self;
+        tracing::info!(interval = ?gateways.config.interval, "controllers running");
+        let (gateway_store, gateway_writes) = gateways.store.quiet();
+        let (application_store, application_writes) = applications.store.quiet();
+        let gateways = GatewayReconciler {
+            store: gateway_store.clone(),
+            ..gateways
+        };
+        let applications = ApplicationReconciler {
+            store: application_store.clone(),
+            ..applications
+        };
+        tokio::join!(
+            runtime::run(gateway_store, gateway_writes, gateways, shutdown.clone()),
+            runtime::run(
+                application_store,
+                application_writes,
+                applications,
+                shutdown
+            ),
         );
-        let placement = Placement {
-            application: &name,
-            revision: &revision,
-            application_id: gateway_application_id(&application.metadata.uid, &revision),
-            limits: &application.spec.limits,
-        };
-        let store = &self.store;
-        let sha256 = &application.spec.module.sha256;
-        let mut executor = Executor {
-            client: &self.client,
-            backoffs: &mut self.backoffs,
-        };
-        let executed = executor
-            .execute(placement, operations, || store.blob(sha256).boxed())
-            .await?;
-        let next = executed.deployments;
-        let created = executed.created;
-        let fetched = executed.fetched;
-
-        // Results first: whoever sees the new counts finds them.
-        self.record_results(&application.metadata.uid, &next, fetched)
-            .await?;
-        let results = next.iter().map(|e| e.results).sum();
-        let uid = &application.metadata.uid;
-        let outcome = self
-            .store
-            .modify_status::<Application>(&name, |a| {
-                // Deleted and created again under the same name meanwhile:
-                // this pass's placements belong to the old one, not to it.
-                if &a.metadata.uid != uid {
-                    return false;
-                }
-                let change = a.status.deployments != next
-                    || a.status.results != results
-                    || a.status.revision.as_ref() != Some(&revision);
-                a.status.deployments = next.clone();
-                a.status.results = results;
-                a.status.revision = Some(revision.clone());
-                change
-            })
-            .await;
-        let outcome = match outcome {
-            Ok(current) if &current.metadata.uid != uid => Err(StoreError::NotFound {
-                kind: Application::KIND.as_str(),
-                name: name.clone(),
-            }),
-            other => other,
-        };
-        match outcome {
-            Ok(current) => {
-                for event in events::deployment_events(
-                    &name,
-                    uid,
-                    &application.status.deployments,
-                    &current.status.deployments,
-                ) {
-                    self.config.events.record(event).await;
-                }
-                if current.metadata.deleting() && current.status.deployments.is_empty() {
-                    return self.finish_deletion(current).await;
-                }
-                if !current.metadata.deleting()
-                    && !current.metadata.has_finalizer(UNDEPLOY_FINALIZER)
-                {
-                    self.add_finalizer(&name, uid).await?;
-                }
-                Ok(Some(current.status.deployments))
-            }
-            Err(StoreError::NotFound { .. }) => {
-                self.store.delete_results(&application.metadata.uid).await?;
-                // Deleted while we deployed: take back what we placed.
-                for (url, id) in created {
-                    if let Err(e) = self.client.remove_deployment(&url, id).await {
-                        warn!(deployment = id, error = %e, "could not remove the deployment of a deleted application");
-                    }
-                }
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
     }
 
-    /// Removes the finalizer of an application that was deleted and whose
-    /// deployments are gone: the store then deletes it.
-    async fn finish_deletion(
-        &self,
-        application: Application,
-    ) -> Result<Option<Vec<DeploymentStatus>>, StoreError> {
-        let name = application.metadata.name.clone();
-        let uid = application.metadata.uid.clone();
-        let mut done = application;
-        done.metadata.finalizers.retain(|f| f != UNDEPLOY_FINALIZER);
-        match self.store.replace(&done).await {
-            Ok(_) | Err(StoreError::NotFound { .. }) => {
-                self.config
-                    .events
-                    .record(ObjectEvent::new(
-                        Kind::Application,
-                        &name,
-                        &uid,
-                        EventType::Normal,
-                        "Undeployed",
-                        "removed from every device; deleted",
-                    ))
-                    .await;
-                self.store.delete_results(&uid).await?;
-                Ok(None)
-            }
-            // Changed meanwhile: the next pass finishes.
-            Err(StoreError::Conflict { .. }) => Ok(Some(Vec::new())),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Gives an application (one stored before finalizers, or created
-    /// around the API) the finalizer that keeps it until it is undeployed.
-    async fn add_finalizer(&self, name: &str, uid: &str) -> Result<(), StoreError> {
-        let added = self
-            .store
-            .modify::<Application>(name, |a| {
-                let missing = a.metadata.uid == uid
-                    && !a.metadata.deleting()
-                    && !a.metadata.has_finalizer(UNDEPLOY_FINALIZER);
-                if missing {
-                    a.metadata.finalizers.push(UNDEPLOY_FINALIZER.to_owned());
-                }
-                missing
-            })
-            .await;
-        match added {
-            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Stores the latest results of an application's deployments: those
-    /// fetched in this pass, and the kept ones of deployments not polled
-    /// (their gateway is unreachable); those of devices it left are dropped.
-    async fn record_results(
-        &self,
-        uid: &str,
-        deployments: &[DeploymentStatus],
-        mut fetched: HashMap<(String, u64), Vec<ExecutionResult>>,
-    ) -> Result<(), StoreError> {
-        let kept = self.store.results(uid).await?;
-        let mut results = Vec::new();
-        for deployment in deployments {
-            let latest = deployment
-                .gateway_deployment_id
-                .and_then(|id| fetched.remove(&(deployment.device.clone(), id)));
-            match latest {
-                Some(latest) => results.extend(latest),
-                None => results.extend(
-                    kept.iter()
-                        .filter(|r| {
-                            r.device == deployment.device
-                                && Some(r.gateway_deployment_id) == deployment.gateway_deployment_id
-                        })
-                        .cloned(),
-                ),
+    /// One pass over everything, in order: every gateway, then every
+    /// application, each reconciled once as its controller would. For
+    /// tests and tools that want a deterministic step; [`run`](Self::run)
+    /// is what serves.
+    pub async fn reconcile(&mut self) -> Result<(), StoreError> {
+        for gateway in self.store.list::<Gateway>().await? {
+            match self.gateways.reconcile_gateway(&gateway).await {
+                Ok(_) | Err(ReconcileError::Unreachable { .. }) => {}
+                Err(ReconcileError::Store(e)) => return Err(e),
             }
         }
-        results.sort_by(|a, b| {
-            b.received_at
-                .cmp(&a.received_at)
-                .then_with(|| b.invocation.cmp(&a.invocation))
-                .then_with(|| a.device.cmp(&b.device))
-        });
-        if results != kept {
-            self.store.put_results(uid, &results).await?;
+        for application in self.store.list::<Application>().await? {
+            match self.applications.reconcile_application(&application).await {
+                Ok(_) | Err(ReconcileError::Unreachable { .. }) => {}
+                Err(ReconcileError::Store(e)) => return Err(e),
+            }
         }
         Ok(())
+    }
+}
+
+impl<G: GatewayClient + Clone> Controller<G> {
+    /// Reconciles gateway `name` once, as the Gateway controller does
+    /// when it falls due: reads it, then polls it. A missing one needs
+    /// nothing.
+    pub async fn reconcile_gateway(&mut self, name: &str) -> Result<Action, ReconcileError> {
+        match self.store.get::<Gateway>(name).await? {
+            Some(gateway) => self.gateways.reconcile_gateway(&gateway).await,
+            None => Ok(Action::AwaitChange),
+        }
+    }
+
+    /// Reconciles application `name` once, as the Application controller
+    /// does when it falls due.
+    pub async fn reconcile_application(&mut self, name: &str) -> Result<Action, ReconcileError> {
+        match self.store.get::<Application>(name).await? {
+            Some(application) => self.applications.reconcile_application(&application).await,
+            None => Ok(Action::AwaitChange),
+        }
+    }
+}
+
+/// Changes the status of an object, unless it is gone.
+async fn status_ignoring_gone<T: Object>(
+    store: &Store,
+    name: &str,
+    change: impl FnMut(&mut T) -> bool,
+) -> Result<(), StoreError> {
+    match store.modify_status(name, change).await {
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -631,8 +235,9 @@ fn base(gateway: &Gateway) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fixtures::{FakeGateway, RecordedEvents, application, device};
-    use crate::model::GatewaySpec;
+    use crate::controller::events::EventType;
+    use crate::controller::fixtures::{FakeGateway, RecordedEvents, application, device, gateway};
+    use crate::model::Device;
 
     const ID_1: &str = "00000000000000000000000000000001";
     const MODULE: &[u8] = b"\0asm\x01\0\0\0";
@@ -656,20 +261,7 @@ mod tests {
 
     async fn store_with_gateway() -> Store {
         let store = Store::in_memory();
-        store
-            .create(&Gateway {
-                metadata: crate::model::ObjectMeta {
-                    name: "gw-a".into(),
-                    ..Default::default()
-                },
-                spec: GatewaySpec {
-                    http_endpoint: "https://gw-a/".into(),
-                    device_endpoint: "gw-a:40029".into(),
-                },
-                status: Default::default(),
-            })
-            .await
-            .expect("created");
+        store.create(&gateway("gw-a")).await.expect("created");
         store
     }
 

@@ -1,4 +1,4 @@
-//! What one pass must do for one application, decided without doing it:
+//! What one reconcile must do for one application, decided without doing it:
 //! [`plan`] compares what the application wants (its selector, revision
 //! and deletion) with what was observed (its recorded deployments, the
 //! devices, the gateways that answered) and lists [`Operation`]s, which
@@ -20,12 +20,13 @@ pub(crate) struct Desired<'a> {
     pub(crate) revision: &'a str,
 }
 
-/// What the pass observed.
+/// What the reconcile observed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Observed<'a> {
     /// Every device, by resource name.
     pub(crate) devices: &'a HashMap<&'a str, &'a Device>,
-    /// The gateways that answered in this pass (not backing off, reached),
+    /// The gateways usable now (reachable as their controller last saw, and
+    /// not backing off here),
     /// by name, with the base URL of their HTTP interface.
     pub(crate) usable: &'a HashMap<String, String>,
     /// The name of every gateway resource.
@@ -66,7 +67,7 @@ pub(crate) enum Operation {
     },
 }
 
-/// The operations of one pass for `desired`'s application: first the
+/// The operations of one reconcile for `desired`'s application: first the
 /// removals of stale deployments, then, unless it is being deleted, one
 /// operation per matching device, by device name.
 pub(crate) fn plan(desired: Desired<'_>, observed: Observed<'_>) -> Vec<Operation> {

@@ -2,19 +2,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
-use tokio::sync::watch;
-use tracing::{info, warn};
 
 use super::shared::SharedWatches;
 use super::{
     BlobStore, Deletion, ListParams, ObjectList, ResourceStore, ResultStore, SqliteStore,
     StoreError, StoredObject, TokenStore, WatchEvent, WatchStream,
 };
-use crate::model::{Application, Device, ExecutionResult, Gateway, Kind, Object};
+use crate::model::{ExecutionResult, Kind, Object};
 
 /// `object` as the store keeps it.
 pub fn to_stored<T: Object>(object: &T) -> Result<StoredObject, StoreError> {
@@ -49,7 +46,8 @@ fn stored_with_status<T: Object>(object: &T) -> Result<StoredObject, StoreError>
 }
 
 /// The resource versions one writer made, so that its own watch can tell
-/// its writes from others' ([`Store::quiet`]).
+/// its writes from others' ([`Store::quiet`]; the controller runtime
+/// skips them).
 #[derive(Debug, Default)]
 pub struct OwnWrites {
     versions: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -334,60 +332,6 @@ impl Store {
         Ok(events
             .map(|event| event.and_then(|e| e.try_map(from_stored)))
             .boxed())
-    }
-
-    /// A signal that changes whenever a watch of devices, applications or
-    /// gateways shows a write that is not one of `own` (see
-    /// [`quiet`](Store::quiet)); also after a watch broke and was opened
-    /// again (what happened meanwhile is unknown). Its task ends when the
-    /// last receiver is dropped.
-    pub fn wakeups(&self, own: Option<Arc<OwnWrites>>) -> watch::Receiver<u64> {
-        let (signal, wakeups) = watch::channel(0u64);
-        let store = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let opened = futures_util::future::try_join3(
-                    store.watch::<Device>(None),
-                    store.watch::<Application>(None),
-                    store.watch::<Gateway>(None),
-                )
-                .await;
-                let mut events = match opened {
-                    Ok((devices, applications, gateways)) => futures_util::stream::select_all([
-                        devices
-                            .map(|e| e.map(|e| e.object().metadata.resource_version.clone()))
-                            .boxed(),
-                        applications
-                            .map(|e| e.map(|e| e.object().metadata.resource_version.clone()))
-                            .boxed(),
-                        gateways
-                            .map(|e| e.map(|e| e.object().metadata.resource_version.clone()))
-                            .boxed(),
-                    ]),
-                    Err(e) => {
-                        warn!(error = %e, "the controller cannot watch the store; it runs on its interval");
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                        continue;
-                    }
-                };
-                signal.send_modify(|n| *n = n.wrapping_add(1));
-                loop {
-                    tokio::select! {
-                        () = signal.closed() => return,
-                        event = events.next() => match event {
-                            Some(Ok(version)) if own.as_ref().is_some_and(|own| own.take(version.as_str())) => {}
-                            Some(Ok(_)) => signal.send_modify(|n| *n = n.wrapping_add(1)),
-                            Some(Err(e)) => {
-                                info!(error = %e, "the controller's watch ended; watching again");
-                                break;
-                            }
-                            None => break,
-                        },
-                    }
-                }
-            }
-        });
-        wakeups
     }
 
     pub async fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {

@@ -1,0 +1,272 @@
+//! The Gateway controller: per gateway, asks it for its devices (which
+//! also tells whether it is reachable), writes its reachability into its
+//! status, copies presence, heartbeats and the runtime each of its devices
+//! reported into their statuses, and has it revoke its devices whose
+//! `spec.revoked` is set. Gateways are polled: their state lives outside
+//! the store. A gateway that cannot be reached fails its reconcile, and is
+//! polled again after a backoff that doubles at each failure.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash as _};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+use wasmbed_gateway_api::DeviceView;
+
+use super::backoff::Backoffs;
+use super::events::{EventType, ObjectEvent};
+use super::runtime::{Action, Cache, Reconciler};
+use super::{CallError, ControllerConfig, GatewayClient, ReconcileError, status_ignoring_gone};
+use crate::http::devices::normalize_device_id;
+use crate::model::{Device, DeviceRuntime, Gateway, Kind, Presence, now_ms};
+use crate::store::{Store, StoreError, StoredObject, from_stored};
+
+/// Reconciles [`Gateway`]s.
+#[derive(Debug)]
+pub(crate) struct GatewayReconciler<G> {
+    pub(crate) store: Store,
+    pub(crate) client: G,
+    pub(crate) config: ControllerConfig,
+    pub(crate) backoffs: Backoffs,
+}
+
+impl<G: GatewayClient> Reconciler for GatewayReconciler<G> {
+    type Object = Gateway;
+    type Error = ReconcileError;
+
+    fn related(&self) -> &'static [Kind] {
+        &[Kind::Device]
+    }
+
+    /// A device matters to its gateway for where it is, its id and whether
+    /// it is revoked: all in its spec.
+    fn fingerprint(&self, device: &StoredObject, hasher: &mut DefaultHasher) {
+        device.metadata.generation.hash(hasher);
+    }
+
+    fn map(&self, _kind: Kind, device: &StoredObject, cache: &Cache<Gateway>) -> Vec<String> {
+        match from_stored::<Device>(device.clone()) {
+            Ok(device) if cache.contains_key(&device.spec.gateway) => vec![device.spec.gateway],
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&mut self, gateway: Arc<Gateway>) -> Result<Action, ReconcileError> {
+        self.reconcile_gateway(&gateway).await
+    }
+
+    fn error_policy(&mut self, gateway: &Gateway, error: &ReconcileError, failures: u32) -> Action {
+        match error {
+            ReconcileError::Unreachable { .. } => Action::Requeue(
+                self.backoffs
+                    .remaining(&gateway.metadata.name, Instant::now()),
+            ),
+            ReconcileError::Store(_) => Action::Requeue(super::runtime::backoff(failures)),
+        }
+    }
+}
+
+impl<G: GatewayClient> GatewayReconciler<G> {
+    pub(crate) async fn reconcile_gateway(
+        &mut self,
+        gateway: &Gateway,
+    ) -> Result<Action, ReconcileError> {
+        let name = &gateway.metadata.name;
+        let now = Instant::now();
+        if !self.backoffs.available(name, now) {
+            return Ok(Action::Requeue(self.backoffs.remaining(name, now)));
+        }
+        let seen = match self.client.devices(&super::base(gateway)).await {
+            Ok(devices) => {
+                self.backoffs.succeeded(name);
+                self.record_gateway(gateway, None).await?;
+                devices
+            }
+            Err(e) => {
+                warn!(gateway = %name, error = %e, "gateway not reachable");
+                self.backoffs.failed(name, Instant::now());
+                let reason = e.to_string();
+                self.record_gateway(gateway, Some(reason.clone())).await?;
+                return Err(ReconcileError::Unreachable {
+                    gateway: name.clone(),
+                    reason,
+                });
+            }
+        };
+        let by_id: HashMap<String, DeviceView> = seen
+            .into_iter()
+            .filter_map(|d| normalize_device_id(&d.id).map(|id| (id, d)))
+            .collect();
+        let devices = self.store.list::<Device>().await?;
+        for device in devices.iter().filter(|d| &d.spec.gateway == name) {
+            self.record_presence(device, &by_id).await?;
+            if device.spec.revoked && !device.status.revoked {
+                self.revoke(device, &super::base(gateway)).await?;
+            }
+        }
+        Ok(Action::Requeue(self.config.interval))
+    }
+
+    async fn record_gateway(
+        &self,
+        gateway: &Gateway,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let reachable = reason.is_none();
+        let was = &gateway.status;
+        let event = match (&reason, was.reachable) {
+            (None, false) => Some((EventType::Normal, "Reachable", "reachable".to_owned())),
+            (Some(why), true) => Some((EventType::Warning, "Unreachable", why.clone())),
+            (Some(why), false) if was.reason.as_ref() != Some(why) => {
+                Some((EventType::Warning, "Unreachable", why.clone()))
+            }
+            _ => None,
+        };
+        if let Some((event_type, what, note)) = event {
+            let meta = &gateway.metadata;
+            self.config
+                .events
+                .record(ObjectEvent::new(
+                    Kind::Gateway,
+                    &meta.name,
+                    &meta.uid,
+                    event_type,
+                    what,
+                    note,
+                ))
+                .await;
+        }
+        status_ignoring_gone::<Gateway>(&self.store, &gateway.metadata.name, |g| {
+            let status = &mut g.status;
+            let stale = status
+                .last_seen
+                .is_none_or(|t| now.saturating_sub(t) >= 5_000);
+            let change =
+                status.reachable != reachable || status.reason != reason || (reachable && stale);
+            status.reachable = reachable;
+            status.reason = reason.clone();
+            if reachable {
+                status.last_seen = Some(now);
+            }
+            change
+        })
+        .await
+    }
+
+    async fn record_presence(
+        &self,
+        device: &Device,
+        at_gateway: &HashMap<String, DeviceView>,
+    ) -> Result<(), StoreError> {
+        let view = device
+            .spec
+            .device_id
+            .as_deref()
+            .and_then(normalize_device_id)
+            .and_then(|id| at_gateway.get(&id));
+        let presence = match view.map(|v| v.presence) {
+            Some(wasmbed_gateway_api::Presence::Connected) => Presence::Connected,
+            Some(_) => Presence::Disconnected,
+            None => Presence::Unknown,
+        };
+        let heartbeat = view
+            .and_then(|v| v.last_heartbeat_ms)
+            .or(device.status.last_heartbeat);
+        let reported = view
+            .and_then(|v| v.runtime.as_ref())
+            .map(|r| DeviceRuntime {
+                kind: r.kind.clone(),
+                version: r.version.clone(),
+            });
+        let runtime = match reported {
+            Some(runtime) if runtime.is_plausible() => Some(runtime),
+            Some(runtime) => {
+                warn!(
+                    device = %device.metadata.name,
+                    gateway = %device.spec.gateway,
+                    kind_len = runtime.kind.len(),
+                    version_len = runtime.version.len(),
+                    "the gateway reported a runtime no device could have sent; ignored"
+                );
+                device.status.runtime.clone()
+            }
+            None => device.status.runtime.clone(),
+        };
+        let status = &device.status;
+        if status.presence == presence
+            && status.last_heartbeat == heartbeat
+            && status.runtime == runtime
+        {
+            return Ok(());
+        }
+        status_ignoring_gone::<Device>(&self.store, &device.metadata.name, |d| {
+            let change = d.status.presence != presence
+                || d.status.last_heartbeat != heartbeat
+                || d.status.runtime != runtime;
+            d.status.presence = presence;
+            d.status.last_heartbeat = heartbeat;
+            d.status.runtime = runtime.clone();
+            change
+        })
+        .await
+    }
+
+    /// Has the device's gateway (at `base`) revoke it, and records the
+    /// outcome.
+    async fn revoke(&mut self, device: &Device, base: &str) -> Result<(), StoreError> {
+        let name = &device.metadata.name;
+        let gateway = &device.spec.gateway;
+        let outcome = match device
+            .spec
+            .device_id
+            .as_deref()
+            .and_then(normalize_device_id)
+        {
+            // Revoked once it enrolls (the reconcile that sees its id).
+            None => Err("not enrolled yet: revoked at its gateway once it enrolls".to_owned()),
+            Some(id) => match self.client.revoke(base, &id).await {
+                // Also when revoked before (an answer was lost).
+                Ok(_) => {
+                    info!(device = %name, %gateway, id, "device revoked at its gateway");
+                    Ok(())
+                }
+                Err(CallError::Refused(404, _)) => Err(format!(
+                    "gateway {gateway} does not know device {id}: check spec.device_id \
+                     and spec.gateway"
+                )),
+                Err(e) => {
+                    if e.backs_off() {
+                        self.backoffs.failed(gateway, Instant::now());
+                    }
+                    Err(e.to_string())
+                }
+            },
+        };
+        let (revoked, reason) = match outcome {
+            Ok(()) => (true, None),
+            Err(reason) => (false, Some(reason)),
+        };
+        if revoked && !device.status.revoked {
+            self.config
+                .events
+                .record(ObjectEvent::new(
+                    Kind::Device,
+                    name,
+                    &device.metadata.uid,
+                    EventType::Normal,
+                    "Revoked",
+                    format!("its gateway {gateway} refuses it from now on and forgot it"),
+                ))
+                .await;
+        }
+        status_ignoring_gone::<Device>(&self.store, name, |d| {
+            let change = d.status.revoked != revoked || d.status.reason != reason;
+            d.status.revoked = revoked;
+            d.status.reason = reason.clone();
+            change
+        })
+        .await
+    }
+}
