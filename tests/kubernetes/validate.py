@@ -8,11 +8,15 @@
    `kubectl apply -k`, none listed is missing.
 3. Every custom resource under deploy/kubernetes/examples against the
    openAPIV3Schema of its CRD in deploy/kubernetes/crds, with jsonschema.
+4. Every overlay (a folder with a kustomization.yaml whose resources are
+   `..`): its JSON 6902 patches apply to the base (each target found once,
+   each `test` op true), and what they make validates as in 1.
 
 Usage: python validate.py [DIR]   (default: deploy/kubernetes)
 Prints one line per failure and exits 1 when there is any.
 """
 
+import copy
 import sys
 from pathlib import Path
 
@@ -35,6 +39,83 @@ def manifest_files(root):
         for path in root.rglob("*.yaml")
         if path.name != "kustomization.yaml" and "examples" not in path.relative_to(root).parts
     )
+
+
+class PatchError(Exception):
+    pass
+
+
+def json_pointer(path):
+    return [part.replace("~1", "/").replace("~0", "~") for part in path.split("/")[1:]]
+
+
+def apply_operation(doc, op):
+    """One JSON Patch (RFC 6902) operation: add, remove, replace or test."""
+    *parents, last = json_pointer(op["path"])
+    target = doc
+    try:
+        for key in parents:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+    except (KeyError, IndexError, ValueError) as err:
+        raise PatchError(f"{op['path']}: no such parent ({err})") from err
+    if isinstance(target, list):
+        key = len(target) if last == "-" else int(last)
+        exists = key < len(target)
+    else:
+        key = last
+        exists = key in target
+    kind = op["op"]
+    if kind in ("replace", "remove", "test") and not exists:
+        raise PatchError(f"{kind} {op['path']}: nothing there")
+    if kind == "test" and target[key] != op["value"]:
+        raise PatchError(f"test {op['path']}: {target[key]!r} is not {op['value']!r}")
+    if kind == "replace":
+        target[key] = op["value"]
+    elif kind == "remove":
+        del target[key]
+    elif kind == "add":
+        if isinstance(target, list):
+            target.insert(key, op["value"])
+        else:
+            target[key] = op["value"]
+    elif kind != "test":
+        raise PatchError(f"{kind}: not an operation this check applies")
+
+
+def render_overlay(overlay, base_docs):
+    """The base's documents with the overlay's patches applied; the names of
+    the documents patched."""
+    kustomization = documents(overlay / "kustomization.yaml")[0]
+    if kustomization.get("resources") != [".."]:
+        raise PatchError("an overlay here has exactly one resource, `..`")
+    docs = copy.deepcopy(base_docs)
+    patched = []
+    for patch in kustomization.get("patches", []):
+        target = patch["target"]
+        matches = [
+            doc
+            for doc in docs
+            if doc.get("kind") == target["kind"]
+            and doc.get("metadata", {}).get("name") == target["name"]
+        ]
+        if len(matches) != 1:
+            raise PatchError(f"{target['kind']} {target['name']}: {len(matches)} in the base, not 1")
+        for op in yaml.safe_load(patch["patch"]):
+            apply_operation(matches[0], op)
+        patched.append(matches[0])
+    return patched
+
+
+def validate_manifest(doc, where, failures):
+    name = f"{where}: {doc.get('kind')} {doc.get('metadata', {}).get('name')}"
+    try:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as err:
+        failures.append(f"{name}: {'.'.join(map(str, err.path))}: {err.message}")
+    except kubernetes_validate.SchemaNotFoundError as err:
+        failures.append(f"{name}: {err}")
+    else:
+        print(f"valid: {name}")
 
 
 def json_schema(openapi):
@@ -88,17 +169,18 @@ def main():
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "deploy/kubernetes")
     failures = []
     manifests = manifest_files(root)
+    base_docs = []
     for path in manifests:
         for doc in documents(path):
-            name = f"{path}: {doc.get('kind')} {doc.get('metadata', {}).get('name')}"
-            try:
-                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-            except kubernetes_validate.ValidationError as err:
-                failures.append(f"{name}: {'.'.join(map(str, err.path))}: {err.message}")
-            except kubernetes_validate.SchemaNotFoundError as err:
-                failures.append(f"{name}: {err}")
-            else:
-                print(f"valid: {name}")
+            base_docs.append(doc)
+            validate_manifest(doc, path, failures)
+
+    for overlay in sorted(p.parent for p in root.glob("*/kustomization.yaml")):
+        try:
+            for doc in render_overlay(overlay, base_docs):
+                validate_manifest(doc, overlay, failures)
+        except PatchError as err:
+            failures.append(f"{overlay}/kustomization.yaml: {err}")
 
     listed = documents(root / "kustomization.yaml")[0].get("resources", [])
     on_disk = {str(path.relative_to(root)) for path in manifests}

@@ -20,6 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -68,6 +69,11 @@ pub struct ApiServerConfig {
     /// Which replica reconciles: this one alone by default; on Kubernetes,
     /// the holder of a Lease.
     pub leadership: Arc<dyn Leadership>,
+    /// How often the tokens are read again from the store, when other API
+    /// servers share it (replicas over one [`DirStore`](crate::store::DirStore)):
+    /// a token made or revoked at one counts at the others within this
+    /// time. `None` (the default): this server alone writes them.
+    pub token_reload: Option<Duration>,
 }
 
 impl Default for ApiServerConfig {
@@ -84,6 +90,7 @@ impl Default for ApiServerConfig {
             events: EventStreamLimits::default(),
             tls: None,
             leadership: Arc::new(AlwaysLeader),
+            token_reload: None,
         }
     }
 }
@@ -112,6 +119,7 @@ pub struct ApiServer {
     http: HttpServerConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     leadership: Arc<dyn Leadership>,
+    token_reload: Option<Duration>,
 }
 
 impl ApiServer {
@@ -149,6 +157,7 @@ impl ApiServer {
             http: config.http.clone(),
             tls: config.tls.clone(),
             leadership: config.leadership.clone(),
+            token_reload: config.token_reload,
         })
     }
 
@@ -192,6 +201,21 @@ impl ApiServer {
             )
             .await;
         });
+        if let Some(every) = self.token_reload {
+            let auth = self.state.auth.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|stop| *stop) => return,
+                        () = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(e) = auth.reload().await {
+                        warn!(error = %e, "reading the shared tokens again failed; the ones read last still count");
+                    }
+                }
+            });
+        }
         info!(listen = %listener.local_addr()?, "API server listening");
         let router = http::app(self.state);
         let mut http_stop = stop_rx;

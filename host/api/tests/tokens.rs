@@ -11,7 +11,7 @@ use tower::ServiceExt as _;
 use wasmbed_api::http::auth::{NewToken, token_sha256};
 use wasmbed_api::http::{AppState, Auth, app};
 use wasmbed_api::model::now_ms;
-use wasmbed_api::store::{Role, SqliteStore, Store, TokenRecord};
+use wasmbed_api::store::{DirStore, Role, SqliteStore, Store, TokenRecord};
 
 /// The status of `GET uri` without reading the body (an event stream
 /// that is let in never ends).
@@ -709,4 +709,44 @@ async fn a_gateway_token_bound_to_a_prefix_registers_the_gateways_it_names() {
         .map(|g| g["metadata"]["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["wasmbed-gateway-0", "wasmbed-gateway-17"]);
+}
+
+/// Two API servers sharing one token directory (replicas on one volume):
+/// a token made at one is let in by the other once it reads the tokens
+/// again, and one revoked at one is refused by the other from then on.
+#[tokio::test]
+async fn replicas_sharing_a_token_directory_see_each_others_tokens_and_revocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = || {
+        let files = std::sync::Arc::new(DirStore::open(dir.path()).unwrap());
+        let resources = std::sync::Arc::new(SqliteStore::in_memory().unwrap());
+        Store::new(resources, files.clone(), files.clone(), files)
+    };
+    let (a, admin) = Auth::bootstrap(&replica()).await.unwrap();
+    let (b, second_admin) = Auth::bootstrap(&replica()).await.unwrap();
+    assert!(admin.is_some());
+    assert_eq!(
+        second_admin, None,
+        "the second finds the first's admin token"
+    );
+    assert_eq!(b.authenticate(&admin.unwrap()).unwrap().role, Role::Admin);
+
+    let (record, token) = a
+        .create(NewToken {
+            name: "ops".into(),
+            role: Role::Operator,
+            gateway: None,
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    assert!(b.authenticate(&token).is_err(), "not read yet");
+    b.reload().await.unwrap();
+    assert_eq!(b.authenticate(&token).unwrap().role, Role::Operator);
+
+    a.revoke(&record.id).await.unwrap();
+    assert!(b.authenticate(&token).is_ok(), "not read yet");
+    b.reload().await.unwrap();
+    assert!(b.authenticate(&token).is_err());
+    assert!(!b.still_valid(&record.id));
 }

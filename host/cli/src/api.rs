@@ -15,7 +15,7 @@ use wasmbed_api::http::events::{
     DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_TOKEN, EventStreamLimits,
 };
 use wasmbed_api::server::{ApiServer, ApiServerConfig, FD_RESERVE, http_max_connections_for};
-use wasmbed_api::store::{SqliteStore, Store};
+use wasmbed_api::store::{BlobStore, DirStore, ResultStore, SqliteStore, Store, TokenStore};
 use wasmbed_httpd::HttpServerConfig;
 
 use crate::open_files;
@@ -29,9 +29,21 @@ pub(crate) struct ApiServerArgs {
     listen: SocketAddr,
     /// SQLite database file; created if missing. It holds everything with
     /// `--store sqlite`, and the module blobs, token hashes and execution
-    /// results with `--store kubernetes` (put it on a volume).
+    /// results with `--store kubernetes` unless --data is given (put it on
+    /// a volume; one replica only).
     #[arg(long, default_value = "wasmbed-api.db", env = "WASMBED_API_DB")]
     db: PathBuf,
+    /// With `--store kubernetes`: keep module blobs, token hashes and
+    /// execution results as files in this directory instead of --db, so
+    /// that several replicas can share it (a ReadWriteMany volume). Each
+    /// then reads the tokens again every --token-reload, and the holder of
+    /// the Lease alone reconciles.
+    #[arg(long, env = "WASMBED_API_DATA")]
+    data: Option<PathBuf>,
+    /// With --data: how often the tokens are read again, which is how long
+    /// a token made or revoked at one replica may take to count at another.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    token_reload: Duration,
     /// Where devices, applications and gateways are kept: `sqlite` (in
     /// --db, the default), `sqlite:PATH` (another file), or
     /// `kubernetes[:NAMESPACE]`: as Device, Application and Gateway custom
@@ -172,12 +184,19 @@ fn parse_store(text: &str) -> Result<StoreChoice, String> {
     }
 }
 
-/// Opens the server over the store `--store` names.
+/// Opens the server over the store `--store` names; with `data`, blobs,
+/// tokens and results are files there (replicas share them).
 async fn open_server(
     choice: &StoreChoice,
+    data: Option<&std::path::Path>,
     config: &mut ApiServerConfig,
 ) -> anyhow::Result<ApiServer> {
     match choice {
+        StoreChoice::Sqlite(_) if data.is_some() => {
+            anyhow::bail!(
+                "--data is for --store kubernetes (replicas sharing a volume); with --store sqlite everything is in the database"
+            )
+        }
         StoreChoice::Sqlite(path) => {
             if let Some(path) = path {
                 config.db = path.clone();
@@ -188,9 +207,7 @@ async fn open_server(
             let resources = wasmbed_k8s::KubeStore::connect(namespace.as_str())
                 .await
                 .context("connecting to the Kubernetes API server")?;
-            let local = SqliteStore::open(&config.db)
-                .with_context(|| format!("opening {}", config.db.display()))?;
-            let local = Arc::new(local);
+            let (blobs, tokens, results, kept_in) = rest_stores(data, config)?;
             // The pod's name, as the Events' reporting instance.
             let instance = std::env::var("POD_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
@@ -207,11 +224,43 @@ async fn open_server(
                 namespace,
                 &instance,
             ));
-            tracing::info!(%namespace, db = %config.db.display(), "resources in Kubernetes; blobs, tokens and results in SQLite");
-            let store = Store::new(Arc::new(resources), local.clone(), local.clone(), local);
+            tracing::info!(%namespace, blobs_tokens_results = %kept_in, "resources in Kubernetes");
+            let store = Store::new(Arc::new(resources), blobs, tokens, results);
             Ok(ApiServer::over(store, config).await?)
         }
     }
+}
+
+type RestStores = (
+    Arc<dyn BlobStore>,
+    Arc<dyn TokenStore>,
+    Arc<dyn ResultStore>,
+    String,
+);
+
+/// Where blobs, tokens and results go beside Kubernetes: files in `data`,
+/// re-reading the tokens every `config.token_reload`, or SQLite in --db.
+fn rest_stores(
+    data: Option<&std::path::Path>,
+    config: &ApiServerConfig,
+) -> anyhow::Result<RestStores> {
+    Ok(match data {
+        Some(dir) => {
+            let files = Arc::new(
+                DirStore::open(dir).with_context(|| format!("opening {}", dir.display()))?,
+            );
+            let kept_in = format!("files in {} (shared)", dir.display());
+            (files.clone(), files.clone(), files, kept_in)
+        }
+        None => {
+            let local = Arc::new(
+                SqliteStore::open(&config.db)
+                    .with_context(|| format!("opening {}", config.db.display()))?,
+            );
+            let kept_in = format!("SQLite in {} (this replica only)", config.db.display());
+            (local.clone(), local.clone(), local, kept_in)
+        }
+    })
 }
 
 /// Prints the admin token of a new database, the only time it is shown.
@@ -248,10 +297,11 @@ pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
         events: args.http.event_limits(),
         tls,
         leadership: Arc::new(wasmbed_api::controller::leader::AlwaysLeader),
+        token_reload: args.data.is_some().then_some(args.token_reload),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let server = open_server(&args.store, &mut config).await?;
+        let server = open_server(&args.store, args.data.as_deref(), &mut config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the API port {}", config.listen))?;
@@ -327,14 +377,35 @@ mod tests {
             db: dir.path().join("api.db"),
             ..ApiServerConfig::default()
         };
-        let error = open_server(&StoreChoice::Kubernetes("wasmbed".into()), &mut config)
-            .await
-            .expect_err("no cluster");
+        let error = open_server(
+            &StoreChoice::Kubernetes("wasmbed".into()),
+            None,
+            &mut config,
+        )
+        .await
+        .expect_err("no cluster");
         let text = format!("{error:#}");
         assert!(
             text.contains("connecting to the Kubernetes API server"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn data_is_refused_with_the_sqlite_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = ApiServerConfig {
+            db: dir.path().join("api.db"),
+            ..ApiServerConfig::default()
+        };
+        let error = open_server(&StoreChoice::Sqlite(None), Some(dir.path()), &mut config)
+            .await
+            .expect_err("refused");
+        assert!(
+            format!("{error:#}").contains("--data is for --store kubernetes"),
+            "{error:#}"
+        );
+        assert!(!config.db.exists(), "nothing was opened");
     }
 
     #[test]

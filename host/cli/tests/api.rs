@@ -103,6 +103,18 @@ fn start_api(dir: &std::path::Path, store: &ApiStore) -> (Running, Api, Vec<Stri
         .args(["api", "--listen", "127.0.0.1:0", "--db"])
         .arg(dir.join("api.db"));
     store.configure(&mut command);
+    let (child, url, token, lines) = spawn_api(command);
+    let api = Api {
+        url,
+        token: token.expect("an admin token before the address"),
+    };
+    (child, api, lines)
+}
+
+/// Starts `command` (a `wasmbed api`) and reads its output up to its
+/// address: the server, its URL, the admin token it printed if any, and
+/// the lines read.
+fn spawn_api(mut command: Command) -> (Running, String, Option<String>, Vec<String>) {
     let child = command
         .env("WASMBED_LOG", "warn")
         .stdin(Stdio::null())
@@ -136,11 +148,69 @@ fn start_api(dir: &std::path::Path, store: &ApiStore) -> (Running, Api, Vec<Stri
         }
         lines.push(line);
     }
-    let api = Api {
-        url: url.expect("url"),
-        token: token.expect("an admin token before the address"),
+    (child, url.expect("url"), token, lines)
+}
+
+/// Waits up to 10 s for `check` to hold.
+fn within_10_s(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Two `wasmbed api` replicas on one (fake) cluster sharing one `--data`
+/// directory, as on a ReadWriteMany volume: the second finds the first's
+/// admin token, a token made or revoked at one counts at the other within
+/// `--token-reload`, and one of them holds the controller's Lease.
+#[test]
+fn replicas_sharing_data_share_tokens_and_one_reconciles() {
+    let store = ApiStore::kubernetes();
+    let data = tempfile::tempdir().expect("temp dir");
+    let replica = |name: &str| {
+        let mut command = Command::new(WASMBED);
+        command
+            .args(["api", "--listen", "127.0.0.1:0", "--token-reload", "200ms"])
+            .arg("--data")
+            .arg(data.path())
+            .env("POD_NAME", name);
+        store.configure(&mut command);
+        spawn_api(command)
     };
-    (child, api, lines)
+    let (_a, url_a, admin, _) = replica("replica-a");
+    let (_b, url_b, none, lines) = replica("replica-b");
+    let admin = admin.expect("the first replica made the admin token");
+    assert_eq!(none, None, "the second made another admin token: {lines:?}");
+    let a = Api {
+        url: url_a,
+        token: admin.clone(),
+    };
+    let b = Api {
+        url: url_b,
+        token: admin,
+    };
+    b.ok(&["device", "list"]);
+
+    let made = a.ok(&[
+        "token", "create", "--name", "ops", "--role", "operator", "--output", "json",
+    ]);
+    let made: serde_json::Value = serde_json::from_str(&made).expect("JSON");
+    let operator = b.with_token(made["token"].as_str().expect("the token"));
+    within_10_s("the operator token at the other replica", || {
+        operator.run(&["device", "list"]).status.success()
+    });
+    a.ok(&["token", "revoke", made["id"].as_str().expect("its id")]);
+    within_10_s("the revocation at the other replica", || {
+        !operator.run(&["device", "list"]).status.success()
+    });
+
+    let cluster = store.cluster().expect("a fake cluster");
+    let holder = cluster.lease_holder();
+    assert!(
+        matches!(holder.as_deref(), Some("replica-a" | "replica-b")),
+        "{holder:?}"
+    );
 }
 
 #[test]

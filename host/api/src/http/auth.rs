@@ -277,6 +277,15 @@ impl Auth {
         self.authenticate(token).ok().map(|caller| caller.role)
     }
 
+    /// Reads the tokens again from the store: when other API servers share
+    /// it, what they made or revoked counts here from now on.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().await;
+        let stored = self.store.tokens().tokens().await?;
+        *self.write() = stored;
+        Ok(())
+    }
+
     /// Every token (without the tokens themselves), oldest first.
     pub fn tokens(&self) -> Vec<TokenRecord> {
         self.read().clone()

@@ -15,10 +15,12 @@
 //! hashes) and [`ResultStore`] (execution results, bounded per application
 //! and churning too fast for etcd). [`SqliteStore`] implements all four;
 //! in a cluster the last three live in a SQLite file on the API server's
-//! volume.
+//! volume (one replica), or as files in a directory that replicas share
+//! ([`DirStore`], on a ReadWriteMany volume).
 //!
 //! [`Store`] puts the four together with typed access.
 
+mod dir;
 mod hub;
 mod shared;
 mod sqlite;
@@ -33,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Kind, ObjectMeta};
 
+pub use dir::DirStore;
 use hub::WatchHub;
 pub use sqlite::SqliteStore;
 pub use typed::{OwnWrites, Store, from_stored, to_stored};

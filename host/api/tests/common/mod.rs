@@ -25,8 +25,15 @@ pub fn test_store() -> Store {
                 server.client("wasmbed"),
                 "wasmbed",
             ));
-            let rest = std::sync::Arc::new(wasmbed_api::store::SqliteStore::in_memory().unwrap());
-            Store::new(resources, rest.clone(), rest.clone(), rest)
+            // Blobs, tokens and results as replicas share them in a
+            // cluster: files in a directory (kept after the test, in /tmp).
+            let dir = tempfile::Builder::new()
+                .prefix("wasmbed-test-files-")
+                .tempdir()
+                .unwrap()
+                .keep();
+            let files = std::sync::Arc::new(wasmbed_api::store::DirStore::open(&dir).unwrap());
+            Store::new(resources, files.clone(), files.clone(), files)
         }
         Ok("sqlite") | Err(_) => Store::in_memory(),
         Ok(other) => panic!("WASMBED_TEST_STORE={other}: expected sqlite or kubernetes"),
@@ -52,7 +59,10 @@ impl TestApi {
 
     /// An API over a fresh store: SQLite in memory, or, with
     /// `WASMBED_TEST_STORE=kubernetes`, the Kubernetes store over a fake
-    /// API server (blobs, tokens and results in SQLite, as in a cluster).
+    /// API server (blobs, tokens and results in a [`DirStore`], as
+    /// replicas share them in a cluster).
+    ///
+    /// [`DirStore`]: wasmbed_api::store::DirStore
     pub async fn in_memory() -> TestApi {
         Self::new(test_store()).await
     }

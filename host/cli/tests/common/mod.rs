@@ -37,6 +37,12 @@ impl ApiStore {
         }
     }
 
+    /// A fake cluster, whatever `WASMBED_TEST_STORE` says: for the tests
+    /// of what only the Kubernetes store does.
+    pub(crate) fn kubernetes() -> ApiStore {
+        ApiStore::Kubernetes(FakeCluster::start())
+    }
+
     /// Points a `wasmbed api` command at this store. On SQLite it adds
     /// nothing: the command keeps everything in its `--db`.
     pub(crate) fn configure(&self, command: &mut Command) {
