@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use wasmbed_api::controller::runtime::{self, Action, Reconciler};
+use wasmbed_api::controller::runtime::{self, Action, Reconciler, Related};
 use wasmbed_api::model::Device;
 use wasmbed_api::store::Store;
 use wasmbed_emulator::{
@@ -132,7 +132,7 @@ impl Reconciler for Emulated {
     type Object = Device;
     type Error = String;
 
-    async fn reconcile(&mut self, device: Arc<Device>) -> Result<Action, String> {
+    async fn reconcile(&mut self, device: Arc<Device>, _: &Related) -> Result<Action, String> {
         let name = &device.metadata.name;
         if !device.spec.emulated {
             self.stop_emulator(name, "its device resource is no longer emulated")

@@ -138,15 +138,15 @@ async fn writes(server: &mut ApiServer, path: &str, stored: impl FnOnce(&Value) 
     body
 }
 
-/// The lists the Application controller reads first: gateway `gw-a`,
-/// reachable, and `devices`.
-async fn lists_gateways_and(server: &mut ApiServer, devices: Vec<Value>) {
+/// The lists the Application controller reads first (which, running, it
+/// keeps from its watches): `devices`, and gateway `gw-a`, reachable.
+async fn lists_devices_and_gateways(server: &mut ApiServer, devices: Vec<Value>) {
+    reads(server, &format!("{NS}/devices?"), &list("Device", devices)).await;
     let gateways = list(
         "Gateway",
         vec![gateway_at("11", json!({"reachable": true}))],
     );
     reads(server, &format!("{NS}/gateways?"), &gateways).await;
-    reads(server, &format!("{NS}/devices?"), &list("Device", devices)).await;
 }
 
 fn list(kind: &str, items: Vec<Value>) -> Value {
@@ -171,6 +171,11 @@ async fn the_gateway_controller_records_reachability_presence_and_revocations() 
             let gw = format!("{NS}/gateways/gw-a");
             let unreachable = gateway_at("10", json!({"reachable": false}));
             reads(server, &gw, &unreachable).await;
+            // Its devices (which, running, it keeps from its watch).
+            let d1 = device_at("d1", "20", false, Value::Null);
+            let d2 = device_at("d2", "21", true, Value::Null);
+            let devices = list("Device", vec![d1.clone(), d2.clone()]);
+            reads(server, &format!("{NS}/devices?"), &devices).await;
             // Reachable now: its status says so, read again to write.
             reads(server, &gw, &unreachable).await;
             let body = writes(server, &format!("{gw}/status"), |body| {
@@ -181,11 +186,7 @@ async fn the_gateway_controller_records_reachability_presence_and_revocations() 
             assert_eq!(body["status"]["reachable"], true);
             assert!(body["status"]["last_seen"].is_u64(), "{body}");
             assert!(body["status"]["reason"].is_null(), "{body}");
-            // Its devices, for their presence.
-            let d1 = device_at("d1", "20", false, Value::Null);
-            let d2 = device_at("d2", "21", true, Value::Null);
-            let devices = list("Device", vec![d1.clone(), d2.clone()]);
-            reads(server, &format!("{NS}/devices?"), &devices).await;
+            // The presence of its devices.
             reads(server, &format!("{NS}/devices/d1"), &d1).await;
             let body = writes(server, &format!("{NS}/devices/d1/status"), |body| {
                 device_at("d1", "22", false, body["status"].clone())
@@ -239,6 +240,7 @@ async fn an_unreachable_gateway_is_written_so_and_its_reconcile_fails_for_a_back
         async |server| {
             let reachable = gateway_at("10", json!({"reachable": true}));
             reads(server, &gw, &reachable).await;
+            reads(server, &format!("{NS}/devices?"), &list("Device", vec![])).await;
             reads(server, &gw, &reachable).await;
             let body = writes(server, &format!("{gw}/status"), |body| {
                 gateway_at("11", body["status"].clone())
@@ -265,6 +267,7 @@ async fn an_unreachable_gateway_is_written_so_and_its_reconcile_fails_for_a_back
         &mut server,
         async |server| {
             reads(server, &gw, &gateway_at("11", json!({"reachable": false}))).await;
+            reads(server, &format!("{NS}/devices?"), &list("Device", vec![])).await;
         },
         controller.reconcile_gateway("gw-a"),
     )
@@ -291,7 +294,7 @@ async fn the_application_controller_places_records_and_adds_its_finalizer() {
             let unplaced = application_at("30", json!({}), Value::Null);
             reads(server, &app, &unplaced).await;
             let d1 = device_at("d1", "20", false, Value::Null);
-            lists_gateways_and(server, vec![d1.clone()]).await;
+            lists_devices_and_gateways(server, vec![d1.clone()]).await;
             // Placed at the gateway (the fake's calls, below); the status
             // records it.
             reads(server, &app, &unplaced).await;
@@ -368,7 +371,7 @@ async fn a_deleted_application_is_undeployed_then_its_finalizer_removed() {
             reads(server, &app, &marked).await;
             let listed = json!({"deployments": [{"application": "app", "phase": "Running"}]});
             let d1 = device_at("d1", "20", false, listed);
-            lists_gateways_and(server, vec![d1.clone()]).await;
+            lists_devices_and_gateways(server, vec![d1.clone()]).await;
             // Removed at the gateway: no deployment left in its status.
             reads(server, &app, &marked).await;
             let body = writes(server, &format!("{app}/status"), |body| {

@@ -25,7 +25,7 @@ use super::backoff::Backoffs;
 use super::events::{self, EventType, ObjectEvent};
 use super::executor::{Executor, Placement};
 use super::plan::{self, Desired, Observed, placed_as_now};
-use super::runtime::{Action, Cache, Reconciler};
+use super::runtime::{Action, Cache, Reconciler, Related};
 use super::{ControllerConfig, GatewayClient, ReconcileError, gateway_application_id};
 use crate::model::{
     Application, DeploymentStatus, Device, DeviceDeployment, ExecutionResult, Gateway, Kind,
@@ -90,19 +90,25 @@ impl<G: GatewayClient> Reconciler for ApplicationReconciler<G> {
         }
     }
 
-    async fn reconcile(&mut self, application: Arc<Application>) -> Result<Action, ReconcileError> {
-        self.reconcile_application(&application).await
+    async fn reconcile(
+        &mut self,
+        application: Arc<Application>,
+        related: &Related,
+    ) -> Result<Action, ReconcileError> {
+        self.reconcile_application(&application, related).await
     }
 }
 
 impl<G: GatewayClient> ApplicationReconciler<G> {
-    /// Plans and performs what `application` needs now.
+    /// Plans and performs what `application` needs now; devices and
+    /// gateways are read from `related`.
     pub(crate) async fn reconcile_application(
         &mut self,
         application: &Application,
+        related: &Related,
     ) -> Result<Action, ReconcileError> {
         let now = Instant::now();
-        let gateways = self.store.list::<Gateway>().await?;
+        let gateways = related.list::<Gateway>()?;
         let usable: HashMap<String, String> = gateways
             .iter()
             .filter(|g| g.status.reachable && self.backoffs.available(&g.metadata.name, now))
@@ -110,7 +116,7 @@ impl<G: GatewayClient> ApplicationReconciler<G> {
             .collect();
         let gateway_names: BTreeSet<String> =
             gateways.into_iter().map(|g| g.metadata.name).collect();
-        let devices = self.store.list::<Device>().await?;
+        let devices = related.list::<Device>()?;
         let by_name: HashMap<&str, &Device> = devices
             .iter()
             .map(|d| (d.metadata.name.as_str(), d))

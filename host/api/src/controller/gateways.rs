@@ -16,7 +16,7 @@ use wasmbed_gateway_api::DeviceView;
 
 use super::backoff::Backoffs;
 use super::events::{EventType, ObjectEvent};
-use super::runtime::{Action, Cache, Reconciler};
+use super::runtime::{Action, Cache, Reconciler, Related};
 use super::{CallError, ControllerConfig, GatewayClient, ReconcileError, status_ignoring_gone};
 use crate::http::devices::normalize_device_id;
 use crate::model::{Device, DeviceRuntime, Gateway, Kind, Presence, now_ms};
@@ -52,8 +52,12 @@ impl<G: GatewayClient> Reconciler for GatewayReconciler<G> {
         }
     }
 
-    async fn reconcile(&mut self, gateway: Arc<Gateway>) -> Result<Action, ReconcileError> {
-        self.reconcile_gateway(&gateway).await
+    async fn reconcile(
+        &mut self,
+        gateway: Arc<Gateway>,
+        related: &Related,
+    ) -> Result<Action, ReconcileError> {
+        self.reconcile_gateway(&gateway, related).await
     }
 
     fn error_policy(&mut self, gateway: &Gateway, error: &ReconcileError, failures: u32) -> Action {
@@ -68,9 +72,11 @@ impl<G: GatewayClient> Reconciler for GatewayReconciler<G> {
 }
 
 impl<G: GatewayClient> GatewayReconciler<G> {
+    /// Polls `gateway`; its devices are read from `related`.
     pub(crate) async fn reconcile_gateway(
         &mut self,
         gateway: &Gateway,
+        related: &Related,
     ) -> Result<Action, ReconcileError> {
         let name = &gateway.metadata.name;
         let now = Instant::now();
@@ -98,7 +104,7 @@ impl<G: GatewayClient> GatewayReconciler<G> {
             .into_iter()
             .filter_map(|d| normalize_device_id(&d.id).map(|id| (id, d)))
             .collect();
-        let devices = self.store.list::<Device>().await?;
+        let devices = related.list::<Device>()?;
         for device in devices.iter().filter(|d| &d.spec.gateway == name) {
             self.record_presence(device, &by_id).await?;
             if device.spec.revoked && !device.status.revoked {

@@ -47,7 +47,8 @@ use self::backoff::Backoffs;
 use self::events::{EventRecorder, LogEvents};
 pub use self::gateway_client::{CallError, GatewayClient, HttpsGatewayClient, MAX_GATEWAY_ANSWER};
 use self::gateways::GatewayReconciler;
-pub use self::runtime::Action;
+use self::runtime::Reconciler as _;
+pub use self::runtime::{Action, Related};
 use crate::model::{Application, Gateway, Object};
 use crate::store::{Store, StoreError};
 
@@ -180,13 +181,19 @@ impl<G: GatewayClient + Clone> Controller<G> {
     /// is what serves.
     pub async fn reconcile(&mut self) -> Result<(), StoreError> {
         for gateway in self.store.list::<Gateway>().await? {
-            match self.gateways.reconcile_gateway(&gateway).await {
+            let related = Related::load(&self.store, self.gateways.related()).await?;
+            match self.gateways.reconcile_gateway(&gateway, &related).await {
                 Ok(_) | Err(ReconcileError::Unreachable { .. }) => {}
                 Err(ReconcileError::Store(e)) => return Err(e),
             }
         }
         for application in self.store.list::<Application>().await? {
-            match self.applications.reconcile_application(&application).await {
+            let related = Related::load(&self.store, self.applications.related()).await?;
+            match self
+                .applications
+                .reconcile_application(&application, &related)
+                .await
+            {
                 Ok(_) | Err(ReconcileError::Unreachable { .. }) => {}
                 Err(ReconcileError::Store(e)) => return Err(e),
             }
@@ -198,21 +205,27 @@ impl<G: GatewayClient + Clone> Controller<G> {
 impl<G: GatewayClient + Clone> Controller<G> {
     /// Reconciles gateway `name` once, as the Gateway controller does
     /// when it falls due: reads it, then polls it. A missing one needs
-    /// nothing.
+    /// nothing. The devices, which the running controller keeps from its
+    /// watch, are listed first.
     pub async fn reconcile_gateway(&mut self, name: &str) -> Result<Action, ReconcileError> {
-        match self.store.get::<Gateway>(name).await? {
-            Some(gateway) => self.gateways.reconcile_gateway(&gateway).await,
-            None => Ok(Action::AwaitChange),
-        }
+        let Some(gateway) = self.store.get::<Gateway>(name).await? else {
+            return Ok(Action::AwaitChange);
+        };
+        let related = Related::load(&self.store, self.gateways.related()).await?;
+        self.gateways.reconcile_gateway(&gateway, &related).await
     }
 
     /// Reconciles application `name` once, as the Application controller
-    /// does when it falls due.
+    /// does when it falls due; its devices and gateways, which the running
+    /// controller keeps from its watches, are listed first.
     pub async fn reconcile_application(&mut self, name: &str) -> Result<Action, ReconcileError> {
-        match self.store.get::<Application>(name).await? {
-            Some(application) => self.applications.reconcile_application(&application).await,
-            None => Ok(Action::AwaitChange),
-        }
+        let Some(application) = self.store.get::<Application>(name).await? else {
+            return Ok(Action::AwaitChange);
+        };
+        let related = Related::load(&self.store, self.applications.related()).await?;
+        self.applications
+            .reconcile_application(&application, &related)
+            .await
     }
 }
 

@@ -10,6 +10,9 @@
 //!   concerns ([`Reconciler::map`]), but only when the part of it that
 //!   matters changed ([`Reconciler::fingerprint`]): a device's heartbeat
 //!   does not wake the applications;
+//! - the related kinds are kept in memory from their watches ([`Related`],
+//!   a reflector's store in kube's words), so that a reconcile reads
+//!   them without asking the store: only its own object is read fresh;
 //! - a failed reconcile is retried after a backoff that doubles with each
 //!   consecutive failure of that object ([`Reconciler::error_policy`]);
 //! - when a watch breaks it is opened again and every object is
@@ -31,7 +34,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::model::{Kind, Object};
-use crate::store::{OwnWrites, Store, StoreError, StoredObject, WatchEvent};
+use crate::store::{OwnWrites, Store, StoreError, StoredObject, WatchEvent, from_stored};
 
 /// What a reconcile asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +50,55 @@ pub enum Action {
 /// name: what [`Reconciler::map`] looks related objects up in (a
 /// reflector's store, in kube's words).
 pub type Cache<T> = BTreeMap<String, Arc<T>>;
+
+/// The objects of a controller's related kinds as their watches last
+/// showed them (or, for a one-off reconcile, as [`load`](Related::load)
+/// read them).
+#[derive(Debug, Default)]
+pub struct Related {
+    kinds: HashMap<Kind, BTreeMap<String, StoredObject>>,
+}
+
+impl Related {
+    /// Reads every object of `kinds` from `store`.
+    pub async fn load(store: &Store, kinds: &[Kind]) -> Result<Related, StoreError> {
+        let mut related = Related::default();
+        for &kind in kinds {
+            related.replace(kind, store.list_kind(kind).await?);
+        }
+        Ok(related)
+    }
+
+    fn replace(&mut self, kind: Kind, objects: Vec<StoredObject>) {
+        let by_name = objects
+            .into_iter()
+            .map(|o| (o.metadata.name.clone(), o))
+            .collect();
+        self.kinds.insert(kind, by_name);
+    }
+
+    fn apply(&mut self, kind: Kind, event: &WatchEvent<StoredObject>) {
+        let objects = self.kinds.entry(kind).or_default();
+        match event {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                objects.insert(o.metadata.name.clone(), o.clone());
+            }
+            WatchEvent::Deleted(o) => {
+                objects.remove(&o.metadata.name);
+            }
+        }
+    }
+
+    /// Every object of kind `T` kept, by name.
+    pub fn list<T: Object>(&self) -> Result<Vec<T>, StoreError> {
+        self.kinds
+            .get(&T::KIND)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+            .map(|o| from_stored(o.clone()))
+            .collect()
+    }
+}
 
 /// One controller's logic; [`run`] drives it.
 pub trait Reconciler: Send {
@@ -76,10 +128,12 @@ pub trait Reconciler: Send {
         Vec::new()
     }
 
-    /// Brings the world in line with `object`, as the store has it now.
+    /// Brings the world in line with `object`, as the store has it now;
+    /// `related` holds the objects of the [related](Self::related) kinds.
     fn reconcile(
         &mut self,
         object: Arc<Self::Object>,
+        related: &Related,
     ) -> impl Future<Output = Result<Action, Self::Error>> + Send;
 
     /// `name` is gone from the store (deleted, its finalizers all
@@ -173,6 +227,7 @@ struct Runner<R: Reconciler> {
     queue: Queue,
     failures: HashMap<String, u32>,
     fingerprints: HashMap<(Kind, String), u64>,
+    related: Related,
 }
 
 /// Runs `reconciler` until `shutdown` completes. Its writes must go
@@ -192,6 +247,7 @@ pub async fn run<R: Reconciler>(
         queue: Queue::default(),
         failures: HashMap::new(),
         fingerprints: HashMap::new(),
+        related: Related::default(),
     };
     let kind = R::Object::KIND.as_str();
     tokio::pin!(shutdown);
@@ -266,6 +322,7 @@ impl<R: Reconciler> Runner<R> {
                     .boxed(),
             );
         }
+        self.related = Related::load(&self.store, self.reconciler.related()).await?;
         let objects = self.store.list::<R::Object>().await?;
         self.cache = objects
             .into_iter()
@@ -299,6 +356,7 @@ impl<R: Reconciler> Runner<R> {
                 }
             }
             Change::Related(kind, event) => {
+                self.related.apply(kind, &event);
                 let object = event.object();
                 if self.own.take(&object.metadata.resource_version) {
                     return;
@@ -346,7 +404,11 @@ impl<R: Reconciler> Runner<R> {
             }
         };
         self.cache.insert(name.to_owned(), Arc::clone(&object));
-        let action = match self.reconciler.reconcile(Arc::clone(&object)).await {
+        let reconciled = self
+            .reconciler
+            .reconcile(Arc::clone(&object), &self.related)
+            .await;
+        let action = match reconciled {
             Ok(action) => {
                 self.failures.remove(name);
                 action
@@ -416,7 +478,11 @@ mod tests {
             ]
         }
 
-        async fn reconcile(&mut self, gateway: Arc<Gateway>) -> Result<Action, String> {
+        async fn reconcile(
+            &mut self,
+            gateway: Arc<Gateway>,
+            _related: &Related,
+        ) -> Result<Action, String> {
             let name = gateway.metadata.name.clone();
             self.calls
                 .send(Call::Reconcile(name.clone()))
@@ -551,6 +617,69 @@ mod tests {
             .await
             .expect("deleted");
         assert_eq!(next(&mut asked).await, Call::Cleanup("gw-a".into()));
+    }
+
+    /// Reconciles gateways every 20 ms, noting how many devices its
+    /// related objects hold each time.
+    struct Counting {
+        seen: mpsc::UnboundedSender<usize>,
+    }
+
+    impl Reconciler for Counting {
+        type Object = Gateway;
+        type Error = StoreError;
+
+        fn related(&self) -> &'static [Kind] {
+            &[Kind::Device]
+        }
+
+        async fn reconcile(
+            &mut self,
+            _: Arc<Gateway>,
+            related: &Related,
+        ) -> Result<Action, StoreError> {
+            let devices = related.list::<Device>()?.len();
+            self.seen.send(devices).expect("test alive");
+            Ok(Action::Requeue(Duration::from_millis(20)))
+        }
+    }
+
+    #[tokio::test]
+    async fn related_objects_come_from_the_watch_not_from_a_read_per_reconcile() {
+        let store = Store::in_memory();
+        store.create(&gateway("gw-a")).await.expect("created");
+        store
+            .create(&device("d1", "gw-a", None))
+            .await
+            .expect("created");
+        let (seen, mut saw) = mpsc::unbounded_channel();
+        let (quiet, own) = store.quiet();
+        tokio::spawn(run(quiet, own, Counting { seen }, std::future::pending()));
+        let first = tokio::time::timeout(Duration::from_secs(10), saw.recv()).await;
+        assert_eq!(first.expect("reconciled").expect("alive"), 1);
+        store
+            .create(&device("d2", "gw-a", None))
+            .await
+            .expect("created");
+        let reads_before = store.reads();
+        let mut reconciles = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let devices = tokio::time::timeout_at(deadline, saw.recv())
+                .await
+                .expect("reconciled")
+                .expect("alive");
+            reconciles += 1;
+            if devices == 2 && reconciles >= 10 {
+                break;
+            }
+        }
+        let reads = store.reads() - reads_before;
+        // One read per reconcile: the gateway itself; no device list.
+        assert!(
+            reads <= reconciles + 1,
+            "{reads} reads for {reconciles} reconciles"
+        );
     }
 
     #[test]

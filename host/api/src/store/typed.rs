@@ -192,6 +192,21 @@ impl Store {
         })
     }
 
+    /// Every object of `kind`, by name, untyped.
+    pub async fn list_kind(&self, kind: Kind) -> Result<Vec<StoredObject>, StoreError> {
+        let mut params = ListParams::all();
+        let mut all = Vec::new();
+        loop {
+            self.read();
+            let mut page = self.resources.list(kind, &params).await?;
+            all.append(&mut page.items);
+            match page.continue_token {
+                Some(token) => params.continue_token = Some(token),
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// Every object of kind `T`, by name.
     pub async fn list<T: Object>(&self) -> Result<Vec<T>, StoreError> {
         Ok(self.list_all(ListParams::all()).await?.items)
