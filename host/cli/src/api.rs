@@ -53,7 +53,8 @@ pub(crate) struct ApiServerArgs {
     /// `~/.kube/config`).
     #[arg(long, default_value = "sqlite", env = "WASMBED_API_STORE", value_parser = parse_store)]
     store: StoreChoice,
-    /// Longest time between two passes of the controller.
+    /// How often the controllers poll each gateway, and the deployments of
+    /// each application placed on devices.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     reconcile_interval: Duration,
     /// The installation (`wasmbed certs init`) whose gateways this server

@@ -150,7 +150,7 @@ impl Reconciler for Emulated {
         Ok(Action::Requeue(INTERVAL))
     }
 
-    async fn cleanup(&mut self, name: &str) {
+    async fn cleanup(&mut self, name: &str, _: &Related) {
         self.stop_emulator(name, "its device resource is gone")
             .await;
     }

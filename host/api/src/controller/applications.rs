@@ -97,6 +97,33 @@ impl<G: GatewayClient> Reconciler for ApplicationReconciler<G> {
     ) -> Result<Action, ReconcileError> {
         self.reconcile_application(&application, related).await
     }
+
+    /// Gone without its undeploy (its finalizer removed by hand): no device
+    /// lists it any more. What it left at gateways is theirs to forget.
+    async fn cleanup(&mut self, name: &str, related: &Related) {
+        let devices = match related.list::<Device>() {
+            Ok(devices) => devices,
+            Err(e) => {
+                warn!(application = name, error = %e, "the devices kept do not decode");
+                return;
+            }
+        };
+        let listing = devices
+            .iter()
+            .filter(|d| d.status.deployments.iter().any(|e| e.application == name));
+        for device in listing {
+            let removed =
+                super::status_ignoring_gone::<Device>(&self.store, &device.metadata.name, |d| {
+                    let before = d.status.deployments.len();
+                    d.status.deployments.retain(|e| e.application != name);
+                    d.status.deployments.len() != before
+                })
+                .await;
+            if let Err(e) = removed {
+                warn!(application = name, device = %device.metadata.name, error = %e, "could not take a deleted application off a device's status");
+            }
+        }
+    }
 }
 
 impl<G: GatewayClient> ApplicationReconciler<G> {

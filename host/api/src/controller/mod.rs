@@ -55,7 +55,9 @@ use crate::store::{Store, StoreError};
 /// How the controller runs.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// Longest time between two passes.
+    /// How often each gateway is polled, and each application placed on
+    /// devices has its deployments polled (one with nothing placed is
+    /// looked at again after 60 s, or at the first change that concerns it).
     pub interval: Duration,
     /// First wait after a gateway failed; doubled at each further failure.
     pub backoff_min: Duration,
@@ -251,6 +253,7 @@ mod tests {
     use crate::controller::events::EventType;
     use crate::controller::fixtures::{FakeGateway, RecordedEvents, application, device, gateway};
     use crate::model::Device;
+    use tokio::time::Instant;
 
     const ID_1: &str = "00000000000000000000000000000001";
     const MODULE: &[u8] = b"\0asm\x01\0\0\0";
@@ -391,5 +394,63 @@ mod tests {
             .count();
         assert_eq!(posts, 1);
         assert_eq!(gateway.deployments.lock().expect("not poisoned").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_application_gone_without_its_undeploy_is_taken_off_its_devices() {
+        let store = store_with_gateway().await;
+        store
+            .create(&device("d1", "gw-a", Some(ID_1)))
+            .await
+            .expect("created");
+        let sha256 = "11".repeat(32);
+        store.put_blob(&sha256, MODULE).await.expect("stored");
+        store
+            .create(&application(&sha256, Vec::new()))
+            .await
+            .expect("created");
+        let controller = Controller::with_client(
+            &store,
+            config(Duration::from_secs(60)),
+            Arc::new(FakeGateway::default()),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(controller.run(async {
+            let _ = stopped.await;
+        }));
+        let listed = |store: Store| async move {
+            store
+                .fetch::<Device>("d1")
+                .await
+                .expect("there")
+                .status
+                .deployments
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while listed(store.clone()).await.is_empty() {
+            assert!(Instant::now() < deadline, "d1 never listed the application");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Its finalizer removed by hand, then deleted: gone at once.
+        store
+            .modify::<Application>("app", |a| {
+                a.metadata.finalizers.clear();
+                true
+            })
+            .await
+            .expect("modified");
+        store
+            .delete::<Application>("app", None)
+            .await
+            .expect("deleted");
+        while !listed(store.clone()).await.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "d1 still lists the deleted application"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop.send(());
+        running.await.expect("stopped");
     }
 }

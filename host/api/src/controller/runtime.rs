@@ -20,7 +20,8 @@
 //!   unknown.
 //!
 //! Reconciles run one after another in one task, in the order they fall
-//! due; each is bounded by its own timeouts (gateway calls have one).
+//! due, each after the changes its watches have ready; each is bounded by
+//! its own timeouts (gateway calls have one).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{BoxStream, SelectAll};
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use futures_util::{FutureExt as _, StreamExt as _, TryStreamExt as _};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -139,7 +140,7 @@ pub trait Reconciler: Send {
     /// `name` is gone from the store (deleted, its finalizers all
     /// removed): release what was kept for it outside the store. Objects
     /// that must not go before their cleanup carry a finalizer instead.
-    fn cleanup(&mut self, _name: &str) -> impl Future<Output = ()> + Send {
+    fn cleanup(&mut self, _name: &str, _related: &Related) -> impl Future<Output = ()> + Send {
         async {}
     }
 
@@ -257,9 +258,28 @@ pub async fn run<R: Reconciler>(
             opened = runner.open() => opened,
         };
         info!(kind, objects = runner.cache.len(), "controller watching");
+        // One reconcile at a time, and between two of them every change
+        // the watches have ready and the shutdown are looked at first: a
+        // round of reconciles longer than their requeue time never keeps
+        // the controller from seeing changes or stopping.
         loop {
+            if (&mut shutdown).now_or_never().is_some() {
+                return;
+            }
+            match runner.take_ready_changes(&mut changes) {
+                Ok(()) => {}
+                Err(why) => {
+                    info!(kind, %why, "a controller watch ended; watching again");
+                    break;
+                }
+            }
+            if let Some(name) = runner.queue.pop_due(Instant::now()) {
+                runner.reconcile(&name).await;
+                continue;
+            }
             let next_due = runner.queue.next_due();
             tokio::select! {
+                biased;
                 () = &mut shutdown => return,
                 change = changes.next() => match change {
                     Some(Ok(change)) => runner.changed(change),
@@ -272,11 +292,7 @@ pub async fn run<R: Reconciler>(
                         break;
                     }
                 },
-                () = sleep_until(next_due) => {
-                    while let Some(name) = runner.queue.pop_due(Instant::now()) {
-                        runner.reconcile(&name).await;
-                    }
-                }
+                () = sleep_until(next_due) => {}
             }
         }
     }
@@ -324,16 +340,32 @@ impl<R: Reconciler> Runner<R> {
         }
         self.related = Related::load(&self.store, self.reconciler.related()).await?;
         let objects = self.store.list::<R::Object>().await?;
+        let before = std::mem::take(&mut self.cache);
         self.cache = objects
             .into_iter()
             .map(|o| (o.metadata().name.clone(), Arc::new(o)))
             .collect();
         self.fingerprints.clear();
         let now = Instant::now();
-        for name in self.cache.keys() {
+        // Those that went while the watch was down are reconciled too:
+        // found gone, they are cleaned up.
+        for name in self.cache.keys().chain(before.keys()) {
             self.queue.schedule(name, now);
         }
         Ok(changes)
+    }
+
+    /// Applies every change the watches have ready now, without waiting;
+    /// an error when a watch ended.
+    fn take_ready_changes(&mut self, changes: &mut Changes<R::Object>) -> Result<(), String> {
+        while let Some(ready) = changes.next().now_or_never() {
+            match ready {
+                Some(Ok(change)) => self.changed(change),
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the stream ended".to_owned()),
+            }
+        }
+        Ok(())
     }
 
     fn changed(&mut self, change: Change<R::Object>) {
@@ -392,7 +424,7 @@ impl<R: Reconciler> Runner<R> {
             Ok(None) => {
                 self.cache.remove(name);
                 self.failures.remove(name);
-                self.reconciler.cleanup(name).await;
+                self.reconciler.cleanup(name, &self.related).await;
                 return;
             }
             Err(e) => {
@@ -502,7 +534,7 @@ mod tests {
             Ok(Action::AwaitChange)
         }
 
-        async fn cleanup(&mut self, name: &str) {
+        async fn cleanup(&mut self, name: &str, _: &Related) {
             self.calls
                 .send(Call::Cleanup(name.to_owned()))
                 .expect("test alive");
@@ -680,6 +712,55 @@ mod tests {
             reads <= reconciles + 1,
             "{reads} reads for {reconciles} reconciles"
         );
+    }
+
+    /// Reconciles every gateway again at once, forever.
+    struct Busy {
+        seen: mpsc::UnboundedSender<String>,
+    }
+
+    impl Reconciler for Busy {
+        type Object = Gateway;
+        type Error = StoreError;
+
+        async fn reconcile(
+            &mut self,
+            gateway: Arc<Gateway>,
+            _: &Related,
+        ) -> Result<Action, StoreError> {
+            let _ = self.seen.send(gateway.metadata.name.clone());
+            tokio::task::yield_now().await;
+            Ok(Action::Requeue(Duration::ZERO))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_controller_always_due_still_sees_changes_and_stops() {
+        let store = Store::in_memory();
+        store.create(&gateway("gw-a")).await.expect("created");
+        let (seen, mut saw) = mpsc::unbounded_channel();
+        let (quiet, own) = store.quiet();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(run(quiet, own, Busy { seen }, async {
+            let _ = stopped.await;
+        }));
+        assert_eq!(saw.recv().await.as_deref(), Some("gw-a"));
+        store.create(&gateway("gw-b")).await.expect("created");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let name = tokio::time::timeout_at(deadline, saw.recv())
+                .await
+                .expect("gw-b reconciled within 10 s")
+                .expect("alive");
+            if name == "gw-b" {
+                break;
+            }
+        }
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("stopped within 10 s")
+            .expect("no panic");
     }
 
     #[test]

@@ -30,7 +30,11 @@
 //!
 //! The tokens are cached here; a revocation changes the store and the
 //! cache under one lock, so the next request with the token is refused
-//! (an open event stream keeps running; its reconnection is refused). The
+//! (an open event stream keeps running; its reconnection is refused).
+//! Replicas sharing the token store ([`DirStore`](crate::store::DirStore))
+//! read it again every `token_reload`, so a token revoked at one is refused
+//! by the others within that time; a revocation reads the store first, so
+//! the last-admin check sees what the other replicas made or revoked. The
 //! last admin token that has not expired cannot be revoked (409), so that
 //! an installation cannot lock itself out; if every admin token has
 //! expired, the next start makes a new one and shows it, as at first
@@ -295,6 +299,10 @@ impl Auth {
     /// Refused for the last admin token that has not expired.
     pub async fn revoke(&self, id: &str) -> Result<TokenRecord, RevokeError> {
         let _writing = self.writes.lock().await;
+        // As stored now: other replicas sharing the store may have made or
+        // revoked tokens since this one last read them.
+        let stored = self.store.tokens().tokens().await?;
+        *self.write() = stored;
         {
             let tokens = self.read();
             let record = tokens

@@ -17,7 +17,7 @@
 
 use std::fs;
 use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -47,6 +47,11 @@ impl DirStore {
                 .mode(0o700)
                 .create(&dir)
                 .map_err(|e| unavailable(&dir, &e))?;
+            // Also when it was there (made by a volume's provisioner, or
+            // with another mode): what is inside is nobody else's.
+            if let Err(e) = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not make the directory 0700");
+            }
         }
         Ok(DirStore {
             root: root.to_owned(),
@@ -274,9 +279,18 @@ impl TokenStore for DirStore {
                 let Some(bytes) = read_if_any(&path)? else {
                     continue;
                 };
-                let file: TokenFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
-                records.push(file.record(&path)?);
+                // A file that does not decode is no token: skipped, so that
+                // it cannot keep every replica on the tokens it read before
+                // (revoked ones included).
+                let record = serde_json::from_slice::<TokenFile>(&bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))
+                    .and_then(|file| file.record(&path));
+                match record {
+                    Ok(record) => records.push(record),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a token file that does not decode was skipped")
+                    }
+                }
             }
             records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
             Ok(records)
@@ -293,7 +307,6 @@ impl TokenStore for DirStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
 
     fn record(id: &str, created_at: u64) -> TokenRecord {
         TokenRecord {
@@ -399,12 +412,16 @@ mod tests {
         let file = dir.path().join(TOKENS).join("aaaa.json");
         assert_eq!(mode(&file), 0o600);
         assert_eq!(mode(&dir.path().join(TOKENS)), 0o700);
+        // Made 0700 also when it was there with a wider mode.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        DirStore::open(dir.path()).expect("opens");
+        assert_eq!(mode(dir.path()), 0o700);
         let text = fs::read_to_string(&file).expect("read");
         assert!(text.contains(&hex::encode([7u8; 32])), "{text}");
         store.delete_token("bbbb").await.expect("deleted");
         assert_eq!(store.tokens().await.expect("read").len(), 2);
-        // A record that does not decode is an error, not a token.
+        // A record that does not decode is no token, and hides none.
         fs::write(dir.path().join(TOKENS).join("bad.json"), br#"{"id":"bad"}"#).expect("written");
-        assert!(matches!(store.tokens().await, Err(StoreError::Corrupt(_))));
+        assert_eq!(store.tokens().await.expect("read").len(), 2);
     }
 }

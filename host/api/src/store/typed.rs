@@ -118,9 +118,15 @@ impl Store {
         (store, own)
     }
 
-    fn wrote<T: Object>(&self, written: T) -> T {
-        if let Some(own) = &self.own {
-            own.insert(&written.metadata().resource_version);
+    /// Remembers `written` as this writer's own, unless the write changed
+    /// nothing (its version is still `read_at`, the version written from):
+    /// that version may be someone else's write whose event is yet to come.
+    fn wrote<T: Object>(&self, read_at: Option<&str>, written: T) -> T {
+        let version = &written.metadata().resource_version;
+        if let Some(own) = &self.own
+            && read_at != Some(version.as_str())
+        {
+            own.insert(version);
         }
         written
     }
@@ -231,13 +237,13 @@ impl Store {
     pub async fn create<T: Object>(&self, object: &T) -> Result<T, StoreError> {
         let stored = stored_with_status(object)?;
         let created = from_stored(self.resources.create(T::KIND, stored).await?)?;
-        Ok(self.wrote(created))
+        Ok(self.wrote(None, created))
     }
 
     /// Replaces labels, finalizers and spec at the object's version.
     pub async fn replace<T: Object>(&self, object: &T) -> Result<T, StoreError> {
         let replaced = from_stored(self.resources.replace(T::KIND, to_stored(object)?).await?)?;
-        Ok(self.wrote(replaced))
+        Ok(self.wrote(Some(&object.metadata().resource_version), replaced))
     }
 
     /// Replaces the status at the object's version.
@@ -247,7 +253,7 @@ impl Store {
                 .replace_status(T::KIND, stored_with_status(object)?)
                 .await?,
         )?;
-        Ok(self.wrote(replaced))
+        Ok(self.wrote(Some(&object.metadata().resource_version), replaced))
     }
 
     /// Reads, changes and writes back labels, finalizers and spec, again on
@@ -306,7 +312,9 @@ impl Store {
                 .await?
             {
                 Deletion::Deleted => Deletion::Deleted,
-                Deletion::Pending(stored) => Deletion::Pending(self.wrote(from_stored(stored)?)),
+                Deletion::Pending(stored) => {
+                    Deletion::Pending(self.wrote(resource_version, from_stored(stored)?))
+                }
             },
         )
     }
