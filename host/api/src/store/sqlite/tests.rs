@@ -349,3 +349,24 @@ fn a_database_from_a_newer_build_is_refused() {
     let error = SqliteStore::setup(db).expect_err("refused");
     assert!(error.to_string().contains("newer"), "{error}");
 }
+
+#[tokio::test]
+async fn a_write_that_changed_nothing_is_not_taken_for_the_writers_own() {
+    let store = Store::in_memory();
+    let (quiet, own) = store.quiet();
+    // Someone else's write, whose event the quiet writer has not seen yet.
+    let created = store.create(&device("d1")).await.expect("created");
+    let unchanged = quiet.replace(&created).await.expect("replaced");
+    assert_eq!(
+        unchanged.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    assert!(
+        !own.take(&created.metadata.resource_version),
+        "someone else's version taken for the writer's own"
+    );
+    let mut changed = unchanged;
+    changed.spec.board = "mps2-an385".into();
+    let written = quiet.replace(&changed).await.expect("replaced");
+    assert!(own.take(&written.metadata.resource_version));
+}
