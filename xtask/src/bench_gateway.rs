@@ -2,7 +2,8 @@
 //! binaries in release mode and runs `wasmbed-bench gateway`, which starts
 //! the real gateway as a child process and prints the gateway's figures
 //! (handshakes against a bare TLS baseline, memory per idle session,
-//! heartbeats per core, deployment time) with PASS/MISS against targets.
+//! heartbeats per core, deployment time) with PASS/MISS against targets;
+//! `cargo xtask bench scale` runs `wasmbed-bench scale` the same way.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,6 +11,12 @@ use std::process::Command;
 use crate::cmd;
 
 pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    run_suite(root, "gateway", args)
+}
+
+/// Builds the release binaries and runs `wasmbed-bench SUITE --wasmbed
+/// ... ARGS` (`gateway`, or `scale`: sessions per box).
+pub(crate) fn run_suite(root: &Path, suite: &str, args: &[String]) -> anyhow::Result<()> {
     cmd::run(cmd::cargo(root).args([
         "build",
         "--release",
@@ -22,7 +29,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut bench = Command::new(release.join("wasmbed-bench"));
     bench
         .current_dir(root)
-        .arg("gateway")
+        .arg(suite)
         .arg("--wasmbed")
         .arg(release.join("wasmbed"))
         .args(args);

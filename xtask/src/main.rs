@@ -324,6 +324,11 @@ enum BenchSuite {
     /// [ARGS]` (device listing against /healthz, deployment through the
     /// controller to simulated devices).
     Api,
+    /// Sessions per box: builds `wasmbed-cli` and `wasmbed-bench` in
+    /// release mode, then runs `wasmbed-bench scale [ARGS]` (one gateway
+    /// holding 1,000 then 10,000 heartbeating sessions for 10 minutes
+    /// each by default; `-- --sessions 100000` for the largest).
+    Scale,
 }
 
 fn main() -> ExitCode {
@@ -415,6 +420,10 @@ fn run(command: Command, root: &Path) -> anyhow::Result<()> {
             suite: BenchSuite::Api,
             args,
         } => bench_api::run(root, &args),
+        Command::Bench {
+            suite: BenchSuite::Scale,
+            args,
+        } => bench_gateway::run_suite(root, "scale", &args),
     }
 }
 

@@ -33,6 +33,7 @@ mod http;
 mod identity;
 mod proc;
 mod report;
+mod scale;
 mod sessions;
 mod sut;
 mod wasm;
@@ -70,6 +71,11 @@ enum Command {
     /// listing against /healthz, and deploying through the controller to
     /// simulated devices (what `cargo xtask bench api` runs).
     Api(api::ApiArgs),
+    /// Sessions per box: one gateway holding N heartbeating device
+    /// sessions for a while, per fleet size: memory per session, CPU per
+    /// 1,000 heartbeats, heartbeat-ack latency and spurious unreachable
+    /// transitions (what `cargo xtask bench scale` runs).
+    Scale(scale::ScaleArgs),
 }
 
 /// The phases of `wasmbed-bench gateway`.
@@ -142,7 +148,7 @@ pub(crate) struct GatewayArgs {
     pub(crate) keep: bool,
 }
 
-fn parse_env(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_env(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("expected KEY=VALUE, got {text:?}")),
@@ -167,6 +173,7 @@ fn main() -> std::process::ExitCode {
         Command::Firmware(args) => runtime.block_on(firmware::run(args)),
         Command::Zephyr(args) => runtime.block_on(zephyr::run(args)),
         Command::Api(args) => runtime.block_on(api::run(args)),
+        Command::Scale(args) => runtime.block_on(scale::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

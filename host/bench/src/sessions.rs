@@ -66,13 +66,15 @@ enum Mode {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
-    established: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) established: AtomicU64,
     failed: AtomicU64,
-    lost: AtomicU64,
-    acks: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) acks: AtomicU64,
     /// Why sessions ended before they were told to, and how often.
     reasons: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Microseconds from a due heartbeat to its acknowledgement, each.
+    latencies: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Counters {
@@ -82,7 +84,20 @@ impl Counters {
         *reasons.entry(reason.into()).or_default() += 1;
     }
 
-    fn lost_summary(&self) -> String {
+    fn acked_after(&self, sent: Instant) {
+        let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+        self.latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(micros);
+    }
+
+    /// The latencies recorded since the last call, taken.
+    pub(crate) fn take_latencies(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn lost_summary(&self) -> String {
         let reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
         reasons
             .iter()
@@ -94,16 +109,16 @@ impl Counters {
 
 /// The bench's client connections (device sessions, or echo clients of
 /// the baseline), one task each, driven together.
-struct Clients {
+pub(crate) struct Clients {
     addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
     mode: watch::Sender<Mode>,
-    counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
     permits: Arc<Semaphore>,
 }
 
 impl Clients {
-    fn new(addr: SocketAddr) -> Clients {
+    pub(crate) fn new(addr: SocketAddr) -> Clients {
         Clients {
             addr,
             tasks: Vec::new(),
@@ -114,7 +129,7 @@ impl Clients {
     }
 
     /// Starts a session for each of `identities`.
-    fn connect(&mut self, identities: &[Identity]) {
+    pub(crate) fn connect(&mut self, identities: &[Identity]) {
         for identity in identities {
             let index = self.tasks.len();
             let addr = self.addr;
@@ -174,7 +189,7 @@ impl Clients {
     }
 
     /// Waits until `n` sessions are established, printing progress.
-    async fn wait_established(&self, n: u64, within: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn wait_established(&self, n: u64, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         let mut next_report = Instant::now() + Duration::from_secs(3);
         loop {
@@ -198,7 +213,7 @@ impl Clients {
         self.mode.send_replace(mode);
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.set(Mode::Stop);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         for mut task in self.tasks {
@@ -287,6 +302,7 @@ async fn drive(
     let beat = client::heartbeat();
     let mut buf = [0u8; 1024];
     let mut outstanding: u32 = 0;
+    let mut due_sent: Option<Instant> = None;
     loop {
         let current = *mode.borrow_and_update();
         match current {
@@ -301,7 +317,13 @@ async fn drive(
                     // The session dates its acknowledgement deadline from
                     // the last time it was given: give it the time now.
                     session.handle_timeout(client::now());
-                    drain(&mut session, &beat, &mut outstanding, counters);
+                    drain(
+                        &mut session,
+                        &beat,
+                        &mut outstanding,
+                        &mut due_sent,
+                        counters,
+                    );
                 }
                 while outstanding + batch <= window.max(batch) {
                     for _ in 0..batch {
@@ -339,7 +361,7 @@ async fn drive(
                     while !data.is_empty() {
                         let taken = session.handle_input(data, client::now());
                         data = &data[taken..];
-                        let events = drain(&mut session, &beat, &mut outstanding, counters);
+                        let events = drain(&mut session, &beat, &mut outstanding, &mut due_sent, counters);
                         if taken == 0 && events == 0 {
                             break;
                         }
@@ -355,15 +377,23 @@ async fn drive(
                 session.handle_timeout(client::now());
             }
         }
-        drain(&mut session, &beat, &mut outstanding, counters);
+        drain(
+            &mut session,
+            &beat,
+            &mut outstanding,
+            &mut due_sent,
+            counters,
+        );
     }
 }
 
-/// Reacts to the session's events; returns how many there were.
+/// Reacts to the session's events; returns how many there were. A
+/// heartbeat sent when due is timed (`due_sent`) to its acknowledgement.
 fn drain(
     session: &mut Session,
     beat: &Heartbeat,
     outstanding: &mut u32,
+    due_sent: &mut Option<Instant>,
     counters: &Counters,
 ) -> usize {
     let mut events = 0;
@@ -373,9 +403,16 @@ fn drain(
             DeviceEvent::HeartbeatAcked(_) => {
                 *outstanding = outstanding.saturating_sub(1);
                 counters.acks.fetch_add(1, Ordering::Relaxed);
+                if let Some(sent) = due_sent.take() {
+                    counters.acked_after(sent);
+                }
             }
             DeviceEvent::HeartbeatDue => {
-                *outstanding += u32::from(session.send_heartbeat(beat).is_ok());
+                let sent = session.send_heartbeat(beat).is_ok();
+                *outstanding += u32::from(sent);
+                if sent && due_sent.is_none() {
+                    *due_sent = Some(Instant::now());
+                }
             }
             DeviceEvent::Closed(reason) => counters.lost(format!("session closed: {reason}")),
             _ => {}
@@ -525,7 +562,7 @@ pub(crate) async fn run(env: &Env, args: &GatewayArgs) -> anyhow::Result<Vec<Row
 
 /// Waits until the gateway counts `n` connected devices, lets it settle,
 /// and returns its VmRSS in KiB.
-async fn settle(gateway: &GatewayProcess, n: usize) -> anyhow::Result<u64> {
+pub(crate) async fn settle(gateway: &GatewayProcess, n: usize) -> anyhow::Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let connected = Metrics::fetch(&gateway.client, gateway.http)

@@ -32,9 +32,27 @@ pub(crate) struct Env {
 impl Env {
     /// Finds the binaries and creates the installation.
     pub(crate) fn prepare(args: &GatewayArgs) -> anyhow::Result<Env> {
+        Env::prepare_for(
+            args.wasmbed.as_deref(),
+            args.idle_devices,
+            "--idle-devices",
+            &args.gateway_env,
+        )
+    }
+
+    /// Finds the binaries (`wasmbed` given, or next to this program),
+    /// checks the open-files limit allows `sessions` device sockets (the
+    /// flag that sets them named in the error), and creates the
+    /// installation.
+    pub(crate) fn prepare_for(
+        wasmbed: Option<&Path>,
+        sessions: usize,
+        sessions_flag: &str,
+        gateway_env: &[(String, String)],
+    ) -> anyhow::Result<Env> {
         let bench = std::env::current_exe().context("locating this program")?;
-        let wasmbed = match &args.wasmbed {
-            Some(path) => path.clone(),
+        let wasmbed = match wasmbed {
+            Some(path) => path.to_owned(),
             None => bench.with_file_name("wasmbed"),
         };
         if !wasmbed.is_file() {
@@ -44,14 +62,14 @@ impl Env {
                 wasmbed.display()
             );
         }
-        let need = u64::try_from(args.idle_devices)
+        let need = u64::try_from(sessions)
             .unwrap_or(u64::MAX)
             .saturating_add(1024);
         if crate::proc::open_files_limit().is_some_and(|limit| limit < need) {
             bail!(
                 "the open-files limit is below {need} (one socket per simulated device in this \
                  process and in the gateway): raise it with `ulimit -n {need}` or pass a smaller \
-                 --idle-devices"
+                 {sessions_flag}"
             );
         }
         let dir = tempfile::Builder::new()
@@ -78,7 +96,7 @@ impl Env {
             dir,
             pki,
             installation,
-            gateway_env: args.gateway_env.clone(),
+            gateway_env: gateway_env.to_vec(),
         })
     }
 
@@ -120,6 +138,25 @@ impl GatewayProcess {
         db: &Path,
         open_pairing: bool,
     ) -> anyhow::Result<GatewayProcess> {
+        let bench_settings = [
+            "--heartbeat-interval".to_owned(),
+            HEARTBEAT_INTERVAL.to_owned(),
+            // The heartbeat benchmark floods heartbeats to measure what each
+            // costs: the gateway must not pace them.
+            format!("--heartbeat-burst={}", u32::MAX),
+        ];
+        GatewayProcess::start_with(env, name, db, open_pairing, &bench_settings).await
+    }
+
+    /// Starts `wasmbed gateway` as [`start`](Self::start) does, with the
+    /// gateway's own heartbeat settings unless `settings` gives others.
+    pub(crate) async fn start_with(
+        env: &Env,
+        name: &str,
+        db: &Path,
+        open_pairing: bool,
+        settings: &[String],
+    ) -> anyhow::Result<GatewayProcess> {
         let devices = free_port()?;
         let http = free_port()?;
         let mut command = Command::new(&env.wasmbed);
@@ -130,10 +167,7 @@ impl GatewayProcess {
             .arg(db)
             .args(["--listen", &devices.to_string()])
             .args(["--http", &http.to_string()])
-            .args(["--heartbeat-interval", HEARTBEAT_INTERVAL])
-            // The heartbeat benchmark floods heartbeats to measure what each
-            // costs: the gateway must not pace them.
-            .arg(format!("--heartbeat-burst={}", u32::MAX));
+            .args(settings);
         if open_pairing {
             // The simulated fleet enrolls from one address, all at once.
             command.args([
