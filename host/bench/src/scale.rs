@@ -53,11 +53,18 @@ pub(crate) struct ScaleArgs {
 }
 
 pub(crate) async fn run(args: ScaleArgs) -> anyhow::Result<()> {
-    if let Ok(Some(raised)) = wasmbed_httpd::open_files::raise_to_hard_limit() {
-        progress(&format!(
-            "open-files limit raised from {} to {}",
+    match wasmbed_httpd::open_files::raise_to_hard_limit() {
+        Ok(Some(raised)) if raised.now > raised.before => progress(&format!(
+            "open-files limit raised from {} to {} (the hard limit)",
             raised.before, raised.now
-        ));
+        )),
+        Ok(Some(raised)) => progress(&format!(
+            "open-files limit {}, the hard limit: at most about {} sessions (raising the hard \
+             limit needs CAP_SYS_RESOURCE, e.g. root's `ulimit -Hn`)",
+            raised.now,
+            raised.now.saturating_sub(1024)
+        )),
+        Ok(None) | Err(_) => {}
     }
     let largest = args.sessions.iter().copied().max().unwrap_or(0).max(1);
     let env = Env::prepare_for(
