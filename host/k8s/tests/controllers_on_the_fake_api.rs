@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use wasmbed_api::controller::fixtures::{FakeGateway, application, device, gateway};
 use wasmbed_api::controller::{Controller, ControllerConfig};
-use wasmbed_api::model::{Application, Device, Gateway};
+use wasmbed_api::model::{Application, Device, DeviceDeployment, Gateway};
 use wasmbed_api::store::{SqliteStore, Store};
 use wasmbed_k8s::KubeStore;
 use wasmbed_k8s::fake_api::FakeApiServer;
@@ -39,6 +39,16 @@ async fn eventually<T: std::fmt::Debug>(
         assert!(Instant::now() < deadline, "{what}: still {seen:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The applications device `name`'s status lists.
+async fn deployments_on(store: &Store, name: &str) -> Vec<DeviceDeployment> {
+    store
+        .fetch::<Device>(name)
+        .await
+        .unwrap()
+        .status
+        .deployments
 }
 
 /// Sets device `name`'s `site` label, as `kubectl label` would.
@@ -103,14 +113,7 @@ async fn a_device_labelled_by_someone_else_gets_the_application_and_loses_it_whe
     assert_eq!(app.deployments.len(), 1, "{app:?}");
     eventually(
         "d1 listing the application",
-        async || {
-            kubectl
-                .fetch::<Device>("d1")
-                .await
-                .unwrap()
-                .status
-                .deployments
-        },
+        async || deployments_on(&kubectl, "d1").await,
         |deployments| deployments.iter().any(|d| d.application == "app"),
     )
     .await;
@@ -132,14 +135,7 @@ async fn a_device_labelled_by_someone_else_gets_the_application_and_loses_it_whe
     );
     eventually(
         "d1 no longer listing it",
-        async || {
-            kubectl
-                .fetch::<Device>("d1")
-                .await
-                .unwrap()
-                .status
-                .deployments
-        },
+        async || deployments_on(&kubectl, "d1").await,
         Vec::is_empty,
     )
     .await;

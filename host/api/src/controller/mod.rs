@@ -281,6 +281,23 @@ mod tests {
         store
     }
 
+    /// Gateway `gw-a`, device `d1` at it, and `app` selecting `d1`, its
+    /// module stored.
+    async fn store_with_application_and_device() -> Store {
+        let store = store_with_gateway().await;
+        store
+            .create(&device("d1", "gw-a", Some(ID_1)))
+            .await
+            .expect("created");
+        let sha256 = "11".repeat(32);
+        store.put_blob(&sha256, MODULE).await.expect("stored");
+        store
+            .create(&application(&sha256, Vec::new()))
+            .await
+            .expect("created");
+        store
+    }
+
     #[tokio::test]
     async fn gateway_reachability_changes_are_told_once_each() {
         let store = store_with_gateway().await;
@@ -336,17 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pass_places_polls_and_after_a_lost_status_adopts_instead_of_placing_twice() {
-        let store = store_with_gateway().await;
-        store
-            .create(&device("d1", "gw-a", Some(ID_1)))
-            .await
-            .expect("created");
-        let sha256 = "11".repeat(32);
-        store.put_blob(&sha256, MODULE).await.expect("stored");
-        store
-            .create(&application(&sha256, Vec::new()))
-            .await
-            .expect("created");
+        let store = store_with_application_and_device().await;
         let gateway = Arc::new(FakeGateway::default());
         let (config, events) = recording(Duration::from_secs(60));
         let mut controller = Controller::with_client(&store, config, Arc::clone(&gateway));
@@ -398,17 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_application_gone_without_its_undeploy_is_taken_off_its_devices() {
-        let store = store_with_gateway().await;
-        store
-            .create(&device("d1", "gw-a", Some(ID_1)))
-            .await
-            .expect("created");
-        let sha256 = "11".repeat(32);
-        store.put_blob(&sha256, MODULE).await.expect("stored");
-        store
-            .create(&application(&sha256, Vec::new()))
-            .await
-            .expect("created");
+        let store = store_with_application_and_device().await;
         let controller = Controller::with_client(
             &store,
             config(Duration::from_secs(60)),
