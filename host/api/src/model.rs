@@ -126,11 +126,21 @@ object!(
     Gateway, Gateway, GatewaySpec, GatewayStatus
 );
 
+impl Device {
+    /// The gateway the device is served by now: the one it is connected
+    /// to ([`DeviceStatus::gateway`]), or `spec.gateway` until one reports it.
+    pub fn current_gateway(&self) -> &str {
+        self.status.gateway.as_deref().unwrap_or(&self.spec.gateway)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 pub struct DeviceSpec {
     /// Board name, e.g. `mps2-an385` or `wasmbed-sim`.
     pub board: String,
-    /// Name of the [`Gateway`] resource the device connects to.
+    /// Name of the [`Gateway`] resource the device connects to first.
+    /// Behind a load balancer any gateway of the fleet serves it: where
+    /// it is now is [`DeviceStatus::gateway`].
     pub gateway: String,
     /// The id the gateway gave the device at enrollment (32 hex digits),
     /// unknown until it enrolled.
@@ -164,6 +174,12 @@ pub enum Presence {
 pub struct DeviceStatus {
     #[serde(default)]
     pub presence: Presence,
+    /// The [`Gateway`] the device is connected to now, as the gateways
+    /// report it; behind a load balancer it changes whenever the device
+    /// reconnects elsewhere. The controller places the device's work there
+    /// (at `spec.gateway` until a gateway reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     /// Gateway time of the last heartbeat, milliseconds since the epoch.
     #[serde(default)]
     pub last_heartbeat: Option<u64>,
@@ -348,9 +364,23 @@ pub struct DeploymentStatus {
     /// The application's [revision](ApplicationStatus::revision) deployed.
     #[serde(default)]
     pub revision: Option<String>,
-    /// Execution results the gateway holds for this deployment.
+    /// Execution results of this deployment: those its gateway holds, and
+    /// those collected from gateways the device left.
     #[serde(default)]
     pub results: u64,
+    /// Gateways the device left that still hold this deployment (the same
+    /// fleet-wide id): the controller collects its results there, then has
+    /// them forget it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved_from: Vec<String>,
+    /// Of [`results`](Self::results), those collected from gateways the
+    /// device left.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub results_moved: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]

@@ -34,6 +34,34 @@ pub struct DeployRequest {
     pub devices: Vec<String>,
     /// What the module may consume and how it starts.
     pub limits: LimitsJson,
+    /// The deployment's fleet-wide id, chosen by the API server so that it
+    /// keeps its id at every gateway its device moves to (a device runs a
+    /// deployment id once): within [`FLEET_DEPLOYMENT_IDS`], with exactly
+    /// one device. A deployment of that id for that device and application
+    /// is answered as it stands (200); one for another is a conflict (409).
+    /// Without it the gateway numbers the deployments itself, below that
+    /// range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        minimum = 4_503_599_627_370_496_u64,
+        maximum = 9_007_199_254_740_991_u64
+    )]
+    pub deployment_id: Option<u64>,
+}
+
+/// The ids a caller may give deployments ([`DeployRequest::deployment_id`]):
+/// 2^52 to 2^53 - 1, exact in every JSON implementation, and above every
+/// id a gateway gives by itself.
+pub const FLEET_DEPLOYMENT_IDS: std::ops::RangeInclusive<u64> = (1 << 52)..=((1 << 53) - 1);
+
+/// `POST /v1/deployments/{id}/forget`: the deployment moved with its device
+/// to another gateway, and its results here were collected.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ForgetRequest {
+    /// How many results of the deployment the caller collected from this
+    /// gateway. If the gateway holds another number (one arrived since),
+    /// or the device is connected here now, nothing is forgotten (409).
+    pub results: u32,
 }
 
 /// What the operator wants a deployment to be.

@@ -13,7 +13,10 @@ mod error;
 mod results;
 pub mod trap_code;
 
-pub use deployments::{DeployRequest, DeploymentState, DeploymentView, Desired, LimitsJson};
+pub use deployments::{
+    DeployRequest, DeploymentState, DeploymentView, Desired, FLEET_DEPLOYMENT_IDS, ForgetRequest,
+    LimitsJson,
+};
 pub use devices::{AppView, DeviceView, Presence, RuntimeView};
 pub use error::ErrorBody;
 pub use results::{ResultView, ValueJson};

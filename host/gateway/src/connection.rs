@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
-use wasmbed_pki::{PeerIdentity, classify_peer};
+use wasmbed_pki::{PeerIdentity, certified_device_id, classify_peer};
 use wasmbed_protocol::session::{CloseReason, GatewayEvent, GatewaySession, SessionError};
 use wasmbed_protocol::*;
 
@@ -91,13 +91,12 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, stop: watc
         }
         Ok(Ok(tls)) => tls,
     };
-    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-        Some(leaf) => classify_peer(leaf, &shared.roots),
-        None => {
-            shared.metrics.handshake_failed("no_client_certificate");
-            return;
-        }
+    let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+        shared.metrics.handshake_failed("no_client_certificate");
+        return;
     };
+    let identity = classify_peer(leaf, &shared.roots);
+    let certified_id = certified_device_id(leaf);
     let identity = match identity {
         Ok(identity) => identity,
         Err(e) => {
@@ -124,6 +123,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, stop: watc
         shared,
         peer,
         identity,
+        certified_id,
         session,
         device: None,
         commands_tx,
@@ -202,6 +202,9 @@ struct Connection {
     shared: Arc<Shared>,
     peer: SocketAddr,
     identity: PeerIdentity,
+    /// The device id the peer's certificate names (see
+    /// [`Connection::learn_device`]).
+    certified_id: Option<DeviceId>,
     session: GatewaySession<Vec<u8>>,
     /// Set once the session is accepted.
     device: Option<DeviceId>,
@@ -524,10 +527,9 @@ impl Connection {
             // The session refuses this for claim peers before we see it.
             return Ok(());
         };
-        let Some(device) = self.shared.store.device_by_key(key.as_sec1())? else {
-            if let Some(suppressed) = self.may_log() {
-                warn!(peer = %self.peer, key = %key, suppressed, "certificate of an unknown device");
-            }
+        let known = self.shared.store.device_by_key(key.as_sec1())?;
+        let Some(device) = known.map_or_else(|| self.learn_device(key, start), |d| Ok(Some(d)))?
+        else {
             let _ = self.session.refuse_session(ErrorCode::Unauthorized);
             return Ok(());
         };
@@ -555,6 +557,46 @@ impl Connection {
         }
         self.sync();
         Ok(())
+    }
+
+    /// Records a device this gateway did not enroll: another gateway of the
+    /// fleet did, and the device CA's signature on its certificate (checked
+    /// by the handshake) vouches for the id it names. `None` (logged) when
+    /// that id is revoked here, or taken here by another key.
+    fn learn_device(
+        &self,
+        key: &wasmbed_pki::DevicePublicKey,
+        start: &SessionStart,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let refuse = |why: &str| {
+            if let Some(suppressed) = self.may_log() {
+                warn!(peer = %self.peer, key = %key, device = ?self.certified_id.map(|d| d.to_string()), suppressed, "session refused: {why}");
+            }
+            Ok(None)
+        };
+        let Some(id) = self.certified_id else {
+            return refuse("its certificate names no device id");
+        };
+        let store = &self.shared.store;
+        if store.was_revoked(id)? {
+            return refuse("the device was revoked");
+        }
+        if store.device(id)?.is_some() {
+            return refuse("another key holds that device id here");
+        }
+        let record = DeviceRecord {
+            id,
+            public_key: key.as_sec1().to_vec(),
+            board: String::new(),
+            firmware_version: start.agent_version.to_string(),
+            enrolled_at_ms: unix_ms(),
+            last_seen_ms: None,
+            runtime: None,
+        };
+        store.insert_device(&record)?;
+        info!(peer = %self.peer, device = %id, "device enrolled elsewhere in the fleet: learned from its certificate");
+        crate::metrics::Metrics::count(&self.shared.metrics.enrollments, "learned");
+        Ok(Some(record))
     }
 
     /// Records an installed app the device reported at session start.

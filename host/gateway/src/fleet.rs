@@ -134,6 +134,13 @@ impl Fleet {
         }
     }
 
+    /// Whether `id` has a session with this gateway now.
+    pub fn is_connected(&self, id: DeviceId) -> bool {
+        self.lock()
+            .get(&id)
+            .is_some_and(|d| d.presence == Presence::Connected)
+    }
+
     pub fn get(&self, id: DeviceId) -> Option<LiveDevice> {
         self.lock().get(&id).cloned()
     }

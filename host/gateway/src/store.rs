@@ -27,6 +27,27 @@ pub enum StoreError {
     NewerSchema { found: u32, supported: usize },
 }
 
+/// What [`Store::create_fleet_deployment`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetDeployment {
+    Created,
+    /// Held already, for the same device and application.
+    Existing,
+    /// Held already, for another device or application.
+    Conflict,
+}
+
+/// What [`Store::forget_deployment`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forget {
+    Forgotten,
+    NotFound,
+    /// Kept: the gateway holds `held` results, not the number expected.
+    ResultsDiffer {
+        held: u32,
+    },
+}
+
 /// An enrolled device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRecord {
@@ -77,6 +98,7 @@ impl std::fmt::Display for RuntimeRecord {
     }
 }
 
+use wasmbed_gateway_api::FLEET_DEPLOYMENT_IDS;
 /// What the operator wants a deployment to be, and where it stands: the
 /// HTTP contract's enums, stored under their JSON names.
 pub use wasmbed_gateway_api::{DeploymentState, Desired};
@@ -466,12 +488,13 @@ impl Store {
         // with a revoked device: the API server may still hold one and ask
         // for its removal. The highest id given is kept in the settings
         // (SQLite alone would hand out the highest deleted ones again).
+        // Ids the API server gives (fleet-wide) are above those counted here.
         let mut last: i64 = tx.query_row(
             "SELECT MAX(
-                 COALESCE((SELECT MAX(id) FROM deployments), 0),
+                 COALESCE((SELECT MAX(id) FROM deployments WHERE id < ?1), 0),
                  COALESCE((SELECT CAST(value AS INTEGER) FROM settings
                            WHERE key = 'last_deployment_id'), 0))",
-            [],
+            params![ms(*FLEET_DEPLOYMENT_IDS.start())],
             |row| row.get(0),
         )?;
         let mut ids = Vec::with_capacity(devices.len());
@@ -484,6 +507,7 @@ impl Store {
             for device in devices {
                 last = last
                     .checked_add(1)
+                    .filter(|&id| id < ms(*FLEET_DEPLOYMENT_IDS.start()))
                     .ok_or(StoreError::Corrupt("deployment id"))?;
                 insert.execute(params![
                     last,
@@ -505,6 +529,99 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(ids)
+    }
+
+    /// Creates the deployment `id` (a fleet-wide id, see
+    /// [`FLEET_DEPLOYMENT_IDS`]) of `device`, unless this gateway holds it.
+    /// One held for the same device and application is kept, made wanted
+    /// again if it was being removed ([`FleetDeployment::Existing`]); one
+    /// held for another is a [`FleetDeployment::Conflict`].
+    pub fn create_fleet_deployment(
+        &self,
+        id: DeploymentId,
+        device: DeviceId,
+        application: ApplicationId,
+        sha256: &[u8; 32],
+        module_size: u32,
+        limits: &Limits,
+    ) -> Result<FleetDeployment, StoreError> {
+        if let Some(held) = self.deployment(id)? {
+            if held.device != device || held.application != application {
+                return Ok(FleetDeployment::Conflict);
+            }
+            if held.desired == Desired::Removed {
+                self.revive(id, held.state == DeploymentState::Removed)?;
+            }
+            return Ok(FleetDeployment::Existing);
+        }
+        let limits = minicbor::to_vec(limits).map_err(|_| StoreError::Corrupt("limits"))?;
+        self.conn().execute(
+            "INSERT INTO deployments
+             (id, device_id, application_id, module_sha256, module_size, limits, desired, state, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', 'pending', ?7)",
+            params![
+                ms(id.0),
+                &device.0[..],
+                ms(application.0),
+                &sha256[..],
+                module_size,
+                limits,
+                ms(unix_ms())
+            ],
+        )?;
+        Ok(FleetDeployment::Created)
+    }
+
+    /// Wants a deployment that was being removed again. One the device
+    /// already removed starts over, without the results of its last run:
+    /// the device runs it anew, numbering its invocations from the start.
+    fn revive(&self, id: DeploymentId, removed: bool) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if removed {
+            tx.execute(
+                "DELETE FROM results WHERE deployment_id = ?1",
+                params![ms(id.0)],
+            )?;
+        }
+        tx.execute(
+            "UPDATE deployments SET desired = 'running', updated_at = ?2,
+                 state = CASE WHEN state = 'removed' THEN 'pending' ELSE state END,
+                 bytes_acked = CASE WHEN state = 'removed' THEN 0 ELSE bytes_acked END
+             WHERE id = ?1",
+            params![ms(id.0), ms(unix_ms())],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drops deployment `id` and its results, if this gateway holds
+    /// `expected_results` of them (the number its caller collected).
+    pub fn forget_deployment(
+        &self,
+        id: DeploymentId,
+        expected_results: u32,
+    ) -> Result<Forget, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let held: Option<u32> = tx
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM results WHERE deployment_id = ?1)
+                 FROM deployments WHERE id = ?1",
+                params![ms(id.0)],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let outcome = match held {
+            None => Forget::NotFound,
+            Some(held) if held != expected_results => Forget::ResultsDiffer { held },
+            Some(_) => {
+                tx.execute("DELETE FROM deployments WHERE id = ?1", params![ms(id.0)])?;
+                Forget::Forgotten
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
     }
 
     pub fn set_desired(&self, id: DeploymentId, desired: Desired) -> Result<bool, StoreError> {

@@ -63,7 +63,9 @@ pub use installation::{
 };
 pub use issue::{DEFAULT_DEVICE_VALIDITY, DeviceIssuer, IssueError};
 pub use keys::{KeyError, p256_public_key, p256_scalar_to_pkcs8, pkcs8_to_p256_scalar};
-pub use peer::{ClassifyError, ClientRoots, DevicePublicKey, PeerIdentity, classify_peer};
+pub use peer::{
+    ClassifyError, ClientRoots, DevicePublicKey, PeerIdentity, certified_device_id, classify_peer,
+};
 pub use tls::{
     ALPN_PROTOCOL, DEFAULT_MAX_FRAGMENT_SIZE, RevocationList, TLS13_RECORD_OVERHEAD,
     TlsConfigError, client_config_claim, client_config_device, crypto_provider, server_config,

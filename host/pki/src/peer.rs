@@ -5,8 +5,8 @@ use std::fmt;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::DecodePublicKey;
 use rustls_pki_types::CertificateDer;
-use wasmbed_protocol::PUBLIC_KEY_LEN;
 use wasmbed_protocol::session::PeerCredential;
+use wasmbed_protocol::{DeviceId, PUBLIC_KEY_LEN};
 use x509_parser::certificate::X509Certificate;
 
 use crate::installation::signed_by;
@@ -124,6 +124,46 @@ pub(crate) fn sec1_public_key(cert: &X509Certificate<'_>) -> Option<DevicePublic
     let point = key.to_encoded_point(false);
     let sec1: [u8; PUBLIC_KEY_LEN] = point.as_bytes().try_into().ok()?;
     Some(DevicePublicKey(sec1))
+}
+
+/// The device id a device certificate was issued for: its subject's common
+/// name, in [`DeviceId`]'s `Display` form (see
+/// [`DeviceIssuer::issue`](crate::DeviceIssuer::issue)). `None` when the
+/// certificate does not parse or names no device id.
+///
+/// Trust it only on a certificate [`classify_peer`] found issued by the
+/// device CA: only then did the fleet's issuer write that name.
+pub fn certified_device_id(end_entity: &CertificateDer<'_>) -> Option<DeviceId> {
+    let (_, cert) = x509_parser::parse_x509_certificate(end_entity).ok()?;
+    let mut names = cert.subject().iter_common_name();
+    let name = names.next()?.as_str().ok()?;
+    if names.next().is_some() {
+        return None;
+    }
+    parse_device_id(name)
+}
+
+/// Parses [`DeviceId`]'s `Display` form: 32 lowercase hex digits in
+/// groups of 8-4-4-4-12.
+fn parse_device_id(text: &str) -> Option<DeviceId> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
+        return None;
+    }
+    let digits: Vec<u8> = bytes.iter().copied().filter(|&b| b != b'-').collect();
+    if digits.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (byte, pair) in id.iter_mut().zip(digits.chunks_exact(2)) {
+        let hex = |d: u8| match d {
+            b'0'..=b'9' => Some(d - b'0'),
+            b'a'..=b'f' => Some(d - b'a' + 10),
+            _ => None,
+        };
+        *byte = (hex(pair[0])? << 4) | hex(pair[1])?;
+    }
+    Some(DeviceId(id))
 }
 
 /// Decides who a TLS client is from its end-entity certificate (the first

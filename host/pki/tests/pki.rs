@@ -677,3 +677,26 @@ fn invalid_scalars_are_refused() {
         );
     }
 }
+
+/// Any gateway of a fleet learns a device it never enrolled from the id
+/// its certificate names.
+#[test]
+fn the_device_id_a_certificate_was_issued_for_is_read_back() {
+    let fixtures = test_fixtures();
+    let issuer = fixtures.installation.device_issuer().unwrap();
+    let id = [0xa5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xff];
+    let cert = issuer.issue(id, &fixtures.device.public_key).unwrap();
+    assert_eq!(
+        wasmbed_pki::certified_device_id(&cert),
+        Some(wasmbed_protocol::DeviceId(id))
+    );
+    // The claim certificate names no device; junk is no certificate.
+    assert_eq!(
+        wasmbed_pki::certified_device_id(fixtures.installation.claim_cert()),
+        None
+    );
+    assert_eq!(
+        wasmbed_pki::certified_device_id(&b"junk".to_vec().into()),
+        None
+    );
+}

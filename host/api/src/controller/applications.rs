@@ -12,7 +12,7 @@
 //! the applications whose selector matches it or which are placed on it;
 //! a gateway becoming reachable or unreachable concerns every application.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash as _};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use super::runtime::{Action, Cache, Reconciler, Related};
 use super::{ControllerConfig, GatewayClient, ReconcileError, gateway_application_id};
 use crate::model::{
     Application, DeploymentStatus, Device, DeviceDeployment, ExecutionResult, Gateway, Kind,
-    Object as _, Phase, UNDEPLOY_FINALIZER,
+    Object as _, Phase, RESULTS_PER_DEPLOYMENT, UNDEPLOY_FINALIZER,
 };
 use crate::store::{Store, StoreError, StoredObject, from_stored};
 
@@ -241,6 +241,7 @@ impl<G: GatewayClient> ApplicationReconciler<G> {
             application: &name,
             revision: &revision,
             application_id: gateway_application_id(&application.metadata.uid, &revision),
+            uid: &application.metadata.uid,
             limits: &application.spec.limits,
         };
         let store = &self.store;
@@ -384,20 +385,37 @@ impl<G: GatewayClient> ApplicationReconciler<G> {
         let kept = self.store.results(uid).await?;
         let mut results = Vec::new();
         for deployment in deployments {
+            let kept_here = kept.iter().filter(|r| {
+                r.device == deployment.device
+                    && Some(r.gateway_deployment_id) == deployment.gateway_deployment_id
+            });
             let latest = deployment
                 .gateway_deployment_id
                 .and_then(|id| fetched.remove(&(deployment.device.clone(), id)));
-            match latest {
-                Some(latest) => results.extend(latest),
-                None => results.extend(
-                    kept.iter()
-                        .filter(|r| {
-                            r.device == deployment.device
-                                && Some(r.gateway_deployment_id) == deployment.gateway_deployment_id
-                        })
-                        .cloned(),
-                ),
+            let Some(latest) = latest else {
+                results.extend(kept_here.cloned());
+                continue;
+            };
+            // Fetched from several gateways (the device moved) and kept
+            // from earlier passes (collected where it was before): each
+            // invocation once, the newest copy.
+            let mut by_invocation: BTreeMap<u32, ExecutionResult> = BTreeMap::new();
+            for result in kept_here.cloned().chain(latest) {
+                let newer = by_invocation
+                    .get(&result.invocation)
+                    .is_none_or(|held| held.received_at <= result.received_at);
+                if newer {
+                    by_invocation.insert(result.invocation, result);
+                }
             }
+            let mut merged: Vec<ExecutionResult> = by_invocation.into_values().collect();
+            merged.sort_by(|a, b| {
+                b.received_at
+                    .cmp(&a.received_at)
+                    .then_with(|| b.invocation.cmp(&a.invocation))
+            });
+            merged.truncate(RESULTS_PER_DEPLOYMENT);
+            results.extend(merged);
         }
         results.sort_by(|a, b| {
             b.received_at

@@ -196,6 +196,8 @@ mod tests {
             device_id: None,
             revision: Some("r1".into()),
             results: 0,
+            moved_from: Vec::new(),
+            results_moved: 0,
         }
     }
 

@@ -12,7 +12,7 @@ use wasmbed_gateway_api::{DeployRequest, DeploymentView, LimitsJson, ResultView,
 
 use super::backoff::Backoffs;
 use super::gateway_client::{CallError, GatewayClient};
-use super::plan::{Operation, adoptable};
+use super::plan::{Drain, Operation, adoptable};
 use crate::model::{
     DeploymentStatus, ExecutionResult, Limits, Phase, RESULTS_PER_DEPLOYMENT, WasmValue,
 };
@@ -31,6 +31,8 @@ pub(crate) struct Placement<'a> {
     /// The gateway deployments' id for that revision
     /// ([`super::gateway_application_id`]).
     pub(crate) application_id: u64,
+    /// The application's uid (for [`super::fleet_deployment_id`]).
+    pub(crate) uid: &'a str,
     pub(crate) limits: &'a Limits,
 }
 
@@ -45,6 +47,16 @@ pub(crate) struct Executed {
     /// The latest results of the deployments polled, by device name and
     /// gateway deployment id, newest first.
     pub(crate) fetched: HashMap<(String, u64), Vec<ExecutionResult>>,
+}
+
+impl Executed {
+    /// Adds results fetched for `device`'s deployment `id`.
+    fn fetch(&mut self, device: &str, id: u64, results: Vec<ExecutionResult>) {
+        self.fetched
+            .entry((device.to_owned(), id))
+            .or_default()
+            .extend(results);
+    }
 }
 
 /// Performs operations for one application.
@@ -92,10 +104,14 @@ impl<G: GatewayClient> Executor<'_, G> {
                     gateway,
                     base,
                     id,
+                    drain,
                 } => {
-                    if let Some(results) = self.poll(&base, id, &mut entry, &gateway).await {
-                        executed.fetched.insert((entry.device.clone(), id), results);
+                    let polled = self.poll(&base, id, &mut entry, &gateway).await;
+                    if let Some(results) = &polled {
+                        executed.fetch(&entry.device, id, results.clone());
                     }
+                    self.drain(&mut entry, id, drain, polled.as_deref(), &mut executed)
+                        .await;
                     executed.deployments.push(entry);
                 }
                 Operation::Place {
@@ -103,7 +119,9 @@ impl<G: GatewayClient> Executor<'_, G> {
                     gateway,
                     base,
                     device_id,
+                    drain,
                 } => {
+                    let moved_from = entry.gateway.clone().filter(|g| *g != gateway);
                     let found = match self.client.deployments_of(&base, &device_id).await {
                         Ok(views) => adoptable(&views, placement.application_id).cloned(),
                         Err(e) => {
@@ -129,11 +147,19 @@ impl<G: GatewayClient> Executor<'_, G> {
                                 module_b64 =
                                     Some(base64::engine::general_purpose::STANDARD.encode(bytes));
                             }
+                            let deployment_id = entry.gateway_deployment_id.unwrap_or_else(|| {
+                                super::fleet_deployment_id(
+                                    placement.uid,
+                                    placement.revision,
+                                    &device_id,
+                                )
+                            });
                             let request = DeployRequest {
                                 application_id: placement.application_id,
                                 module: module_b64.clone().unwrap_or_default(),
                                 devices: vec![device_id.clone()],
                                 limits: limits_json(placement.limits),
+                                deployment_id: Some(deployment_id),
                             };
                             match self.client.deploy(&base, &request).await {
                                 Ok(views) if !views.is_empty() => {
@@ -156,6 +182,13 @@ impl<G: GatewayClient> Executor<'_, G> {
                         }
                     };
                     if let Some(view) = view {
+                        if let Some(left) = moved_from {
+                            info!(application = placement.application, device = %entry.device, from = %left, to = %gateway, deployment = view.id, "deployment moved with its device");
+                            if !entry.moved_from.contains(&left) {
+                                entry.moved_from.push(left);
+                            }
+                        }
+                        entry.moved_from.retain(|g| *g != gateway);
                         entry.gateway_deployment_id = Some(view.id);
                         entry.gateway = Some(gateway);
                         entry.device_id = Some(device_id);
@@ -164,11 +197,62 @@ impl<G: GatewayClient> Executor<'_, G> {
                         entry.reason = view.reason;
                         executed.created.push((base, view.id));
                     }
+                    if let Some(id) = entry.gateway_deployment_id {
+                        self.drain(&mut entry, id, drain, None, &mut executed).await;
+                    }
                     executed.deployments.push(entry);
                 }
             }
         }
         Ok(executed)
+    }
+
+    /// Collects deployment `id`'s results from each gateway the device
+    /// left, then has it forget the deployment there. `current` holds the
+    /// results polled at the device's gateway now, if any: a result found
+    /// at both (sent again after a lost acknowledgement) counts once. A
+    /// gateway that cannot forget it yet (the device is back there, or a
+    /// result arrived since) stays in `moved_from` for the next pass.
+    async fn drain(
+        &mut self,
+        entry: &mut DeploymentStatus,
+        id: u64,
+        drain: Vec<Drain>,
+        current: Option<&[ExecutionResult]>,
+        executed: &mut Executed,
+    ) {
+        for Drain { gateway, base } in drain {
+            let results = match self.client.results(&base, id, RESULTS_FETCHED).await {
+                Ok(results) => results,
+                Err(e) => {
+                    self.note_failure(&gateway, &e);
+                    continue;
+                }
+            };
+            let held = u32::try_from(results.len()).unwrap_or(u32::MAX);
+            let new = results
+                .iter()
+                .filter(|r| current.is_none_or(|c| c.iter().all(|k| k.invocation != r.invocation)))
+                .count();
+            let collected: Vec<ExecutionResult> = results
+                .into_iter()
+                .map(|r| execution_result(&entry.device, id, r))
+                .collect();
+            executed.fetch(&entry.device, id, collected);
+            match self.client.forget(&base, id, held).await {
+                Ok(()) => {
+                    info!(device = %entry.device, %gateway, deployment = id, results = held, "collected and forgotten where the device was");
+                    entry.results_moved = entry.results_moved.saturating_add(new as u64);
+                    entry.moved_from.retain(|g| *g != gateway);
+                }
+                Err(e) if e.is_not_found() => entry.moved_from.retain(|g| *g != gateway),
+                Err(e) => {
+                    info!(device = %entry.device, %gateway, deployment = id, error = %e, "not forgotten yet where the device was");
+                    self.note_failure(&gateway, &e);
+                }
+            }
+        }
+        entry.results = entry.results.max(entry.results_moved);
     }
 
     /// A gateway that could not be reached (not one that refused) backs off.
@@ -210,7 +294,8 @@ impl<G: GatewayClient> Executor<'_, G> {
                 return None;
             }
         };
-        entry.results = u64::try_from(results.len()).unwrap_or(u64::MAX);
+        let here = u64::try_from(results.len()).unwrap_or(u64::MAX);
+        entry.results = here.saturating_add(entry.results_moved);
         // The gateway lists them newest first. A run that trapped (or was
         // cut by a device reset) is why a deployment stopped or failed:
         // say so where people look, unless the gateway gave a reason.
@@ -304,6 +389,10 @@ mod tests {
         }
     }
 
+    fn fleet_id(device_id: &str) -> u64 {
+        crate::controller::fleet_deployment_id("uid-app", "rev", device_id)
+    }
+
     fn place(device: &str, device_id: &str) -> Operation {
         Operation::Place {
             entry: DeploymentStatus {
@@ -315,10 +404,13 @@ mod tests {
                 device_id: None,
                 revision: None,
                 results: 0,
+                moved_from: Vec::new(),
+                results_moved: 0,
             },
             gateway: "gw-a".to_owned(),
             base: BASE.to_owned(),
             device_id: device_id.to_owned(),
+            drain: Vec::new(),
         }
     }
 
@@ -334,6 +426,7 @@ mod tests {
             application: "app",
             revision: "rev",
             application_id: APP_ID,
+            uid: "uid-app",
             limits: &limits,
         };
         let mut loads = 0;
@@ -392,14 +485,79 @@ mod tests {
         assert_eq!(
             ids,
             [
-                ("d1", Some(2), Phase::Pending),
-                ("d2", Some(3), Phase::Pending)
+                ("d1", Some(fleet_id(ID_1)), Phase::Pending),
+                ("d2", Some(fleet_id(ID_2)), Phase::Pending)
             ]
         );
         assert_eq!(
             executed.created,
-            [(BASE.to_owned(), 2), (BASE.to_owned(), 3)]
+            [
+                (BASE.to_owned(), fleet_id(ID_1)),
+                (BASE.to_owned(), fleet_id(ID_2))
+            ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_moved_deployment_keeps_its_id_and_is_drained_where_the_device_was() {
+        let id = fleet_id(ID_1);
+        let gateway = FakeGateway::with(vec![view(id, ID_1, APP_ID)]);
+        let result = |invocation, at| ResultView {
+            deployment: id,
+            device: ID_1.into(),
+            invocation,
+            returned: Some(vec![ValueJson::I32(42)]),
+            trap: None,
+            fuel_used: 1,
+            duration_us: 1,
+            logs: Vec::new(),
+            logs_truncated: false,
+            received_at_ms: at,
+        };
+        gateway
+            .results
+            .lock()
+            .expect("not poisoned")
+            .insert(id, vec![result(1, 10)]);
+        let mut entry = placed("d1", "gw-a", ID_1, "rev", id);
+        entry.results = 1;
+        let moved = Operation::Place {
+            entry,
+            gateway: "gw-b".into(),
+            base: "https://gw-b".into(),
+            device_id: ID_1.into(),
+            drain: Vec::new(),
+        };
+        let (executed, _) = run(&gateway, &mut backoffs(), vec![moved]).await;
+        let entry = executed.deployments[0].clone();
+        assert_eq!(entry.gateway.as_deref(), Some("gw-b"));
+        assert_eq!(entry.gateway_deployment_id, Some(id));
+        assert_eq!(entry.moved_from, ["gw-a"]);
+
+        // Next pass: polled at gw-b; its results collected at gw-a, which
+        // then forgets it.
+        let drain = |base: &str| Drain {
+            gateway: "gw-a".into(),
+            base: base.into(),
+        };
+        let poll = Operation::Poll {
+            entry: entry.clone(),
+            gateway: "gw-b".into(),
+            base: "https://gw-b".into(),
+            id,
+            drain: vec![drain("https://gw-a")],
+        };
+        let (executed, _) = run(&gateway, &mut backoffs(), vec![poll]).await;
+        let after = &executed.deployments[0];
+        assert!(after.moved_from.is_empty(), "{after:?}");
+        assert!(
+            gateway
+                .calls()
+                .contains(&format!("POST https://gw-a/v1/deployments/{id}/forget"))
+        );
+        // Found at both (one fake plays both gateways): counted once.
+        assert_eq!(after.results, 1);
+        assert_eq!(executed.fetched[&("d1".to_owned(), id)].len(), 2);
     }
 
     #[tokio::test]
@@ -411,6 +569,7 @@ mod tests {
             gateway: "gw-a".into(),
             base: BASE.into(),
             id: 5,
+            drain: Vec::new(),
         };
         let mut backoffs = backoffs();
         let (executed, _) = run(&gateway, &mut backoffs, vec![poll]).await;
@@ -457,6 +616,7 @@ mod tests {
             gateway: "gw-a".into(),
             base: BASE.into(),
             id: 5,
+            drain: Vec::new(),
         };
         let (executed, _) = run(&gateway, &mut backoffs(), vec![poll]).await;
         let entry = &executed.deployments[0];

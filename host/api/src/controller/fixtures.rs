@@ -101,6 +101,8 @@ pub fn placed(
         device_id: Some(device_id.to_owned()),
         revision: Some(revision.to_owned()),
         results: 0,
+        moved_from: Vec::new(),
+        results_moved: 0,
     }
 }
 
@@ -208,9 +210,27 @@ impl GatewayClient for FakeGateway {
     ) -> Result<Vec<DeploymentView>, CallError> {
         self.answer(format!("POST {base}/v1/deployments"))?;
         let mut deployments = self.deployments.lock().expect("not poisoned");
+        if let (Some(id), [device]) = (request.deployment_id, request.devices.as_slice()) {
+            if let Some(held) = deployments.iter().find(|d| d.id == id) {
+                if held.device != *device || held.application_id != request.application_id {
+                    return Err(CallError::Refused(409, "deployment_id taken".into()));
+                }
+                return Ok(vec![held.clone()]);
+            }
+            let mut view = view(id, device, request.application_id);
+            view.state = DeploymentState::Pending;
+            deployments.push(view.clone());
+            return Ok(vec![view]);
+        }
         let mut created = Vec::new();
         for device in &request.devices {
-            let id = deployments.iter().map(|d| d.id).max().unwrap_or(0) + 1;
+            let id = deployments
+                .iter()
+                .map(|d| d.id)
+                .filter(|id| !wasmbed_gateway_api::FLEET_DEPLOYMENT_IDS.contains(id))
+                .max()
+                .unwrap_or(0)
+                + 1;
             let mut view = view(id, device, request.application_id);
             view.state = DeploymentState::Pending;
             deployments.push(view.clone());
@@ -231,6 +251,26 @@ impl GatewayClient for FakeGateway {
         for deployment in deployments.iter_mut().filter(|d| d.id == id) {
             deployment.desired = Desired::Removed;
         }
+        Ok(())
+    }
+
+    async fn forget(&self, base: &str, id: u64, results: u32) -> Result<(), CallError> {
+        self.answer(format!("POST {base}/v1/deployments/{id}/forget"))?;
+        self.find(id)?;
+        let held = self
+            .results
+            .lock()
+            .expect("not poisoned")
+            .get(&id)
+            .map_or(0, Vec::len);
+        if held != results as usize {
+            return Err(CallError::Refused(409, "results arrived".into()));
+        }
+        self.deployments
+            .lock()
+            .expect("not poisoned")
+            .retain(|d| d.id != id);
+        self.results.lock().expect("not poisoned").remove(&id);
         Ok(())
     }
 

@@ -91,6 +91,15 @@ pub trait GatewayClient: Send + Sync {
         id: u64,
     ) -> impl Future<Output = Result<(), CallError>> + Send;
 
+    /// `POST /v1/deployments/{id}/forget`: drop a deployment that moved
+    /// with its device, of which the caller collected `results` results.
+    fn forget(
+        &self,
+        base: &str,
+        id: u64,
+        results: u32,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
+
     /// `GET /v1/results?deployment={id}&limit={limit}`, newest first.
     fn results(
         &self,
@@ -147,6 +156,15 @@ impl<G: GatewayClient> GatewayClient for Arc<G> {
         id: u64,
     ) -> impl Future<Output = Result<(), CallError>> + Send {
         (**self).remove_deployment(base, id)
+    }
+
+    fn forget(
+        &self,
+        base: &str,
+        id: u64,
+        results: u32,
+    ) -> impl Future<Output = Result<(), CallError>> + Send {
+        (**self).forget(base, id, results)
     }
 
     fn results(
@@ -280,6 +298,14 @@ impl GatewayClient for HttpsGatewayClient {
     async fn remove_deployment(&self, base: &str, id: u64) -> Result<(), CallError> {
         let url = format!("{base}/v1/deployments/{id}");
         self.call::<IgnoredAny>(self.client.delete(url)).await?;
+        Ok(())
+    }
+
+    async fn forget(&self, base: &str, id: u64, results: u32) -> Result<(), CallError> {
+        let url = format!("{base}/v1/deployments/{id}/forget");
+        let body = wasmbed_gateway_api::ForgetRequest { results };
+        self.call::<IgnoredAny>(self.client.post(url).json(&body))
+            .await?;
         Ok(())
     }
 

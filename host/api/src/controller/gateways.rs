@@ -46,10 +46,16 @@ impl<G: GatewayClient> Reconciler for GatewayReconciler<G> {
     }
 
     fn map(&self, _kind: Kind, device: &StoredObject, cache: &Cache<Gateway>) -> Vec<String> {
-        match from_stored::<Device>(device.clone()) {
-            Ok(device) if cache.contains_key(&device.spec.gateway) => vec![device.spec.gateway],
-            _ => Vec::new(),
-        }
+        let Ok(device) = from_stored::<Device>(device.clone()) else {
+            return Vec::new();
+        };
+        let mut gateways: Vec<String> = [&device.spec.gateway, device.current_gateway()]
+            .into_iter()
+            .filter(|g| cache.contains_key(*g))
+            .map(|g| g.to_owned())
+            .collect();
+        gateways.dedup();
+        gateways
     }
 
     async fn reconcile(
@@ -94,6 +100,14 @@ impl<G: GatewayClient> GatewayReconciler<G> {
                 self.backoffs.failed(name, Instant::now());
                 let reason = e.to_string();
                 self.record_gateway(gateway, Some(reason.clone())).await?;
+                // Its devices' presence is unknown until a gateway reports them.
+                for device in related.list::<Device>()? {
+                    if device.current_gateway() == name.as_str()
+                        && device.status.presence != Presence::Unknown
+                    {
+                        self.record_presence(&device, None, name).await?;
+                    }
+                }
                 return Err(ReconcileError::Unreachable {
                     gateway: name.clone(),
                     reason,
@@ -104,11 +118,27 @@ impl<G: GatewayClient> GatewayReconciler<G> {
             .into_iter()
             .filter_map(|d| normalize_device_id(&d.id).map(|id| (id, d)))
             .collect();
+        // Behind a load balancer a device may be at any gateway: this one
+        // reports those connected to it, and its own devices' absence.
         let devices = related.list::<Device>()?;
-        for device in devices.iter().filter(|d| &d.spec.gateway == name) {
-            self.record_presence(device, &by_id).await?;
-            if device.spec.revoked && !device.status.revoked {
-                self.revoke(device, &super::base(gateway)).await?;
+        for device in &devices {
+            let view = device
+                .spec
+                .device_id
+                .as_deref()
+                .and_then(normalize_device_id)
+                .and_then(|id| by_id.get(&id));
+            let connected_here =
+                view.is_some_and(|v| v.presence == wasmbed_gateway_api::Presence::Connected);
+            let served_here = device.current_gateway() == name.as_str();
+            if connected_here || served_here {
+                self.record_presence(device, view, name).await?;
+            }
+            // Revoked at every gateway that knows it (they forget it then).
+            let revoke =
+                device.spec.revoked && (view.is_some() || (served_here && !device.status.revoked));
+            if revoke {
+                self.revoke(device, name, &super::base(gateway)).await?;
             }
         }
         Ok(Action::Requeue(self.config.interval))
@@ -161,17 +191,15 @@ impl<G: GatewayClient> GatewayReconciler<G> {
         .await
     }
 
+    /// Records in `device`'s status what gateway `here` reports of it
+    /// (`view`; `None`: it does not know the device, or cannot be
+    /// reached). A device connected there is served there from now on.
     async fn record_presence(
         &self,
         device: &Device,
-        at_gateway: &HashMap<String, DeviceView>,
+        view: Option<&DeviceView>,
+        here: &str,
     ) -> Result<(), StoreError> {
-        let view = device
-            .spec
-            .device_id
-            .as_deref()
-            .and_then(normalize_device_id)
-            .and_then(|id| at_gateway.get(&id));
         let presence = match view.map(|v| v.presence) {
             Some(wasmbed_gateway_api::Presence::Connected) => Presence::Connected,
             Some(_) => Presence::Disconnected,
@@ -200,20 +228,35 @@ impl<G: GatewayClient> GatewayReconciler<G> {
             }
             None => device.status.runtime.clone(),
         };
+        let gateway = if presence == Presence::Connected {
+            Some(here.to_owned())
+        } else {
+            device.status.gateway.clone()
+        };
         let status = &device.status;
         if status.presence == presence
             && status.last_heartbeat == heartbeat
             && status.runtime == runtime
+            && status.gateway == gateway
         {
             return Ok(());
         }
+        if gateway != status.gateway {
+            info!(device = %device.metadata.name, from = ?status.gateway, to = here, "device connected through another gateway");
+        }
         status_ignoring_gone::<Device>(&self.store, &device.metadata.name, |d| {
+            // Another gateway reported the device connected meanwhile.
+            if presence != Presence::Connected && d.current_gateway() != here {
+                return false;
+            }
             let change = d.status.presence != presence
                 || d.status.last_heartbeat != heartbeat
-                || d.status.runtime != runtime;
+                || d.status.runtime != runtime
+                || d.status.gateway != gateway;
             d.status.presence = presence;
             d.status.last_heartbeat = heartbeat;
             d.status.runtime = runtime.clone();
+            d.status.gateway = gateway.clone();
             change
         })
         .await
@@ -221,9 +264,13 @@ impl<G: GatewayClient> GatewayReconciler<G> {
 
     /// Has the device's gateway (at `base`) revoke it, and records the
     /// outcome.
-    async fn revoke(&mut self, device: &Device, base: &str) -> Result<(), StoreError> {
+    async fn revoke(
+        &mut self,
+        device: &Device,
+        gateway: &str,
+        base: &str,
+    ) -> Result<(), StoreError> {
         let name = &device.metadata.name;
-        let gateway = &device.spec.gateway;
         let outcome = match device
             .spec
             .device_id

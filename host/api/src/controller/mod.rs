@@ -116,6 +116,19 @@ pub fn gateway_application_id(uid: &str, revision: &str) -> u64 {
     u64::from_be_bytes(bytes) >> 11
 }
 
+/// The fleet-wide id of the deployment of revision `revision` of the
+/// application `uid` on device `device_id`: the same at every gateway the
+/// device moves to, so that the device, which runs a deployment id once,
+/// does not run it again there. Within
+/// [`wasmbed_gateway_api::FLEET_DEPLOYMENT_IDS`].
+pub fn fleet_deployment_id(uid: &str, revision: &str, device_id: &str) -> u64 {
+    let digest = Sha256::digest(format!("{uid}/{revision}/{device_id}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    let range = wasmbed_gateway_api::FLEET_DEPLOYMENT_IDS;
+    range.start() | (u64::from_be_bytes(bytes) >> 12)
+}
+
 impl Controller<HttpsGatewayClient> {
     /// Controllers calling gateways over HTTPS ([`HttpsGatewayClient`]).
     pub fn new(store: &Store, config: ControllerConfig) -> Self {
@@ -367,7 +380,11 @@ mod tests {
         }
 
         controller.reconcile().await.expect("pass");
-        assert_eq!(placements(&store).await, [("d1".to_owned(), Some(1))]);
+        let placed = placements(&store).await;
+        let id = placed[0].1.expect("placed");
+        assert_eq!(placed, [("d1".to_owned(), Some(id))]);
+        // Numbered fleet-wide, the same at any gateway the device moves to.
+        assert!(wasmbed_gateway_api::FLEET_DEPLOYMENT_IDS.contains(&id));
         assert!(
             events.reasons().contains(&("Placed", "app".to_owned())),
             "{:?}",
@@ -380,7 +397,7 @@ mod tests {
         assert!(
             gateway
                 .calls()
-                .contains(&"GET https://gw-a/v1/deployments/1".to_owned())
+                .contains(&format!("GET https://gw-a/v1/deployments/{id}"))
         );
 
         // The status write of the placement was lost (a crash): the
@@ -393,7 +410,7 @@ mod tests {
             .await
             .expect("modified");
         controller.reconcile().await.expect("pass");
-        assert_eq!(placements(&store).await, [("d1".to_owned(), Some(1))]);
+        assert_eq!(placements(&store).await, [("d1".to_owned(), Some(id))]);
         let posts = gateway
             .calls()
             .iter()

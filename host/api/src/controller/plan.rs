@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use tracing::warn;
-use wasmbed_gateway_api::{DeploymentView, Desired as DesiredState};
+use wasmbed_gateway_api::{DeploymentView, Desired as DesiredState, FLEET_DEPLOYMENT_IDS};
 
 use crate::http::devices::normalize_device_id;
 use crate::model::{Application, DeploymentStatus, Device, Phase};
@@ -50,21 +50,35 @@ pub(crate) enum Operation {
         base: String,
         id: u64,
     },
-    /// Copy deployment `id`'s state and results into the entry.
+    /// Copy deployment `id`'s state and results into the entry, then
+    /// collect its results from the gateways the device left (`drain`)
+    /// and have them forget it.
     Poll {
         entry: DeploymentStatus,
         gateway: String,
         base: String,
         id: u64,
+        drain: Vec<Drain>,
     },
     /// Adopt the device's deployment of this revision at `gateway` (made
-    /// before a crash, its id never recorded) or, if it has none, create it.
+    /// before a crash, its id never recorded) or, if it has none, create it
+    /// with its fleet-wide id. An entry placed at another gateway before
+    /// (the device moved there) keeps its id, and that gateway joins its
+    /// `moved_from`. Then the gateways the device left are drained.
     Place {
         entry: DeploymentStatus,
         gateway: String,
         base: String,
         device_id: String,
+        drain: Vec<Drain>,
     },
+}
+
+/// A gateway the device left that still holds its deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Drain {
+    pub(crate) gateway: String,
+    pub(crate) base: String,
 }
 
 /// The operations of one reconcile for `desired`'s application: first the
@@ -124,13 +138,27 @@ pub(crate) fn plan(desired: Desired<'_>, observed: Observed<'_>) -> Vec<Operatio
         .collect();
     matching.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     for device in matching {
-        let gateway = &device.spec.gateway;
+        let gateway = device.current_gateway();
         let existing = application.status.deployments.iter().find(|e| {
             e.device == device.metadata.name && placed_as_now(e, device, desired.revision)
         });
         let mut entry = existing
             .cloned()
             .unwrap_or_else(|| new_entry(&device.metadata.name));
+        // A gateway that was deleted is gone with its deployments.
+        entry.moved_from.retain(|g| observed.gateways.contains(g));
+        let drain: Vec<Drain> = entry
+            .moved_from
+            .iter()
+            .filter(|g| g.as_str() != gateway)
+            .filter_map(|g| {
+                observed.usable.get(g).map(|base| Drain {
+                    gateway: g.clone(),
+                    base: base.clone(),
+                })
+            })
+            .collect();
+        let moved = entry.gateway.as_deref().is_some_and(|g| g != gateway);
         let device_id = device
             .spec
             .device_id
@@ -146,20 +174,29 @@ pub(crate) fn plan(desired: Desired<'_>, observed: Observed<'_>) -> Vec<Operatio
                 entry.reason = Some(format!("gateway {gateway} is unknown or unreachable"));
                 Operation::Record(entry)
             }
+            (Some(device_id), Some(base), Some(_)) if moved => Operation::Place {
+                entry,
+                gateway: gateway.to_owned(),
+                base: base.clone(),
+                device_id,
+                drain,
+            },
             (_, Some(base), Some(id)) => {
-                entry.gateway = Some(gateway.clone());
+                entry.gateway = Some(gateway.to_owned());
                 Operation::Poll {
                     entry,
-                    gateway: gateway.clone(),
+                    gateway: gateway.to_owned(),
                     base: base.clone(),
                     id,
+                    drain,
                 }
             }
             (Some(device_id), Some(base), None) => Operation::Place {
                 entry,
-                gateway: gateway.clone(),
+                gateway: gateway.to_owned(),
                 base: base.clone(),
                 device_id,
+                drain,
             },
         };
         operations.push(operation);
@@ -178,6 +215,8 @@ fn new_entry(device: &str) -> DeploymentStatus {
         device_id: None,
         revision: None,
         results: 0,
+        moved_from: Vec::new(),
+        results_moved: 0,
     }
 }
 
@@ -200,10 +239,15 @@ pub(crate) fn placed_as_now(entry: &DeploymentStatus, device: &Device, revision:
         return true;
     }
     let same_revision = entry.revision.as_deref().is_none_or(|r| r == revision);
-    let same_gateway = entry
-        .gateway
-        .as_deref()
-        .is_none_or(|gateway| gateway == device.spec.gateway);
+    // A fleet-wide id moves with the device; a gateway's own id does not.
+    let moves = entry
+        .gateway_deployment_id
+        .is_some_and(|id| FLEET_DEPLOYMENT_IDS.contains(&id));
+    let same_gateway = moves
+        || entry
+            .gateway
+            .as_deref()
+            .is_none_or(|gateway| gateway == device.current_gateway());
     let current_id = device
         .spec
         .device_id
@@ -259,6 +303,7 @@ mod tests {
             gateway: gateway.to_owned(),
             base: format!("https://{gateway}"),
             device_id: device_id.to_owned(),
+            drain: Vec::new(),
         }
     }
 
@@ -311,7 +356,8 @@ mod tests {
                 entry,
                 gateway: "gw-a".into(),
                 base: "https://gw-a".into(),
-                id: 5
+                id: 5,
+                drain: Vec::new(),
             }]
         );
     }
@@ -359,6 +405,43 @@ mod tests {
         let mut waiting = entry;
         waiting.reason = Some("removal waits for gateway gw-a".into());
         assert_eq!(operations[0], Operation::Record(waiting));
+    }
+
+    #[test]
+    fn a_fleet_deployment_follows_its_device_and_the_gateway_it_left_is_drained() {
+        let app = application("aa", Vec::new());
+        let fleet_id = *FLEET_DEPLOYMENT_IDS.start() + 5;
+        let entry = placed("d1", "gw-a", ID_1, &app.spec.revision(), fleet_id);
+        let app = application("aa", vec![entry.clone()]);
+        // Its spec still names gw-a; gw-b reports it connected.
+        let mut moved = device("d1", "gw-a", Some(ID_1));
+        moved.status.gateway = Some("gw-b".into());
+        let operations = plan_for(&app, std::slice::from_ref(&moved), &["gw-a", "gw-b"]);
+        // Not removed at gw-a (the device would be told to remove it there),
+        // but placed at gw-b under the same id.
+        assert_eq!(operations, vec![place("d1", "gw-b", ID_1, entry.clone())]);
+
+        // Once there, gw-a is drained while gw-b is polled; not while gw-a
+        // does not answer.
+        let mut there = entry;
+        there.gateway = Some("gw-b".into());
+        there.moved_from = vec!["gw-a".into()];
+        let app = application("aa", vec![there.clone()]);
+        let poll = |drain: Vec<Drain>| Operation::Poll {
+            entry: there.clone(),
+            gateway: "gw-b".into(),
+            base: "https://gw-b".into(),
+            id: fleet_id,
+            drain,
+        };
+        let drain_a = Drain {
+            gateway: "gw-a".into(),
+            base: "https://gw-a".into(),
+        };
+        let operations = plan_for(&app, std::slice::from_ref(&moved), &["gw-a", "gw-b"]);
+        assert_eq!(operations, vec![poll(vec![drain_a])]);
+        let operations = plan_for(&app, std::slice::from_ref(&moved), &["gw-b"]);
+        assert_eq!(operations, vec![poll(Vec::new())]);
     }
 
     #[test]

@@ -10,7 +10,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tracing::warn;
 use utoipa::IntoParams;
-use wasmbed_gateway_api::{DeployRequest, DeploymentView, LimitsJson, ResultView, ValueJson};
+use wasmbed_gateway_api::{
+    DeployRequest, DeploymentView, FLEET_DEPLOYMENT_IDS, ForgetRequest, LimitsJson, ResultView,
+    ValueJson,
+};
 use wasmbed_protocol::*;
 
 use super::MAX_MODULE_SIZE;
@@ -18,7 +21,7 @@ use super::devices::device_id_param;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
 use crate::Shared;
 use crate::fleet::Command;
-use crate::store::{DeploymentRecord, Desired};
+use crate::store::{DeploymentRecord, Desired, FleetDeployment, Forget};
 
 fn deployment_view(record: DeploymentRecord) -> DeploymentView {
     DeploymentView {
@@ -86,6 +89,18 @@ pub(crate) async fn create_deployments(
     if request.devices.is_empty() {
         return Err(ApiError::bad_request("devices is empty"));
     }
+    if let Some(id) = request.deployment_id {
+        if !FLEET_DEPLOYMENT_IDS.contains(&id) {
+            return Err(ApiError::bad_request(format!(
+                "deployment_id must be within {FLEET_DEPLOYMENT_IDS:?}"
+            )));
+        }
+        if request.devices.len() != 1 {
+            return Err(ApiError::bad_request(
+                "a deployment_id is for exactly one device",
+            ));
+        }
+    }
     let limits = limits_from_json(&request.limits)?;
     let (module, limits) = check_module(module, limits).await?;
     let mut devices = Vec::with_capacity(request.devices.len());
@@ -115,6 +130,17 @@ pub(crate) async fn create_deployments(
     let size =
         u32::try_from(module.len()).map_err(|_| ApiError::bad_request("module too large"))?;
     shared.store.put_module(&sha256, &module)?;
+    if let (Some(id), [device]) = (request.deployment_id, devices.as_slice()) {
+        return create_fleet_deployment(
+            &shared,
+            DeploymentId(id),
+            *device,
+            &request,
+            &sha256,
+            size,
+            &limits,
+        );
+    }
     let ids = shared.store.create_deployments(
         &devices,
         ApplicationId(request.application_id),
@@ -136,6 +162,96 @@ pub(crate) async fn create_deployments(
         "deployment created"
     );
     Ok((StatusCode::CREATED, Json(views)))
+}
+
+/// Creates (201) the deployment the API server numbered fleet-wide, or
+/// answers it as this gateway holds it (200): the device may have run it
+/// at another gateway already, and runs it once.
+fn create_fleet_deployment(
+    shared: &Shared,
+    id: DeploymentId,
+    device: DeviceId,
+    request: &DeployRequest,
+    sha256: &[u8; 32],
+    size: u32,
+    limits: &Limits,
+) -> ApiResult<(StatusCode, Json<Vec<DeploymentView>>)> {
+    let application = ApplicationId(request.application_id);
+    let created =
+        shared
+            .store
+            .create_fleet_deployment(id, device, application, sha256, size, limits)?;
+    let status = match created {
+        FleetDeployment::Created => StatusCode::CREATED,
+        FleetDeployment::Existing => StatusCode::OK,
+        FleetDeployment::Conflict => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "deployment_id_taken",
+                format!(
+                    "deployment {} is another device's or application's here",
+                    id.0
+                ),
+            ));
+        }
+    };
+    shared.fleet.notify(device, Command::Sync);
+    let record = shared
+        .store
+        .deployment(id)?
+        .ok_or_else(|| ApiError::not_found("deployment"))?;
+    tracing::info!(application = request.application_id, deployment = id.0, device = %device, new = created == FleetDeployment::Created, "fleet deployment placed");
+    Ok((status, Json(vec![deployment_view(record)])))
+}
+
+/// Drops a deployment that moved with its device to another gateway, and
+/// its results, which the caller collected: the device is told nothing.
+/// Refused (409) while the device is connected here, or when the number of
+/// results differs from the caller's (one arrived since it collected them).
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/forget", tag = "deployments",
+    params(("id" = u64, Path)),
+    request_body = ForgetRequest,
+    responses(
+        (status = 204, description = "forgotten"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ),
+)]
+pub(crate) async fn forget_deployment(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(id): ApiPath<u64>,
+    ApiJson(request): ApiJson<ForgetRequest>,
+) -> ApiResult<StatusCode> {
+    let id = DeploymentId(id);
+    let record = shared
+        .store
+        .deployment(id)?
+        .ok_or_else(|| ApiError::not_found("deployment"))?;
+    if shared.fleet.is_connected(record.device) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "device_connected_here",
+            format!("device {} is connected to this gateway", record.device),
+        ));
+    }
+    match shared.store.forget_deployment(id, request.results)? {
+        Forget::Forgotten => {
+            tracing::info!(deployment = id.0, device = %record.device, "deployment forgotten: it moved with its device");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Forget::NotFound => Err(ApiError::not_found("deployment")),
+        Forget::ResultsDiffer { held } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "results_arrived",
+            format!(
+                "this gateway holds {held} results of deployment {}, not {}: collect them first",
+                id.0, request.results
+            ),
+        )),
+    }
 }
 
 /// Refuses with 422 a module every device would refuse to install under

@@ -72,6 +72,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/v1/deployments/{id}/stop",
             post(deployments::stop_deployment),
         )
+        .route(
+            "/v1/deployments/{id}/forget",
+            post(deployments::forget_deployment),
+        )
         .route("/v1/results", get(deployments::list_results))
         .route_layer(axum::middleware::from_fn(auth::require_control_client));
     Router::new()

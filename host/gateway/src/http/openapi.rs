@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use wasmbed_gateway_api::{
     AppView, DeployRequest, DeploymentState, DeploymentView, Desired, DeviceView, ErrorBody,
-    LimitsJson, Presence, ResultView, RuntimeView, ValueJson,
+    ForgetRequest, LimitsJson, Presence, ResultView, RuntimeView, ValueJson,
 };
 
 use super::{deployments, devices};
@@ -24,12 +24,13 @@ use crate::pairing::PairingStatus;
         devices::get_pairing, devices::set_pairing, devices::preauthorize,
         deployments::create_deployments, deployments::list_deployments,
         deployments::get_deployment, deployments::stop_deployment,
-        deployments::remove_deployment, deployments::list_results,
+        deployments::remove_deployment, deployments::forget_deployment,
+        deployments::list_results,
     ),
     components(schemas(
         ErrorBody, DeviceView, RuntimeView, AppView, Presence, devices::SetPairing,
         devices::Preauthorize, PairingStatus, DeployRequest, LimitsJson, ValueJson,
-        DeploymentView, Desired, ResultView, DeploymentState,
+        DeploymentView, Desired, ResultView, DeploymentState, ForgetRequest,
     )),
     modifiers(&MutualTls),
     security(("control_client_certificate" = [])),
