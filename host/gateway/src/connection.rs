@@ -27,10 +27,14 @@ use crate::store::{
 };
 use crate::transfer::Transfer;
 
+/// Accepts connections until `stop`, each served by a task of its own that
+/// holds a clone of `sessions`: the receiver of that channel learns when
+/// the last one ended.
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
+    sessions: mpsc::Sender<()>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -57,9 +61,11 @@ pub(crate) async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let stop = stop.clone();
+        let session = sessions.clone();
         tokio::spawn(async move {
             serve(shared, tcp, peer, stop).await;
             drop(admission);
+            drop(session);
         });
     }
 }

@@ -78,6 +78,9 @@ pub(crate) struct Shared {
     log_per_source: KeyedLimiter<IpAddr>,
 }
 
+/// How long a stopping gateway waits for its sessions' goodbyes.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most source addresses a per-source rate limit tracks at once.
 const MAX_TRACKED_SOURCES: usize = 65_536;
 
@@ -215,16 +218,32 @@ impl Gateway {
             };
             wasmbed_httpd::serve(http, router, http_tls, http_config, stopped).await
         });
+        let (sessions, mut sessions_ended) = tokio::sync::mpsc::channel::<()>(1);
         let accept_task = tokio::spawn(connection::accept_loop(
             self.shared.clone(),
             devices,
             stop_rx,
+            sessions,
         ));
         shutdown.await;
-        info!("gateway shutting down");
+        let connected = self.shared.metrics.connected_devices.get();
+        info!(
+            connected,
+            "gateway shutting down: devices are told to reconnect (through the load balancer,              to another gateway)"
+        );
         let _ = stop_tx.send(true);
         if let Err(e) = accept_task.await {
             warn!(error = %e, "device listener task failed");
+        }
+        // Every session says goodbye (a `Restart`: devices reconnect after
+        // their short jitter) before the process may exit.
+        let drained = tokio::time::timeout(DRAIN_GRACE, sessions_ended.recv()).await;
+        match drained {
+            Ok(_) => info!("every device session closed"),
+            Err(_) => warn!(
+                left = self.shared.metrics.connected_devices.get(),
+                "sessions still open after {DRAIN_GRACE:?}: closed without goodbye"
+            ),
         }
         match http_task.await {
             Ok(result) => result?,

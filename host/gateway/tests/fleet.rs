@@ -202,3 +202,39 @@ async fn a_moved_deployment_is_forgotten_only_once_its_results_are_collected() {
     let (status, _) = old.http("POST", &uri, Some(forget(1))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// A gateway being stopped (scale-in, rolling restart) tells each device
+/// to reconnect, which behind a load balancer reaches another gateway,
+/// and returns only once every session said goodbye.
+#[tokio::test]
+async fn a_stopping_gateway_says_goodbye_to_every_device_before_it_returns() {
+    let gateway = TestGateway::in_memory().await;
+    gateway.open_pairing(true).await;
+    let mut first = enrolled_device(&gateway).await;
+    let mut second = enrolled_device(&gateway).await;
+    let addr = gateway.addr;
+    let serving = gateway.gateway.clone();
+    let mut a = first.session(addr).await;
+    let mut b = second.session(addr).await;
+    a.run_until(|e| *e == Seen::HeartbeatAcked).await.unwrap();
+    b.run_until(|e| *e == Seen::HeartbeatAcked).await.unwrap();
+    assert_eq!(serving.metrics().connected_devices.get(), 2);
+
+    tokio::time::timeout(std::time::Duration::from_secs(5), gateway.stop())
+        .await
+        .expect("the gateway stops once its sessions are closed");
+    // Returned only after each session ended: a process may exit now.
+    assert_eq!(serving.metrics().connected_devices.get(), 0);
+    let restart = Seen::Closed(session::CloseReason::PeerGoodbye(GoodbyeReason::Restart));
+    for connected in [&mut a, &mut b] {
+        let seen = connected
+            .run_until(|e| matches!(e, Seen::Closed(_) | Seen::Eof))
+            .await
+            .unwrap();
+        assert_eq!(seen, restart);
+    }
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting"
+    );
+}
