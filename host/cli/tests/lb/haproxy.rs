@@ -1,0 +1,89 @@
+//! Debian's HAProxy as the TCP load balancer in front of the gateways'
+//! device ports.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use super::process::Process;
+
+/// Where Debian's `haproxy` package installs the program.
+pub(crate) const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// Whether the test can run: HAProxy is installed. Without it the test
+/// fails when `CI` is set (the CI installs it) and otherwise says it is
+/// skipped (never a silent pass).
+pub(crate) fn installed_or_skip(test: &str) -> bool {
+    if Path::new(HAPROXY).is_file() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: {HAPROXY} is missing (apt-get install haproxy; cargo xtask setup names it)"
+    );
+    eprintln!("SKIPPED: {test}: haproxy not installed");
+    false
+}
+
+/// The configuration: TCP mode, a frontend on `frontend`, every gateway
+/// a server checked every 300 ms (down after 2 failed checks, up after 1
+/// good one). A connection to a server that refuses is retried, the last
+/// time on another server; client and server timeouts are far above the
+/// devices' 10 s heartbeat, so that an idle session is never cut here.
+pub(crate) fn config(frontend: u16, servers: &[(String, u16)]) -> String {
+    let mut config = format!(
+        "global
+    log stderr format raw local0 info
+    maxconn 4096
+
+defaults
+    mode tcp
+    log global
+    option tcplog
+    option redispatch
+    retries 3
+    timeout connect 1s
+    timeout client 5m
+    timeout server 5m
+
+frontend devices
+    bind 127.0.0.1:{frontend}
+    default_backend gateways
+
+backend gateways
+    balance leastconn
+"
+    );
+    for (name, port) in servers {
+        let _ = writeln!(
+            config,
+            "    server {name} 127.0.0.1:{port} check inter 300ms fall 2 rise 1"
+        );
+    }
+    config
+}
+
+/// Writes the configuration into `dir/haproxy.cfg`, checks it, and starts
+/// HAProxy in the foreground with its log in `log`.
+pub(crate) fn start(dir: &Path, config: &str, log: &Path) -> Process {
+    let file = dir.join("haproxy.cfg");
+    std::fs::write(&file, config).expect("write haproxy.cfg");
+    let check = Command::new(HAPROXY)
+        .arg("-c")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .expect("run haproxy -c");
+    assert!(
+        check.status.success(),
+        "haproxy refused its configuration:\n{}{}\n{config}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    Process::spawn(
+        "haproxy",
+        Command::new(HAPROXY).arg("-f").arg(&file).arg("-db"),
+        log,
+        log,
+    )
+}
