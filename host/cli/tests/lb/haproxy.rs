@@ -2,6 +2,8 @@
 //! device ports.
 
 use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 
@@ -27,14 +29,19 @@ pub(crate) fn installed_or_skip(test: &str) -> bool {
 
 /// The configuration: TCP mode, a frontend on `frontend`, every gateway
 /// a server checked every 300 ms (down after 2 failed checks, up after 1
-/// good one). A connection to a server that refuses is retried, the last
-/// time on another server; client and server timeouts are far above the
-/// devices' 10 s heartbeat, so that an idle session is never cut here.
-pub(crate) fn config(frontend: u16, servers: &[(String, u16)]) -> String {
+/// good one), an operator socket at `socket`. A new connection goes to the
+/// server with the fewest (sessions are long: a gateway that comes back
+/// empty gets the next ones). A connection to a server that refuses is
+/// retried, the last time on another server; client and server timeouts
+/// are far above the devices' 10 s heartbeat, so that an idle session is
+/// never cut here.
+pub(crate) fn config(frontend: u16, servers: &[(String, u16)], socket: &Path) -> String {
+    let socket = socket.display();
     let mut config = format!(
         "global
     log stderr format raw local0 info
     maxconn 4096
+    stats socket {socket} mode 600 level operator
 
 defaults
     mode tcp
@@ -86,4 +93,21 @@ pub(crate) fn start(dir: &Path, config: &str, log: &Path) -> Process {
         log,
         log,
     )
+}
+
+/// The state HAProxy sees server `server` of the gateways' backend in
+/// (`UP`, `DOWN`, ...), asked on its operator socket; `None` when it
+/// does not answer.
+pub(crate) fn server_status(socket: &Path, server: &str) -> Option<String> {
+    let mut stream = UnixStream::connect(socket).ok()?;
+    stream.write_all(b"show stat\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    // CSV: proxy name, server name, ... the status is the 18th field.
+    answer.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(',').collect();
+        (fields.first() == Some(&"gateways") && fields.get(1) == Some(&server))
+            .then(|| fields.get(17).map(|status| (*status).to_owned()))
+            .flatten()
+    })
 }

@@ -88,6 +88,8 @@ pub(crate) struct Cluster {
     api_process: Option<Process>,
     haproxy: Process,
     haproxy_port: u16,
+    /// HAProxy's operator socket, which tells whether it sees a gateway up.
+    haproxy_socket: PathBuf,
     pub(crate) api: Api,
     gateway_client: GatewayClient,
     api_port: u16,
@@ -157,9 +159,10 @@ impl Cluster {
             .iter()
             .map(|g| (g.name.to_owned(), g.device_port))
             .collect();
+        let haproxy_socket = dir.path().join("haproxy.sock");
         let haproxy = haproxy::start(
             dir.path(),
-            &haproxy::config(haproxy_port, &servers),
+            &haproxy::config(haproxy_port, &servers, &haproxy_socket),
             &logs[1].path,
         );
         let gateway_client = GatewayClient::new(&pki, runtime.handle().clone());
@@ -170,6 +173,7 @@ impl Cluster {
             api_process: Some(api_process),
             haproxy,
             haproxy_port,
+            haproxy_socket,
             api,
             gateway_client,
             api_port,
@@ -177,12 +181,21 @@ impl Cluster {
             runtime,
             dir,
         };
-        wait_for("HAProxy listening", Duration::from_secs(10), || {
-            assert!(cluster.haproxy.is_running(), "HAProxy exited");
-            TcpStream::connect(("127.0.0.1", cluster.haproxy_port))
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
+        // The gateways not running are down before any device connects:
+        // none is sent to a closed port first.
+        for name in GATEWAYS.iter().filter(|g| !running.contains(g)) {
+            wait_for(
+                &format!("HAProxy sees {name} down"),
+                Duration::from_secs(10),
+                || {
+                    assert!(cluster.haproxy.is_running(), "HAProxy exited");
+                    match haproxy::server_status(&cluster.haproxy_socket, name) {
+                        Some(status) if status.starts_with("DOWN") => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                },
+            );
+        }
         for name in running {
             cluster.start_gateway(name);
         }
@@ -212,8 +225,9 @@ impl Cluster {
     }
 
     /// Starts gateway `name` (again: same ports, database and token) and
-    /// waits until its device port answers and, while the API server runs,
-    /// until it is registered there and found reachable.
+    /// waits until its device port answers, HAProxy sees it up and, while
+    /// the API server runs, until it is registered there and found
+    /// reachable.
     pub(crate) fn start_gateway(&mut self, name: &str) {
         let pki = self.pki();
         let db = self.dir.path().join(format!("{name}.db"));
@@ -247,6 +261,14 @@ impl Cluster {
                 TcpStream::connect(("127.0.0.1", device_port))
                     .map(drop)
                     .map_err(|e| e.to_string())
+            },
+        );
+        wait_for(
+            &format!("HAProxy sees {name} up"),
+            Duration::from_secs(10),
+            || match haproxy::server_status(&self.haproxy_socket, name) {
+                Some(status) if status == "UP" => Ok(()),
+                other => Err(format!("{other:?}")),
             },
         );
         if self.api_process.is_some() {
@@ -292,6 +314,18 @@ impl Cluster {
             process.interrupt(Duration::from_secs(15)),
             "the API server did not stop on SIGINT within 15 s"
         );
+    }
+
+    /// Freezes HAProxy (SIGSTOP): the devices' connections stay open and
+    /// nothing passes them, as in a network stall, until
+    /// [`Cluster::resume_load_balancer`].
+    pub(crate) fn pause_load_balancer(&self) {
+        self.haproxy.signal("STOP");
+    }
+
+    /// Lets HAProxy run again (SIGCONT).
+    pub(crate) fn resume_load_balancer(&self) {
+        self.haproxy.signal("CONT");
     }
 
     /// Starts the API server again, on the same port and database.
@@ -522,7 +556,10 @@ impl Cluster {
                 let twice: Vec<_> = per_device.iter().filter(|(_, n)| **n > 1).collect();
                 assert!(twice.is_empty(), "{name}: more than one result: {twice:?}");
                 if per_device.len() < devices {
-                    return Err(format!("results from {} of {devices} devices", per_device.len()));
+                    return Err(format!(
+                        "results from {} of {devices} devices",
+                        per_device.len()
+                    ));
                 }
                 let counted = self
                     .application(name)
@@ -611,7 +648,12 @@ impl Drop for Cluster {
             eprintln!("--- fleet: {}", fleet.stats());
         }
         for log in &self.logs {
-            eprintln!("--- {} ({}):\n{}", log.label, log.path.display(), log.tail(80));
+            eprintln!(
+                "--- {} ({}):\n{}",
+                log.label,
+                log.path.display(),
+                log.tail(80)
+            );
         }
     }
 }

@@ -26,7 +26,12 @@ fn append(path: &Path) -> File {
 impl Process {
     /// Starts `command` with its standard output appended to `stdout` and
     /// its standard error to `stderr` (which may be the same file).
-    pub(crate) fn spawn(name: &str, command: &mut Command, stdout: &Path, stderr: &Path) -> Process {
+    pub(crate) fn spawn(
+        name: &str,
+        command: &mut Command,
+        stdout: &Path,
+        stderr: &Path,
+    ) -> Process {
         let child = command
             .stdin(Stdio::null())
             .stdout(append(stdout))
@@ -48,6 +53,16 @@ impl Process {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, ...).
+    pub(crate) fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {}", self.name);
+    }
+
     /// SIGKILL, as a crash would: no goodbye, nothing flushed.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
@@ -57,9 +72,7 @@ impl Process {
     /// SIGINT (Ctrl-C): a graceful stop. Killed after `grace`; returns
     /// whether it stopped by itself.
     pub(crate) fn interrupt(&mut self, grace: Duration) -> bool {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
+        self.signal("INT");
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if !self.is_running() {
