@@ -110,7 +110,7 @@ fn median_and_max(times: &[Duration]) -> (u128, u128) {
 
 #[test]
 fn a_crashed_gateways_devices_reconnect_elsewhere_and_nothing_runs_twice() {
-    if !haproxy::installed_or_skip("load_balanced") {
+    if !haproxy::installed_or_skip() {
         return;
     }
     let mut cluster = Cluster::start(&GATEWAYS);
@@ -171,7 +171,7 @@ fn a_crashed_gateways_devices_reconnect_elsewhere_and_nothing_runs_twice() {
 
 #[test]
 fn scaling_from_one_gateway_to_three_and_back_loses_and_reruns_nothing() {
-    if !haproxy::installed_or_skip("load_balanced") {
+    if !haproxy::installed_or_skip() {
         return;
     }
     let mut cluster = Cluster::start(&["gw-1"]);
@@ -231,7 +231,7 @@ fn scaling_from_one_gateway_to_three_and_back_loses_and_reruns_nothing() {
 
 #[test]
 fn results_made_while_the_api_server_is_down_arrive_once_it_is_back() {
-    if !haproxy::installed_or_skip("load_balanced") {
+    if !haproxy::installed_or_skip() {
         return;
     }
     let mut cluster = Cluster::start(&GATEWAYS);

@@ -12,18 +12,25 @@ use super::process::Process;
 /// Where Debian's `haproxy` package installs the program.
 pub(crate) const HAPROXY: &str = "/usr/sbin/haproxy";
 
-/// Whether the test can run: HAProxy is installed. Without it the test
+/// Whether this test can run: HAProxy is installed. Without it the test
 /// fails when `CI` is set (the CI installs it) and otherwise says it is
-/// skipped (never a silent pass).
-pub(crate) fn installed_or_skip(test: &str) -> bool {
+/// skipped (never a silent pass), on the test process's own standard
+/// error: libtest does not capture it, so `cargo test` shows it.
+pub(crate) fn installed_or_skip() -> bool {
     if Path::new(HAPROXY).is_file() {
         return true;
     }
+    // libtest names each test's thread after the test.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("load_balanced");
     assert!(
         std::env::var_os("CI").is_none(),
         "{test}: {HAPROXY} is missing (apt-get install haproxy; cargo xtask setup names it)"
     );
-    eprintln!("SKIPPED: {test}: haproxy not installed");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: load_balanced: haproxy not installed ({test}; apt-get install haproxy)"
+    );
     false
 }
 
