@@ -298,12 +298,13 @@ impl Cluster {
         process.kill();
     }
 
-    /// Ctrl-C to gateway `name`; it must stop by itself within 15 s.
+    /// Ctrl-C to gateway `name`; it must stop by itself (draining its
+    /// sessions) within 30 s.
     pub(crate) fn stop_gateway(&mut self, name: &str) {
         let mut process = self.slot(name).process.take().expect("running");
         assert!(
-            process.interrupt(Duration::from_secs(15)),
-            "{name} did not stop on SIGINT within 15 s"
+            process.interrupt(Duration::from_secs(30)),
+            "{name} did not stop on SIGINT within 30 s"
         );
     }
 
