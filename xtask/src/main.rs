@@ -110,9 +110,10 @@ enum Command {
     /// tests/requirements.txt into it (Robot Framework, Schemathesis,
     /// kubernetes-validate). Only
     /// what is missing is installed. Debian packages (gcc, g++,
-    /// qemu-system-arm, chromium, python3-venv) need root: setup checks them,
-    /// and when some are missing it fails, after everything else, with the
-    /// `sudo apt-get install -y ...` command that installs them.
+    /// qemu-system-arm, chromium, haproxy, python3-venv) need root: setup
+    /// checks them, and when some are missing it fails, after everything
+    /// else, with the `sudo apt-get install -y ...` command that installs
+    /// them.
     #[command(about = "Install what `cargo xtask test` needs, as far as it can without root")]
     Setup {
         /// Only print the names of the missing Debian packages, on one

@@ -35,6 +35,9 @@ const CARGO_TOOLS: [&str; 2] = ["cargo-nextest", "cargo-fuzz"];
 enum Probe {
     /// It provides this program, looked up in `PATH`.
     Program(&'static str),
+    /// It installs this file (a program in `/usr/sbin`, which a user's
+    /// `PATH` may lack).
+    File(&'static str),
     /// `python3 -m venv` can make an environment with pip.
     PythonVenv,
 }
@@ -56,8 +59,10 @@ struct DebianPackage {
 /// - g++: that test's check that the C header is valid C++;
 /// - qemu-system-arm: boots the firmware in the tests and the Robot suite;
 /// - chromium: the headless browser of the dashboard tests;
+/// - haproxy: the load balancer in front of three gateways in
+///   `host/cli/tests/load_balanced.rs`;
 /// - python3-venv: `python3 -m venv`, for the Python tools.
-const DEBIAN_PACKAGES: [DebianPackage; 5] = [
+const DEBIAN_PACKAGES: [DebianPackage; 6] = [
     DebianPackage {
         name: "gcc",
         probe: Probe::Program("gcc"),
@@ -76,6 +81,11 @@ const DEBIAN_PACKAGES: [DebianPackage; 5] = [
     DebianPackage {
         name: "chromium",
         probe: Probe::Program("chromium"),
+        firmware_only: false,
+    },
+    DebianPackage {
+        name: "haproxy",
+        probe: Probe::File("/usr/sbin/haproxy"),
         firmware_only: false,
     },
     DebianPackage {
@@ -105,6 +115,7 @@ fn missing_debian_packages(
 fn is_present(probe: Probe) -> bool {
     match probe {
         Probe::Program(name) => cmd::on_path(name),
+        Probe::File(path) => Path::new(path).is_file(),
         Probe::PythonVenv => venv::python_can_make_venvs(),
     }
 }
@@ -192,7 +203,14 @@ mod tests {
         assert!(missing_debian_packages(&DEBIAN_PACKAGES, false, all_present).is_empty());
         assert_eq!(
             missing_debian_packages(&DEBIAN_PACKAGES, false, none_present),
-            ["gcc", "g++", "qemu-system-arm", "chromium", "python3-venv"]
+            [
+                "gcc",
+                "g++",
+                "qemu-system-arm",
+                "chromium",
+                "haproxy",
+                "python3-venv"
+            ]
         );
         let no_browser_no_venv =
             |probe| !matches!(probe, Probe::Program("chromium") | Probe::PythonVenv);
@@ -206,7 +224,7 @@ mod tests {
     fn a_run_without_the_firmware_does_not_need_qemu() {
         assert_eq!(
             missing_debian_packages(&DEBIAN_PACKAGES, true, none_present),
-            ["gcc", "g++", "chromium", "python3-venv"]
+            ["gcc", "g++", "chromium", "haproxy", "python3-venv"]
         );
         let no_qemu = |probe| probe != Probe::Program("qemu-system-arm");
         assert!(missing_debian_packages(&DEBIAN_PACKAGES, true, no_qemu).is_empty());
