@@ -110,7 +110,17 @@ pub(crate) struct GatewayArgs {
     /// The address devices reach this gateway at (default: from --listen).
     #[arg(long)]
     advertise_devices: Option<String>,
+    /// When stopped (Ctrl-C, SIGTERM), once its devices have been told to
+    /// reconnect elsewhere, keep the HTTP interface up this long at most
+    /// for the API server to collect the results not read yet. Default:
+    /// 60s with --api, 0s without.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    collect_grace: Option<Duration>,
 }
+
+/// How long a gateway registered with an API server waits at stop for its
+/// results to be collected, by default.
+const DEFAULT_COLLECT_GRACE: Duration = Duration::from_secs(60);
 
 /// The connection limits: the flags given, the rest derived from the
 /// open-files limit ([`admission_limits`]); warns about flags above what
@@ -179,6 +189,11 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         max_connections_per_ip: limits.max_connections_per_ip,
         enroll_rate_per_source: args.enroll_limit,
         enroll_rate_total: args.enroll_limit_total,
+        collect_grace: args.collect_grace.unwrap_or(if args.api.is_some() {
+            DEFAULT_COLLECT_GRACE
+        } else {
+            Duration::ZERO
+        }),
         ..GatewayConfig::default()
     }
     .with_control_ca(&installation, &control_ca)?;

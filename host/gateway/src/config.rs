@@ -58,6 +58,10 @@ pub struct GatewayConfig {
     /// Execution results kept per deployment; storing one more drops the
     /// oldest (`wasmbed_gateway_results_dropped`).
     pub max_results_per_deployment: usize,
+    /// How long a stopping gateway, once its devices are gone, keeps its
+    /// HTTP interface up for the API server to collect the results it has
+    /// not read yet (zero: it does not wait).
+    pub collect_grace: std::time::Duration,
 }
 
 impl Default for GatewayConfig {
@@ -124,6 +128,7 @@ impl GatewayConfig {
                 per_second: 1,
             },
             max_results_per_deployment: 100,
+            collect_grace: std::time::Duration::ZERO,
         }
     }
 }

@@ -192,10 +192,51 @@ impl Gateway {
         &self.shared.pairing
     }
 
+    /// Waits (at most [`GatewayConfig::collect_grace`]) until the API
+    /// server has read every result this gateway holds: its devices went
+    /// to other gateways, and the controller collects what they left here.
+    async fn await_collection(&self) {
+        let grace = self.shared.config.collect_grace;
+        if grace.is_zero() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut told = false;
+        loop {
+            let left = match self.shared.store.uncollected_results() {
+                Ok(left) => left,
+                Err(e) => {
+                    warn!(error = %e, "counting uncollected results failed");
+                    return;
+                }
+            };
+            if left == 0 {
+                if told {
+                    info!("every result collected");
+                }
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    left,
+                    "results not collected after {grace:?}: kept in the database for when this                      gateway runs again"
+                );
+                return;
+            }
+            if !told {
+                info!(left, "waiting for the API server to collect results");
+                told = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// Accepts device connections on `devices` and serves HTTP on `http`
     /// (with the limits, and TLS if any, of [`GatewayConfig::http`] and
     /// [`GatewayConfig::http_tls`]) until `shutdown` completes; then says
-    /// goodbye to every device.
+    /// goodbye to every device, waits for the API server to collect the
+    /// results it has not read ([`GatewayConfig::collect_grace`]), and
+    /// stops serving HTTP.
     pub async fn serve(
         self,
         devices: TcpListener,
@@ -209,7 +250,7 @@ impl Gateway {
             "gateway listening"
         );
         let router = self.router();
-        let mut http_stop = stop_rx.clone();
+        let (http_stop_tx, mut http_stop) = watch::channel(false);
         let http_config = self.shared.config.http.clone();
         let http_tls = self.shared.config.http_tls.clone();
         let http_task = tokio::spawn(async move {
@@ -245,6 +286,8 @@ impl Gateway {
                 "sessions still open after {DRAIN_GRACE:?}: closed without goodbye"
             ),
         }
+        self.await_collection().await;
+        let _ = http_stop_tx.send(true);
         match http_task.await {
             Ok(result) => result?,
             Err(e) => warn!(error = %e, "HTTP task failed"),

@@ -210,6 +210,10 @@ const MIGRATIONS: &[&str] = &[
     // 1: the runtime each device reported at its last session start.
     "ALTER TABLE devices ADD COLUMN runtime_kind TEXT;
      ALTER TABLE devices ADD COLUMN runtime_version TEXT;",
+    // 2: whether a control client (the API server) has read a result: a
+    // stopping gateway waits for the others to be collected.
+    "ALTER TABLE results ADD COLUMN collected INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX results_uncollected ON results(deployment_id) WHERE collected = 0;",
 ];
 
 /// The schema version this build reads and writes.
@@ -771,6 +775,33 @@ impl Store {
         Ok(ResultInsert { inserted, dropped })
     }
 
+    /// Notes that a control client read these results.
+    pub fn mark_collected(&self, results: &[ResultRecord]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut mark = tx.prepare_cached(
+                "UPDATE results SET collected = 1
+                 WHERE deployment_id = ?1 AND invocation = ?2 AND collected = 0",
+            )?;
+            for result in results {
+                mark.execute(params![ms(result.deployment.0), result.invocation])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Results no control client has read yet.
+    pub fn uncollected_results(&self) -> Result<u64, StoreError> {
+        let count: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM results WHERE collected = 0",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// The newest results first, optionally of one deployment.
     pub fn results(
         &self,
@@ -944,13 +975,14 @@ mod tests {
         let wamr = RuntimeRecord::reported(RuntimeKind::Wamr, "2.4.3");
         store.set_runtime(id, &wamr).unwrap();
         drop(store);
-        assert_eq!(user_version(&path), 1);
-        assert_eq!(SCHEMA_VERSION, 1);
+        assert_eq!(user_version(&path), 2);
+        assert_eq!(SCHEMA_VERSION, 2);
 
         // Opening an up-to-date database changes nothing.
         let store = Store::open(&path).unwrap();
         assert_eq!(store.device(id).unwrap().unwrap().runtime, Some(wamr));
-        assert_eq!(user_version(&path), 1);
+        assert_eq!(store.uncollected_results().unwrap(), 0);
+        assert_eq!(user_version(&path), 2);
     }
 
     #[test]

@@ -238,3 +238,62 @@ async fn a_stopping_gateway_says_goodbye_to_every_device_before_it_returns() {
         "still accepting"
     );
 }
+
+/// A stopping gateway registered with an API server keeps its HTTP
+/// interface up until the results it holds have been read: its devices
+/// went elsewhere, and what they left here is collected, not stranded.
+#[tokio::test]
+async fn a_stopping_gateway_waits_for_its_results_to_be_collected() {
+    let mut config = fast_config();
+    config.collect_grace = std::time::Duration::from_secs(20);
+    let gateway =
+        TestGateway::start(config, wasmbed_gateway::store::Store::in_memory().unwrap()).await;
+    gateway.open_pairing(true).await;
+    let mut device = enrolled_device(&gateway).await;
+    let id = device.identity.as_ref().unwrap().0;
+    let (status, _) = gateway
+        .http(
+            "POST",
+            "/v1/deployments",
+            Some(deploy_body(&[id], &module_bytes(300))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut connected = device.session(gateway.addr).await;
+    connected
+        .run_until(|e| matches!(e, Seen::Installed(_)))
+        .await
+        .unwrap();
+    let serving = gateway.gateway.clone();
+    let store = serving.store();
+    for _ in 0..100 {
+        if store.uncollected_results().unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.uncollected_results().unwrap(), 1);
+
+    let router = gateway.gateway.router();
+    let stopping = tokio::spawn(gateway.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(
+        !stopping.is_finished(),
+        "stopped with a result not collected"
+    );
+    // The API server reads it: the gateway stops.
+    let read = axum::http::Request::get("/v1/results")
+        .extension(wasmbed_httpd::PeerCertificates(std::sync::Arc::new(vec![
+            wasmbed_pki::test_fixtures().api_client.cert.clone(),
+        ])))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(router, read).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    tokio::time::timeout(std::time::Duration::from_secs(5), stopping)
+        .await
+        .expect("stopped once its results were read")
+        .unwrap();
+    assert_eq!(store.uncollected_results().unwrap(), 0);
+    drop(connected);
+}

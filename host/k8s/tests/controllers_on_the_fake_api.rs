@@ -118,6 +118,9 @@ async fn a_device_labelled_by_someone_else_gets_the_application_and_loses_it_whe
     )
     .await;
 
+    let placed = app.deployments[0]
+        .gateway_deployment_id
+        .expect("placed at the gateway");
     // Relabelled away: removed at its gateway, and from both statuses.
     relabel(&kubectl, "d1", "elsewhere").await;
     eventually(
@@ -129,7 +132,7 @@ async fn a_device_labelled_by_someone_else_gets_the_application_and_loses_it_whe
     assert!(
         gateway
             .calls()
-            .contains(&"DELETE https://gw-a/v1/deployments/1".to_owned()),
+            .contains(&format!("DELETE https://gw-a/v1/deployments/{placed}")),
         "{:?}",
         gateway.calls()
     );

@@ -294,8 +294,10 @@ impl<G: GatewayClient> Executor<'_, G> {
                 return None;
             }
         };
+        // Never fewer than counted before: a device that moved left its
+        // results at a gateway that may not answer yet (they are kept).
         let here = u64::try_from(results.len()).unwrap_or(u64::MAX);
-        entry.results = here.saturating_add(entry.results_moved);
+        entry.results = entry.results.max(here.saturating_add(entry.results_moved));
         // The gateway lists them newest first. A run that trapped (or was
         // cut by a device reset) is why a deployment stopped or failed:
         // say so where people look, unless the gateway gave a reason.

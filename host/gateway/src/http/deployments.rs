@@ -427,6 +427,9 @@ pub(crate) async fn list_results(
     let records = shared
         .store
         .results(filter.deployment.map(DeploymentId), limit)?;
+    // Read by the API server (or an operator): a stopping gateway need not
+    // wait for these.
+    shared.store.mark_collected(&records)?;
     let mut views = Vec::with_capacity(records.len());
     for record in records {
         let Ok(result) = minicbor::decode::<ExecutionResult<'_>>(&record.result_cbor) else {
