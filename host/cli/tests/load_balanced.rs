@@ -316,3 +316,102 @@ fn results_made_while_the_api_server_is_down_arrive_once_it_is_back() {
         arrived.as_millis()
     );
 }
+
+/// QEMU devices in the crash scenario.
+const QEMU_DEVICES: usize = 2;
+
+/// How long a QEMU device of a crashed gateway may take to be connected
+/// again: it notices the loss when its heartbeats go unanswered (every
+/// 2 s here, three missed), then reconnects after its backoff.
+const QEMU_RECONNECT_BOUND: Duration = Duration::from_secs(60);
+
+/// Each QEMU device's console shows one install and one run per
+/// application so far: nothing sent again, nothing run twice.
+fn assert_each_console(cluster: &mut Cluster, runs: usize) {
+    let emulators = cluster.emulators();
+    for name in emulators.names().to_vec() {
+        let installs = emulators.count(&name, "agent: installed deployment");
+        let executions = emulators.count(&name, "agent: executed deployment");
+        assert_eq!(
+            (installs, executions),
+            (runs, runs),
+            "{name} (installs, runs) on its console: {:#?}",
+            emulators.console(&name)
+        );
+    }
+}
+
+#[test]
+fn qemu_devices_running_the_firmware_follow_a_crashed_gateway_and_run_once() {
+    if !haproxy::installed_or_skip() {
+        return;
+    }
+    let firmware = match lb::emulated::firmware() {
+        Ok(firmware) => firmware,
+        Err(why) => {
+            assert!(
+                std::env::var_os("WASMBED_REQUIRE_FIRMWARE").is_none(),
+                "the firmware was built for this run: {why}"
+            );
+            eprintln!("SKIPPED: load_balanced qemu_devices_running_the_firmware: {why}");
+            return;
+        }
+    };
+    let mut cluster = Cluster::start_with(&GATEWAYS, &["--heartbeat-interval", "2s"]);
+    cluster.start_emulated(&firmware, QEMU_DEVICES);
+    cluster.register_devices();
+    let placement = cluster.wait_placement(Duration::from_secs(60));
+    println!(
+        "qemu: {QEMU_DEVICES} QEMU devices (mps2-an385, the Rust firmware) through HAProxy: {}",
+        spread(&per_gateway(&placement))
+    );
+    cluster.deploy("qemu", 5);
+    cluster.wait_results_exactly_once("qemu", 5, Duration::from_secs(120));
+    assert_each_console(&mut cluster, 1);
+
+    let victim = placement["qemu-0"];
+    let moved: Vec<String> = placement
+        .iter()
+        .filter(|(_, gateway)| **gateway == victim)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let sessions = |cluster: &mut Cluster, name: &str| {
+        cluster
+            .emulators()
+            .count(name, "agent: session established")
+    };
+    let before: Vec<usize> = moved.iter().map(|n| sessions(&mut cluster, n)).collect();
+    let killed = Instant::now();
+    cluster.kill_gateway(victim);
+    let mut times = Vec::new();
+    for (name, before) in moved.iter().zip(before) {
+        while sessions(&mut cluster, name) <= before {
+            assert!(
+                killed.elapsed() <= QEMU_RECONNECT_BOUND,
+                "{name} not in session again {QEMU_RECONNECT_BOUND:?} after {victim} was killed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        times.push(killed.elapsed());
+    }
+    let (median, max) = median_and_max(&times);
+    let after = cluster.wait_placement(Duration::from_secs(60));
+    for name in &moved {
+        assert_ne!(after[name], victim, "{name} is still placed at {victim}");
+    }
+    println!(
+        "qemu: kill -9 {victim}: its {} QEMU device(s) in session again through HAProxy in \
+         median {median} ms, max {max} ms (heartbeat every 2 s; bound {} s); after: {}",
+        moved.len(),
+        QEMU_RECONNECT_BOUND.as_secs(),
+        spread(&per_gateway(&after))
+    );
+
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.wait_results_exactly_once("qemu", 5, Duration::from_secs(60));
+    assert_each_console(&mut cluster, 1);
+    println!(
+        "qemu: exactly once: {QEMU_DEVICES} results for {QEMU_DEVICES} devices at the API \
+         server; each console shows one install and one run"
+    );
+}

@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod emulated;
 pub(crate) mod haproxy;
 pub(crate) mod process;
 pub(crate) mod rest;
@@ -82,6 +83,10 @@ struct GatewaySlot {
 #[derive(Debug)]
 pub(crate) struct Cluster {
     fleet: Option<Fleet>,
+    /// QEMU devices running the real firmware, instead of the fleet.
+    emulators: Option<emulated::Emulators>,
+    /// Flags every gateway is started with, besides those of the harness.
+    gateway_args: Vec<String>,
     /// The resource name of each simulated device, by fleet index.
     device_names: Vec<String>,
     gateways: Vec<GatewaySlot>,
@@ -102,6 +107,11 @@ impl Cluster {
     /// A new installation with the API server, HAProxy over all three
     /// gateways, and the gateways of `running` started and registered.
     pub(crate) fn start(running: &[&str]) -> Cluster {
+        Cluster::start_with(running, &[])
+    }
+
+    /// [`Cluster::start`], each gateway started with `gateway_args` too.
+    pub(crate) fn start_with(running: &[&str], gateway_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = dir.path().join("pki");
         let init = Command::new(WASMBED)
@@ -168,6 +178,8 @@ impl Cluster {
         let gateway_client = GatewayClient::new(&pki, runtime.handle().clone());
         let mut cluster = Cluster {
             fleet: None,
+            emulators: None,
+            gateway_args: gateway_args.iter().map(|a| (*a).to_owned()).collect(),
             device_names: Vec::new(),
             gateways,
             api_process: Some(api_process),
@@ -232,6 +244,7 @@ impl Cluster {
         let pki = self.pki();
         let db = self.dir.path().join(format!("{name}.db"));
         let api_url = self.api.url.clone();
+        let gateway_args = self.gateway_args.clone();
         let slot = self.slot(name);
         assert!(slot.process.is_none(), "{name} is already running");
         let mut command = Command::new(WASMBED);
@@ -246,6 +259,7 @@ impl Cluster {
             .args(["--api", &api_url, "--name", name])
             .args(["--api-token", &slot.token])
             .arg("--open-pairing")
+            .args(&gateway_args)
             .env("WASMBED_LOG", "info")
             .env("NO_COLOR", "1");
         let log = slot.log.clone();
@@ -393,8 +407,40 @@ impl Cluster {
         &self.device_names
     }
 
+    /// Starts `devices` QEMU devices running `firmware`, connecting through
+    /// HAProxy, and waits until every one has a session.
+    pub(crate) fn start_emulated(&mut self, firmware: &std::path::Path, devices: usize) {
+        let log = self.dir.path().join("emulator.log");
+        self.logs.push(Log {
+            label: "wasmbed emulator run".into(),
+            path: log.clone(),
+        });
+        self.logs.push(Log {
+            label: "the QEMU devices' consoles".into(),
+            path: self.dir.path().join(emulated::CONSOLES),
+        });
+        let emulators = emulated::Emulators::start(
+            self.dir.path(),
+            &self.pki(),
+            firmware,
+            devices,
+            self.haproxy_port,
+            &log,
+        );
+        self.device_names = emulators.names().to_vec();
+        self.emulators = Some(emulators);
+    }
+
+    /// The QEMU devices, once started.
+    pub(crate) fn emulators(&mut self) -> &mut emulated::Emulators {
+        self.emulators.as_mut().expect("QEMU devices started")
+    }
+
     /// The device id (`8-4-4-4-12` hex) of each device, by resource name.
     fn device_ids(&self) -> BTreeMap<String, String> {
+        if let Some(emulators) = &self.emulators {
+            return emulators.device_ids();
+        }
         self.snapshots()
             .iter()
             .zip(&self.device_names)
@@ -410,10 +456,15 @@ impl Cluster {
     /// `status.gateway`), the fleet label.
     pub(crate) fn register_devices(&self) {
         for (name, id) in self.device_ids() {
+            let board = if self.emulators.is_some() {
+                "mps2-an385"
+            } else {
+                wasmbed_sim::SIM_BOARD
+            };
             let body = json!({
                 "metadata": {"name": name, "labels": {FLEET_LABEL.0: FLEET_LABEL.1}},
                 "spec": {
-                    "board": wasmbed_sim::SIM_BOARD,
+                    "board": board,
                     "gateway": "gw-1",
                     "device_id": id,
                 },
