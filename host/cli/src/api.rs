@@ -15,7 +15,9 @@ use wasmbed_api::http::events::{
     DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_TOKEN, EventStreamLimits,
 };
 use wasmbed_api::server::{ApiServer, ApiServerConfig, FD_RESERVE, http_max_connections_for};
-use wasmbed_api::store::{BlobStore, DirStore, ResultStore, SqliteStore, Store, TokenStore};
+use wasmbed_api::store::{
+    BlobStore, DirStore, EnrollmentStore, ResultStore, SqliteStore, Store, TokenStore,
+};
 use wasmbed_httpd::HttpServerConfig;
 
 use crate::open_files;
@@ -208,7 +210,7 @@ async fn open_server(
             let resources = wasmbed_k8s::KubeStore::connect(namespace.as_str())
                 .await
                 .context("connecting to the Kubernetes API server")?;
-            let (blobs, tokens, results, kept_in) = rest_stores(data, config)?;
+            let (blobs, tokens, results, enrollments, kept_in) = rest_stores(data, config)?;
             // The pod's name, as the Events' reporting instance.
             let instance = std::env::var("POD_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
@@ -226,7 +228,7 @@ async fn open_server(
                 &instance,
             ));
             tracing::info!(%namespace, blobs_tokens_results = %kept_in, "resources in Kubernetes");
-            let store = Store::new(Arc::new(resources), blobs, tokens, results);
+            let store = Store::new(Arc::new(resources), blobs, tokens, results, enrollments);
             Ok(ApiServer::over(store, config).await?)
         }
     }
@@ -236,10 +238,11 @@ type RestStores = (
     Arc<dyn BlobStore>,
     Arc<dyn TokenStore>,
     Arc<dyn ResultStore>,
+    Arc<dyn EnrollmentStore>,
     String,
 );
 
-/// Where blobs, tokens and results go beside Kubernetes: files in `data`,
+/// Where blobs, tokens, results and enrollments go beside Kubernetes: files in `data`,
 /// re-reading the tokens every `config.token_reload`, or SQLite in --db.
 fn rest_stores(
     data: Option<&std::path::Path>,
@@ -251,7 +254,7 @@ fn rest_stores(
                 DirStore::open(dir).with_context(|| format!("opening {}", dir.display()))?,
             );
             let kept_in = format!("files in {} (shared)", dir.display());
-            (files.clone(), files.clone(), files, kept_in)
+            (files.clone(), files.clone(), files.clone(), files, kept_in)
         }
         None => {
             let local = Arc::new(
@@ -259,7 +262,7 @@ fn rest_stores(
                     .with_context(|| format!("opening {}", config.db.display()))?,
             );
             let kept_in = format!("SQLite in {} (this replica only)", config.db.display());
-            (local.clone(), local.clone(), local, kept_in)
+            (local.clone(), local.clone(), local.clone(), local, kept_in)
         }
     })
 }
