@@ -62,6 +62,9 @@ pub(crate) struct ApiServerArgs {
     /// The installation (`wasmbed certs init`) whose gateways this server
     /// manages: it trusts their certificates by gateway-ca.pem and calls
     /// them with api-client.pem. Without it, gateways refuse the controller.
+    /// With its device CA key (device-ca-key.pem) this server also signs
+    /// the enrollments of gateways started with `--enroll-via-api`
+    /// (POST /api/v1/enrollments); without that key they are refused.
     #[arg(long, env = "WASMBED_PKI")]
     pki: Option<PathBuf>,
     /// Serve the REST API over TLS with this certificate (PEM), e.g. the
@@ -267,6 +270,25 @@ fn rest_stores(
     })
 }
 
+/// The device CA of the installation in `pki`, to sign the enrollments
+/// gateways forward; `None` (logged) when it has no usable device CA key:
+/// the API server serves all the rest.
+fn enrollment_signer(pki: &std::path::Path) -> Option<Arc<wasmbed_pki::DeviceIssuer>> {
+    let issuer = wasmbed_pki::Installation::load(pki)
+        .map_err(anyhow::Error::from)
+        .and_then(|installation| Ok(installation.device_issuer()?));
+    match issuer {
+        Ok(issuer) => {
+            tracing::info!(pki = %pki.display(), "enrollments forwarded by gateways are signed here");
+            Some(Arc::new(issuer))
+        }
+        Err(e) => {
+            tracing::warn!(pki = %pki.display(), error = %format!("{e:#}"), "no device CA to sign enrollments with: gateways started with --enroll-via-api are refused (503)");
+            None
+        }
+    }
+}
+
 /// Prints the admin token of a new database, the only time it is shown.
 pub(crate) fn announce_admin_token(token: &str) {
     let mut stdout = std::io::stdout().lock();
@@ -302,6 +324,7 @@ pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
         tls,
         leadership: Arc::new(wasmbed_api::controller::leader::AlwaysLeader),
         token_reload: args.data.is_some().then_some(args.token_reload),
+        device_issuer: args.pki.as_deref().and_then(enrollment_signer),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
