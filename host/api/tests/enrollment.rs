@@ -5,13 +5,16 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use base64::Engine as _;
 use common::*;
 use serde_json::{Value, json};
 use wasmbed_api::store::Role;
-use wasmbed_pki::{PeerIdentity, certified_device_id, classify_peer};
+use wasmbed_gateway::signer::ApiSigner;
+use wasmbed_pki::{Installation, PeerIdentity, certified_device_id, classify_peer};
+use wasmbed_sim::{Fleet, SimConfig, Simulation};
 
 /// An API whose server signs with the test installation's device CA; its
 /// gateway and operator tokens.
@@ -239,4 +242,51 @@ async fn without_a_device_ca_enrollments_are_unavailable() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
     assert_eq!(json["code"], "no_device_ca");
     assert!(json["detail"].as_str().unwrap().contains("--pki"), "{json}");
+}
+
+/// The whole path: a real gateway whose installation has no device CA
+/// key, forwarding to a real API server over HTTP, and a simulated device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_without_the_device_ca_key_enrolls_devices_through_the_api_server() {
+    let (api, gateway_token, operator) = signing_api().await;
+    let addr = api.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    installation().save(dir.path(), false).unwrap();
+    std::fs::remove_file(dir.path().join(wasmbed_pki::file_names::DEVICE_CA_KEY)).unwrap();
+    let keyless = Installation::load_without_device_ca_key(dir.path()).unwrap();
+    let signer = ApiSigner::new(
+        &format!("http://{addr}"),
+        gateway_token.clone(),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let gateway = start_gateway_signing(&keyless, Some(Arc::new(signer))).await;
+
+    let sim = SimConfig::new(gateway.devices)
+        .with_backoff(Duration::from_millis(100), Duration::from_millis(400));
+    let fleet = Fleet::start(Simulation::new(sim, installation()).unwrap(), 1, None).unwrap();
+    // Pairing is closed fleet-wide: the device is refused and retries.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(fleet.devices()[0].device_id().is_none(), "not enrolled yet");
+    open_pairing(&api, &operator).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !fleet.devices()[0].snapshot().connected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the device never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = fleet.devices()[0].device_id().unwrap();
+
+    // The gateway recorded it; the API server holds its enrollment: the
+    // same key, through any gateway, gets the same id.
+    let (status, recorded) = gateway.get(&format!("/v1/devices/{id}")).await;
+    assert_eq!(status, 200, "{recorded}");
+    let key = recorded["public_key"].as_str().unwrap().to_owned();
+    let (status, again) = enroll(&api, &gateway_token, &key).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["outcome"], "reissued");
+    assert_eq!(again["device_id"], hex::encode(id.0));
 }
