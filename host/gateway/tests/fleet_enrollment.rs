@@ -126,8 +126,19 @@ async fn a_device_re_enrolling_through_another_gateway_keeps_its_id() {
 async fn the_fleet_signer_decides_pairing_not_the_gateway() {
     let signer = MemorySigner::new(false, Duration::ZERO);
     let gateway = gateway_signed_by(&signer).await;
-    // Open here, closed for the fleet: closed wins.
-    gateway.open_pairing(true).await;
+    // Pairing here is refused: it would have no effect.
+    for (method, uri, body) in [
+        ("PUT", "/v1/pairing", serde_json::json!({"open": true})),
+        (
+            "POST",
+            "/v1/preauthorized",
+            serde_json::json!({"public_key": hex::encode(TestDevice::new().public_key())}),
+        ),
+    ] {
+        let (status, json) = gateway.http(method, uri, Some(body)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{json}");
+        assert_eq!(json["code"], "fleet_wide");
+    }
     let mut device = TestDevice::new();
     assert_eq!(
         device.enroll(gateway.addr).await,
@@ -136,7 +147,6 @@ async fn the_fleet_signer_decides_pairing_not_the_gateway() {
     let (_, devices) = gateway.http("GET", "/v1/devices", None).await;
     assert_eq!(devices, serde_json::json!([]), "nothing recorded");
     signer.pairing_open.store(true, Ordering::SeqCst);
-    gateway.open_pairing(false).await;
     assert!(device.enroll(gateway.addr).await.is_ok());
 }
 
