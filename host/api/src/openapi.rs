@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{applications, auth, devices, gateways, problem};
+use crate::http::{applications, auth, devices, enrollments, gateways, problem};
 use crate::model;
 
 #[derive(OpenApi)]
@@ -17,6 +17,7 @@ use crate::model;
         applications::create, applications::list, applications::get_one, applications::update, applications::delete,
         applications::results,
         gateways::create, gateways::list, gateways::get_one, gateways::update, gateways::delete,
+        enrollments::enroll, enrollments::get_pairing, enrollments::set_pairing, enrollments::preauthorize,
     ),
     components(schemas(
         problem::Problem,
@@ -25,6 +26,9 @@ use crate::model;
         model::Application, model::ApplicationSpec, model::ApplicationStatus,
         model::ExecutionResult, model::WasmValue,
         model::Gateway, model::GatewaySpec, model::GatewayStatus,
+        wasmbed_gateway_api::EnrollmentRequest, wasmbed_gateway_api::EnrollmentAnswer,
+        wasmbed_gateway_api::EnrollmentOutcome,
+        enrollments::PairingStatus, enrollments::SetPairing, enrollments::Preauthorize,
     )),
     modifiers(&BearerScheme, &RoleRefusals),
     security(("bearer" = [])),

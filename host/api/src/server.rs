@@ -74,6 +74,10 @@ pub struct ApiServerConfig {
     /// a token made or revoked at one counts at the others within this
     /// time. `None` (the default): this server alone writes them.
     pub token_reload: Option<Duration>,
+    /// The device CA that signs the enrollments gateways forward
+    /// (`POST /api/v1/enrollments`); `None` (the default): they are
+    /// answered 503, and gateways sign themselves.
+    pub device_issuer: Option<Arc<wasmbed_pki::DeviceIssuer>>,
 }
 
 impl Default for ApiServerConfig {
@@ -91,6 +95,7 @@ impl Default for ApiServerConfig {
             tls: None,
             leadership: Arc::new(AlwaysLeader),
             token_reload: None,
+            device_issuer: None,
         }
     }
 }
@@ -151,7 +156,10 @@ impl ApiServer {
     pub async fn over(store: Store, config: &ApiServerConfig) -> Result<ApiServer, ServerError> {
         let (auth, admin_token) = Auth::bootstrap(&store).await?;
         Ok(ApiServer {
-            state: AppState::with_stream_limits(store, auth, config.events),
+            state: AppState {
+                device_issuer: config.device_issuer.clone(),
+                ..AppState::with_stream_limits(store, auth, config.events)
+            },
             admin_token,
             controller: config.controller.clone(),
             http: config.http.clone(),

@@ -15,7 +15,9 @@ use wasmbed_api::http::events::{
     DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_TOKEN, EventStreamLimits,
 };
 use wasmbed_api::server::{ApiServer, ApiServerConfig, FD_RESERVE, http_max_connections_for};
-use wasmbed_api::store::{BlobStore, DirStore, ResultStore, SqliteStore, Store, TokenStore};
+use wasmbed_api::store::{
+    BlobStore, DirStore, EnrollmentStore, ResultStore, SqliteStore, Store, TokenStore,
+};
 use wasmbed_httpd::HttpServerConfig;
 
 use crate::open_files;
@@ -60,6 +62,9 @@ pub(crate) struct ApiServerArgs {
     /// The installation (`wasmbed certs init`) whose gateways this server
     /// manages: it trusts their certificates by gateway-ca.pem and calls
     /// them with api-client.pem. Without it, gateways refuse the controller.
+    /// With its device CA key (device-ca-key.pem) this server also signs
+    /// the enrollments of gateways started with `--enroll-via-api`
+    /// (POST /api/v1/enrollments); without that key they are refused.
     #[arg(long, env = "WASMBED_PKI")]
     pki: Option<PathBuf>,
     /// Serve the REST API over TLS with this certificate (PEM), e.g. the
@@ -208,7 +213,7 @@ async fn open_server(
             let resources = wasmbed_k8s::KubeStore::connect(namespace.as_str())
                 .await
                 .context("connecting to the Kubernetes API server")?;
-            let (blobs, tokens, results, kept_in) = rest_stores(data, config)?;
+            let (blobs, tokens, results, enrollments, kept_in) = rest_stores(data, config)?;
             // The pod's name, as the Events' reporting instance.
             let instance = std::env::var("POD_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
@@ -226,7 +231,7 @@ async fn open_server(
                 &instance,
             ));
             tracing::info!(%namespace, blobs_tokens_results = %kept_in, "resources in Kubernetes");
-            let store = Store::new(Arc::new(resources), blobs, tokens, results);
+            let store = Store::new(Arc::new(resources), blobs, tokens, results, enrollments);
             Ok(ApiServer::over(store, config).await?)
         }
     }
@@ -236,10 +241,11 @@ type RestStores = (
     Arc<dyn BlobStore>,
     Arc<dyn TokenStore>,
     Arc<dyn ResultStore>,
+    Arc<dyn EnrollmentStore>,
     String,
 );
 
-/// Where blobs, tokens and results go beside Kubernetes: files in `data`,
+/// Where blobs, tokens, results and enrollments go beside Kubernetes: files in `data`,
 /// re-reading the tokens every `config.token_reload`, or SQLite in --db.
 fn rest_stores(
     data: Option<&std::path::Path>,
@@ -251,7 +257,7 @@ fn rest_stores(
                 DirStore::open(dir).with_context(|| format!("opening {}", dir.display()))?,
             );
             let kept_in = format!("files in {} (shared)", dir.display());
-            (files.clone(), files.clone(), files, kept_in)
+            (files.clone(), files.clone(), files.clone(), files, kept_in)
         }
         None => {
             let local = Arc::new(
@@ -259,9 +265,28 @@ fn rest_stores(
                     .with_context(|| format!("opening {}", config.db.display()))?,
             );
             let kept_in = format!("SQLite in {} (this replica only)", config.db.display());
-            (local.clone(), local.clone(), local, kept_in)
+            (local.clone(), local.clone(), local.clone(), local, kept_in)
         }
     })
+}
+
+/// The device CA of the installation in `pki`, to sign the enrollments
+/// gateways forward; `None` (logged) when it has no usable device CA key:
+/// the API server serves all the rest.
+fn enrollment_signer(pki: &std::path::Path) -> Option<Arc<wasmbed_pki::DeviceIssuer>> {
+    let issuer = wasmbed_pki::Installation::load(pki)
+        .map_err(anyhow::Error::from)
+        .and_then(|installation| Ok(installation.device_issuer()?));
+    match issuer {
+        Ok(issuer) => {
+            tracing::info!(pki = %pki.display(), "enrollments forwarded by gateways are signed here");
+            Some(Arc::new(issuer))
+        }
+        Err(e) => {
+            tracing::warn!(pki = %pki.display(), error = %format!("{e:#}"), "no device CA to sign enrollments with: gateways started with --enroll-via-api are refused (503)");
+            None
+        }
+    }
 }
 
 /// Prints the admin token of a new database, the only time it is shown.
@@ -299,6 +324,7 @@ pub(crate) fn run(args: ApiServerArgs) -> anyhow::Result<()> {
         tls,
         leadership: Arc::new(wasmbed_api::controller::leader::AlwaysLeader),
         token_reload: args.data.is_some().then_some(args.token_reload),
+        device_issuer: args.pki.as_deref().and_then(enrollment_signer),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

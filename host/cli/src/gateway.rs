@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +11,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use wasmbed_gateway::limits::{AdmissionLimits, admission_limits, per_source_default};
 use wasmbed_gateway::rate::RateLimit;
+use wasmbed_gateway::signer::ApiSigner;
 use wasmbed_gateway::store::Store;
 use wasmbed_gateway::{Gateway, GatewayConfig};
 use wasmbed_pki::Installation;
@@ -18,7 +20,8 @@ use crate::open_files;
 
 #[derive(Debug, Args)]
 pub(crate) struct GatewayArgs {
-    /// Installation directory made by `wasmbed certs init`.
+    /// Installation directory made by `wasmbed certs init`. Its device CA
+    /// key (device-ca-key.pem) signs enrollments, unless --enroll-via-api.
     #[arg(long, default_value = "wasmbed-pki", env = "WASMBED_PKI")]
     pki: PathBuf,
     /// SQLite database file; created if missing.
@@ -92,7 +95,8 @@ pub(crate) struct GatewayArgs {
     api: Option<String>,
     /// A gateway token of the API server for this gateway's --name, made
     /// with `wasmbed token create --role gateway --gateway NAME --name NAME`:
-    /// it may only register and update this gateway. (An admin token also
+    /// it may only register and update this gateway, and forward
+    /// enrollments (--enroll-via-api). (An admin token also
     /// works, but gives the gateway far more than it needs.)
     #[arg(long, env = "WASMBED_GATEWAY_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -100,6 +104,17 @@ pub(crate) struct GatewayArgs {
     /// installation's control-ca.pem.
     #[arg(long, env = "WASMBED_API_CA")]
     api_ca: Option<PathBuf>,
+    /// Forward enrollments to the API server (--api, with the gateway
+    /// token --api-token and --api-ca) instead of signing them here: the
+    /// API server signs with its device CA, so a device keeps its id
+    /// whichever gateway it enrolls through, and pairing (PUT
+    /// /api/v1/pairing) and pre-authorised keys are fleet-wide. This
+    /// gateway then needs no device-ca-key.pem in --pki, and its own
+    /// pairing (--open-pairing, /v1/pairing) has no effect. Without it
+    /// (the default, and `wasmbed up`) the gateway signs enrollments with
+    /// the device CA key in --pki.
+    #[arg(long, requires = "api", conflicts_with = "open_pairing")]
+    enroll_via_api: bool,
     /// This gateway's name in the API server.
     #[arg(long, default_value = "gateway")]
     name: String,
@@ -162,8 +177,42 @@ fn connection_limits(open_files: Option<u64>, args: &GatewayArgs) -> AdmissionLi
     limits
 }
 
+/// How long the gateway waits for the API server to sign an enrollment
+/// before it tells the device to retry.
+const ENROLL_VIA_API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The API server as this gateway's enrollment signer (`--enroll-via-api`).
+fn api_signer(args: &GatewayArgs) -> anyhow::Result<ApiSigner> {
+    let api = args
+        .api
+        .as_deref()
+        .context("--enroll-via-api needs --api")?;
+    let token = args.api_token.clone().context(
+        "--enroll-via-api needs --api-token, a gateway token of the API server \
+         (`wasmbed token create --role gateway --gateway NAME`)",
+    )?;
+    let ca = args
+        .api_ca
+        .as_deref()
+        .map(|path| {
+            std::fs::read(path).with_context(|| format!("reading --api-ca {}", path.display()))
+        })
+        .transpose()?;
+    Ok(ApiSigner::new(
+        api,
+        token,
+        ca.as_deref(),
+        ENROLL_VIA_API_TIMEOUT,
+    )?)
+}
+
 pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let installation = Installation::load(&args.pki).with_context(|| {
+    let load = if args.enroll_via_api {
+        Installation::load_without_device_ca_key
+    } else {
+        Installation::load
+    };
+    let installation = load(&args.pki).with_context(|| {
         format!(
             "loading the installation in {} (create one with `wasmbed certs init --dir {}`)",
             args.pki.display(),
@@ -203,7 +252,13 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .context("--heartbeat-interval is too long")?;
     config.session.missed_heartbeats = args.missed_heartbeats;
     config.session.heartbeat_burst = args.heartbeat_burst;
-    let gateway = Gateway::new(config, &installation, store)?;
+    let gateway = if args.enroll_via_api {
+        let signer = api_signer(&args)?;
+        info!(api = ?args.api, "enrollments are forwarded to the API server, which signs them");
+        Gateway::with_fleet_signer(config, &installation, store, Arc::new(signer))?
+    } else {
+        Gateway::new(config, &installation, store)?
+    };
     match args.open_pairing {
         Some(PairingWindow::For(duration)) => {
             gateway.pairing().open(Some(duration));
@@ -308,6 +363,29 @@ mod tests {
             Command::try_parse_from(std::iter::once("gateway").chain(flags.iter().copied()))
                 .expect("flags parse");
         connection_limits(open_files, &command.args)
+    }
+
+    #[test]
+    fn enrolling_via_the_api_needs_the_api_and_is_not_paired_here() {
+        let parse = |flags: &[&str]| {
+            Command::try_parse_from(std::iter::once("gateway").chain(flags.iter().copied()))
+        };
+        assert!(parse(&["--enroll-via-api"]).is_err(), "needs --api");
+        assert!(
+            parse(&["--enroll-via-api", "--api", "http://a", "--open-pairing"]).is_err(),
+            "pairing is the API server's"
+        );
+        let command = parse(&["--enroll-via-api", "--api", "http://a"]).expect("parses");
+        assert!(command.args.enroll_via_api);
+        let error = api_signer(&command.args).expect_err("no token");
+        assert!(format!("{error:#}").contains("--api-token"), "{error:#}");
+        let command =
+            parse(&["--enroll-via-api", "--api", "http://a", "--api-token", "t"]).expect("parses");
+        assert!(api_signer(&command.args).is_ok());
+        assert!(
+            !parse(&[]).expect("parses").args.enroll_via_api,
+            "local by default"
+        );
     }
 
     #[test]

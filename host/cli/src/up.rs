@@ -316,6 +316,9 @@ async fn up(
             ..ControllerConfig::default()
         },
         http: api_http,
+        // The gateway here signs its own enrollments; the API server can
+        // too, for gateways added with `--enroll-via-api`.
+        device_issuer: Some(std::sync::Arc::new(installation.device_issuer()?)),
         ..ApiServerConfig::default()
     };
     let server = ApiServer::open(&config).await?;

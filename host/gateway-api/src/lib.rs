@@ -9,6 +9,7 @@
 pub mod app_state;
 mod deployments;
 mod devices;
+pub mod enrollment;
 mod error;
 mod results;
 pub mod trap_code;
@@ -18,5 +19,8 @@ pub use deployments::{
     LimitsJson,
 };
 pub use devices::{AppView, DeviceView, Presence, RuntimeView};
+pub use enrollment::{
+    EnrollmentAnswer, EnrollmentOutcome, EnrollmentRequest, refusal_code, refusal_of_code,
+};
 pub use error::ErrorBody;
 pub use results::{ResultView, ValueJson};

@@ -16,12 +16,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
-use wasmbed_pki::{PeerIdentity, certified_device_id, classify_peer};
+use wasmbed_gateway_api::{EnrollmentOutcome, refusal_code};
+use wasmbed_pki::{DeviceIssuer, PeerIdentity, certified_device_id, classify_peer};
 use wasmbed_protocol::session::{CloseReason, GatewayEvent, GatewaySession, SessionError};
 use wasmbed_protocol::*;
 
 use crate::Shared;
 use crate::fleet::{Command, Presence};
+use crate::signer::{SignFuture, SignRequest, Signed, Signing};
 use crate::store::{
     DeploymentState, Desired, DeviceRecord, ResultRecord, RuntimeRecord, StoreError, unix_ms,
 };
@@ -136,6 +138,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, stop: watc
         transfers: BTreeMap::new(),
         controls_sent: HashSet::new(),
         close_reason: None,
+        pending_enrollment: None,
     };
     connection.run(tls, commands, stop).await;
 }
@@ -201,6 +204,25 @@ enum Wake {
     Command(Option<Command>),
     Timer,
     Stop,
+    /// The fleet's signer answered.
+    Signed(Result<Signed, EnrollRefusal>),
+}
+
+/// An enrollment the fleet's signer is deciding.
+struct PendingEnrollment {
+    request: SignRequest,
+    answer: SignFuture,
+}
+
+/// The signer's answer to the pending enrollment, if there is one; never
+/// ready otherwise.
+async fn signer_answer(
+    pending: &mut Option<Box<PendingEnrollment>>,
+) -> Result<Signed, EnrollRefusal> {
+    match pending {
+        Some(pending) => pending.answer.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 struct Connection {
@@ -219,6 +241,8 @@ struct Connection {
     /// Stop/remove messages already sent in this session.
     controls_sent: HashSet<(DeploymentId, DesiredKey)>,
     close_reason: Option<CloseReason>,
+    /// Boxed: most sessions never enroll, and a session's size counts.
+    pending_enrollment: Option<Box<PendingEnrollment>>,
 }
 
 /// Whether an enrollment creates a device or re-issues an enrolled one's
@@ -261,6 +285,9 @@ impl Connection {
                 command = commands.recv() => Wake::Command(command),
                 _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => Wake::Timer,
                 _ = stop.wait_for(|stop| *stop) => Wake::Stop,
+                // The signer's call runs here, in this task: the session
+                // goes on meanwhile (its timers, a goodbye, a stop).
+                signed = signer_answer(&mut self.pending_enrollment) => Wake::Signed(signed),
             };
             match wake {
                 Wake::Read(Ok(0)) => {
@@ -291,6 +318,7 @@ impl Connection {
                     self.drain_events();
                 }
                 Wake::Stop => self.session.close(GoodbyeReason::Restart),
+                Wake::Signed(signed) => self.on_signed(signed),
             }
         }
         let _ = timeout(Duration::from_secs(1), tls.shutdown()).await;
@@ -400,31 +428,148 @@ impl Connection {
         request: &EnrollRequest,
         nonce: &[u8; NONCE_LEN],
     ) -> Result<(), StoreError> {
-        let outcome = self
-            .decide_enrollment(request, nonce)
-            .and_then(|enrollment| self.issue(request, enrollment));
+        let outcome = match self.shared.signing.clone() {
+            Signing::Local(issuer) => self
+                .decide_enrollment(request, nonce)
+                .and_then(|enrollment| self.issue(&issuer, request, enrollment)),
+            Signing::Fleet(signer) => match self.check_for_fleet(request, nonce) {
+                Ok(()) => {
+                    let request = SignRequest {
+                        public_key: request.public_key,
+                        board: request.device.board.to_string(),
+                        firmware_version: request.device.firmware_version.to_string(),
+                    };
+                    let answer = signer.sign(request.clone());
+                    self.pending_enrollment = Some(Box::new(PendingEnrollment { request, answer }));
+                    return Ok(());
+                }
+                Err(reason) => Err(reason),
+            },
+        };
+        self.answer_enrollment(request.device.board.as_str(), outcome);
+        Ok(())
+    }
+
+    /// Tells the device how its enrollment went.
+    fn answer_enrollment(&mut self, board: &str, outcome: Result<Signed, EnrollRefusal>) {
         match outcome {
-            Ok((id, certificate, enrollment)) => {
-                let label = match enrollment {
-                    Enrollment::New => "accepted",
-                    Enrollment::Again(_) => "reissued",
-                };
-                info!(peer = %self.peer, device = %id, board = %request.device.board, outcome = label, "device enrolled");
+            Ok(signed) => {
+                let label = signed.outcome.as_str();
+                info!(peer = %self.peer, device = %signed.device_id, %board, outcome = label, "device enrolled");
                 crate::metrics::Metrics::count(&self.shared.metrics.enrollments, label);
-                let _ = self.session.accept_enrollment(id, &certificate);
+                let _ = self
+                    .session
+                    .accept_enrollment(signed.device_id, &signed.certificate);
             }
             Err(reason) => {
+                if reason == EnrollRefusal::RateLimited {
+                    crate::metrics::Metrics::count(&self.shared.metrics.rate_limited, "enrollment");
+                }
                 if let Some(suppressed) = self.may_log() {
                     info!(peer = %self.peer, ?reason, suppressed, "enrollment refused");
                 }
                 crate::metrics::Metrics::count(
                     &self.shared.metrics.enrollments,
-                    refusal_label(reason),
+                    refusal_code(reason),
                 );
                 let _ = self.session.refuse_enrollment(reason);
             }
         }
+    }
+
+    /// The checks made here before an enrollment goes to the fleet's
+    /// signer: the rate limits, the proof, this gateway's revocations.
+    fn check_for_fleet(
+        &self,
+        request: &EnrollRequest,
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<(), EnrollRefusal> {
+        self.check_proof(request, nonce)?;
+        if self.shared.revocations.contains(&request.public_key) {
+            return Err(EnrollRefusal::KeyRevoked);
+        }
+        // Every call costs the signer: all of them count against the
+        // budget of all sources.
+        if !self.shared.enroll_total.take().is_allowed() {
+            return Err(EnrollRefusal::RateLimited);
+        }
         Ok(())
+    }
+
+    /// The fleet's signer answered the pending enrollment: the device is
+    /// recorded here (as one enrolled here would be), then answered.
+    fn on_signed(&mut self, signed: Result<Signed, EnrollRefusal>) {
+        let Some(pending) = self.pending_enrollment.take() else {
+            return;
+        };
+        let outcome = signed.and_then(|signed| self.record_signed(&pending.request, signed));
+        self.answer_enrollment(&pending.request.board, outcome);
+    }
+
+    /// Records a device the fleet's signer enrolled, after checking that
+    /// its certificate is one this gateway will accept, for its key and id.
+    fn record_signed(
+        &self,
+        request: &SignRequest,
+        signed: Signed,
+    ) -> Result<Signed, EnrollRefusal> {
+        let refuse = |why: &str| {
+            warn!(peer = %self.peer, device = %signed.device_id, "enrollment signed elsewhere not used: {why}");
+            EnrollRefusal::Internal
+        };
+        let der = rustls::pki_types::CertificateDer::from(signed.certificate.as_slice());
+        let certified_key = match classify_peer(&der, &self.shared.roots) {
+            Ok(PeerIdentity::Device(key)) => key,
+            _ => {
+                return Err(refuse(
+                    "its certificate is not one of this gateway's device CA",
+                ));
+            }
+        };
+        if certified_key.as_sec1() != &request.public_key
+            || certified_device_id(&der) != Some(signed.device_id)
+        {
+            return Err(refuse("its certificate is for another key or id"));
+        }
+        let store = &self.shared.store;
+        let internal = |e: StoreError| refuse(&format!("the store failed: {e}"));
+        match store.device_by_key(&request.public_key).map_err(internal)? {
+            Some(known) if known.id == signed.device_id => return Ok(signed),
+            Some(_) => return Err(refuse("this gateway knows the key by another id")),
+            None => {}
+        }
+        let record = DeviceRecord {
+            id: signed.device_id,
+            public_key: request.public_key.to_vec(),
+            board: request.board.clone(),
+            firmware_version: request.firmware_version.clone(),
+            enrolled_at_ms: unix_ms(),
+            last_seen_ms: None,
+            runtime: None,
+        };
+        store.insert_device(&record).map_err(internal)?;
+        Ok(signed)
+    }
+
+    /// The per-source rate limit and the proof of possession, checked
+    /// however the enrollment is signed.
+    fn check_proof(
+        &self,
+        request: &EnrollRequest,
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<(), EnrollRefusal> {
+        // Refused before the signature is checked: a flood from one source
+        // costs little.
+        let source = wasmbed_httpd::source_of(self.peer.ip());
+        if !self.shared.enroll_per_source.take(&source).is_allowed() {
+            return Err(EnrollRefusal::RateLimited);
+        }
+        let key = VerifyingKey::from_sec1_bytes(&request.public_key)
+            .map_err(|_| EnrollRefusal::InvalidKey)?;
+        let signature =
+            Signature::from_slice(&request.proof).map_err(|_| EnrollRefusal::BadProof)?;
+        key.verify(&proof_payload(nonce, &request.public_key), &signature)
+            .map_err(|_| EnrollRefusal::BadProof)
     }
 
     fn decide_enrollment(
@@ -432,16 +577,7 @@ impl Connection {
         request: &EnrollRequest,
         nonce: &[u8; NONCE_LEN],
     ) -> Result<Enrollment, EnrollRefusal> {
-        let rate_limited = || {
-            crate::metrics::Metrics::count(&self.shared.metrics.rate_limited, "enrollment");
-            EnrollRefusal::RateLimited
-        };
-        // Refused before the signature is checked: a flood from one source
-        // costs little.
-        let source = wasmbed_httpd::source_of(self.peer.ip());
-        if !self.shared.enroll_per_source.take(&source).is_allowed() {
-            return Err(rate_limited());
-        }
+        self.check_proof(request, nonce)?;
         // The budget of all sources is spent only on requests that can
         // succeed, so that holders of the claim certificate (every device
         // has it) cannot exhaust it while pairing is closed.
@@ -449,15 +585,9 @@ impl Connection {
             if self.shared.enroll_total.take().is_allowed() {
                 Ok(())
             } else {
-                Err(rate_limited())
+                Err(EnrollRefusal::RateLimited)
             }
         };
-        let key = VerifyingKey::from_sec1_bytes(&request.public_key)
-            .map_err(|_| EnrollRefusal::InvalidKey)?;
-        let signature =
-            Signature::from_slice(&request.proof).map_err(|_| EnrollRefusal::BadProof)?;
-        key.verify(&proof_payload(nonce, &request.public_key), &signature)
-            .map_err(|_| EnrollRefusal::BadProof)?;
         let store = &self.shared.store;
         let internal = |e: StoreError| {
             warn!(error = %e, "store failed during enrollment");
@@ -490,9 +620,10 @@ impl Connection {
     /// an acknowledged enrollment is never lost.
     fn issue(
         &self,
+        issuer: &DeviceIssuer,
         request: &EnrollRequest,
         enrollment: Enrollment,
-    ) -> Result<(DeviceId, Vec<u8>, Enrollment), EnrollRefusal> {
+    ) -> Result<Signed, EnrollRefusal> {
         let id = match enrollment {
             Enrollment::Again(DeviceId(id)) => id,
             Enrollment::New => {
@@ -501,16 +632,17 @@ impl Connection {
                 id
             }
         };
-        let certificate = self
-            .shared
-            .issuer
-            .issue(id, &request.public_key)
-            .map_err(|e| {
-                warn!(error = %e, "certificate issuance failed");
-                EnrollRefusal::Internal
-            })?;
-        if let Enrollment::Again(id) = enrollment {
-            return Ok((id, certificate.to_vec(), enrollment));
+        let certificate = issuer.issue(id, &request.public_key).map_err(|e| {
+            warn!(error = %e, "certificate issuance failed");
+            EnrollRefusal::Internal
+        })?;
+        let signed = |outcome| Signed {
+            device_id: DeviceId(id),
+            certificate: certificate.to_vec(),
+            outcome,
+        };
+        if let Enrollment::Again(_) = enrollment {
+            return Ok(signed(EnrollmentOutcome::Reissued));
         }
         let record = DeviceRecord {
             id: DeviceId(id),
@@ -525,7 +657,7 @@ impl Connection {
             warn!(error = %e, "recording the device failed");
             EnrollRefusal::Internal
         })?;
-        Ok((DeviceId(id), certificate.to_vec(), enrollment))
+        Ok(signed(EnrollmentOutcome::Accepted))
     }
 
     fn start_session(&mut self, start: &SessionStart) -> Result<(), StoreError> {
@@ -844,18 +976,6 @@ impl Connection {
         if let Err(e) = self.shared.store.touch_device(device, unix_ms()) {
             warn!(error = %e, "recording last_seen failed");
         }
-    }
-}
-
-fn refusal_label(reason: EnrollRefusal) -> &'static str {
-    match reason {
-        EnrollRefusal::PairingClosed => "pairing_closed",
-        EnrollRefusal::KeyAlreadyEnrolled => "key_already_enrolled",
-        EnrollRefusal::BadProof => "bad_proof",
-        EnrollRefusal::InvalidKey => "invalid_key",
-        EnrollRefusal::RateLimited => "rate_limited",
-        EnrollRefusal::KeyRevoked => "key_revoked",
-        EnrollRefusal::Internal | EnrollRefusal::Unknown(_) => "internal",
     }
 }
 

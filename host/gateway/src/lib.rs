@@ -6,6 +6,8 @@
 //! - [`transfer`]: chunked module transfer with flow control and resume.
 //! - [`store`]: the SQLite records that survive a restart.
 //! - [`fleet`]: live, in-memory device state.
+//! - [`signer`]: who signs enrollments: this gateway, with the device CA
+//!   key, or the fleet's signer (the API server).
 //! - [`pairing`]: pairing windows; [`revocation`]: revoked device keys;
 //!   [`rate`]: the rate limits on enrollment and on what a peer can log.
 //! - [`http`]: the HTTP/JSON interface and `/metrics`.
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod pairing;
 pub mod rate;
 pub mod revocation;
+pub mod signer;
 pub mod store;
 pub mod transfer;
 
@@ -33,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
-use wasmbed_pki::{ClientRoots, DeviceIssuer, Installation};
+use wasmbed_pki::{ClientRoots, Installation};
 
 use clock::Clock;
 pub use config::GatewayConfig;
@@ -43,6 +46,7 @@ use metrics::Metrics;
 use pairing::Pairing;
 use rate::{Decision, KeyedLimiter, Limiter};
 use revocation::Revocations;
+use signer::{FleetSigner, Signing};
 use store::{Store, StoreError};
 
 /// Why the gateway could not start or stopped.
@@ -64,7 +68,7 @@ pub(crate) struct Shared {
     store: Store,
     fleet: Fleet,
     metrics: Metrics,
-    issuer: DeviceIssuer,
+    signing: Signing,
     roots: ClientRoots,
     acceptor: TlsAcceptor,
     limits: ConnectionLimits,
@@ -131,10 +135,34 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A gateway that signs enrollments itself, with the installation's
+    /// device CA key; pairing and pre-authorised keys are its own.
     pub fn new(
         config: GatewayConfig,
         installation: &Installation,
         store: Store,
+    ) -> Result<Gateway, GatewayError> {
+        let issuer = Arc::new(installation.device_issuer()?);
+        Gateway::with_signing(config, installation, store, Signing::Local(issuer))
+    }
+
+    /// A gateway that forwards enrollments (once it checked their proof
+    /// and its rate limits) to the fleet's `signer`: it needs no device CA
+    /// key, and pairing and pre-authorised keys are the signer's.
+    pub fn with_fleet_signer(
+        config: GatewayConfig,
+        installation: &Installation,
+        store: Store,
+        signer: Arc<dyn FleetSigner>,
+    ) -> Result<Gateway, GatewayError> {
+        Gateway::with_signing(config, installation, store, Signing::Fleet(signer))
+    }
+
+    fn with_signing(
+        config: GatewayConfig,
+        installation: &Installation,
+        store: Store,
+        signing: Signing,
     ) -> Result<Gateway, GatewayError> {
         let revocations = Arc::new(Revocations::new(store.revoked_keys()?));
         let tls = wasmbed_pki::server_config_revocable(
@@ -145,7 +173,7 @@ impl Gateway {
         let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
         let gateway = Gateway {
             shared: Arc::new(Shared {
-                issuer: installation.device_issuer()?,
+                signing,
                 roots: installation.client_roots(),
                 acceptor: TlsAcceptor::from(tls),
                 store,

@@ -48,6 +48,7 @@ async fn kube_store_reads_writes_and_watches_through_the_served_fake() {
         Arc::new(KubeStore::new(client, "wasmbed")),
         rest.clone(),
         rest.clone(),
+        rest.clone(),
         rest,
     );
 
@@ -70,6 +71,7 @@ async fn kube_store_reads_writes_and_watches_through_the_served_fake() {
     // The same objects as the server's in-process clients see.
     let in_process = Store::new(
         Arc::new(KubeStore::new(server.client("wasmbed"), "wasmbed")),
+        Arc::new(SqliteStore::in_memory().unwrap()),
         Arc::new(SqliteStore::in_memory().unwrap()),
         Arc::new(SqliteStore::in_memory().unwrap()),
         Arc::new(SqliteStore::in_memory().unwrap()),

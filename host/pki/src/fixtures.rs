@@ -265,7 +265,12 @@ pub fn generate_test_fixtures(dir: &Path) -> Result<(), InstallationError> {
     let leaf_signed = gateway_params()?.signed_by(&leaf_signed_key, &leaf_issuer)?;
 
     // Attack: a gateway certificate signed by the device CA.
-    let device_ca_key = KeyPair::try_from(installation.device_ca_key().secret_pkcs8_der())?;
+    let device_ca_key = KeyPair::try_from(
+        installation
+            .device_ca_key()
+            .ok_or(rcgen::Error::CouldNotParseKeyPair)?
+            .secret_pkcs8_der(),
+    )?;
     let device_ca_issuer = Issuer::from_ca_cert_der(installation.device_ca(), &device_ca_key)?;
     let ca_signed_key = params::generate_key()?;
     let ca_signed = gateway_params()?.signed_by(&ca_signed_key, &device_ca_issuer)?;

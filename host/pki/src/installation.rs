@@ -156,7 +156,9 @@ pub struct Installation {
     gateway_cert: CertificateDer<'static>,
     gateway_key: PrivatePkcs8KeyDer<'static>,
     device_ca: CertificateDer<'static>,
-    device_ca_key: PrivatePkcs8KeyDer<'static>,
+    /// Absent in a gateway's installation when the API server signs
+    /// enrollments ([`Installation::load_without_device_ca_key`]).
+    device_ca_key: Option<PrivatePkcs8KeyDer<'static>>,
     claim_ca: CertificateDer<'static>,
     claim_cert: CertificateDer<'static>,
     claim_key: PrivatePkcs8KeyDer<'static>,
@@ -181,7 +183,7 @@ impl Clone for Installation {
             gateway_cert: self.gateway_cert.clone(),
             gateway_key: self.gateway_key.clone_key(),
             device_ca: self.device_ca.clone(),
-            device_ca_key: self.device_ca_key.clone_key(),
+            device_ca_key: self.device_ca_key.as_ref().map(|key| key.clone_key()),
             claim_ca: self.claim_ca.clone(),
             claim_cert: self.claim_cert.clone(),
             claim_key: self.claim_key.clone_key(),
@@ -254,7 +256,7 @@ impl Installation {
             gateway_cert: gateway_cert.der().clone(),
             gateway_key: pkcs8(&gateway_key),
             device_ca: device_ca.der().clone(),
-            device_ca_key: pkcs8(&device_ca_key),
+            device_ca_key: Some(pkcs8(&device_ca_key)),
             claim_ca: claim_ca.der().clone(),
             claim_cert: claim_cert.der().clone(),
             claim_key: pkcs8(&claim_key),
@@ -286,9 +288,10 @@ impl Installation {
         &self.device_ca
     }
 
-    /// The device CA's private key.
-    pub fn device_ca_key(&self) -> &PrivatePkcs8KeyDer<'static> {
-        &self.device_ca_key
+    /// The device CA's private key; `None` in an installation loaded
+    /// without it.
+    pub fn device_ca_key(&self) -> Option<&PrivatePkcs8KeyDer<'static>> {
+        self.device_ca_key.as_ref()
     }
 
     /// The claim CA, which signed the shared claim certificate.
@@ -311,9 +314,11 @@ impl Installation {
         PrivateKeyDer::Pkcs8(self.claim_key.clone_key())
     }
 
-    /// An issuer of device certificates, from the device CA.
+    /// An issuer of device certificates, from the device CA;
+    /// [`IssueError::NoCaKey`] in an installation without its key.
     pub fn device_issuer(&self) -> Result<DeviceIssuer, IssueError> {
-        DeviceIssuer::new(&self.device_ca, &self.device_ca_key)
+        let key = self.device_ca_key.as_ref().ok_or(IssueError::NoCaKey)?;
+        DeviceIssuer::new(&self.device_ca, key)
     }
 
     /// The two roots the gateway accepts client certificates from.
@@ -350,25 +355,28 @@ impl Installation {
         }
 
         for name in names::ALL {
-            let contents = self.pem_of(name);
+            let Some(contents) = self.pem_of(name) else {
+                continue;
+            };
             write_file(dir, name, contents.as_bytes(), names::is_secret(name))?;
         }
         Ok(())
     }
 
-    /// The PEM text of one of the installation's files.
-    fn pem_of(&self, name: &str) -> String {
+    /// The PEM text of one of the installation's files; `None` for the
+    /// device CA's key when the installation has none.
+    fn pem_of(&self, name: &str) -> Option<String> {
         let (label, der): (&str, &[u8]) = match name {
             names::GATEWAY_CA => (CERTIFICATE, &self.gateway_ca),
             names::GATEWAY_CERT => (CERTIFICATE, &self.gateway_cert),
             names::GATEWAY_KEY => (PRIVATE_KEY, self.gateway_key.secret_pkcs8_der()),
             names::DEVICE_CA => (CERTIFICATE, &self.device_ca),
-            names::DEVICE_CA_KEY => (PRIVATE_KEY, self.device_ca_key.secret_pkcs8_der()),
+            names::DEVICE_CA_KEY => (PRIVATE_KEY, self.device_ca_key.as_ref()?.secret_pkcs8_der()),
             names::CLAIM_CA => (CERTIFICATE, &self.claim_ca),
             names::CLAIM_CERT => (CERTIFICATE, &self.claim_cert),
             _ => (PRIVATE_KEY, self.claim_key.secret_pkcs8_der()),
         };
-        to_pem(label, der)
+        Some(to_pem(label, der))
     }
 
     /// Reads and checks the installation in `dir`.
@@ -377,16 +385,15 @@ impl Installation {
     /// certificate, that the gateway and claim certificates are signed by
     /// their CAs, and that the gateway CA is neither client root.
     pub fn load(dir: &Path) -> Result<Installation, InstallationError> {
-        Installation::from_pem_files(dir, |path| match fs::read(path) {
-            Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(InstallationError::Missing {
-                path: path.to_path_buf(),
-            }),
-            Err(source) => Err(InstallationError::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
-        })
+        Installation::from_pem_files(dir, read_file)
+    }
+
+    /// Reads and checks the installation in `dir` but the device CA's
+    /// private key, which need not be there: for a gateway whose
+    /// enrollments the API server signs. Its
+    /// [`device_issuer`](Self::device_issuer) fails.
+    pub fn load_without_device_ca_key(dir: &Path) -> Result<Installation, InstallationError> {
+        Installation::from_files(dir, read_file, false)
     }
 
     /// Parses and checks an installation whose file `name` is read by
@@ -394,6 +401,16 @@ impl Installation {
     pub(crate) fn from_pem_files(
         dir: &Path,
         read: impl Fn(&Path) -> Result<Vec<u8>, InstallationError>,
+    ) -> Result<Installation, InstallationError> {
+        Installation::from_files(dir, read, true)
+    }
+
+    /// [`from_pem_files`](Self::from_pem_files), reading the device CA's
+    /// key only if `device_ca_key`.
+    fn from_files(
+        dir: &Path,
+        read: impl Fn(&Path) -> Result<Vec<u8>, InstallationError>,
+        device_ca_key: bool,
     ) -> Result<Installation, InstallationError> {
         let cert = |name: &str| {
             let path = dir.join(name);
@@ -410,7 +427,11 @@ impl Installation {
             gateway_cert: cert(names::GATEWAY_CERT)?,
             gateway_key: key(names::GATEWAY_KEY)?,
             device_ca: cert(names::DEVICE_CA)?,
-            device_ca_key: key(names::DEVICE_CA_KEY)?,
+            device_ca_key: if device_ca_key {
+                Some(key(names::DEVICE_CA_KEY)?)
+            } else {
+                None
+            },
             claim_ca: cert(names::CLAIM_CA)?,
             claim_cert: cert(names::CLAIM_CERT)?,
             claim_key: key(names::CLAIM_KEY)?,
@@ -487,19 +508,24 @@ impl Installation {
         for (key_name, key, cert_name, cert) in [
             (
                 names::GATEWAY_KEY,
-                &self.gateway_key,
+                Some(&self.gateway_key),
                 names::GATEWAY_CERT,
                 &gateway,
             ),
             (
                 names::DEVICE_CA_KEY,
-                &self.device_ca_key,
+                self.device_ca_key.as_ref(),
                 names::DEVICE_CA,
                 &device_ca,
             ),
-            (names::CLAIM_KEY, &self.claim_key, names::CLAIM_CERT, &claim),
+            (
+                names::CLAIM_KEY,
+                Some(&self.claim_key),
+                names::CLAIM_CERT,
+                &claim,
+            ),
         ] {
-            if !key_matches(key, cert) {
+            if key.is_some_and(|key| !key_matches(key, cert)) {
                 return Err(inconsistent(
                     key_name,
                     &format!("the key does not belong to the certificate in {cert_name}"),
@@ -507,6 +533,20 @@ impl Installation {
             }
         }
         Ok(())
+    }
+}
+
+/// A file's bytes; a missing one is [`InstallationError::Missing`].
+fn read_file(path: &Path) -> Result<Vec<u8>, InstallationError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(InstallationError::Missing {
+            path: path.to_path_buf(),
+        }),
+        Err(source) => Err(InstallationError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

@@ -29,6 +29,13 @@ pub enum IssueError {
     CaExpired,
     #[error("the system's secure random number generator failed")]
     Random,
+    /// The installation was loaded without the device CA's private key
+    /// (a gateway whose enrollments the API server signs).
+    #[error(
+        "this installation has no device CA key ({})",
+        crate::file_names::DEVICE_CA_KEY
+    )]
+    NoCaKey,
     #[error("signing the certificate failed: {0}")]
     Sign(#[from] rcgen::Error),
 }

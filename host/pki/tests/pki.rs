@@ -165,6 +165,32 @@ fn save_fixtures(dir: &Path) {
 }
 
 #[test]
+fn a_gateway_installation_may_lack_the_device_ca_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    save_fixtures(&full);
+    fs::remove_file(full.join(file_names::DEVICE_CA_KEY)).unwrap();
+    // A signing installation needs it...
+    assert!(matches!(
+        Installation::load(&full),
+        Err(InstallationError::Missing { path }) if path.ends_with(file_names::DEVICE_CA_KEY)
+    ));
+    // ...a gateway whose enrollments the API server signs does not.
+    let gateway = Installation::load_without_device_ca_key(&full).unwrap();
+    assert_eq!(
+        gateway.device_ca(),
+        test_fixtures().installation.device_ca()
+    );
+    assert_eq!(gateway.device_ca_key(), None);
+    assert!(matches!(gateway.device_issuer(), Err(IssueError::NoCaKey)));
+    // Saved, it still has no key file.
+    let copy = dir.path().join("copy");
+    gateway.save(&copy, false).unwrap();
+    assert!(!copy.join(file_names::DEVICE_CA_KEY).exists());
+    Installation::load_without_device_ca_key(&copy).unwrap();
+}
+
+#[test]
 fn save_then_load_gives_the_same_installation() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("pki");

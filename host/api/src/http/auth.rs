@@ -10,9 +10,9 @@
 //! | role | may |
 //! |---|---|
 //! | `admin` | everything, tokens included |
-//! | `operator` | create, change and delete devices and applications; read everything else but tokens |
+//! | `operator` | create, change and delete devices and applications; open and close pairing, pre-authorise keys; read everything else but tokens |
 //! | `read_only` | `GET` everything but tokens |
-//! | `gateway` | register its own gateway (`POST /api/v1/gateways` with its name) and read and update it (`GET`, `PUT /api/v1/gateways/{its name}`); nothing else |
+//! | `gateway` | register its own gateway (`POST /api/v1/gateways` with its name) and read and update it (`GET`, `PUT /api/v1/gateways/{its name}`); forward enrollments (`POST /api/v1/enrollments`); nothing else |
 //!
 //! A missing, unknown or revoked token is answered 401 (`unauthorized`),
 //! an expired one 401 (`token_expired`); a token outside its role 403
@@ -341,12 +341,17 @@ pub(crate) fn allows(role: Role, method: &Method, route: &str) -> bool {
             !tokens
                 && (reads
                     || route.starts_with("/api/v1/devices")
-                    || route.starts_with("/api/v1/applications"))
+                    || route.starts_with("/api/v1/applications")
+                    || route == "/api/v1/pairing"
+                    || route == "/api/v1/preauthorized")
         }
         Role::ReadOnly => reads && !tokens,
+        // Enrollments are forwarded by gateways: no person's token but an
+        // admin's has device certificates signed.
         Role::Gateway => matches!(
             (method.as_str(), route),
-            ("POST", "/api/v1/gateways") | ("GET" | "HEAD" | "PUT", "/api/v1/gateways/{name}")
+            ("POST", "/api/v1/gateways" | "/api/v1/enrollments")
+                | ("GET" | "HEAD" | "PUT", "/api/v1/gateways/{name}")
         ),
     }
 }
@@ -356,12 +361,15 @@ fn refusal_for(caller: &Caller, route: &str) -> Problem {
     let detail = match caller.role {
         _ if route.starts_with("/api/v1/tokens") => "only admin tokens manage tokens".to_owned(),
         Role::ReadOnly => "this token may only read".to_owned(),
+        Role::Operator if route == "/api/v1/enrollments" => {
+            "enrollments are forwarded by gateways, with a gateway token".to_owned()
+        }
         Role::Operator => {
-            "operator tokens change devices and applications only; gateways need an admin token"
+            "operator tokens change devices, applications and pairing only; gateways need an admin token"
                 .to_owned()
         }
         Role::Gateway => format!(
-            "this token may only register and update gateway {}",
+            "this token may only register and update gateway {} and forward enrollments",
             caller.gateway.as_deref().unwrap_or("-")
         ),
         // Never: an admin may do everything.

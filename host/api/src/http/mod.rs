@@ -16,6 +16,9 @@
 //! | `GET /api/v1/applications/{name}/results` | its latest execution results (ten per device), newest first |
 //! | `POST, GET /api/v1/gateways[?labelSelector=...]` | register, list |
 //! | `GET, PUT, DELETE /api/v1/gateways/{name}` | read, replace labels and spec (at a `resource_version`), forget |
+//! | `POST /api/v1/enrollments` | a gateway forwards an enrollment; this server signs it with its device CA ([`enrollments`]; gateway tokens) |
+//! | `GET, PUT /api/v1/pairing` | whether devices may enroll, fleet-wide: `{"open": true, "for_secs": 600}` opens a window that closes by itself |
+//! | `POST /api/v1/preauthorized` | let one public key enroll while pairing is closed |
 //!
 //! Every route but `/healthz` and the dashboard's static files needs
 //! `Authorization: Bearer <token>` (`/api/v1/events` also takes it as
@@ -41,6 +44,7 @@ pub mod applications;
 pub mod auth;
 pub mod dashboard;
 pub mod devices;
+pub mod enrollments;
 pub mod events;
 pub mod gateways;
 pub mod problem;
@@ -71,6 +75,9 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The open event streams and their bounds.
     pub streams: Arc<events::EventStreams>,
+    /// The device CA enrollments are signed with (`--pki`); without it
+    /// `POST /api/v1/enrollments` answers 503.
+    pub device_issuer: enrollments::Signer,
 }
 
 impl AppState {
@@ -89,7 +96,14 @@ impl AppState {
             store,
             auth,
             streams: events::EventStreams::new(limits),
+            device_issuer: None,
         }
+    }
+
+    /// The same state, signing enrollments with `issuer`.
+    pub fn with_device_issuer(mut self, issuer: Arc<wasmbed_pki::DeviceIssuer>) -> AppState {
+        self.device_issuer = Some(issuer);
+        self
     }
 }
 
@@ -136,6 +150,12 @@ pub fn app(state: AppState) -> Router {
                 .put(gateways::update)
                 .delete(gateways::delete),
         )
+        .route("/api/v1/enrollments", post(enrollments::enroll))
+        .route(
+            "/api/v1/pairing",
+            get(enrollments::get_pairing).put(enrollments::set_pairing),
+        )
+        .route("/api/v1/preauthorized", post(enrollments::preauthorize))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

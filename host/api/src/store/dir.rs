@@ -9,11 +9,19 @@
 //! DIR/blobs/<sha256>          a module, named by its SHA-256 (checked on read)
 //! DIR/results/<uid>.json      an application's results, a JSON array
 //! DIR/tokens/<id>.json        a token's record: its SHA-256, never the token
+//! DIR/enrollments/<h>.json    an enrolled device key, its id and board
+//! DIR/preauthorized/<h>.json  a key that may enroll while pairing is closed
+//! DIR/pairing.json            the fleet's pairing window
 //! DIR/tmp/                    files being written
 //! ```
 //!
-//! Directories are 0700 and files 0600: token hashes and results are
-//! nobody else's business.
+//! `<h>` is the SHA-256 of the key's hex (a key's hex is longer than a
+//! file name this store takes). An enrollment is created with a hard link,
+//! which fails when the file exists: two replicas enrolling one key at
+//! once agree on the first one's id.
+//!
+//! Directories are 0700 and files 0600: token hashes, results and
+//! enrollments are nobody else's business.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -24,7 +32,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::{BlobStore, ResultStore, Role, StoreError, TokenRecord, TokenStore};
+use super::{
+    BlobStore, EnrollmentRecord, EnrollmentStore, PairingWindow, ResultStore, Role, StoreError,
+    TokenRecord, TokenStore,
+};
 
 /// Blobs, tokens and results in a directory. See the module documentation.
 #[derive(Debug, Clone)]
@@ -35,12 +46,15 @@ pub struct DirStore {
 const BLOBS: &str = "blobs";
 const RESULTS: &str = "results";
 const TOKENS: &str = "tokens";
+const ENROLLMENTS: &str = "enrollments";
+const PREAUTHORIZED: &str = "preauthorized";
+const PAIRING: &str = "pairing.json";
 const TMP: &str = "tmp";
 
 impl DirStore {
     /// Opens (creating what is missing) the store in `root`.
     pub fn open(root: &Path) -> Result<DirStore, StoreError> {
-        for sub in ["", BLOBS, RESULTS, TOKENS, TMP] {
+        for sub in ["", BLOBS, RESULTS, TOKENS, ENROLLMENTS, PREAUTHORIZED, TMP] {
             let dir = root.join(sub);
             fs::DirBuilder::new()
                 .recursive(true)
@@ -80,27 +94,62 @@ fn unavailable(path: &Path, error: &io::Error) -> StoreError {
 
 /// Writes `bytes` as `dest`, whole or not at all (0600).
 fn write_atomically(root: &Path, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = root
-        .join(TMP)
-        .join(format!("{}.tmp", hex::encode(rand::random::<[u8; 8]>())));
+    let tmp = temporary(root);
     let written = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+        write_synced(&tmp, bytes)?;
         fs::rename(&tmp, dest)?;
-        if let Some(dir) = dest.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        sync_parent(dest)
     })();
     written.map_err(|e: io::Error| {
         let _ = fs::remove_file(&tmp);
         unavailable(dest, &e)
     })
+}
+
+/// Writes `bytes` as `dest` whole, unless `dest` exists: `Ok(false)` then,
+/// and `dest` is left as it was.
+fn create_atomically(root: &Path, dest: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
+    let tmp = temporary(root);
+    let created = (|| {
+        write_synced(&tmp, bytes)?;
+        // Unlike a rename, a link never replaces what is there.
+        let linked = match fs::hard_link(&tmp, dest) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e),
+        };
+        fs::remove_file(&tmp)?;
+        if linked {
+            sync_parent(dest)?;
+        }
+        Ok(linked)
+    })();
+    created.map_err(|e: io::Error| {
+        let _ = fs::remove_file(&tmp);
+        unavailable(dest, &e)
+    })
+}
+
+fn temporary(root: &Path) -> PathBuf {
+    root.join(TMP)
+        .join(format!("{}.tmp", hex::encode(rand::random::<[u8; 8]>())))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 /// The file's bytes, `None` when there is none.
@@ -301,6 +350,154 @@ impl TokenStore for DirStore {
     async fn delete_token(&self, id: &str) -> Result<(), StoreError> {
         let path = self.path(TOKENS, &format!("{}.json", file_name("token id", id)?));
         self.blocking(move |_| remove_if_any(&path)).await
+    }
+}
+
+/// The file name of a key's enrollment or pre-authorisation.
+fn key_file(public_key: &str) -> String {
+    format!(
+        "{}.json",
+        hex::encode(Sha256::digest(public_key.as_bytes()))
+    )
+}
+
+/// An enrollment as its file holds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct EnrollmentFile {
+    public_key: String,
+    device_id: String,
+    board: String,
+    firmware_version: String,
+    enrolled_at: u64,
+}
+
+impl EnrollmentFile {
+    fn of(record: &EnrollmentRecord) -> EnrollmentFile {
+        EnrollmentFile {
+            public_key: record.public_key.clone(),
+            device_id: record.device_id.clone(),
+            board: record.board.clone(),
+            firmware_version: record.firmware_version.clone(),
+            enrolled_at: record.enrolled_at,
+        }
+    }
+
+    fn record(self) -> EnrollmentRecord {
+        EnrollmentRecord {
+            public_key: self.public_key,
+            device_id: self.device_id,
+            board: self.board,
+            firmware_version: self.firmware_version,
+            enrolled_at: self.enrolled_at,
+        }
+    }
+}
+
+/// The enrollment in `path`, if any; one of another key (a SHA-256
+/// collision, or a file put there by hand) is refused as corrupt.
+fn read_enrollment(path: &Path, public_key: &str) -> Result<Option<EnrollmentRecord>, StoreError> {
+    let Some(bytes) = read_if_any(path)? else {
+        return Ok(None);
+    };
+    let file: EnrollmentFile = serde_json::from_slice(&bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+    if file.public_key != public_key {
+        return Err(StoreError::Corrupt(format!(
+            "{}: holds the enrollment of another key",
+            path.display()
+        )));
+    }
+    Ok(Some(file.record()))
+}
+
+/// The pairing window as its file holds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct PairingFile {
+    open: bool,
+    until: Option<u64>,
+}
+
+/// A pre-authorisation as its file holds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct PreauthorizedFile {
+    public_key: String,
+    added_at: u64,
+}
+
+#[async_trait]
+impl EnrollmentStore for DirStore {
+    async fn enrollment(&self, public_key: &str) -> Result<Option<EnrollmentRecord>, StoreError> {
+        let path = self.path(ENROLLMENTS, &key_file(public_key));
+        let key = public_key.to_owned();
+        self.blocking(move |_| read_enrollment(&path, &key)).await
+    }
+
+    async fn enroll(&self, record: &EnrollmentRecord) -> Result<EnrollmentRecord, StoreError> {
+        let dest = self.path(ENROLLMENTS, &key_file(&record.public_key));
+        let preauthorized = self.path(PREAUTHORIZED, &key_file(&record.public_key));
+        let json = serde_json::to_vec(&EnrollmentFile::of(record))?;
+        let key = record.public_key.clone();
+        self.blocking(move |root| {
+            create_atomically(root, &dest, &json)?;
+            remove_if_any(&preauthorized)?;
+            read_enrollment(&dest, &key)?.ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "{}: gone just after it was written",
+                    dest.display()
+                ))
+            })
+        })
+        .await
+    }
+
+    async fn preauthorize(&self, public_key: &str, at: u64) -> Result<(), StoreError> {
+        let dest = self.path(PREAUTHORIZED, &key_file(public_key));
+        let json = serde_json::to_vec(&PreauthorizedFile {
+            public_key: public_key.to_owned(),
+            added_at: at,
+        })?;
+        self.blocking(move |root| create_atomically(root, &dest, &json).map(|_| ()))
+            .await
+    }
+
+    async fn is_preauthorized(&self, public_key: &str) -> Result<bool, StoreError> {
+        let path = self.path(PREAUTHORIZED, &key_file(public_key));
+        let key = public_key.to_owned();
+        self.blocking(move |_| {
+            let Some(bytes) = read_if_any(&path)? else {
+                return Ok(false);
+            };
+            let file: PreauthorizedFile = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+            Ok(file.public_key == key)
+        })
+        .await
+    }
+
+    async fn pairing(&self) -> Result<PairingWindow, StoreError> {
+        let path = self.root.join(PAIRING);
+        self.blocking(move |_| {
+            let Some(bytes) = read_if_any(&path)? else {
+                return Ok(PairingWindow::default());
+            };
+            let file: PairingFile = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+            Ok(PairingWindow {
+                open: file.open,
+                until: file.until,
+            })
+        })
+        .await
+    }
+
+    async fn set_pairing(&self, window: PairingWindow) -> Result<(), StoreError> {
+        let dest = self.root.join(PAIRING);
+        let json = serde_json::to_vec(&PairingFile {
+            open: window.open,
+            until: window.until,
+        })?;
+        self.blocking(move |root| write_atomically(root, &dest, &json))
+            .await
     }
 }
 

@@ -12,13 +12,14 @@
 //!
 //! What does not belong in an object store has traits of its own:
 //! [`BlobStore`] (modules, content-addressed), [`TokenStore`] (token
-//! hashes) and [`ResultStore`] (execution results, bounded per application
-//! and churning too fast for etcd). [`SqliteStore`] implements all four;
-//! in a cluster the last three live in a SQLite file on the API server's
+//! hashes), [`ResultStore`] (execution results, bounded per application
+//! and churning too fast for etcd) and [`EnrollmentStore`] (the fleet's
+//! enrolled keys, pre-authorised keys and pairing window).
+//! [`SqliteStore`] implements all five; in a cluster the last four live in a SQLite file on the API server's
 //! volume (one replica), or as files in a directory that replicas share
 //! ([`DirStore`], on a ReadWriteMany volume).
 //!
-//! [`Store`] puts the four together with typed access.
+//! [`Store`] puts the five together with typed access.
 
 mod dir;
 mod hub;
@@ -233,6 +234,56 @@ pub trait ResultStore: Send + Sync + fmt::Debug {
     async fn delete_results(&self, application_uid: &str) -> Result<(), StoreError>;
 }
 
+/// A device key enrolled through any gateway of the fleet: one id per key,
+/// whichever gateway the device enrolls (or enrolls again) through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentRecord {
+    /// The device's SEC1 public key, lowercase hex.
+    pub public_key: String,
+    /// The device's id, 32 lowercase hex digits.
+    pub device_id: String,
+    pub board: String,
+    pub firmware_version: String,
+    /// Milliseconds since the Unix epoch.
+    pub enrolled_at: u64,
+}
+
+/// The fleet-wide pairing window: while open, devices with the claim
+/// certificate may enroll through any gateway that forwards enrollments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PairingWindow {
+    pub open: bool,
+    /// When an open window closes by itself (milliseconds since the Unix
+    /// epoch); `None`: open until closed.
+    pub until: Option<u64>,
+}
+
+impl PairingWindow {
+    /// Whether devices may enroll at `now` (milliseconds since the epoch).
+    pub fn is_open_at(&self, now: u64) -> bool {
+        self.open && self.until.is_none_or(|until| now < until)
+    }
+}
+
+/// The fleet's enrollments, pre-authorised keys and pairing window, which
+/// every API server replica and so every gateway sees alike.
+#[async_trait]
+pub trait EnrollmentStore: Send + Sync + fmt::Debug {
+    /// The enrollment of `public_key` (lowercase hex), if it has one.
+    async fn enrollment(&self, public_key: &str) -> Result<Option<EnrollmentRecord>, StoreError>;
+    /// Records `record` unless its key is enrolled already, and returns
+    /// the enrollment stored: `record`, or the one that was there first
+    /// (two gateways, or two replicas, enrolling one key at once agree on
+    /// one id). The key's pre-authorisation is used up.
+    async fn enroll(&self, record: &EnrollmentRecord) -> Result<EnrollmentRecord, StoreError>;
+    /// Lets `public_key` enroll while pairing is closed (once).
+    async fn preauthorize(&self, public_key: &str, at: u64) -> Result<(), StoreError>;
+    async fn is_preauthorized(&self, public_key: &str) -> Result<bool, StoreError>;
+    /// The pairing window; closed when never set.
+    async fn pairing(&self) -> Result<PairingWindow, StoreError>;
+    async fn set_pairing(&self, window: PairingWindow) -> Result<(), StoreError>;
+}
+
 /// What a bearer token may do (see [`crate::http::auth`] for the rules).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -316,3 +367,5 @@ pub(crate) fn new_token_id() -> String {
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(test)]
+mod enrollment_tests;

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use self::schema::{make_private, migrate};
 use super::{
-    BlobStore, Deletion, ListParams, ObjectList, ResourceStore, ResultStore, Role, StoreError,
-    StoredObject, TokenRecord, TokenStore, WatchEvent, WatchHub, WatchStream, has_labels, new_uid,
+    BlobStore, Deletion, EnrollmentRecord, EnrollmentStore, ListParams, ObjectList, PairingWindow,
+    ResourceStore, ResultStore, Role, StoreError, StoredObject, TokenRecord, TokenStore,
+    WatchEvent, WatchHub, WatchStream, has_labels, new_uid,
 };
 use crate::model::{Kind, ObjectMeta, now_ms};
 
@@ -709,6 +710,126 @@ impl ResultStore for SqliteStore {
         })
         .await
     }
+}
+
+#[async_trait]
+impl EnrollmentStore for SqliteStore {
+    async fn enrollment(&self, public_key: &str) -> Result<Option<EnrollmentRecord>, StoreError> {
+        let key = public_key.to_owned();
+        self.blocking(move |db, _| read_enrollment(db, &key)).await
+    }
+
+    async fn enroll(&self, record: &EnrollmentRecord) -> Result<EnrollmentRecord, StoreError> {
+        let record = record.clone();
+        self.blocking(move |db, _| {
+            let tx = db
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(database)?;
+            tx.execute(
+                "INSERT INTO enrollments (public_key, device_id, board, firmware_version, enrolled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (public_key) DO NOTHING",
+                params![
+                    record.public_key,
+                    record.device_id,
+                    record.board,
+                    record.firmware_version,
+                    to_i64(record.enrolled_at),
+                ],
+            )
+            .map_err(database)?;
+            tx.execute(
+                "DELETE FROM preauthorized_keys WHERE public_key = ?1",
+                params![record.public_key],
+            )
+            .map_err(database)?;
+            let stored = read_enrollment(&tx, &record.public_key)?.ok_or_else(|| {
+                StoreError::Unavailable("the enrollment just written is not there".into())
+            })?;
+            tx.commit().map_err(database)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn preauthorize(&self, public_key: &str, at: u64) -> Result<(), StoreError> {
+        let key = public_key.to_owned();
+        self.blocking(move |db, _| {
+            db.execute(
+                "INSERT OR IGNORE INTO preauthorized_keys (public_key, added_at) VALUES (?1, ?2)",
+                params![key, to_i64(at)],
+            )
+            .map_err(database)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_preauthorized(&self, public_key: &str) -> Result<bool, StoreError> {
+        let key = public_key.to_owned();
+        self.blocking(move |db, _| {
+            db.query_row(
+                "SELECT 1 FROM preauthorized_keys WHERE public_key = ?1",
+                params![key],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(database)
+        })
+        .await
+    }
+
+    async fn pairing(&self) -> Result<PairingWindow, StoreError> {
+        self.blocking(|db, _| {
+            let row: Option<(bool, Option<i64>)> = db
+                .query_row("SELECT open, until FROM pairing WHERE id = 1", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()
+                .map_err(database)?;
+            Ok(
+                row.map_or_else(PairingWindow::default, |(open, until)| PairingWindow {
+                    open,
+                    until: until.map(|at| u64::try_from(at).unwrap_or(0)),
+                }),
+            )
+        })
+        .await
+    }
+
+    async fn set_pairing(&self, window: PairingWindow) -> Result<(), StoreError> {
+        self.blocking(move |db, _| {
+            db.execute(
+                "INSERT INTO pairing (id, open, until) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET open = excluded.open, until = excluded.until",
+                params![window.open, window.until.map(to_i64)],
+            )
+            .map_err(database)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn read_enrollment(
+    db: &Connection,
+    public_key: &str,
+) -> Result<Option<EnrollmentRecord>, StoreError> {
+    db.query_row(
+        "SELECT device_id, board, firmware_version, enrolled_at FROM enrollments WHERE public_key = ?1",
+        params![public_key],
+        |row| {
+            Ok(EnrollmentRecord {
+                public_key: public_key.to_owned(),
+                device_id: row.get(0)?,
+                board: row.get(1)?,
+                firmware_version: row.get(2)?,
+                enrolled_at: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+            })
+        },
+    )
+    .optional()
+    .map_err(database)
 }
 
 mod schema;

@@ -1,4 +1,4 @@
-//! [`Store`]: the four stores together, with typed access.
+//! [`Store`]: the five stores together, with typed access.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,8 +8,8 @@ use futures_util::stream::BoxStream;
 
 use super::shared::SharedWatches;
 use super::{
-    BlobStore, Deletion, ListParams, ObjectList, ResourceStore, ResultStore, SqliteStore,
-    StoreError, StoredObject, TokenStore, WatchEvent, WatchStream,
+    BlobStore, Deletion, EnrollmentStore, ListParams, ObjectList, ResourceStore, ResultStore,
+    SqliteStore, StoreError, StoredObject, TokenStore, WatchEvent, WatchStream,
 };
 use crate::model::{ExecutionResult, Kind, Object};
 
@@ -75,7 +75,7 @@ impl OwnWrites {
     }
 }
 
-/// The four stores, with typed access. Counts its resource reads (gets
+/// The five stores, with typed access. Counts its resource reads (gets
 /// and list pages), which is what a watcher saves.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -83,6 +83,7 @@ pub struct Store {
     blobs: Arc<dyn BlobStore>,
     tokens: Arc<dyn TokenStore>,
     results: Arc<dyn ResultStore>,
+    enrollments: Arc<dyn EnrollmentStore>,
     reads: Arc<AtomicU64>,
     own: Option<Arc<OwnWrites>>,
     shared: Arc<SharedWatches>,
@@ -94,12 +95,14 @@ impl Store {
         blobs: Arc<dyn BlobStore>,
         tokens: Arc<dyn TokenStore>,
         results: Arc<dyn ResultStore>,
+        enrollments: Arc<dyn EnrollmentStore>,
     ) -> Store {
         Store {
             resources,
             blobs,
             tokens,
             results,
+            enrollments,
             reads: Arc::new(AtomicU64::new(0)),
             own: None,
             shared: Arc::new(SharedWatches::default()),
@@ -134,7 +137,13 @@ impl Store {
     /// Everything in one SQLite database.
     pub fn sqlite(store: SqliteStore) -> Store {
         let store = Arc::new(store);
-        Store::new(store.clone(), store.clone(), store.clone(), store)
+        Store::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store,
+        )
     }
 
     /// Everything in a private SQLite database in memory.
@@ -152,6 +161,11 @@ impl Store {
 
     pub fn tokens(&self) -> &dyn TokenStore {
         self.tokens.as_ref()
+    }
+
+    /// The fleet's enrollments, pre-authorised keys and pairing window.
+    pub fn enrollments(&self) -> &dyn EnrollmentStore {
+        self.enrollments.as_ref()
     }
 
     /// Resource reads (gets and list pages) through this store so far.

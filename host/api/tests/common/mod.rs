@@ -33,7 +33,13 @@ pub fn test_store() -> Store {
                 .unwrap()
                 .keep();
             let files = std::sync::Arc::new(wasmbed_api::store::DirStore::open(&dir).unwrap());
-            Store::new(resources, files.clone(), files.clone(), files)
+            Store::new(
+                resources,
+                files.clone(),
+                files.clone(),
+                files.clone(),
+                files,
+            )
         }
         Ok("sqlite") | Err(_) => Store::in_memory(),
         Ok(other) => panic!("WASMBED_TEST_STORE={other}: expected sqlite or kubernetes"),
@@ -218,6 +224,15 @@ pub struct TestGateway {
 }
 
 pub async fn start_gateway() -> TestGateway {
+    start_gateway_signing(installation(), None).await
+}
+
+/// A real gateway of `installation` on loopback that forwards enrollments
+/// to `signer`, or signs them itself without one.
+pub async fn start_gateway_signing(
+    installation: &wasmbed_pki::Installation,
+    signer: Option<std::sync::Arc<dyn wasmbed_gateway::signer::FleetSigner>>,
+) -> TestGateway {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -233,9 +248,14 @@ pub async fn start_gateway() -> TestGateway {
     config.session.heartbeat_interval_ms = 250;
     config.session.missed_heartbeats = 12;
     let config = config
-        .with_control_ca(installation(), &wasmbed_pki::test_fixtures().control_ca)
+        .with_control_ca(installation, &wasmbed_pki::test_fixtures().control_ca)
         .unwrap();
-    let gateway = Gateway::new(config, installation(), GatewayStore::in_memory().unwrap()).unwrap();
+    let store = GatewayStore::in_memory().unwrap();
+    let gateway = match signer {
+        Some(signer) => Gateway::with_fleet_signer(config, installation, store, signer),
+        None => Gateway::new(config, installation, store),
+    }
+    .unwrap();
     let devices = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

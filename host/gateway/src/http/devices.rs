@@ -148,6 +148,20 @@ pub(crate) async fn revoke_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// 409 when the fleet's signer decides enrollments (`--enroll-via-api`):
+/// pairing and pre-authorised keys are the API server's then.
+fn refuse_when_fleet_wide(shared: &Shared) -> ApiResult<()> {
+    match shared.signing {
+        crate::signer::Signing::Local(_) => Ok(()),
+        crate::signer::Signing::Fleet(_) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "fleet_wide",
+            "this gateway forwards enrollments: open pairing and pre-authorise keys at the \
+             API server (PUT /api/v1/pairing, POST /api/v1/preauthorized)",
+        )),
+    }
+}
+
 /// `PUT /v1/pairing`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SetPairing {
@@ -179,6 +193,7 @@ pub(crate) async fn get_pairing(State(shared): State<Arc<Shared>>) -> Json<Pairi
         (status = 200, body = PairingStatus),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 409, description = "the gateway forwards enrollments: pairing is the API server's", body = ErrorBody),
         (status = 415, body = ErrorBody),
     ),
 )]
@@ -186,6 +201,7 @@ pub(crate) async fn set_pairing(
     State(shared): State<Arc<Shared>>,
     ApiJson(request): ApiJson<SetPairing>,
 ) -> ApiResult<Json<PairingStatus>> {
+    refuse_when_fleet_wide(&shared)?;
     let duration = match request.duration_s {
         None => pairing::DEFAULT_WINDOW,
         Some(s) if (1..=pairing::MAX_WINDOW.as_secs()).contains(&s) => Duration::from_secs(s),
@@ -221,6 +237,7 @@ pub struct Preauthorize {
         (status = 201, description = "the key may enroll"),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 409, description = "the gateway forwards enrollments: pre-authorised keys are the API server's", body = ErrorBody),
         (status = 415, body = ErrorBody),
     ),
 )]
@@ -228,6 +245,7 @@ pub(crate) async fn preauthorize(
     State(shared): State<Arc<Shared>>,
     ApiJson(body): ApiJson<Preauthorize>,
 ) -> ApiResult<StatusCode> {
+    refuse_when_fleet_wide(&shared)?;
     let key = hex::decode(body.public_key.trim())
         .map_err(|_| ApiError::bad_request("public_key is not hex"))?;
     if p256::PublicKey::from_sec1_bytes(&key).is_err() || key.len() != PUBLIC_KEY_LEN {

@@ -72,6 +72,16 @@ pub fn fast_config() -> GatewayConfig {
 
 impl TestGateway {
     pub async fn start(config: GatewayConfig, store: Store) -> TestGateway {
+        Self::start_signing(config, store, None).await
+    }
+
+    /// A gateway that forwards enrollments to `signer`, or signs them
+    /// itself without one.
+    pub async fn start_signing(
+        config: GatewayConfig,
+        store: Store,
+        signer: Option<Arc<dyn wasmbed_gateway::signer::FleetSigner>>,
+    ) -> TestGateway {
         // `RUST_LOG=debug cargo test ...` shows the gateway's log.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -80,7 +90,11 @@ impl TestGateway {
         let config = config
             .with_control_ca(installation(), &wasmbed_pki::test_fixtures().control_ca)
             .unwrap();
-        let gateway = Gateway::new(config, installation(), store).unwrap();
+        let gateway = match signer {
+            Some(signer) => Gateway::with_fleet_signer(config, installation(), store, signer),
+            None => Gateway::new(config, installation(), store),
+        }
+        .unwrap();
         let devices = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = devices.local_addr().unwrap();
@@ -189,6 +203,9 @@ pub struct TestDevice {
     pub installs: usize,
     /// What it reports in its `SessionStart`.
     pub capabilities: Capabilities,
+    /// A key it asks to enroll instead of its own (while proving with its
+    /// own): a forged request.
+    pub claimed_key: Option<[u8; PUBLIC_KEY_LEN]>,
 }
 
 impl TestDevice {
@@ -200,6 +217,7 @@ impl TestDevice {
             installed: Vec::new(),
             installs: 0,
             capabilities: samples::capabilities(),
+            claimed_key: None,
         }
     }
 
@@ -245,10 +263,11 @@ impl TestDevice {
                 while let Some(event) = session.poll_event() {
                     match event {
                         DeviceEvent::EnrollChallenge { nonce } => {
-                            let payload = proof_payload(&nonce, &self.public_key());
+                            let key = self.claimed_key.unwrap_or_else(|| self.public_key());
+                            let payload = proof_payload(&nonce, &key);
                             let signature: Signature = self.key.sign(&payload);
                             let request = EnrollRequest {
-                                public_key: self.public_key(),
+                                public_key: key,
                                 proof: signature.to_bytes().into(),
                                 device: DeviceInfo {
                                     board: Name::try_from("test-board").unwrap(),

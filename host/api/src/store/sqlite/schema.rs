@@ -79,6 +79,26 @@ SELECT kind, name, uid, labels,
 FROM objects;
 DROP TABLE objects;
 ",
+    // 4: enrollment signed in one place: the fleet's enrolled keys, keys
+    // pre-authorised to enroll, and the pairing window (one row).
+    "
+CREATE TABLE enrollments (
+    public_key TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL UNIQUE,
+    board TEXT NOT NULL,
+    firmware_version TEXT NOT NULL,
+    enrolled_at INTEGER NOT NULL
+);
+CREATE TABLE preauthorized_keys (
+    public_key TEXT PRIMARY KEY,
+    added_at INTEGER NOT NULL
+);
+CREATE TABLE pairing (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    open INTEGER NOT NULL,
+    until INTEGER
+);
+",
 ];
 
 /// Brings the schema up to [`MIGRATIONS`]' last version, in one
