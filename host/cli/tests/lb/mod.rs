@@ -2,7 +2,9 @@
 //! `tests/load_balanced.rs`: `wasmbed api`, three `wasmbed gateway`s
 //! (gw-1..gw-3) registered with it, Debian's HAProxy in TCP mode in front
 //! of their device ports, and a fleet of simulated devices (`wasmbed-sim`,
-//! in this process) connecting through HAProxy.
+//! in this process) or QEMU devices connecting through HAProxy. The
+//! gateways hold no device CA key: they pass enrollments to the API
+//! server (`--enroll-via-api`), where pairing is open.
 //!
 //! Every process writes its output into the temporary directory; when a
 //! test fails, the end of each log is printed, and every process is
@@ -120,6 +122,17 @@ impl Cluster {
             .output()
             .expect("certs init");
         assert!(init.status.success(), "certs init: {init:?}");
+        // The gateways' copy lacks the device CA's key: the API server
+        // signs every enrollment (`--enroll-via-api`).
+        let gateway_pki = dir.path().join("gateway-pki");
+        std::fs::create_dir(&gateway_pki).expect("the gateways' installation");
+        for entry in std::fs::read_dir(&pki).expect("the installation") {
+            let path = entry.expect("an entry").path();
+            let name = path.file_name().expect("a file name").to_owned();
+            if name != wasmbed_pki::file_names::DEVICE_CA_KEY {
+                std::fs::copy(&path, gateway_pki.join(name)).expect("copy");
+            }
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -145,6 +158,9 @@ impl Cluster {
             token,
             runtime.handle().clone(),
         );
+        // Pairing is fleet-wide, at the API server.
+        let (status, answer) = api.put("/api/v1/pairing", &json!({"open": true, "for_secs": 3600}));
+        assert_eq!(status, 200, "open pairing: {answer}");
 
         let gateways: Vec<GatewaySlot> = GATEWAYS
             .iter()
@@ -241,7 +257,7 @@ impl Cluster {
     /// the API server runs, until it is registered there and found
     /// reachable.
     pub(crate) fn start_gateway(&mut self, name: &str) {
-        let pki = self.pki();
+        let pki = self.dir.path().join("gateway-pki");
         let db = self.dir.path().join(format!("{name}.db"));
         let api_url = self.api.url.clone();
         let gateway_args = self.gateway_args.clone();
@@ -258,7 +274,7 @@ impl Cluster {
             .args(["--http", &format!("127.0.0.1:{}", slot.http_port)])
             .args(["--api", &api_url, "--name", name])
             .args(["--api-token", &slot.token])
-            .arg("--open-pairing")
+            .arg("--enroll-via-api")
             .args(&gateway_args)
             .env("WASMBED_LOG", "info")
             .env("NO_COLOR", "1");

@@ -50,16 +50,25 @@ impl Api {
 
     /// `POST path` with a JSON body: the status and the JSON answer.
     pub(crate) fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, body)
+    }
+
+    /// `PUT path` with a JSON body: the status and the JSON answer.
+    pub(crate) fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, body)
+    }
+
+    fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
         let request = self
             .client
-            .post(format!("{}{path}", self.url))
+            .request(method.clone(), format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .json(body);
         self.runtime.block_on(async {
             let response = request
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
             let status = response.status().as_u16();
             (status, response.json().await.unwrap_or(Value::Null))
         })
