@@ -274,16 +274,14 @@ fn rest_stores(
 /// gateways forward; `None` (logged) when it has no usable device CA key:
 /// the API server serves all the rest.
 fn enrollment_signer(pki: &std::path::Path) -> Option<Arc<wasmbed_pki::DeviceIssuer>> {
-    let issuer = wasmbed_pki::Installation::load(pki)
-        .map_err(anyhow::Error::from)
-        .and_then(|installation| Ok(installation.device_issuer()?));
+    let issuer = wasmbed_pki::load_device_issuer(pki);
     match issuer {
         Ok(issuer) => {
             tracing::info!(pki = %pki.display(), "enrollments forwarded by gateways are signed here");
             Some(Arc::new(issuer))
         }
         Err(e) => {
-            tracing::warn!(pki = %pki.display(), error = %format!("{e:#}"), "no device CA to sign enrollments with: gateways started with --enroll-via-api are refused (503)");
+            tracing::warn!(pki = %pki.display(), error = %e, "no device CA to sign enrollments with: gateways started with --enroll-via-api are refused (503)");
             None
         }
     }

@@ -115,6 +115,20 @@ pub fn load_certificate(path: &Path) -> Result<CertificateDer<'static>, Installa
     read_certificate(path, &read(path)?)
 }
 
+/// The device CA of the installation in `dir` (`device-ca.pem` and
+/// `device-ca-key.pem`, nothing else), to sign enrollments: what an API
+/// server signing for keyless gateways needs.
+pub fn load_device_issuer(dir: &Path) -> Result<crate::DeviceIssuer, InstallationError> {
+    use crate::installation::file_names::{DEVICE_CA, DEVICE_CA_KEY};
+    let cert = load_certificate(&dir.join(DEVICE_CA))?;
+    let key_path = dir.join(DEVICE_CA_KEY);
+    let key = crate::installation::read_key(&key_path, &read(&key_path)?)?;
+    crate::DeviceIssuer::new(&cert, &key).map_err(|e| InstallationError::BadKey {
+        path: key_path,
+        reason: e.to_string(),
+    })
+}
+
 /// A client name as it goes into a certificate: 1 to 64 of
 /// `[A-Za-z0-9._-]`.
 fn valid_name(name: &str) -> bool {

@@ -56,7 +56,7 @@ mod fixtures;
 pub use control::{
     ControlCa, Credential, anonymous_client_config, certificate_common_name, control_client_config,
     control_file_names, ensure_control_pki, gateway_http_server_config, load_certificate,
-    plain_server_config,
+    load_device_issuer, plain_server_config,
 };
 pub use installation::{
     DEFAULT_INSTALLATION_VALIDITY, Installation, InstallationError, InstallationOptions, file_names,

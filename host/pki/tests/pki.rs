@@ -726,3 +726,25 @@ fn the_device_id_a_certificate_was_issued_for_is_read_back() {
         None
     );
 }
+
+/// An API server signing for keyless gateways needs the device CA and its
+/// key, nothing else of the installation.
+#[test]
+fn the_device_issuer_loads_from_the_device_ca_files_alone() {
+    let fixtures = test_fixtures();
+    let full = tempfile::tempdir().unwrap();
+    fixtures.installation.save(full.path(), false).unwrap();
+    let only = tempfile::tempdir().unwrap();
+    for name in [file_names::DEVICE_CA, file_names::DEVICE_CA_KEY] {
+        std::fs::copy(full.path().join(name), only.path().join(name)).unwrap();
+    }
+    let issuer = wasmbed_pki::load_device_issuer(only.path()).unwrap();
+    let cert = issuer.issue([7; 16], &fixtures.device.public_key).unwrap();
+    let roots = fixtures.installation.client_roots();
+    assert!(matches!(
+        classify_peer(&cert, &roots),
+        Ok(PeerIdentity::Device(_))
+    ));
+    std::fs::remove_file(only.path().join(file_names::DEVICE_CA_KEY)).unwrap();
+    assert!(wasmbed_pki::load_device_issuer(only.path()).is_err());
+}
