@@ -28,7 +28,7 @@ use crate::model;
         model::Gateway, model::GatewaySpec, model::GatewayStatus,
         wasmbed_gateway_api::EnrollmentRequest, wasmbed_gateway_api::EnrollmentAnswer,
         wasmbed_gateway_api::EnrollmentOutcome,
-        enrollments::PairingStatus, enrollments::SetPairing, enrollments::Preauthorize,
+        wasmbed_gateway_api::PairingStatus, wasmbed_gateway_api::SetPairing, enrollments::Preauthorize,
     )),
     modifiers(&BearerScheme, &RoleRefusals),
     security(("bearer" = [])),

@@ -59,7 +59,7 @@ async fn open_pairing(api: &TestApi, token: &str) {
             "PUT",
             "/api/v1/pairing",
             Some(token),
-            Some(json!({"open": true, "for_secs": 60})),
+            Some(json!({"open": true, "duration_s": 60})),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{json}");
@@ -147,7 +147,7 @@ async fn pairing_closed_refuses_new_keys_but_a_preauthorised_one() {
             "PUT",
             "/api/v1/pairing",
             Some(&operator),
-            Some(json!({"open": true, "for_secs": 0})),
+            Some(json!({"open": true, "duration_s": 0})),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");

@@ -11,6 +11,7 @@ mod deployments;
 mod devices;
 pub mod enrollment;
 mod error;
+pub mod pairing;
 mod results;
 pub mod trap_code;
 
@@ -23,4 +24,5 @@ pub use enrollment::{
     EnrollmentAnswer, EnrollmentOutcome, EnrollmentRequest, refusal_code, refusal_of_code,
 };
 pub use error::ErrorBody;
+pub use pairing::{PairingStatus, SetPairing};
 pub use results::{ResultView, ValueJson};

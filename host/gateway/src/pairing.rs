@@ -6,15 +6,16 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::store::unix_ms;
 
 /// How long a window stays open when no duration is given.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10 * 60);
+pub const DEFAULT_WINDOW: Duration =
+    Duration::from_secs(wasmbed_gateway_api::pairing::DEFAULT_PAIRING_SECS);
 /// The longest window that can be asked for.
-pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+pub const MAX_WINDOW: Duration =
+    Duration::from_secs(wasmbed_gateway_api::pairing::MAX_PAIRING_SECS);
 
 #[derive(Debug, Clone, Copy)]
 enum State {
@@ -32,14 +33,7 @@ pub struct Pairing {
 }
 
 /// The pairing state as the HTTP interface shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PairingStatus {
-    pub open: bool,
-    /// When the window closes by itself (Unix ms); absent when closed, or
-    /// open until closed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub closes_at_ms: Option<u64>,
-}
+pub use wasmbed_gateway_api::PairingStatus;
 
 impl Default for Pairing {
     fn default() -> Self {

@@ -19,6 +19,23 @@ fn fleet_body(device: DeviceId, module: &[u8], id: u64) -> serde_json::Value {
     body
 }
 
+/// `POST /v1/deployments` of `module` to `device` as fleet-wide deployment
+/// `id`.
+async fn place(
+    gateway: &TestGateway,
+    device: DeviceId,
+    module: &[u8],
+    id: u64,
+) -> (StatusCode, serde_json::Value) {
+    gateway
+        .http(
+            "POST",
+            "/v1/deployments",
+            Some(fleet_body(device, module, id)),
+        )
+        .await
+}
+
 #[tokio::test]
 async fn a_device_enrolled_at_one_gateway_is_served_by_another() {
     let enrolling = TestGateway::in_memory().await;
@@ -65,13 +82,7 @@ async fn a_fleet_deployment_moves_between_gateways_without_a_second_install() {
     let id = device.identity.as_ref().unwrap().0;
     let module = module_bytes(3_000);
 
-    let (status, json) = first
-        .http(
-            "POST",
-            "/v1/deployments",
-            Some(fleet_body(id, &module, FLEET_ID)),
-        )
-        .await;
+    let (status, json) = place(&first, id, &module, FLEET_ID).await;
     assert_eq!(status, StatusCode::CREATED, "{json}");
     assert_eq!(json[0]["id"], FLEET_ID);
     let mut connected = device.session(first.addr).await;
@@ -90,13 +101,7 @@ async fn a_fleet_deployment_moves_between_gateways_without_a_second_install() {
     // gives the same deployment: it is announced, and the device says it
     // holds it.
     let mut connected = device.session(second.addr).await;
-    let (status, json) = second
-        .http(
-            "POST",
-            "/v1/deployments",
-            Some(fleet_body(id, &module, FLEET_ID)),
-        )
-        .await;
+    let (status, json) = place(&second, id, &module, FLEET_ID).await;
     assert_eq!(status, StatusCode::CREATED, "{json}");
     connected
         .run_until(|e| *e == Seen::HeartbeatAcked)
@@ -114,13 +119,7 @@ async fn a_fleet_deployment_moves_between_gateways_without_a_second_install() {
 
     // Placing it again is answered as it stands; the id for another
     // application or outside the fleet range is refused.
-    let (status, json) = second
-        .http(
-            "POST",
-            "/v1/deployments",
-            Some(fleet_body(id, &module, FLEET_ID)),
-        )
-        .await;
+    let (status, json) = place(&second, id, &module, FLEET_ID).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     let mut other_app = fleet_body(id, &module, FLEET_ID);
     other_app["application_id"] = 43.into();
@@ -152,13 +151,7 @@ async fn a_moved_deployment_is_forgotten_only_once_its_results_are_collected() {
     let mut device = enrolled_device(&old).await;
     let id = device.identity.as_ref().unwrap().0;
     let module = module_bytes(500);
-    let (status, _) = old
-        .http(
-            "POST",
-            "/v1/deployments",
-            Some(fleet_body(id, &module, FLEET_ID)),
-        )
-        .await;
+    let (status, _) = place(&old, id, &module, FLEET_ID).await;
     assert_eq!(status, StatusCode::CREATED);
     let mut connected = device.session(old.addr).await;
     connected

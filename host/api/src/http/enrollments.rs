@@ -22,7 +22,9 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use wasmbed_gateway_api::{EnrollmentAnswer, EnrollmentOutcome, EnrollmentRequest, refusal_code};
+use wasmbed_gateway_api::{
+    EnrollmentAnswer, EnrollmentOutcome, EnrollmentRequest, PairingStatus, SetPairing, refusal_code,
+};
 use wasmbed_pki::{DeviceIssuer, DevicePublicKey};
 use wasmbed_protocol::{EnrollRefusal, NAME_LEN, PUBLIC_KEY_LEN};
 
@@ -31,12 +33,6 @@ use super::devices::normalize_device_id;
 use super::{ApiJson, ApiResult, AppState, Problem};
 use crate::model::{Device, now_ms};
 use crate::store::{EnrollmentRecord, PairingWindow};
-
-/// How long a window opened without a duration stays open (10 minutes,
-/// as at a gateway).
-pub const DEFAULT_PAIRING_SECS: u64 = 600;
-/// The longest window that can be asked for (a week).
-pub const MAX_PAIRING_SECS: u64 = 7 * 24 * 3600;
 
 /// The device CA this server signs enrollments with, if it has one.
 pub type Signer = Option<Arc<DeviceIssuer>>;
@@ -200,35 +196,13 @@ async fn reissue(
     }))
 }
 
-/// Whether devices may enroll now, fleet-wide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct PairingStatus {
-    pub open: bool,
-    /// When the window closes by itself (Unix ms); absent when closed, or
-    /// open until closed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub closes_at: Option<u64>,
-}
-
-impl PairingStatus {
-    fn at(window: PairingWindow, now: u64) -> PairingStatus {
-        let open = window.is_open_at(now);
-        PairingStatus {
-            open,
-            closes_at: window.until.filter(|_| open),
-        }
+/// The pairing window as the API answers it.
+fn pairing_status(window: PairingWindow, now: u64) -> PairingStatus {
+    let open = window.is_open_at(now);
+    PairingStatus {
+        open,
+        closes_at_ms: window.until.filter(|_| open),
     }
-}
-
-/// `PUT /api/v1/pairing`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SetPairing {
-    pub open: bool,
-    /// How long the window stays open, in seconds (default 600, at most
-    /// 604800); ignored when closing.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 604800)]
-    pub for_secs: Option<u64>,
 }
 
 /// Whether devices may enroll now, through any gateway that forwards
@@ -243,7 +217,7 @@ pub struct SetPairing {
 )]
 pub(crate) async fn get_pairing(State(state): State<AppState>) -> ApiResult<Json<PairingStatus>> {
     let window = state.store.enrollments().pairing().await?;
-    Ok(Json(PairingStatus::at(window, now_ms())))
+    Ok(Json(pairing_status(window, now_ms())))
 }
 
 /// Opens a fleet-wide pairing window that closes by itself, or closes
@@ -265,13 +239,9 @@ pub(crate) async fn set_pairing(
 ) -> ApiResult<Json<PairingStatus>> {
     let now = now_ms();
     let window = if body.open {
-        let secs = body.for_secs.unwrap_or(DEFAULT_PAIRING_SECS);
-        if !(1..=MAX_PAIRING_SECS).contains(&secs) {
-            return Err(Problem::bad_request(
-                "invalid_body",
-                format!("for_secs must be 1 to {MAX_PAIRING_SECS}"),
-            ));
-        }
+        let secs = body
+            .duration_secs()
+            .map_err(|why| Problem::bad_request("invalid_body", why))?;
         PairingWindow {
             open: true,
             until: Some(now.saturating_add(secs.saturating_mul(1000))),
@@ -281,7 +251,7 @@ pub(crate) async fn set_pairing(
     };
     state.store.enrollments().set_pairing(window).await?;
     tracing::info!(token = %caller.token_id, open = window.open, until = ?window.until, "fleet-wide pairing set");
-    Ok(Json(PairingStatus::at(window, now)))
+    Ok(Json(pairing_status(window, now)))
 }
 
 /// `POST /api/v1/preauthorized`.

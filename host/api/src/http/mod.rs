@@ -17,7 +17,7 @@
 //! | `POST, GET /api/v1/gateways[?labelSelector=...]` | register, list |
 //! | `GET, PUT, DELETE /api/v1/gateways/{name}` | read, replace labels and spec (at a `resource_version`), forget |
 //! | `POST /api/v1/enrollments` | a gateway forwards an enrollment; this server signs it with its device CA ([`enrollments`]; gateway tokens) |
-//! | `GET, PUT /api/v1/pairing` | whether devices may enroll, fleet-wide: `{"open": true, "for_secs": 600}` opens a window that closes by itself |
+//! | `GET, PUT /api/v1/pairing` | whether devices may enroll, fleet-wide: `{"open": true, "duration_s": 600}` opens a window that closes by itself |
 //! | `POST /api/v1/preauthorized` | let one public key enroll while pairing is closed |
 //!
 //! Every route but `/healthz` and the dashboard's static files needs

@@ -159,7 +159,10 @@ impl Cluster {
             runtime.handle().clone(),
         );
         // Pairing is fleet-wide, at the API server.
-        let (status, answer) = api.put("/api/v1/pairing", &json!({"open": true, "for_secs": 3600}));
+        let (status, answer) = api.put(
+            "/api/v1/pairing",
+            &json!({"open": true, "duration_s": 3600}),
+        );
         assert_eq!(status, 200, "open pairing: {answer}");
 
         let gateways: Vec<GatewaySlot> = GATEWAYS

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wasmbed_protocol::{DeviceId, PUBLIC_KEY_LEN};
 
-use wasmbed_gateway_api::{AppView, DeviceView, RuntimeView};
+use wasmbed_gateway_api::{AppView, DeviceView, RuntimeView, SetPairing};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::Shared;
 use crate::fleet::Presence;
-use crate::pairing::{self, PairingStatus};
+use crate::pairing::PairingStatus;
 use crate::store::{DeviceRecord, RuntimeRecord};
 
 impl From<RuntimeRecord> for RuntimeView {
@@ -162,17 +162,6 @@ fn refuse_when_fleet_wide(shared: &Shared) -> ApiResult<()> {
     }
 }
 
-/// `PUT /v1/pairing`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SetPairing {
-    pub open: bool,
-    /// How long the window stays open, in seconds (default 600, at most
-    /// 604800); checked but unused when closing.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 604800)]
-    pub duration_s: Option<u64>,
-}
-
 /// Whether devices may enroll now.
 #[utoipa::path(
     get, path = "/v1/pairing", tag = "pairing",
@@ -202,16 +191,7 @@ pub(crate) async fn set_pairing(
     ApiJson(request): ApiJson<SetPairing>,
 ) -> ApiResult<Json<PairingStatus>> {
     refuse_when_fleet_wide(&shared)?;
-    let duration = match request.duration_s {
-        None => pairing::DEFAULT_WINDOW,
-        Some(s) if (1..=pairing::MAX_WINDOW.as_secs()).contains(&s) => Duration::from_secs(s),
-        Some(_) => {
-            return Err(ApiError::bad_request(format!(
-                "duration_s must be 1 to {}",
-                pairing::MAX_WINDOW.as_secs()
-            )));
-        }
-    };
+    let duration = Duration::from_secs(request.duration_secs().map_err(ApiError::bad_request)?);
     if request.open {
         shared.pairing.open(Some(duration));
         tracing::info!(for_s = duration.as_secs(), "pairing opened");

@@ -35,8 +35,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub use auth::InProcessCaller;
-pub use devices::{Preauthorize, SetPairing, parse_device_id};
+pub use devices::{Preauthorize, parse_device_id};
 pub use error::ApiError;
+pub use wasmbed_gateway_api::SetPairing;
 pub use wasmbed_gateway_api::{
     AppView, DeployRequest, DeploymentState, DeploymentView, Desired, DeviceView, ErrorBody,
     LimitsJson, Presence, ResultView, RuntimeView, ValueJson,

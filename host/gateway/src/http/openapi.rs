@@ -28,7 +28,7 @@ use crate::pairing::PairingStatus;
         deployments::list_results,
     ),
     components(schemas(
-        ErrorBody, DeviceView, RuntimeView, AppView, Presence, devices::SetPairing,
+        ErrorBody, DeviceView, RuntimeView, AppView, Presence, wasmbed_gateway_api::SetPairing,
         devices::Preauthorize, PairingStatus, DeployRequest, LimitsJson, ValueJson,
         DeploymentView, Desired, ResultView, DeploymentState, ForgetRequest,
     )),
