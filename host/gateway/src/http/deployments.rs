@@ -64,10 +64,12 @@ fn limits_from_json(json: &LimitsJson) -> ApiResult<Limits> {
     post, path = "/v1/deployments", tag = "deployments",
     request_body = DeployRequest,
     responses(
+        (status = 200, description = "the fleet-wide deployment_id is held here already, as it stands", body = Vec<DeploymentView>),
         (status = 201, body = Vec<DeploymentView>),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "a device is not enrolled", body = ErrorBody),
+        (status = 409, description = "the deployment_id is another device's or application's here", body = ErrorBody),
         (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody),
         (status = 422, description = "devices would refuse the module", body = ErrorBody),
