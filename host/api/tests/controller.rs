@@ -217,15 +217,13 @@ async fn an_application_reaches_the_selected_simulated_devices_and_leaves_on_del
     assert!(gw["status"]["last_seen"].is_u64());
 
     // A device relabelled out of the selector loses the application.
-    let sim2 = api
-        .admin("GET", "/api/v1/devices/sim-2", None, StatusCode::OK)
-        .await;
-    let moved = json!({
-        "metadata": { "labels": { "site": "home" }, "resource_version": sim2["metadata"]["resource_version"] },
-        "spec": sim2["spec"],
-    });
-    api.admin("PUT", "/api/v1/devices/sim-2", Some(moved), StatusCode::OK)
-        .await;
+    api.replace_retrying("/api/v1/devices/sim-2", |sim2| {
+        json!({
+            "metadata": { "labels": { "site": "home" }, "resource_version": sim2["metadata"]["resource_version"] },
+            "spec": sim2["spec"],
+        })
+    })
+    .await;
     let sim2_deployment = app["status"]["deployments"]
         .as_array()
         .unwrap()
@@ -472,14 +470,15 @@ async fn a_moved_or_deleted_device_loses_its_deployment_at_the_gateway_that_hold
         .admin("GET", "/api/v1/devices/sim-0", None, StatusCode::OK)
         .await;
     assert_eq!(sim0["status"]["gateway"], "gw", "{sim0:#}");
-    let mut moved_spec = sim0["spec"].clone();
-    moved_spec["gateway"] = json!("gw-b");
-    let moved = json!({
-        "metadata": { "labels": {}, "resource_version": sim0["metadata"]["resource_version"] },
-        "spec": moved_spec,
-    });
-    api.admin("PUT", "/api/v1/devices/sim-0", Some(moved), StatusCode::OK)
-        .await;
+    api.replace_retrying("/api/v1/devices/sim-0", |sim0| {
+        let mut moved_spec = sim0["spec"].clone();
+        moved_spec["gateway"] = json!("gw-b");
+        json!({
+            "metadata": { "labels": {}, "resource_version": sim0["metadata"]["resource_version"] },
+            "spec": moved_spec,
+        })
+    })
+    .await;
     let (_, first) = &placed[0];
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, deployment) = holding.get(&format!("/v1/deployments/{first}")).await;

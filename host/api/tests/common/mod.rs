@@ -142,6 +142,29 @@ impl TestApi {
         json
     }
 
+    /// Reads `uri` and `PUT`s what `change` makes of it, as the admin,
+    /// reading again while the controller's writes make it a conflict
+    /// (409), as any client must; the answer of the `PUT` that succeeded.
+    pub async fn replace_retrying(&self, uri: &str, change: impl Fn(&Value) -> Value) -> Value {
+        for _ in 0..50 {
+            let current = self.admin("GET", uri, None, StatusCode::OK).await;
+            let (status, _, json) = self
+                .call(
+                    "PUT",
+                    uri,
+                    Some(&self.admin.clone()),
+                    Some(change(&current)),
+                )
+                .await;
+            match status {
+                StatusCode::OK => return json,
+                StatusCode::CONFLICT => continue,
+                other => panic!("PUT {uri}: {other}: {json:#}"),
+            }
+        }
+        panic!("PUT {uri}: a conflict 50 times in a row");
+    }
+
     /// Serves the API on a loopback socket, as the API server does.
     pub async fn serve(&self) -> SocketAddr {
         self.serve_with(wasmbed_httpd::HttpServerConfig::default())
