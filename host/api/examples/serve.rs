@@ -68,7 +68,13 @@ async fn main() -> Result<(), Error> {
         let controller = Controller::new(&store, config);
         tokio::spawn(controller.run(std::future::pending()));
     }
-    let router = app(AppState::new(store, auth));
+    // Signs enrollments as `wasmbed api --pki` does, with a device CA of
+    // its own.
+    let installation =
+        wasmbed_pki::Installation::create(&wasmbed_pki::InstallationOptions::default())?;
+    let state = AppState::new(store, auth)
+        .with_device_issuer(std::sync::Arc::new(installation.device_issuer()?));
+    let router = app(state);
     let config = wasmbed_httpd::HttpServerConfig::default();
     wasmbed_httpd::serve(listener, router, None, config, std::future::pending()).await?;
     Ok(())

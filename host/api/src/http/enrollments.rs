@@ -104,6 +104,7 @@ fn certificate(issuer: &DeviceIssuer, device_id: &str, key: &[u8]) -> ApiResult<
         (status = 200, description = "enrolled, or enrolled again with the same id", body = EnrollmentAnswer),
         (status = 400, description = "`invalid_key`, or a malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`pairing_closed`, `key_revoked`, or a token that is no gateway's", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "this server has no device CA key (started without --pki)", body = Problem, content_type = "application/problem+json"),
     ),
@@ -229,6 +230,7 @@ pub(crate) async fn get_pairing(State(state): State<AppState>) -> ApiResult<Json
         (status = 200, body = PairingStatus),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -238,10 +240,11 @@ pub(crate) async fn set_pairing(
     ApiJson(body): ApiJson<SetPairing>,
 ) -> ApiResult<Json<PairingStatus>> {
     let now = now_ms();
+    // Checked when closing too: one contract with a gateway's pairing.
+    let secs = body
+        .duration_secs()
+        .map_err(|why| Problem::bad_request("invalid_body", why))?;
     let window = if body.open {
-        let secs = body
-            .duration_secs()
-            .map_err(|why| Problem::bad_request("invalid_body", why))?;
         PairingWindow {
             open: true,
             until: Some(now.saturating_add(secs.saturating_mul(1000))),
@@ -270,6 +273,7 @@ pub struct Preauthorize {
         (status = 201, description = "the key may enroll"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -220,6 +220,7 @@ fn create_fleet_deployment(
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody),
+        (status = 415, body = ErrorBody),
     ),
 )]
 pub(crate) async fn forget_deployment(
