@@ -228,10 +228,14 @@ async fn bad_requests_are_refused_with_a_reason() {
     }
     let mut long = request(&new_key());
     long["board"] = json!("b".repeat(33));
-    let (status, _, json) = api
-        .call("POST", "/api/v1/enrollments", Some(&gateway), Some(long))
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    let mut forged_line = request(&new_key());
+    forged_line["firmware_version"] = json!("1.0\nINFO forged log line");
+    for bad in [long, forged_line] {
+        let (status, _, json) = api
+            .call("POST", "/api/v1/enrollments", Some(&gateway), Some(bad))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    }
 }
 
 #[tokio::test]

@@ -134,6 +134,13 @@ pub(crate) async fn enroll(
                 format!("{field} is longer than {NAME_LEN} bytes"),
             ));
         }
+        // Logged and stored: no line breaks or escapes from a peer.
+        if text.chars().any(char::is_control) {
+            return Err(Problem::bad_request(
+                "invalid_body",
+                format!("{field} holds control characters"),
+            ));
+        }
     }
     let key_hex = hex::encode(key);
     let gateway = caller.gateway.as_deref().unwrap_or("-");
