@@ -720,13 +720,7 @@ async fn replicas_sharing_a_token_directory_see_each_others_tokens_and_revocatio
     let replica = || {
         let files = std::sync::Arc::new(DirStore::open(dir.path()).unwrap());
         let resources = std::sync::Arc::new(SqliteStore::in_memory().unwrap());
-        Store::new(
-            resources,
-            files.clone(),
-            files.clone(),
-            files.clone(),
-            files,
-        )
+        Store::beside(resources, files)
     };
     let (a, admin) = Auth::bootstrap(&replica()).await.unwrap();
     let (b, second_admin) = Auth::bootstrap(&replica()).await.unwrap();

@@ -15,9 +15,7 @@ use wasmbed_api::http::events::{
     DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_TOKEN, EventStreamLimits,
 };
 use wasmbed_api::server::{ApiServer, ApiServerConfig, FD_RESERVE, http_max_connections_for};
-use wasmbed_api::store::{
-    BlobStore, DirStore, EnrollmentStore, ResultStore, SqliteStore, Store, TokenStore,
-};
+use wasmbed_api::store::{DirStore, ResourceStore, SqliteStore, Store};
 use wasmbed_httpd::HttpServerConfig;
 
 use crate::open_files;
@@ -213,7 +211,7 @@ async fn open_server(
             let resources = wasmbed_k8s::KubeStore::connect(namespace.as_str())
                 .await
                 .context("connecting to the Kubernetes API server")?;
-            let (blobs, tokens, results, enrollments, kept_in) = rest_stores(data, config)?;
+            let resources = Arc::new(resources);
             // The pod's name, as the Events' reporting instance.
             let instance = std::env::var("POD_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
@@ -230,34 +228,28 @@ async fn open_server(
                 namespace,
                 &instance,
             ));
+            let (store, kept_in) = beside(resources.clone(), data, config)?;
             tracing::info!(%namespace, blobs_tokens_results = %kept_in, "resources in Kubernetes");
-            let store = Store::new(Arc::new(resources), blobs, tokens, results, enrollments);
             Ok(ApiServer::over(store, config).await?)
         }
     }
 }
 
-type RestStores = (
-    Arc<dyn BlobStore>,
-    Arc<dyn TokenStore>,
-    Arc<dyn ResultStore>,
-    Arc<dyn EnrollmentStore>,
-    String,
-);
-
-/// Where blobs, tokens, results and enrollments go beside Kubernetes: files in `data`,
-/// re-reading the tokens every `config.token_reload`, or SQLite in --db.
-fn rest_stores(
+/// The store of `resources` (Kubernetes) with blobs, tokens, results and
+/// enrollments beside them: files in `data`, re-reading the tokens every
+/// `config.token_reload`, or SQLite in --db; and where they are, for logs.
+fn beside(
+    resources: Arc<dyn ResourceStore>,
     data: Option<&std::path::Path>,
     config: &ApiServerConfig,
-) -> anyhow::Result<RestStores> {
+) -> anyhow::Result<(Store, String)> {
     Ok(match data {
         Some(dir) => {
             let files = Arc::new(
                 DirStore::open(dir).with_context(|| format!("opening {}", dir.display()))?,
             );
             let kept_in = format!("files in {} (shared)", dir.display());
-            (files.clone(), files.clone(), files.clone(), files, kept_in)
+            (Store::beside(resources, files), kept_in)
         }
         None => {
             let local = Arc::new(
@@ -265,7 +257,7 @@ fn rest_stores(
                     .with_context(|| format!("opening {}", config.db.display()))?,
             );
             let kept_in = format!("SQLite in {} (this replica only)", config.db.display());
-            (local.clone(), local.clone(), local.clone(), local, kept_in)
+            (Store::beside(resources, local), kept_in)
         }
     })
 }

@@ -15,7 +15,7 @@ fn fresh() -> Store {
     let server = FakeApiServer::new();
     let resources = Arc::new(KubeStore::new(server.client("wasmbed"), "wasmbed"));
     let rest = Arc::new(SqliteStore::in_memory().unwrap());
-    Store::new(resources, rest.clone(), rest.clone(), rest.clone(), rest)
+    Store::beside(resources, rest)
 }
 
 #[tokio::test]

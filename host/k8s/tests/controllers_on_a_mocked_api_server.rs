@@ -42,7 +42,7 @@ fn mocked(
     let client = kube::Client::new(service, "wasmbed");
     let resources = Arc::new(KubeStore::new(client, "wasmbed"));
     let rest = Arc::new(SqliteStore::in_memory().unwrap());
-    let store = Store::new(resources, rest.clone(), rest.clone(), rest.clone(), rest);
+    let store = Store::beside(resources, rest);
     let events = Arc::new(RecordedEvents::default());
     let config = ControllerConfig {
         events: events.clone(),

@@ -21,13 +21,7 @@ const MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
 fn store_on(server: &FakeApiServer, rest: &Arc<SqliteStore>) -> Store {
     let resources = Arc::new(KubeStore::new(server.client("wasmbed"), "wasmbed"));
-    Store::new(
-        resources,
-        rest.clone(),
-        rest.clone(),
-        rest.clone(),
-        rest.clone(),
-    )
+    Store::beside(resources, rest.clone())
 }
 
 /// Waits up to 10 s for `done` to hold of what `probe` reads.

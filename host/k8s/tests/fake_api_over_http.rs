@@ -44,13 +44,7 @@ async fn kube_store_reads_writes_and_watches_through_the_served_fake() {
     let path = serve(&server, dir.path()).await;
     let client = client_from(&path).await;
     let rest = Arc::new(SqliteStore::in_memory().unwrap());
-    let store = Store::new(
-        Arc::new(KubeStore::new(client, "wasmbed")),
-        rest.clone(),
-        rest.clone(),
-        rest.clone(),
-        rest,
-    );
+    let store = Store::beside(Arc::new(KubeStore::new(client, "wasmbed")), rest);
 
     // Its headers come at once, before the stream ends (it does not).
     let mut events = tokio::time::timeout(Duration::from_secs(5), store.watch::<Device>(None))
@@ -69,11 +63,8 @@ async fn kube_store_reads_writes_and_watches_through_the_served_fake() {
     let listed = store.list::<Device>().await.unwrap();
     assert_eq!(listed, std::slice::from_ref(&created));
     // The same objects as the server's in-process clients see.
-    let in_process = Store::new(
+    let in_process = Store::beside(
         Arc::new(KubeStore::new(server.client("wasmbed"), "wasmbed")),
-        Arc::new(SqliteStore::in_memory().unwrap()),
-        Arc::new(SqliteStore::in_memory().unwrap()),
-        Arc::new(SqliteStore::in_memory().unwrap()),
         Arc::new(SqliteStore::in_memory().unwrap()),
     );
     assert_eq!(

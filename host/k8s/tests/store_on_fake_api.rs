@@ -22,7 +22,7 @@ use wasmbed_k8s::{KubeStore, api_resource};
 fn store_on(server: &FakeApiServer) -> Store {
     let resources = Arc::new(KubeStore::new(server.client("wasmbed"), "wasmbed"));
     let rest = Arc::new(SqliteStore::in_memory().unwrap());
-    Store::new(resources, rest.clone(), rest.clone(), rest.clone(), rest)
+    Store::beside(resources, rest)
 }
 
 async fn next<T: std::fmt::Debug>(

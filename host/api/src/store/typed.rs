@@ -134,16 +134,19 @@ impl Store {
         written
     }
 
+    /// Resources in `resources`; blobs, tokens, results and enrollments in
+    /// `side` (SQLite, or files shared by replicas).
+    pub fn beside<S>(resources: Arc<dyn ResourceStore>, side: Arc<S>) -> Store
+    where
+        S: BlobStore + TokenStore + ResultStore + EnrollmentStore + 'static,
+    {
+        Store::new(resources, side.clone(), side.clone(), side.clone(), side)
+    }
+
     /// Everything in one SQLite database.
     pub fn sqlite(store: SqliteStore) -> Store {
         let store = Arc::new(store);
-        Store::new(
-            store.clone(),
-            store.clone(),
-            store.clone(),
-            store.clone(),
-            store,
-        )
+        Store::beside(store.clone(), store)
     }
 
     /// Everything in a private SQLite database in memory.

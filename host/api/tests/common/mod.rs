@@ -33,13 +33,7 @@ pub fn test_store() -> Store {
                 .unwrap()
                 .keep();
             let files = std::sync::Arc::new(wasmbed_api::store::DirStore::open(&dir).unwrap());
-            Store::new(
-                resources,
-                files.clone(),
-                files.clone(),
-                files.clone(),
-                files,
-            )
+            Store::beside(resources, files)
         }
         Ok("sqlite") | Err(_) => Store::in_memory(),
         Ok(other) => panic!("WASMBED_TEST_STORE={other}: expected sqlite or kubernetes"),
